@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# Load comparison: redis-benchmark against one Redis node, nutcracker
+# (twemproxy) and shardis, all in one run, on the same three backends.
+#
+# Both proxies get the same pool: servers named a, b, c with weight 1,
+# fnv1a_64 hashing, ketama distribution and "{}" hash tags, so they place
+# every key on the same backend. "direct" is the first backend alone: the
+# numbers of a single Redis node, for reference, not a sharded setup.
+#
+# For each pipeline depth (-P 1 and -P 16) and each round, the targets run
+# in turn (direct, nutcracker, shardis), so slow drift of the machine hits
+# all of them alike. The table shows medians over the rounds, throughput
+# ratios, and each proxy's CPU time per 100k requests, read from
+# /proc/PID/stat around its runs.
+#
+# Usage: benches/load.sh [--quick]
+#   --quick              small request counts and one round (smoke test)
+# Environment:
+#   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
+#   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
+#   LOAD_ROUNDS          rounds                      (default 3; quick 1)
+#   LOAD_CLIENTS         redis-benchmark connections (default 50)
+#   LOAD_TIMEOUT         seconds one redis-benchmark run may take (default 600)
+#   SHARDIS_BIN          shardis binary to use; skips the cargo build
+#   SKIP_SHARDIS=1       leave shardis out (to develop this script)
+#   KEEP_TMP=1           keep the temp dir with configs, logs and raw results
+#
+# All traffic stays on 127.0.0.1; every process started here is stopped on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# rustup's cargo and Debian's /usr/sbin (nutcracker) may be missing from PATH.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/local/sbin:/usr/sbin"
+
+# ---------------------------------------------------------------- arguments
+
+quick=0
+for arg in "$@"; do
+    case $arg in
+        --quick) quick=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+            exit 0
+            ;;
+        *)
+            echo "load.sh: unknown argument '$arg' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+if ((quick)); then
+    n_plain=${LOAD_N:-20000}
+    n_pipeline=${LOAD_N_PIPELINE:-100000}
+    rounds=${LOAD_ROUNDS:-1}
+else
+    n_plain=${LOAD_N:-200000}
+    n_pipeline=${LOAD_N_PIPELINE:-1000000}
+    rounds=${LOAD_ROUNDS:-3}
+fi
+clients=${LOAD_CLIENTS:-50}
+bench_timeout=${LOAD_TIMEOUT:-600}
+skip_shardis=${SKIP_SHARDIS:-0}
+[[ "$skip_shardis" == 0 || -z "$skip_shardis" ]] && skip_shardis=0 || skip_shardis=1
+
+# -P 1 and -P 16, each with its own request count.
+pipelines=(1 16)
+declare -A requests_for=([1]=$n_plain [16]=$n_pipeline)
+
+# ------------------------------------------------------------ cleanup setup
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-load.XXXXXX")
+pids=() # every background process started here, stopped in cleanup()
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pid
+    # Ask politely first, then insist on whatever is still running.
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    # Keep the evidence after a failure; an interrupt (130, 143) is not one.
+    if [[ "${KEEP_TMP:-0}" == 1 || ! $status =~ ^(0|130|143)$ ]]; then
+        echo "load.sh: logs and raw results kept in $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() {
+    echo "load.sh: $*" >&2
+    exit 1
+}
+
+# ------------------------------------------------------------------ helpers
+
+# free_ports N: print N distinct free TCP ports on 127.0.0.1. The sockets stay
+# bound until all N are chosen, so the ports differ from one another.
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# wait_pong NAME PORT PID LOG: wait up to 10 s until PORT answers PING with
+# PONG; fail with the end of LOG when the process dies or never answers.
+wait_pong() {
+    local name=$1 port=$2 pid=$3 log=$4
+    for _ in $(seq 100); do
+        if [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]]; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$log" >&2 || true
+            die "$name exited before answering PING on port $port"
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$log" >&2 || true
+    die "$name did not answer PING on port $port within 10 s"
+}
+
+# cpu_ticks PID: utime + stime of the whole process (all threads), in clock
+# ticks: fields 14 and 15 of /proc/PID/stat. Field 2, the command name, is in
+# parentheses and may hold spaces, so count fields after the last ')'.
+cpu_ticks() {
+    local stat rest fields
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }
+    read -ra fields <<<"$rest" # fields[0] is field 3 (state)
+    echo $((fields[11] + fields[12]))
+}
+
+# ------------------------------------------------------------ dependencies
+
+bash scripts/install-deps.sh
+for cmd in redis-server redis-cli redis-benchmark nutcracker python3 timeout; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found"
+done
+clk_tck=$(getconf CLK_TCK)
+
+shardis_bin=""
+if ((!skip_shardis)); then
+    if [[ -n "${SHARDIS_BIN:-}" ]]; then
+        shardis_bin=$SHARDIS_BIN
+    else
+        locked=()
+        [[ -f Cargo.lock ]] && locked=(--locked)
+        echo "building shardis (release)..."
+        cargo build --release --quiet "${locked[@]}"
+        shardis_bin=${CARGO_TARGET_DIR:-target}/release/shardis
+    fi
+    [[ -x "$shardis_bin" ]] || die "shardis binary '$shardis_bin' is not executable"
+fi
+
+# ----------------------------------------------------------------- backends
+
+read -r port_a port_b port_c port_nut port_nut_stats port_shardis <<<"$(free_ports 6)"
+backend_ports=("$port_a" "$port_b" "$port_c")
+
+for port in "${backend_ports[@]}"; do
+    mkdir -p "$tmp/redis-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --dir "$tmp/redis-$port" --logfile "$tmp/redis-$port.log" \
+        >/dev/null 2>&1 &
+    pids+=("$!")
+    redis_pid=$!
+    wait_pong "redis-server" "$port" "$redis_pid" "$tmp/redis-$port.log"
+done
+
+# --------------------------------------------------------------- nutcracker
+
+cat >"$tmp/nutcracker.yml" <<YAML
+shardis_load:
+  listen: 127.0.0.1:$port_nut
+  hash: fnv1a_64
+  distribution: ketama
+  hash_tag: "{}"
+  redis: true
+  auto_eject_hosts: false
+  server_connections: 1
+  timeout: 2000
+  servers:
+    - "127.0.0.1:$port_a:1 a"
+    - "127.0.0.1:$port_b:1 b"
+    - "127.0.0.1:$port_c:1 c"
+YAML
+nutcracker --test-conf --conf-file="$tmp/nutcracker.yml" >"$tmp/nutcracker-test.log" 2>&1 ||
+    { cat "$tmp/nutcracker-test.log" >&2; die "nutcracker rejected its config"; }
+# Stats go to a free loopback port instead of the default 0.0.0.0:22222.
+nutcracker --conf-file="$tmp/nutcracker.yml" --output="$tmp/nutcracker.log" \
+    --stats-addr=127.0.0.1 --stats-port="$port_nut_stats" >/dev/null 2>&1 &
+nut_pid=$!
+pids+=("$nut_pid")
+wait_pong nutcracker "$port_nut" "$nut_pid" "$tmp/nutcracker.log"
+
+# ------------------------------------------------------------------ shardis
+
+shardis_pid=""
+if ((!skip_shardis)); then
+    {
+        echo "listen = \"127.0.0.1:$port_shardis\""
+        echo
+        echo "[routing]"
+        echo "hash = \"fnv1a_64\""
+        echo "distribution = \"ketama\""
+        echo "hash_tag = \"{}\""
+        name_of=(a b c)
+        for i in 0 1 2; do
+            echo
+            echo "[[shards]]"
+            echo "name = \"${name_of[i]}\""
+            echo "primary = \"127.0.0.1:${backend_ports[i]}\""
+            echo "replicas = []"
+            echo "weight = 1"
+        done
+    } >"$tmp/shardis.toml"
+    # Quiet logging unless the caller asks for more: logging is not what we measure.
+    RUST_LOG=${RUST_LOG:-warn} "$shardis_bin" --config "$tmp/shardis.toml" \
+        >"$tmp/shardis.log" 2>&1 &
+    shardis_pid=$!
+    pids+=("$shardis_pid")
+    wait_pong shardis "$port_shardis" "$shardis_pid" "$tmp/shardis.log"
+
+    # Both proxies must place keys alike, or the comparison is of different
+    # things: write keys through shardis, read them back through nutcracker.
+    check_keys=300
+    for i in $(seq "$check_keys"); do echo "SET load:check:$i v$i"; done |
+        redis-cli -h 127.0.0.1 -p "$port_shardis" >/dev/null
+    found=$(for i in $(seq "$check_keys"); do echo "GET load:check:$i"; done |
+        redis-cli -h 127.0.0.1 -p "$port_nut" | grep -c '^v' || true)
+    for i in $(seq "$check_keys"); do echo "DEL load:check:$i"; done |
+        redis-cli -h 127.0.0.1 -p "$port_shardis" >/dev/null
+    if ((found == check_keys)); then
+        echo "placement check: all $check_keys keys written via shardis are found via nutcracker"
+    else
+        echo "WARNING: placement differs: only $found of $check_keys keys written via shardis" \
+            "are found via nutcracker" >&2
+    fi
+fi
+
+# ---------------------------------------------------------------- the runs
+
+targets=(direct nutcracker)
+((skip_shardis)) || targets+=(shardis)
+declare -A port_of=([direct]=$port_a [nutcracker]=$port_nut [shardis]=$port_shardis)
+declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid)
+
+echo
+echo "machine: $(nproc) CPUs; $(redis-server --version | awk '{print $1, $2, $3}');" \
+    "$(nutcracker --version 2>&1 | head -n 1)"
+echo "shardis: ${shardis_bin:-(skipped)} ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "redis-benchmark -c $clients -r 100000 -t set,get; -P 1: -n $n_plain," \
+    "-P 16: -n $n_pipeline; $rounds round(s)"
+echo
+
+# Raw results, one line per measurement, summarised at the end:
+#   rps.csv: round,pipeline,target,test,requests_per_second
+#   cpu.csv: round,pipeline,target,cpu_seconds,requests
+: >"$tmp/rps.csv"
+: >"$tmp/cpu.csv"
+
+for round in $(seq "$rounds"); do
+    for pipeline in "${pipelines[@]}"; do
+        n=${requests_for[$pipeline]}
+        for target in "${targets[@]}"; do
+            port=${port_of[$target]}
+            pid=${pid_of[$target]}
+            out="$tmp/bench-r$round-p$pipeline-$target"
+
+            [[ -n "$pid" ]] && before=$(cpu_ticks "$pid")
+            # In the background and waited for, so Ctrl-C or TERM reach the
+            # cleanup at once; timeout bounds a proxy that stops answering.
+            # (redis-benchmark first sends CONFIG GET, which nutcracker
+            # refuses; it only warns about that, on stderr.)
+            timeout "$bench_timeout" redis-benchmark -h 127.0.0.1 -p "$port" \
+                -c "$clients" -r 100000 -n "$n" -t set,get -P "$pipeline" -q --csv \
+                >"$out.csv" 2>"$out.err" &
+            bench_pid=$!
+            pids+=("$bench_pid")
+            bench_status=0
+            wait "$bench_pid" || bench_status=$?
+            if ((bench_status != 0)); then
+                tail -n 5 "$out.err" >&2 || true
+                die "redis-benchmark against $target (-P $pipeline) failed with status $bench_status"
+            fi
+
+            # Keep the "TEST",rps rows of the CSV (the header says "test").
+            line=$(printf 'round %s  -P %-2s  %-10s' "$round" "$pipeline" "$target")
+            while IFS=, read -r test rps _; do
+                test=${test//\"/} rps=${rps//\"/}
+                [[ "$test" == SET || "$test" == GET ]] || continue
+                echo "$round,$pipeline,$target,$test,$rps" >>"$tmp/rps.csv"
+                line+="  $test $(printf '%10.0f' "$rps") rps"
+            done <"$out.csv"
+
+            if [[ -n "$pid" ]]; then
+                kill -0 "$pid" 2>/dev/null || die "$target died during the run (see $tmp)"
+                after=$(cpu_ticks "$pid")
+                cpu=$(awk -v t=$((after - before)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
+                echo "$round,$pipeline,$target,$cpu,$((n * 2))" >>"$tmp/cpu.csv"
+                line+="  cpu ${cpu} s"
+            fi
+            echo "$line"
+        done
+    done
+done
+
+# ------------------------------------------------------------------ summary
+
+echo
+python3 - "$tmp/rps.csv" "$tmp/cpu.csv" "$rounds" <<'PY'
+import csv, sys
+from collections import defaultdict
+from statistics import median
+
+rps_path, cpu_path, rounds = sys.argv[1], sys.argv[2], sys.argv[3]
+
+rps = defaultdict(list)      # (pipeline, test, target) -> [requests/s per round]
+for _, p, target, test, value in csv.reader(open(rps_path)):
+    rps[(int(p), test, target)].append(float(value))
+
+cpu = defaultdict(list)      # (pipeline, target) -> [CPU s per 100k requests per round]
+for _, p, target, seconds, requests in csv.reader(open(cpu_path)):
+    cpu[(int(p), target)].append(float(seconds) / int(requests) * 100_000)
+
+def med(values):
+    return median(values) if values else None
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+def num(v, fmt):
+    return format(v, fmt) if v is not None else "-"
+
+head = ("P", "test", "direct r/s", "nutcracker r/s", "shardis r/s",
+        "sh/nut", "sh/direct", "nut cpu", "shardis cpu", "cpu sh/nut")
+rows = []
+for p in sorted({k[0] for k in rps}):
+    nut_cpu, sh_cpu = med(cpu[(p, "nutcracker")]), med(cpu[(p, "shardis")])
+    for test in ("SET", "GET"):
+        d, n, s = (med(rps[(p, test, t)]) for t in ("direct", "nutcracker", "shardis"))
+        rows.append((str(p), test, num(d, ",.0f"), num(n, ",.0f"), num(s, ",.0f"),
+                     ratio(s, n), ratio(s, d),
+                     num(nut_cpu, ".3f"), num(sh_cpu, ".3f"), ratio(sh_cpu, nut_cpu)))
+
+widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+def show(r):
+    print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+print(f"median over {rounds} round(s); r/s = requests per second")
+show(head)
+show(tuple("-" * w for w in widths))
+for r in rows:
+    show(r)
+print("cpu = proxy CPU seconds (user+system) per 100k requests, for the SET+GET run as a whole,")
+print("      so both rows of a P show the same value; lower is better.")
+print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
+PY

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Install what shardis' tests, demo and load comparison need on a Debian
+# machine, and only what is missing:
+#
+#   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker
+#   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker)
+#
+# and check that a Rust toolchain (cargo) is available. Safe to run again:
+# when every command is already present it does not touch apt at all.
+#
+# Installing packages needs root (or sudo). Tests and benchmarks start their
+# own redis-server processes on free loopback ports, so the services the
+# Debian packages start on install are stopped again (best effort): nothing
+# here relies on a system-wide Redis on 6379.
+set -euo pipefail
+
+# nutcracker lives in /usr/sbin, which a non-root PATH often lacks.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# command -> the Debian package that provides it.
+declare -A package_of=(
+    [redis-server]=redis-server
+    [redis-cli]=redis-tools
+    [redis-benchmark]=redis-tools
+    [redis-sentinel]=redis-sentinel
+    [nutcracker]=nutcracker
+)
+
+# Collect the packages behind the missing commands, each once.
+missing=()
+for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        pkg=${package_of[$cmd]}
+        if [[ " ${missing[*]-} " != *" $pkg "* ]]; then
+            missing+=("$pkg")
+        fi
+    fi
+done
+
+if ((${#missing[@]} > 0)); then
+    # Run apt as root, through sudo when we are not root already.
+    if ((EUID == 0)); then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-deps: no apt-get; install these by hand: ${missing[*]}" >&2
+        exit 1
+    fi
+
+    echo "install-deps: installing ${missing[*]}"
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends \
+        "${missing[@]}" >/dev/null
+
+    # The packages may have started system services (redis on 6379, sentinel
+    # on 26379, nutcracker on 22222). Our tests pick their own ports, so stop
+    # only the services of packages installed just now; a Redis the machine
+    # already ran is left alone.
+    if command -v service >/dev/null 2>&1; then
+        for pkg in "${missing[@]}"; do
+            case $pkg in
+                redis-server | redis-sentinel | nutcracker)
+                    "${as_root[@]}" service "$pkg" stop >/dev/null 2>&1 || true
+                    ;;
+            esac
+        done
+    fi
+
+    # Verify: a package that installed but did not provide the command
+    # (e.g. a renamed package) should fail here, not deep inside a test.
+    for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker; do
+        if ! command -v "$cmd" >/dev/null 2>&1; then
+            echo "install-deps: '$cmd' is still missing after install" >&2
+            exit 1
+        fi
+    done
+fi
+
+# A Rust toolchain is needed to build; rustup installs it into ~/.cargo/bin,
+# which a fresh shell may not have on its PATH yet.
+if ! command -v cargo >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    cat >&2 <<'MSG'
+install-deps: cargo not found. Install Rust with rustup:
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+    . "$HOME/.cargo/env"
+then run this script again.
+MSG
+    exit 1
+fi

@@ -1,0 +1,296 @@
+//! One multiplexed connection to a Redis node, run by its own task.
+//!
+//! The task owns the socket. It writes queued requests in batches, frames the replies and hands
+//! each to the request at the head of its FIFO. It never blocks on one side while the other has
+//! work: reading and writing are driven by socket readiness in one `select!`.
+//!
+//! Failure handling, which keeps "a dead or slow node never hangs a client":
+//! - connect fails or times out: every request queued meanwhile, and every new one until the
+//!   backoff delay has passed, is answered `Unavailable` at once; then it reconnects.
+//! - the oldest request waits longer than the timeout: the node is slow or gone, and since a
+//!   pipelined connection cannot skip a reply, the whole connection is failed and reopened.
+//! - EOF, a reset or unframeable bytes: every in-flight request is failed, then reconnect.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{BackendError, BackendRequest, NodeConn, NodeState, Reply};
+use crate::resp::{encode, reply, Proto, ReplyFramer};
+
+/// How to reach and treat one node.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// `host:port`.
+    pub addr: String,
+    /// How errors name this node: `shard 'a' node 127.0.0.1:7001`.
+    pub label: Arc<str>,
+    pub connections: usize,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub reconnect_backoff: Duration,
+    pub reconnect_backoff_max: Duration,
+    pub queue_depth: usize,
+}
+
+/// Requests taken off the queue per batch before writing.
+const BATCH: usize = 256;
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(super) fn spawn_set(settings: &NodeSettings, proto: Proto) -> Vec<NodeConn> {
+    (0..settings.connections)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(settings.queue_depth);
+            let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
+            let task = ConnTask {
+                settings: settings.clone(),
+                proto,
+                rx,
+                state: state.clone(),
+            };
+            tokio::spawn(task.run());
+            NodeConn { tx, state }
+        })
+        .collect()
+}
+
+struct ConnTask {
+    settings: NodeSettings,
+    proto: Proto,
+    rx: mpsc::Receiver<BackendRequest>,
+    state: Arc<AtomicU8>,
+}
+
+/// Why a connection stopped being usable.
+enum Broken {
+    /// The oldest request waited longer than the timeout.
+    Timeout,
+    Lost(String),
+}
+
+/// Who is waiting for the next reply on the connection.
+enum Waiter {
+    Client {
+        reply: oneshot::Sender<Reply>,
+        sent_at: Instant,
+    },
+    /// The reply to a command the connection sent itself on connect (HELLO 3).
+    Handshake,
+}
+
+impl ConnTask {
+    async fn run(mut self) {
+        let mut backoff = self.settings.reconnect_backoff;
+        loop {
+            self.set_state(NodeState::Connecting);
+            let failure = match self.connect().await {
+                Ok(stream) => {
+                    self.set_state(NodeState::Up);
+                    backoff = self.settings.reconnect_backoff;
+                    match self.serve(stream).await {
+                        // Every handle is gone: the proxy no longer uses this node.
+                        None => return,
+                        Some(lost) => {
+                            tracing::warn!(node = %self.settings.label, "{lost}");
+                            // A broken connection is retried at once; a refused one backs off.
+                            continue;
+                        }
+                    }
+                }
+                Err(reason) => reason,
+            };
+            tracing::warn!(node = %self.settings.label, "connect failed: {failure}");
+            self.set_state(NodeState::Down);
+            let retry_at = Instant::now() + backoff;
+            backoff = (backoff * 2).min(self.settings.reconnect_backoff_max);
+            // Fail fast until it is time to retry.
+            loop {
+                tokio::select! {
+                    req = self.rx.recv() => match req {
+                        Some(req) => {
+                            let _ = req.reply.send(Err(BackendError::Unavailable {
+                                node: self.settings.label.clone(),
+                                reason: failure.clone(),
+                            }));
+                        }
+                        None => return,
+                    },
+                    _ = tokio::time::sleep_until(retry_at) => break,
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: NodeState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let connecting = TcpStream::connect(&self.settings.addr);
+        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "connect timed out after {} ms",
+                self.settings.connect_timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Runs one connection until it fails (`Some(reason)`) or the proxy drops the node (`None`).
+    async fn serve(&mut self, stream: TcpStream) -> Option<String> {
+        let mut pending: VecDeque<Waiter> = VecDeque::new();
+        let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
+        if self.proto == Proto::Resp3 {
+            encode::command(&mut wbuf, [&b"HELLO"[..], b"3"].into_iter());
+            pending.push_back(Waiter::Handshake);
+        }
+        let timeout = self.settings.timeout;
+        let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(5)));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut open = true;
+
+        let broken: Broken = loop {
+            if !wbuf.is_empty() {
+                match stream.try_write(&wbuf) {
+                    Ok(n) => {
+                        let _ = wbuf.split_to(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Broken::Lost(e.to_string()),
+                }
+            }
+            if !open && pending.is_empty() && wbuf.is_empty() {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                ready = stream.readable() => {
+                    if let Err(e) = ready {
+                        break Broken::Lost(e.to_string());
+                    }
+                    rbuf.reserve(READ_CHUNK);
+                    match stream.try_read_buf(&mut rbuf) {
+                        Ok(0) => break Broken::Lost("closed by the node".into()),
+                        Ok(_) => {
+                            if let Err(e) = self.deliver(&mut rbuf, &mut framer, &mut pending) {
+                                break Broken::Lost(e);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => break Broken::Lost(e.to_string()),
+                    }
+                }
+                ready = stream.writable(), if !wbuf.is_empty() => {
+                    if let Err(e) = ready {
+                        break Broken::Lost(e.to_string());
+                    }
+                }
+                req = self.rx.recv(), if open => match req {
+                    Some(req) => {
+                        let now = Instant::now();
+                        self.enqueue(req, now, &mut wbuf, &mut pending);
+                        for _ in 0..BATCH {
+                            match self.rx.try_recv() {
+                                Ok(req) => self.enqueue(req, now, &mut wbuf, &mut pending),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => open = false,
+                },
+                _ = tick.tick(), if !pending.is_empty() => {
+                    let oldest = pending.iter().find_map(|w| match w {
+                        Waiter::Client { sent_at, .. } => Some(*sent_at),
+                        Waiter::Handshake => None,
+                    });
+                    if oldest.is_some_and(|t| t.elapsed() >= timeout) {
+                        break Broken::Timeout;
+                    }
+                }
+            }
+        };
+        for waiter in pending {
+            if let Waiter::Client { reply, .. } = waiter {
+                let node = self.settings.label.clone();
+                let _ = reply.send(Err(match &broken {
+                    Broken::Timeout => BackendError::Timeout {
+                        node,
+                        ms: timeout.as_millis(),
+                    },
+                    Broken::Lost(reason) => BackendError::Lost {
+                        node,
+                        reason: reason.clone(),
+                    },
+                }));
+            }
+        }
+        Some(match broken {
+            Broken::Timeout => format!("no reply within {} ms: connection reset", timeout.as_millis()),
+            Broken::Lost(reason) => format!("connection lost: {reason}"),
+        })
+    }
+
+    fn enqueue(
+        &self,
+        req: BackendRequest,
+        now: Instant,
+        wbuf: &mut BytesMut,
+        pending: &mut VecDeque<Waiter>,
+    ) {
+        // A client that already went away needs no answer; skipping its request is safe
+        // because nothing was written for it yet.
+        if req.reply.is_closed() {
+            return;
+        }
+        wbuf.extend_from_slice(&req.bytes);
+        pending.push_back(Waiter::Client {
+            reply: req.reply,
+            sent_at: now,
+        });
+    }
+
+    /// Hands every complete reply in `rbuf` to its waiter.
+    fn deliver(
+        &self,
+        rbuf: &mut BytesMut,
+        framer: &mut ReplyFramer,
+        pending: &mut VecDeque<Waiter>,
+    ) -> Result<(), String> {
+        while let Some(len) = framer.frame_len(rbuf).map_err(|e| e.to_string())? {
+            let frame = rbuf.split_to(len).freeze();
+            if frame[0] == b'>' {
+                // Out-of-band push (client tracking, pub/sub): nothing on a shared connection
+                // asked for it, and it answers no request.
+                continue;
+            }
+            match pending.pop_front() {
+                Some(Waiter::Client { reply, .. }) => {
+                    let _ = reply.send(Ok(frame));
+                }
+                Some(Waiter::Handshake) => {
+                    if reply::is_error(&frame) {
+                        return Err(format!(
+                            "HELLO 3 refused: {}",
+                            String::from_utf8_lossy(&frame).trim_end()
+                        ));
+                    }
+                }
+                None => return Err("a reply arrived that no request was waiting for".into()),
+            }
+        }
+        Ok(())
+    }
+}

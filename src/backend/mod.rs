@@ -1,0 +1,120 @@
+//! Backend nodes: a few multiplexed, pipelined connections per Redis node.
+//!
+//! Many clients share each connection: requests are written in the order they arrive and replies
+//! are matched to them first-in first-out, as Redis answers in order. A client always uses the
+//! same connection of a node (chosen by its id), so its own commands to one node run in the order
+//! it sent them.
+
+mod conn;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+pub use conn::NodeSettings;
+
+use crate::resp::Proto;
+
+/// Why a request sent to a node got no reply. `Display` is the client's error text after `ERR `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{node} unavailable: {reason}")]
+    Unavailable { node: Arc<str>, reason: String },
+    #[error("{node} did not answer within {ms} ms")]
+    Timeout { node: Arc<str>, ms: u128 },
+    #[error("{node} connection lost: {reason}")]
+    Lost { node: Arc<str>, reason: String },
+}
+
+/// The reply to one request: the raw reply frame, or why there is none.
+pub type Reply = Result<Bytes, BackendError>;
+
+/// One request on its way to a node.
+pub struct BackendRequest {
+    pub bytes: Bytes,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// Health of a node as its connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NodeState {
+    Connecting = 0,
+    Up = 1,
+    Down = 2,
+}
+
+/// Handle to one multiplexed connection (its task reconnects by itself).
+#[derive(Clone)]
+pub struct NodeConn {
+    tx: mpsc::Sender<BackendRequest>,
+    state: Arc<AtomicU8>,
+}
+
+impl NodeConn {
+    /// Queues a request; its reply arrives on the returned receiver. Waits only when the
+    /// connection's queue is full (backpressure).
+    pub async fn send(&self, bytes: Bytes) -> oneshot::Receiver<Reply> {
+        let (reply, rx) = oneshot::channel();
+        // The task only ends when every handle is gone, so a send error cannot happen while
+        // `self` exists; if it did, the dropped sender answers the receiver with an error.
+        let _ = self.tx.send(BackendRequest { bytes, reply }).await;
+        rx
+    }
+
+    pub fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => NodeState::Up,
+            2 => NodeState::Down,
+            _ => NodeState::Connecting,
+        }
+    }
+}
+
+/// The connections to one node: a set per client protocol, the RESP3 set opened on first use.
+pub struct NodePool {
+    settings: NodeSettings,
+    resp2: Vec<NodeConn>,
+    resp3: OnceLock<Vec<NodeConn>>,
+}
+
+impl NodePool {
+    /// Starts the RESP2 connections now (on the current tokio runtime).
+    pub fn start(settings: NodeSettings) -> NodePool {
+        let resp2 = conn::spawn_set(&settings, Proto::Resp2);
+        NodePool {
+            settings,
+            resp2,
+            resp3: OnceLock::new(),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.settings.addr
+    }
+
+    /// The connection a client uses for this node.
+    pub fn conn(&self, proto: Proto, client_id: u64) -> &NodeConn {
+        let set = match proto {
+            Proto::Resp2 => &self.resp2,
+            Proto::Resp3 => self
+                .resp3
+                .get_or_init(|| conn::spawn_set(&self.settings, Proto::Resp3)),
+        };
+        &set[(client_id % set.len() as u64) as usize]
+    }
+
+    /// The node's state: up if any RESP2 connection is up, down if all are down.
+    pub fn state(&self) -> NodeState {
+        let states = self.resp2.iter().map(NodeConn::state);
+        if states.clone().any(|s| s == NodeState::Up) {
+            NodeState::Up
+        } else if states.clone().all(|s| s == NodeState::Down) {
+            NodeState::Down
+        } else {
+            NodeState::Connecting
+        }
+    }
+}

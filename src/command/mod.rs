@@ -1,0 +1,172 @@
+//! Commands: the Redis 7 command table, where each command's keys are, and how it is routed.
+
+mod plan;
+pub mod spec;
+mod table;
+
+pub use plan::{plan, printable, wrong_arity, Local, Merge, Part, Plan};
+pub use spec::CommandSpec;
+
+use spec::{flags, BeginSearch, FindKeys};
+
+/// Longest command name in the table, plus room for `container|sub`.
+const MAX_NAME: usize = 64;
+
+/// Looks up a command (or `container|sub`) by name, ignoring ASCII case.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let mut lower = [0u8; MAX_NAME];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    table::COMMANDS
+        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
+        .ok()
+        .map(|i| &table::COMMANDS[i])
+}
+
+/// Looks up the subcommand `sub` of a container command such as `OBJECT` or `CLIENT`.
+pub fn lookup_sub(container: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
+    let mut name = Vec::with_capacity(container.name.len() + 1 + sub.len());
+    name.extend_from_slice(container.name.as_bytes());
+    name.push(b'|');
+    name.extend_from_slice(sub);
+    lookup(&name)
+}
+
+/// Every command and subcommand the table knows.
+pub fn all() -> &'static [CommandSpec] {
+    table::COMMANDS
+}
+
+impl CommandSpec {
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether `argc` arguments (name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let arity = self.arity as isize;
+        let argc = argc as isize;
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+}
+
+/// The arguments of a command were not what its key specs describe (a bad `numkeys`, a key
+/// position past the end): the command is malformed and Redis will reject it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedKeys;
+
+/// Positions in `args` of every key the command names, following Redis's key-spec rules
+/// (`getKeysUsingKeySpecs`). `SORT ... STORE dest` is the one command whose destination Redis
+/// does not describe by a spec; it is found here by its keyword.
+pub fn key_positions(spec: &CommandSpec, args: &[bytes::Bytes]) -> Result<Vec<usize>, MalformedKeys> {
+    let argc = args.len() as i64;
+    let mut keys = Vec::new();
+    for ks in spec.keys.iter().filter(|ks| !ks.not_key) {
+        let first = match ks.begin {
+            BeginSearch::Index(i) => i64::from(i),
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => {
+                let start = if start_from > 0 {
+                    i64::from(start_from)
+                } else {
+                    argc + i64::from(start_from)
+                };
+                let end = if start_from > 0 { argc - 1 } else { 0 };
+                let mut i = start;
+                let mut found = None;
+                while i != end {
+                    if i >= argc || i < 1 {
+                        break;
+                    }
+                    if args[i as usize].eq_ignore_ascii_case(keyword.as_bytes()) {
+                        found = Some(i + 1);
+                        break;
+                    }
+                    i += if start <= end { 1 } else { -1 };
+                }
+                match found {
+                    Some(first) => first,
+                    // An optional keyword (GEORADIUS ... STORE) that is absent: no keys here.
+                    None => continue,
+                }
+            }
+        };
+        let (first, last, step) = match ks.find {
+            FindKeys::Range {
+                last_key,
+                step,
+                limit,
+            } => {
+                let last_key = i64::from(last_key);
+                let last = if last_key >= 0 {
+                    first + last_key
+                } else if limit <= 1 {
+                    argc + last_key
+                } else {
+                    first + ((argc - first) / i64::from(limit) + last_key)
+                };
+                (first, last, i64::from(step))
+            }
+            FindKeys::KeyNum {
+                key_num_idx,
+                first_key,
+                step,
+            } => {
+                let at = first + i64::from(key_num_idx);
+                let numkeys = args
+                    .get(at as usize)
+                    .and_then(|n| crate::resp::parse_i64(n))
+                    .filter(|&n| n >= 0 && n <= argc)
+                    .ok_or(MalformedKeys)?;
+                if numkeys == 0 {
+                    continue;
+                }
+                let first = first + i64::from(first_key);
+                (first, first + numkeys - 1, i64::from(step))
+            }
+        };
+        if last >= argc || last < first || first >= argc || step < 1 {
+            return Err(MalformedKeys);
+        }
+        let mut i = first;
+        while i <= last {
+            keys.push(i as usize);
+            i += step;
+        }
+    }
+    if spec.name == "sort" {
+        // SORT key [... STORE dest]: the destination is a key too.
+        if let Some(at) = args.iter().skip(2).position(|a| a.eq_ignore_ascii_case(b"store")) {
+            let dest = at + 3;
+            if dest < args.len() {
+                keys.push(dest);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Whether the spec describes a command that may block its connection.
+pub fn is_blocking(spec: &CommandSpec, args: &[bytes::Bytes]) -> bool {
+    if !spec.has(flags::BLOCKING) {
+        return false;
+    }
+    match spec.name {
+        // XREAD and XREADGROUP block only when asked to.
+        "xread" | "xreadgroup" => args.iter().any(|a| a.eq_ignore_ascii_case(b"block")),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,420 @@
+//! Configuration: the TOML file schema (serde), environment overrides, and validation into the
+//! runtime [`Config`].
+//!
+//! The raw schema mirrors the file one to one; [`Config`] is what the rest of the proxy reads,
+//! with addresses resolved, names defaulted and every rule checked. Every error names the key
+//! it is about, e.g. `shards[1].primary: "127.0.0.1" is not host:port`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::resp::Limits;
+use crate::routing::{Distribution, HashFn, HashTag, RingMember};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+// ---- the file schema ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    workers: usize,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
+    backend: RawBackend,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    shards: Vec<RawShard>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6380".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRouting {
+    hash: String,
+    distribution: String,
+    hash_tag: String,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        RawRouting {
+            hash: "xxh3".into(),
+            distribution: "ketama".into(),
+            hash_tag: "{}".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBackend {
+    connections: usize,
+    #[serde(with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    reconnect_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    reconnect_backoff_max: Duration,
+    queue_depth: usize,
+}
+
+impl Default for RawBackend {
+    fn default() -> Self {
+        let b = BackendSettings::default();
+        RawBackend {
+            connections: b.connections,
+            connect_timeout: b.connect_timeout,
+            timeout: b.timeout,
+            reconnect_backoff: b.reconnect_backoff,
+            reconnect_backoff_max: b.reconnect_backoff_max,
+            queue_depth: b.queue_depth,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_clients: usize,
+    max_bulk_len: usize,
+    max_inline_len: usize,
+    max_args: usize,
+    max_query_buffer: usize,
+    max_pipeline: usize,
+    max_output_buffer: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let p = Limits::default();
+        let c = ClientLimits::default();
+        RawLimits {
+            max_clients: c.max_clients,
+            max_bulk_len: p.max_bulk_len,
+            max_inline_len: p.max_inline_len,
+            max_args: p.max_args,
+            max_query_buffer: p.max_query_buffer,
+            max_pipeline: c.max_pipeline,
+            max_output_buffer: c.max_output_buffer,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShard {
+    name: Option<String>,
+    primary: String,
+    #[serde(default)]
+    replicas: Vec<String>,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+// ---- the validated configuration ----
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Runtime worker threads; 0 = one per CPU.
+    pub workers: usize,
+    /// Password clients must give with AUTH (or HELLO ... AUTH default <pw>), if any.
+    pub password: Option<String>,
+    pub hash: HashFn,
+    pub distribution: Distribution,
+    pub hash_tag: Option<HashTag>,
+    pub backend: BackendSettings,
+    pub protocol: Limits,
+    pub client: ClientLimits,
+    pub shards: Vec<ShardConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// Multiplexed connections per node (per client protocol: RESP2 and RESP3 each get a set).
+    pub connections: usize,
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its reply before the connection is declared broken.
+    pub timeout: Duration,
+    /// First delay before reconnecting to a node that failed; doubles up to the max.
+    pub reconnect_backoff: Duration,
+    pub reconnect_backoff_max: Duration,
+    /// Requests queued per backend connection before senders wait.
+    pub queue_depth: usize,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            connections: 2,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            reconnect_backoff: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(2),
+            queue_depth: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub max_clients: usize,
+    /// Requests one client may have in flight; reading from it pauses at this depth.
+    pub max_pipeline: usize,
+    /// Reply bytes held for a client that is not reading; replies wait (and so does reading)
+    /// past this.
+    pub max_output_buffer: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_clients: 10_000,
+            max_pipeline: 4096,
+            max_output_buffer: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Identity on the ring (default: the primary's `host:port`).
+    pub name: String,
+    pub primary: String,
+    pub replicas: Vec<String>,
+    pub weight: u32,
+}
+
+impl Config {
+    /// Reads `path` (TOML), applies `SHARDIS__...` environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(env_overrides())
+            .build()?
+            .try_deserialize()?;
+        raw.validate()
+    }
+
+    /// Parses TOML text (no environment overrides); used by `shardis dev` and tests.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        raw.validate()
+    }
+
+    pub fn ring_members(&self) -> Vec<RingMember> {
+        self.shards
+            .iter()
+            .map(|s| RingMember {
+                name: s.name.clone(),
+                weight: s.weight,
+            })
+            .collect()
+    }
+}
+
+/// `SHARDIS__LISTEN=...`, `SHARDIS__ROUTING__HASH=...`, `SHARDIS__BACKEND__TIMEOUT=...`.
+fn env_overrides() -> config::Environment {
+    config::Environment::with_prefix("SHARDIS")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("{:?} is not an ip:port address", self.listen)))?;
+        let hash = HashFn::parse(&self.routing.hash).ok_or_else(|| {
+            invalid(
+                "routing.hash",
+                format!("{:?}: expected xxh3, fnv1a_64 or md5", self.routing.hash),
+            )
+        })?;
+        let distribution = Distribution::parse(&self.routing.distribution).ok_or_else(|| {
+            invalid(
+                "routing.distribution",
+                format!("{:?}: expected ketama or modula", self.routing.distribution),
+            )
+        })?;
+        let hash_tag = match self.routing.hash_tag.as_str() {
+            "" => None,
+            spec => Some(HashTag::parse(spec).ok_or_else(|| {
+                invalid(
+                    "routing.hash_tag",
+                    format!("{spec:?}: expected two ASCII characters, or \"\" for none"),
+                )
+            })?),
+        };
+        if self.password.as_deref() == Some("") {
+            return Err(invalid("password", "empty; leave it out for no password"));
+        }
+        let b = self.backend;
+        positive("backend.connections", b.connections)?;
+        positive("backend.queue_depth", b.queue_depth)?;
+        for (key, d) in [
+            ("backend.connect_timeout", b.connect_timeout),
+            ("backend.timeout", b.timeout),
+            ("backend.reconnect_backoff", b.reconnect_backoff),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than 0"));
+            }
+        }
+        if b.reconnect_backoff_max < b.reconnect_backoff {
+            return Err(invalid(
+                "backend.reconnect_backoff_max",
+                "must not be shorter than backend.reconnect_backoff",
+            ));
+        }
+        let l = self.limits;
+        for (key, v) in [
+            ("limits.max_clients", l.max_clients),
+            ("limits.max_bulk_len", l.max_bulk_len),
+            ("limits.max_inline_len", l.max_inline_len),
+            ("limits.max_args", l.max_args),
+            ("limits.max_query_buffer", l.max_query_buffer),
+            ("limits.max_pipeline", l.max_pipeline),
+            ("limits.max_output_buffer", l.max_output_buffer),
+        ] {
+            positive(key, v)?;
+        }
+        if self.shards.is_empty() {
+            return Err(invalid("shards", "at least one [[shards]] entry is required"));
+        }
+        let mut shards = Vec::with_capacity(self.shards.len());
+        for (i, s) in self.shards.into_iter().enumerate() {
+            let key = |field: &str| format!("shards[{i}].{field}");
+            check_addr(&key("primary"), &s.primary)?;
+            for (j, r) in s.replicas.iter().enumerate() {
+                check_addr(&key(&format!("replicas[{j}]")), r)?;
+                if *r == s.primary {
+                    return Err(invalid(key(&format!("replicas[{j}]")), "same as the primary"));
+                }
+            }
+            if s.weight == 0 {
+                return Err(invalid(key("weight"), "must be at least 1"));
+            }
+            let name = s.name.unwrap_or_else(|| s.primary.clone());
+            if name.is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            shards.push(ShardConfig {
+                name,
+                primary: s.primary,
+                replicas: s.replicas,
+                weight: s.weight,
+            });
+        }
+        for (i, s) in shards.iter().enumerate() {
+            if let Some(j) = shards[..i].iter().position(|o| o.name == s.name) {
+                return Err(invalid(
+                    format!("shards[{i}].name"),
+                    format!("{:?} is already the name of shards[{j}]", s.name),
+                ));
+            }
+            let nodes = std::iter::once(&s.primary).chain(&s.replicas);
+            for node in nodes {
+                let clash = shards[..i]
+                    .iter()
+                    .position(|o| o.primary == *node || o.replicas.contains(node));
+                if let Some(j) = clash {
+                    return Err(invalid(
+                        format!("shards[{i}]"),
+                        format!("node {node} is already in shards[{j}]"),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            listen,
+            workers: self.workers,
+            password: self.password,
+            hash,
+            distribution,
+            hash_tag,
+            backend: BackendSettings {
+                connections: b.connections,
+                connect_timeout: b.connect_timeout,
+                timeout: b.timeout,
+                reconnect_backoff: b.reconnect_backoff,
+                reconnect_backoff_max: b.reconnect_backoff_max,
+                queue_depth: b.queue_depth,
+            },
+            protocol: Limits {
+                max_bulk_len: l.max_bulk_len,
+                max_inline_len: l.max_inline_len,
+                max_args: l.max_args,
+                max_query_buffer: l.max_query_buffer,
+            },
+            client: ClientLimits {
+                max_clients: l.max_clients,
+                max_pipeline: l.max_pipeline,
+                max_output_buffer: l.max_output_buffer,
+            },
+            shards,
+        })
+    }
+}
+
+fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// A node address is `host:port` with a non-empty host and a port in 1..=65535.
+fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{addr:?} is not host:port")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! INFO: the proxy's own sections, plus the keyspace summed over every shard.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::backend::NodeState;
+use crate::local::REDIS_COMPAT_VERSION;
+use crate::resp::{Request as ClientRequest, Value};
+use crate::server::Proxy;
+use crate::topology::Topology;
+
+const SECTIONS: &[&str] = &["server", "clients", "stats", "shards", "keyspace"];
+
+/// An INFO request whose proxy-side figures were taken when it was planned; the shards' keyspace
+/// lines are merged in when their replies arrive.
+pub struct Request {
+    text: String,
+    keyspace: bool,
+}
+
+impl Request {
+    pub fn new(proxy: &Proxy, topology: &Topology, req: &ClientRequest) -> Request {
+        let wanted: Vec<String> = req.args()[1..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+            .collect();
+        let all = wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|w| w == "all" || w == "everything" || w == "default");
+        let want = |s: &str| all || wanted.iter().any(|w| w == s);
+        let mut text = String::new();
+        for section in SECTIONS.iter().filter(|s| want(s) && **s != "keyspace") {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            let mut title = section.to_string();
+            title[..1].make_ascii_uppercase();
+            text.push_str(&format!("# {title}\r\n"));
+            render_section(&mut text, section, proxy, topology);
+        }
+        Request {
+            text,
+            keyspace: want("keyspace"),
+        }
+    }
+
+    /// The full INFO text. `keyspaces` holds each shard's `INFO keyspace` text, `None` for a
+    /// shard that did not answer.
+    pub fn render(self, keyspaces: &[Option<Bytes>]) -> Value {
+        let mut text = self.text;
+        if self.keyspace {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str("# Keyspace\r\n");
+            let (mut keys, mut expires, mut ttl_weighted) = (0u64, 0u64, 0u128);
+            let mut any = false;
+            for ks in keyspaces.iter().flatten() {
+                for line in String::from_utf8_lossy(ks).lines() {
+                    let Some(fields) = line.strip_prefix("db0:") else {
+                        continue;
+                    };
+                    any = true;
+                    let field = |name: &str| -> u64 {
+                        fields
+                            .split(',')
+                            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0)
+                    };
+                    keys += field("keys");
+                    let e = field("expires");
+                    expires += e;
+                    ttl_weighted += u128::from(field("avg_ttl")) * u128::from(e);
+                }
+            }
+            if any {
+                let avg_ttl = if expires > 0 {
+                    ttl_weighted / u128::from(expires)
+                } else {
+                    0
+                };
+                let _ = write!(
+                    text,
+                    "db0:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+                );
+            }
+        }
+        Value::Verbatim(Bytes::from(text))
+    }
+}
+
+fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &Topology) {
+    let stats = &proxy.stats;
+    let config = proxy.config();
+    let mut kv = |k: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(text, "{k}:{v}\r\n");
+    };
+    match section {
+        "server" => {
+            kv("redis_version", &REDIS_COMPAT_VERSION);
+            kv("redis_mode", &"standalone");
+            kv("shardis_version", &env!("CARGO_PKG_VERSION"));
+            kv("process_id", &std::process::id());
+            kv("tcp_port", &proxy.listen_addr().port());
+            let uptime = stats.started.elapsed().as_secs();
+            kv("uptime_in_seconds", &uptime);
+            kv("uptime_in_days", &(uptime / 86_400));
+        }
+        "clients" => {
+            kv("connected_clients", &stats.connected.load(Ordering::Relaxed));
+            kv("maxclients", &config.client.max_clients);
+        }
+        "stats" => {
+            let connections = stats.connections.load(Ordering::Relaxed);
+            kv("total_connections_received", &connections);
+            kv("total_commands_processed", &stats.commands.load(Ordering::Relaxed));
+            kv("rejected_connections", &stats.rejected.load(Ordering::Relaxed));
+        }
+        "shards" => {
+            kv("shards", &topology.shards.len());
+            for (i, shard) in topology.shards.iter().enumerate() {
+                let state = match shard.primary.state() {
+                    NodeState::Up => "up",
+                    NodeState::Down => "down",
+                    NodeState::Connecting => "connecting",
+                };
+                let weight = config.shards.get(i).map_or(1, |s| s.weight);
+                let value = format!(
+                    "name={},primary={},state={state},weight={weight},replicas={}",
+                    shard.name,
+                    shard.primary.addr(),
+                    shard.replicas.len()
+                );
+                kv(&format!("shard{i}"), &value);
+            }
+        }
+        _ => {}
+    }
+}

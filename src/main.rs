@@ -1,0 +1,85 @@
+//! The `shardis` command line: parse flags, load the configuration, run. No logic here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardis::config::Config;
+use shardis::server::Server;
+
+#[derive(Parser)]
+#[command(name = "shardis", version, about = "A Redis-protocol sharded cache proxy")]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', default_value = "conf/shardis.toml", global = true)]
+    config: PathBuf,
+    /// Validate the configuration, print what is wrong, and exit.
+    #[arg(long, short = 't')]
+    check_config: bool,
+    /// Listen address, overriding the configuration's `listen`.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Local demo: start redis-server children on free loopback ports and serve them.
+    Dev(shardis::dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::Dev(args)) = cli.command {
+        return shardis::dev::run(args);
+    }
+    let mut config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("shardis: {}: {e}", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if cli.check_config {
+        println!(
+            "{}: ok ({} shards, listen {})",
+            cli.config.display(),
+            config.shards.len(),
+            config.listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    serve(config)
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match shardis::server::runtime(config.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardis: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listen = config.listen;
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("shardis: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(shardis::server::shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}

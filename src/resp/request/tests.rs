@@ -1,0 +1,183 @@
+use super::*;
+
+fn parse_all(parser: &mut RequestParser, buf: &mut BytesMut) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+    let mut out = Vec::new();
+    while let Some(req) = parser.next(buf)? {
+        out.push(req.args().to_vec());
+    }
+    Ok(out)
+}
+
+fn args(list: &[&str]) -> Vec<Bytes> {
+    list.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+}
+
+fn parser() -> RequestParser {
+    RequestParser::new(Limits::default())
+}
+
+#[test]
+fn multibulk_and_inline_commands() {
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\nSET a \"b c\"\r\n"[..]);
+    let got = parse_all(&mut parser(), &mut buf).unwrap();
+    assert_eq!(got, vec![args(&["GET", "k"]), args(&["PING"]), args(&["SET", "a", "b c"])]);
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn raw_bytes_are_kept_for_forwarding() {
+    let wire = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    let mut buf = BytesMut::from(&wire[..]);
+    let req = parser().next(&mut buf).unwrap().unwrap();
+    assert_eq!(req.raw().unwrap().as_ref(), wire);
+    let mut out = BytesMut::new();
+    Request::from_args(args(&["GET", "k"])).write_resp(&mut out);
+    assert_eq!(&out[..], wire);
+}
+
+#[test]
+fn every_split_point_gives_the_same_commands() {
+    let wire: &[u8] = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
+    for cut in 0..wire.len() {
+        let mut p = parser();
+        let mut buf = BytesMut::from(&wire[..cut]);
+        let mut got = parse_all(&mut p, &mut buf).unwrap();
+        buf.extend_from_slice(&wire[cut..]);
+        got.extend(parse_all(&mut p, &mut buf).unwrap());
+        assert_eq!(
+            got,
+            vec![args(&["SET", "key", "value"]), args(&["PING"]), args(&["PING"])],
+            "split at {cut}"
+        );
+    }
+}
+
+#[test]
+fn empty_lines_and_empty_multibulks_are_skipped() {
+    let mut buf = BytesMut::from(&b"\r\n\n*0\r\n*-1\r\nPING\r\n"[..]);
+    assert_eq!(parse_all(&mut parser(), &mut buf).unwrap(), vec![args(&["PING"])]);
+}
+
+#[test]
+fn bad_input_gets_redis_errors() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"*2\r\n$3\r\nGETXX\r\n", "Protocol error: expected CRLF after a bulk string"),
+        (b"*1\r\n+GET\r\n", "Protocol error: expected '$', got '+'"),
+        (b"*x\r\n", "Protocol error: invalid multibulk length"),
+        (b"*1\r\n$-5\r\n", "Protocol error: invalid bulk length"),
+        (b"*1\r\n$01\r\n", "Protocol error: invalid bulk length"),
+        (b"*1\r\n$9999999999\r\n", "Protocol error: invalid bulk length"),
+        (b"*3000000000\r\n", "Protocol error: invalid multibulk length"),
+        (b"SET a \"b\r\n", "Protocol error: unbalanced quotes in request"),
+        (b"SET a \"b\"c\r\n", "Protocol error: unbalanced quotes in request"),
+    ];
+    for (wire, msg) in cases {
+        let err = parse_all(&mut parser(), &mut BytesMut::from(*wire)).unwrap_err();
+        assert_eq!(err.to_string(), *msg, "input {:?}", String::from_utf8_lossy(wire));
+    }
+}
+
+#[test]
+fn limits_are_enforced_before_allocation() {
+    let limits = Limits {
+        max_bulk_len: 10,
+        max_inline_len: 16,
+        max_args: 3,
+        max_query_buffer: 64,
+    };
+    let run = |wire: &[u8]| parse_all(&mut RequestParser::new(limits), &mut BytesMut::from(wire));
+    assert_eq!(run(b"*1\r\n$11\r\n").unwrap_err(), ProtocolError::InvalidBulkLength);
+    assert_eq!(run(b"*4\r\n").unwrap_err(), ProtocolError::TooManyArgs(3));
+    assert_eq!(run(b"a b c d\r\n").unwrap_err(), ProtocolError::TooManyArgs(3));
+    assert_eq!(run(&[b'x'; 17]).unwrap_err(), ProtocolError::InlineTooBig);
+    assert_eq!(run(&[b'1'; 70][..]).unwrap_err(), ProtocolError::InlineTooBig);
+
+    // A header announcing a huge bulk reserves at most a bounded amount.
+    let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\n"[..]);
+    assert_eq!(parser().next(&mut buf).unwrap(), None);
+    assert!(buf.capacity() <= 2 * MAX_RESERVE_AHEAD, "reserved {}", buf.capacity());
+
+    let long_header = [&b"*1\r\n$"[..], &[b'1'; 80]].concat();
+    assert_eq!(
+        parse_all(&mut parser(), &mut BytesMut::from(&long_header[..])).unwrap_err(),
+        ProtocolError::BulkHeaderTooBig
+    );
+}
+
+#[test]
+fn query_buffer_limit_applies_to_partial_commands() {
+    let limits = Limits {
+        max_query_buffer: 32,
+        ..Limits::default()
+    };
+    let mut p = RequestParser::new(limits);
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$100\r\n"[..]);
+    buf.extend_from_slice(&[b'v'; 40]);
+    assert_eq!(
+        p.next(&mut buf).unwrap_err(),
+        ProtocolError::QueryBufferFull(32)
+    );
+}
+
+#[test]
+fn inline_quoting_follows_redis() {
+    let mut buf = BytesMut::from(&b"SET \"a\\x41\\n\" 'it\\'s'\r\n"[..]);
+    assert_eq!(
+        parse_all(&mut parser(), &mut buf).unwrap(),
+        vec![vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from_static(b"aA\n"),
+            Bytes::from_static(b"it's"),
+        ]]
+    );
+}
+
+#[test]
+fn integers_parse_like_string2ll() {
+    assert_eq!(parse_i64(b"0"), Some(0));
+    assert_eq!(parse_i64(b"-12"), Some(-12));
+    assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+    assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+    for bad in [&b""[..], b"-", b"+1", b"01", b"-0", b"1 ", b"9223372036854775808"] {
+        assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic, and never make the parser report progress it did not make.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+            let mut p = parser();
+            let cut = cut.min(data.len());
+            let mut buf = BytesMut::from(&data[..cut]);
+            if parse_all(&mut p, &mut buf).is_ok() {
+                buf.extend_from_slice(&data[cut..]);
+                let _ = parse_all(&mut p, &mut buf);
+            }
+        }
+
+        /// Any list of arguments, encoded as RESP and cut anywhere, parses back to itself.
+        #[test]
+        fn encoded_commands_round_trip(
+            cmds in proptest::collection::vec(proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6), 1..8),
+            cut in 0usize..2000,
+        ) {
+            let mut wire = BytesMut::new();
+            for cmd in &cmds {
+                crate::resp::encode::command(&mut wire, cmd.iter().map(|a| &a[..]));
+            }
+            let cut = cut.min(wire.len());
+            let mut p = parser();
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut got = parse_all(&mut p, &mut buf).unwrap();
+            buf.extend_from_slice(&wire[cut..]);
+            got.extend(parse_all(&mut p, &mut buf).unwrap());
+            let want: Vec<Vec<Bytes>> = cmds.iter().map(|c| c.iter().map(|a| Bytes::copy_from_slice(a)).collect()).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

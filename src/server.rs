@@ -1,0 +1,158 @@
+//! The listener: accepts clients up to the limit, starts a session for each, and stops
+//! accepting on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::topology::Topology;
+
+/// Counters shown by INFO.
+pub struct Stats {
+    pub started: Instant,
+    pub connections: AtomicU64,
+    pub connected: AtomicUsize,
+    pub rejected: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+/// State shared by every session: the current configuration and topology snapshots.
+pub struct Proxy {
+    config: ArcSwap<Config>,
+    topology: ArcSwap<Topology>,
+    listen_addr: SocketAddr,
+    pub stats: Stats,
+}
+
+impl Proxy {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+}
+
+/// A bound, running proxy.
+pub struct Server {
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the listen address and starts connecting to the backends. Needs a tokio runtime.
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let listen_addr = listener.local_addr()?;
+        let topology = Topology::start(&config);
+        let proxy = Arc::new(Proxy {
+            config: ArcSwap::from_pointee(config),
+            topology: ArcSwap::from_pointee(topology),
+            listen_addr,
+            stats: Stats {
+                started: Instant::now(),
+                connections: AtomicU64::new(0),
+                connected: AtomicUsize::new(0),
+                rejected: AtomicU64::new(0),
+                commands: AtomicU64::new(0),
+            },
+        });
+        Ok(Server { proxy, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.proxy.listen_addr
+    }
+
+    /// Accepts clients until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tracing::info!(listen = %self.proxy.listen_addr, "shardis accepting clients");
+        tokio::pin!(shutdown);
+        let mut next_id: u64 = 1;
+        loop {
+            let (mut stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down: no longer accepting clients");
+                    return;
+                }
+            };
+            let proxy = self.proxy.clone();
+            let stats = &proxy.stats;
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let max = proxy.config().client.max_clients;
+            if stats.connected.fetch_add(1, Ordering::AcqRel) >= max {
+                stats.connected.fetch_sub(1, Ordering::AcqRel);
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer, max, "client limit reached; connection refused");
+                tokio::spawn(async move {
+                    let _ = stream
+                        .write_all(b"-ERR max number of clients reached\r\n")
+                        .await;
+                });
+                continue;
+            }
+            let id = next_id;
+            next_id += 1;
+            tokio::spawn(async move {
+                // Counted out on drop, so a session that ends any way frees its place.
+                let _slot = ClientSlot(proxy.clone());
+                crate::client::serve(proxy, stream, peer, id).await;
+            });
+        }
+    }
+}
+
+/// One place under `max_clients`, given back when the session ends.
+struct ClientSlot(Arc<Proxy>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.stats.connected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The tokio runtime the proxy runs on: `workers` threads, or one per CPU when 0.
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().thread_name("shardis").build()
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
