@@ -1,0 +1,51 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[shards]]
+primary = "127.0.0.1:7001"
+"#;
+
+fn err(text: &str) -> String {
+    Config::from_toml(text).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:6380".parse().unwrap());
+    assert_eq!(c.hash, HashFn::Xxh3);
+    assert_eq!(c.distribution, Distribution::Ketama);
+    assert_eq!(c.hash_tag, HashTag::parse("{}"));
+    assert_eq!(c.shards[0].name, "127.0.0.1:7001");
+    assert_eq!(c.shards[0].weight, 1);
+    assert_eq!(c.protocol, Limits::default());
+    assert_eq!(c.backend, BackendSettings::default());
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/shardis.toml")).unwrap();
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.shards.len(), 3);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let with = |extra: &str| format!("{extra}\n{MINIMAL}");
+    assert!(err(&with("listen = \"nope\"")).starts_with("listen:"));
+    assert!(err(&with("[routing]\nhash = \"crc16\"")).starts_with("routing.hash:"));
+    assert!(err(&with("[routing]\ndistribution = \"x\"")).starts_with("routing.distribution:"));
+    assert!(err(&with("[routing]\nhash_tag = \"{\"")).starts_with("routing.hash_tag:"));
+    assert!(err(&with("[backend]\nconnections = 0")).starts_with("backend.connections:"));
+    assert!(err(&with("[backend]\ntimeout = \"0s\"")).starts_with("backend.timeout:"));
+    assert!(err("").starts_with("shards:"));
+    assert!(err("[[shards]]\nprimary = \"localhost\"").starts_with("shards[0].primary:"));
+    assert!(err("[[shards]]\nprimary = \"a:1\"\nweight = 0").starts_with("shards[0].weight:"));
+    assert!(err("[[shards]]\nprimary = \"a:1\"\nreplicas = [\"a:1\"]").starts_with("shards[0].replicas[0]:"));
+    assert!(err("[[shards]]\nprimary = \"a:1\"\nname = \"x\"\n[[shards]]\nprimary = \"a:2\"\nname = \"x\"")
+        .starts_with("shards[1].name:"));
+    assert!(err("[[shards]]\nprimary = \"a:1\"\n[[shards]]\nprimary = \"a:1\"").starts_with("shards[1]"));
+    // Unknown keys are refused rather than silently ignored.
+    let typo = err(&with("[routing]\nhsah = \"xxh3\""));
+    assert!(typo.contains("hsah"), "{typo}");
+}

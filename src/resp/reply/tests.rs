@@ -1,0 +1,103 @@
+use super::*;
+
+fn whole(buf: &[u8]) -> Option<usize> {
+    frame_len(buf).unwrap()
+}
+
+#[test]
+fn frames_every_resp2_and_resp3_type() {
+    let frames: &[&[u8]] = &[
+        b"+OK\r\n",
+        b"-ERR x\r\n",
+        b":42\r\n",
+        b"$3\r\nfoo\r\n",
+        b"$-1\r\n",
+        b"$0\r\n\r\n",
+        b"*-1\r\n",
+        b"*0\r\n",
+        b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
+        b"_\r\n",
+        b",3.14\r\n",
+        b"#t\r\n",
+        b"(12345678901234567890\r\n",
+        b"!3\r\nERR\r\n",
+        b"=7\r\ntxt:abc\r\n",
+        b"%1\r\n+k\r\n:1\r\n",
+        b"~2\r\n:1\r\n:2\r\n",
+        b">2\r\n+a\r\n+b\r\n",
+        b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",
+    ];
+    for frame in frames {
+        assert_eq!(whole(frame), Some(frame.len()), "{:?}", String::from_utf8_lossy(frame));
+        // Any strict prefix is incomplete, not an error.
+        for cut in 0..frame.len() {
+            assert_eq!(whole(&frame[..cut]), None, "prefix {cut} of {:?}", String::from_utf8_lossy(frame));
+        }
+        // Trailing bytes of the next reply are not part of this one.
+        let two = [*frame, b"+OK\r\n"].concat();
+        assert_eq!(whole(&two), Some(frame.len()));
+    }
+}
+
+#[test]
+fn resumes_where_it_stopped() {
+    let mut reply = b"*3\r\n".to_vec();
+    for i in 0..3 {
+        reply.extend_from_slice(format!("$5\r\nval-{i}\r\n").as_bytes());
+    }
+    let mut framer = ReplyFramer::new(DEFAULT_MAX_DEPTH);
+    for cut in 1..reply.len() {
+        assert_eq!(framer.frame_len(&reply[..cut]).unwrap(), None, "cut {cut}");
+    }
+    assert_eq!(framer.frame_len(&reply).unwrap(), Some(reply.len()));
+    // And starts afresh for the next reply.
+    assert_eq!(framer.frame_len(b":1\r\n").unwrap(), Some(4));
+}
+
+#[test]
+fn depth_is_limited_without_recursion() {
+    let deep = "*1\r\n".repeat(1_000_000);
+    let err = ReplyFramer::new(64).frame_len(deep.as_bytes()).unwrap_err();
+    assert_eq!(err, FrameError::TooDeep(64));
+}
+
+#[test]
+fn garbage_is_an_error() {
+    assert_eq!(frame_len(b"hello\r\n").unwrap_err(), FrameError::BadType(b'h'));
+    assert_eq!(frame_len(b"$x\r\n").unwrap_err(), FrameError::BadLength);
+    assert_eq!(frame_len(b"$1\r\nab\r\n").unwrap_err(), FrameError::MissingCrlf);
+}
+
+#[test]
+fn helpers_read_merged_values() {
+    assert_eq!(integer(b":-7\r\n"), Some(-7));
+    assert_eq!(integer(b"+7\r\n"), None);
+    assert!(is_error(b"-ERR\r\n") && is_error(b"!1\r\nx\r\n") && !is_error(b"+OK\r\n"));
+    let arr = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n_\r\n");
+    let els = array_elements(&arr).unwrap();
+    assert_eq!(els, vec![&b"$1\r\na\r\n"[..], b"$-1\r\n", b"_\r\n"]);
+    assert_eq!(array_elements(&Bytes::from_static(b":1\r\n")), None);
+    assert_eq!(
+        bulk_payload(&Bytes::from_static(b"$3\r\nabc\r\n")).unwrap(),
+        &b"abc"[..]
+    );
+    assert_eq!(
+        bulk_payload(&Bytes::from_static(b"=7\r\ntxt:abc\r\n")).unwrap(),
+        &b"abc"[..]
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let mut framer = ReplyFramer::new(32);
+            if let Ok(Some(len)) = framer.frame_len(&data) {
+                prop_assert!(len <= data.len());
+            }
+        }
+    }
+}
