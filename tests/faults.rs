@@ -1,0 +1,148 @@
+//! A node that dies, hangs or never existed: its commands fail fast and clearly, others go on.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{Raw, Redis, Shardis};
+
+const FAST: &str = "[backend]\ntimeout = \"500ms\"\nconnect_timeout = \"300ms\"\nreconnect_backoff = \"50ms\"\nreconnect_backoff_max = \"200ms\"";
+
+/// Keys that land on each shard, found through the proxy's own placement (via the nodes).
+fn keys_by_node(nodes: &[&Redis], proxy: &Shardis, per_node: usize) -> Vec<Vec<String>> {
+    let mut by_node = vec![Vec::new(); nodes.len()];
+    let mut raw = Raw::connect(proxy.port());
+    for i in 0.. {
+        if by_node.iter().all(|k: &Vec<String>| k.len() >= per_node) {
+            break;
+        }
+        let key = format!("f:{i}");
+        assert_eq!(raw.call(&[b"SET", key.as_bytes(), b"1"]), b"+OK\r\n");
+        let holder = nodes
+            .iter()
+            .position(|n| Raw::connect(n.port()).call(&[b"EXISTS", key.as_bytes()]) == b":1\r\n")
+            .unwrap();
+        by_node[holder].push(key);
+    }
+    by_node
+}
+
+#[test]
+fn a_killed_node_fails_its_commands_fast_and_the_others_go_on() {
+    let mut nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = nodes.iter().collect();
+    let proxy = Shardis::in_front_of(&refs, FAST);
+    let keys = keys_by_node(&refs, &proxy, 20);
+    let dead_port = nodes[1].port();
+    nodes[1].proc.kill();
+
+    let mut raw = Raw::connect(proxy.port());
+    let started = Instant::now();
+    for (node, node_keys) in keys.iter().enumerate() {
+        for key in node_keys {
+            let reply = String::from_utf8(raw.call(&[b"GET", key.as_bytes()])).unwrap();
+            if node == 1 {
+                assert!(
+                    reply.starts_with("-ERR shard 'b' node 127.0.0.1:") && reply.contains(&dead_port.to_string()),
+                    "{reply}"
+                );
+            } else {
+                assert_eq!(reply, "$1\r\n1\r\n");
+            }
+        }
+    }
+    // 60 commands, a third to the dead node: all answered well within one timeout each.
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // A split command touching the dead shard fails as a whole, with the reason.
+    let mget = String::from_utf8(raw.call(&[b"MGET", keys[0][0].as_bytes(), keys[1][0].as_bytes()])).unwrap();
+    assert!(mget.starts_with("-ERR shard 'b'"), "{mget}");
+    // INFO still answers, and shows the node down.
+    let info = String::from_utf8(raw.call(&[b"INFO", b"shards"])).unwrap();
+    assert!(info.contains("name=b,") && info.contains("state=down"), "{info}");
+}
+
+#[test]
+fn a_node_that_never_answers_times_out_within_the_limit() {
+    // Accepts connections and reads, never replies.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            let mut s = stream.try_clone().unwrap();
+            held.push(stream);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let good = Redis::start();
+    let proxy = Shardis::start_with(&format!(
+        "{FAST}\n[[shards]]\nname = \"good\"\nprimary = \"{}\"\n[[shards]]\nname = \"slow\"\nprimary = \"{silent_addr}\"\n",
+        good.addr()
+    ));
+    let mut raw = Raw::connect(proxy.port());
+    let mut timed = Vec::new();
+    let mut served = 0;
+    for i in 0..40 {
+        let key = format!("t:{i}");
+        let started = Instant::now();
+        let reply = String::from_utf8(raw.call(&[b"SET", key.as_bytes(), b"v"])).unwrap();
+        if reply == "+OK\r\n" {
+            served += 1;
+        } else {
+            assert!(reply.starts_with("-ERR shard 'slow' node"), "{reply}");
+            timed.push(started.elapsed());
+        }
+    }
+    assert!(served > 5 && timed.len() > 5, "served {served}, timed out {}", timed.len());
+    // Each failure arrives after about the 500 ms timeout, never hangs.
+    for t in &timed {
+        assert!(*t < Duration::from_secs(3), "a request to the silent node took {t:?}");
+    }
+}
+
+#[test]
+fn a_node_down_at_start_is_reported_and_picked_up_when_it_comes() {
+    let good = Redis::start();
+    let port = common::free_port();
+    let proxy = Shardis::start_with(&format!(
+        "{FAST}\n[[shards]]\nname = \"good\"\nprimary = \"{}\"\n[[shards]]\nname = \"late\"\nprimary = \"127.0.0.1:{port}\"\n",
+        good.addr()
+    ));
+    let mut raw = Raw::connect(proxy.port());
+    let mut late_key = None;
+    for i in 0..50 {
+        let key = format!("l:{i}");
+        let reply = String::from_utf8(raw.call(&[b"SET", key.as_bytes(), b"v"])).unwrap();
+        if reply.starts_with("-ERR shard 'late'") {
+            assert!(reply.contains("unavailable"), "{reply}");
+            late_key = Some(key);
+        } else {
+            assert_eq!(reply, "+OK\r\n");
+        }
+    }
+    let late_key = late_key.expect("some key maps to the missing node");
+    // Start a Redis on that port: the proxy reconnects by itself.
+    let dir = tempfile::TempDir::new().unwrap();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _late = common::Proc { child, port };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = raw.call(&[b"SET", late_key.as_bytes(), b"v"]);
+        if reply == b"+OK\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reconnected: {}", String::from_utf8_lossy(&reply));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
