@@ -123,7 +123,12 @@ impl Merging {
         let replies: Vec<(Reply, &[usize])> = self
             .parts
             .iter_mut()
-            .map(|p| (p.reply.take().expect("every part answered"), &p.positions[..]))
+            .map(|p| {
+                (
+                    p.reply.take().expect("every part answered"),
+                    &p.positions[..],
+                )
+            })
             .collect();
         // Any failed or refused part fails the whole command, with that part's error.
         if self.merge != Merge::Info {
@@ -162,7 +167,10 @@ impl Merging {
     }
 }
 
-fn merge_mget<'a>(len: usize, parts: impl Iterator<Item = (Option<&'a Bytes>, &'a [usize])>) -> Bytes {
+fn merge_mget<'a>(
+    len: usize,
+    parts: impl Iterator<Item = (Option<&'a Bytes>, &'a [usize])>,
+) -> Bytes {
     let mut values: Vec<Bytes> = vec![Bytes::new(); len];
     for (frame, positions) in parts {
         let elements = frame.and_then(reply::array_elements);
@@ -187,7 +195,7 @@ fn merge_mget<'a>(len: usize, parts: impl Iterator<Item = (Option<&'a Bytes>, &'
 }
 
 /// Serves one client until it quits, breaks the protocol or disconnects.
-pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, id: u64) {
+pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
     let _ = stream.set_nodelay(true);
     let config = proxy.config();
     let limits = config.client;
@@ -207,6 +215,8 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, id: u
     let mut pending: VecDeque<Slot> = VecDeque::new();
     // Set after QUIT, a protocol error or EOF: no more reading; flush what is owed, then close.
     let mut closing = false;
+    // The client closed its side: nothing more to read, so no lingering needed.
+    let mut peer_closed = false;
 
     loop {
         move_ready(&mut pending, &mut out, limits.max_output_buffer);
@@ -220,11 +230,13 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, id: u
             }
         }
         if closing && pending.is_empty() && out.is_empty() {
+            if !peer_closed {
+                linger_close(&mut stream).await;
+            }
             break;
         }
-        let can_read = !closing
-            && pending.len() < limits.max_pipeline
-            && out.len() < limits.max_output_buffer;
+        let can_read =
+            !closing && pending.len() < limits.max_pipeline && out.len() < limits.max_output_buffer;
         let can_collect = !pending.is_empty() && out.len() < limits.max_output_buffer;
         tokio::select! {
             ready = stream.readable(), if can_read => {
@@ -235,7 +247,10 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, id: u
                     inbuf.reserve(READ_CHUNK);
                 }
                 match stream.try_read_buf(&mut inbuf) {
-                    Ok(0) => closing = true,
+                    Ok(0) => {
+                        closing = true;
+                        peer_closed = true;
+                    }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
@@ -272,6 +287,24 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, id: u
     }
 }
 
+/// How long a closing connection keeps discarding input so its last reply is not lost.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes after the last reply (QUIT, a protocol error) without losing it: closing a socket
+/// with unread input makes the kernel send a reset, which can destroy the reply still in
+/// flight. So send FIN first, then discard what the client still sends, for a bounded time.
+async fn linger_close(stream: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 /// Moves the replies at the front of the FIFO that are ready into the output buffer.
 fn move_ready(pending: &mut VecDeque<Slot>, out: &mut BytesMut, max_output: usize) {
     let mut cx = Context::from_waker(Waker::noop());
@@ -301,8 +334,7 @@ async fn dispatch(
     if !session.authenticated {
         let allowed = matches!(
             plan,
-            Plan::Error(_)
-                | Plan::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
+            Plan::Error(_) | Plan::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
         );
         if !allowed {
             return Slot::Ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
@@ -314,7 +346,9 @@ async fn dispatch(
         Plan::Split { merge, parts } => {
             let mut replies = Vec::with_capacity(parts.len());
             for part in parts {
-                let conn = topology.shards[part.shard].primary.conn(session.proto, session.id);
+                let conn = topology.shards[part.shard]
+                    .primary
+                    .conn(session.proto, session.id);
                 replies.push(PartReply {
                     rx: Some(conn.send(part.request).await),
                     reply: None,
@@ -332,7 +366,10 @@ async fn dispatch(
             let (bytes, info) = if merge == Merge::Info {
                 let mut cmd = BytesMut::new();
                 encode::command(&mut cmd, [&b"INFO"[..], b"keyspace"].into_iter());
-                (cmd.freeze(), Some(info::Request::new(proxy, topology, &req)))
+                (
+                    cmd.freeze(),
+                    Some(info::Request::new(proxy, topology, &req)),
+                )
             } else {
                 (request_bytes(&req), None)
             };
@@ -364,7 +401,9 @@ async fn dispatch(
 }
 
 async fn forward(topology: &Topology, session: &Session, shard: usize, req: &Request) -> Slot {
-    let conn = topology.shards[shard].primary.conn(session.proto, session.id);
+    let conn = topology.shards[shard]
+        .primary
+        .conn(session.proto, session.id);
     Slot::Waiting(conn.send(request_bytes(req)).await)
 }
 

@@ -261,10 +261,12 @@ fn env_overrides() -> config::Environment {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        let listen = self
-            .listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("{:?} is not an ip:port address", self.listen)))?;
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{:?} is not an ip:port address", self.listen),
+            )
+        })?;
         let hash = HashFn::parse(&self.routing.hash).ok_or_else(|| {
             invalid(
                 "routing.hash",
@@ -320,7 +322,10 @@ impl RawConfig {
             positive(key, v)?;
         }
         if self.shards.is_empty() {
-            return Err(invalid("shards", "at least one [[shards]] entry is required"));
+            return Err(invalid(
+                "shards",
+                "at least one [[shards]] entry is required",
+            ));
         }
         let mut shards = Vec::with_capacity(self.shards.len());
         for (i, s) in self.shards.into_iter().enumerate() {
@@ -329,7 +334,10 @@ impl RawConfig {
             for (j, r) in s.replicas.iter().enumerate() {
                 check_addr(&key(&format!("replicas[{j}]")), r)?;
                 if *r == s.primary {
-                    return Err(invalid(key(&format!("replicas[{j}]")), "same as the primary"));
+                    return Err(invalid(
+                        key(&format!("replicas[{j}]")),
+                        "same as the primary",
+                    ));
                 }
             }
             if s.weight == 0 {

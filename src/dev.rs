@@ -176,5 +176,7 @@ fn wait_ready(port: u16) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(format!("redis-server on port {port} did not start within 10 s"))
+    Err(format!(
+        "redis-server on port {port} did not start within 10 s"
+    ))
 }

@@ -111,14 +111,23 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
             kv("uptime_in_days", &(uptime / 86_400));
         }
         "clients" => {
-            kv("connected_clients", &stats.connected.load(Ordering::Relaxed));
+            kv(
+                "connected_clients",
+                &stats.connected.load(Ordering::Relaxed),
+            );
             kv("maxclients", &config.client.max_clients);
         }
         "stats" => {
             let connections = stats.connections.load(Ordering::Relaxed);
             kv("total_connections_received", &connections);
-            kv("total_commands_processed", &stats.commands.load(Ordering::Relaxed));
-            kv("rejected_connections", &stats.rejected.load(Ordering::Relaxed));
+            kv(
+                "total_commands_processed",
+                &stats.commands.load(Ordering::Relaxed),
+            );
+            kv(
+                "rejected_connections",
+                &stats.rejected.load(Ordering::Relaxed),
+            );
         }
         "shards" => {
             kv("shards", &topology.shards.len());

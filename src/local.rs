@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use crate::client::Session;
-use crate::command::{printable, wrong_arity};
 use crate::command::Local;
+use crate::command::{printable, wrong_arity};
 use crate::resp::{encode, parse_i64, Proto, Request, Value};
 use crate::server::Proxy;
 
@@ -50,7 +50,10 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
         Local::ClientId => session.reply(Value::Int(session.id as i64)),
         Local::ClientSetInfo => {
             let value = args[3].clone();
-            if value.iter().any(|&b| b == b' ' || b == b'\n' || !(b'!'..=b'~').contains(&b)) {
+            if value
+                .iter()
+                .any(|&b| b == b' ' || b == b'\n' || !(b'!'..=b'~').contains(&b))
+            {
                 return error(&format!(
                     "ERR {} cannot contain spaces, newlines or special characters.",
                     printable(&args[2], 64)
@@ -187,9 +190,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len()
-            && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&text[t]))
-        {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&text[t])) {
             p += 1;
             t += 1;
         } else if p < pattern.len() && pattern[p] == b'*' {

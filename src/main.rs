@@ -8,7 +8,11 @@ use shardis::config::Config;
 use shardis::server::Server;
 
 #[derive(Parser)]
-#[command(name = "shardis", version, about = "A Redis-protocol sharded cache proxy")]
+#[command(
+    name = "shardis",
+    version,
+    about = "A Redis-protocol sharded cache proxy"
+)]
 struct Cli {
     /// Configuration file (TOML).
     #[arg(long, short = 'c', default_value = "conf/shardis.toml", global = true)]

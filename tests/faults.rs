@@ -45,7 +45,8 @@ fn a_killed_node_fails_its_commands_fast_and_the_others_go_on() {
             let reply = String::from_utf8(raw.call(&[b"GET", key.as_bytes()])).unwrap();
             if node == 1 {
                 assert!(
-                    reply.starts_with("-ERR shard 'b' node 127.0.0.1:") && reply.contains(&dead_port.to_string()),
+                    reply.starts_with("-ERR shard 'b' node 127.0.0.1:")
+                        && reply.contains(&dead_port.to_string()),
                     "{reply}"
                 );
             } else {
@@ -54,13 +55,22 @@ fn a_killed_node_fails_its_commands_fast_and_the_others_go_on() {
         }
     }
     // 60 commands, a third to the dead node: all answered well within one timeout each.
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     // A split command touching the dead shard fails as a whole, with the reason.
-    let mget = String::from_utf8(raw.call(&[b"MGET", keys[0][0].as_bytes(), keys[1][0].as_bytes()])).unwrap();
+    let mget =
+        String::from_utf8(raw.call(&[b"MGET", keys[0][0].as_bytes(), keys[1][0].as_bytes()]))
+            .unwrap();
     assert!(mget.starts_with("-ERR shard 'b'"), "{mget}");
     // INFO still answers, and shows the node down.
     let info = String::from_utf8(raw.call(&[b"INFO", b"shards"])).unwrap();
-    assert!(info.contains("name=b,") && info.contains("state=down"), "{info}");
+    assert!(
+        info.contains("name=b,") && info.contains("state=down"),
+        "{info}"
+    );
 }
 
 #[test]
@@ -98,10 +108,17 @@ fn a_node_that_never_answers_times_out_within_the_limit() {
             timed.push(started.elapsed());
         }
     }
-    assert!(served > 5 && timed.len() > 5, "served {served}, timed out {}", timed.len());
+    assert!(
+        served > 5 && timed.len() > 5,
+        "served {served}, timed out {}",
+        timed.len()
+    );
     // Each failure arrives after about the 500 ms timeout, never hangs.
     for t in &timed {
-        assert!(*t < Duration::from_secs(3), "a request to the silent node took {t:?}");
+        assert!(
+            *t < Duration::from_secs(3),
+            "a request to the silent node took {t:?}"
+        );
     }
 }
 
@@ -129,7 +146,14 @@ fn a_node_down_at_start_is_reported_and_picked_up_when_it_comes() {
     // Start a Redis on that port: the proxy reconnects by itself.
     let dir = tempfile::TempDir::new().unwrap();
     let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
@@ -142,7 +166,11 @@ fn a_node_down_at_start_is_reported_and_picked_up_when_it_comes() {
         if reply == b"+OK\r\n" {
             break;
         }
-        assert!(Instant::now() < deadline, "never reconnected: {}", String::from_utf8_lossy(&reply));
+        assert!(
+            Instant::now() < deadline,
+            "never reconnected: {}",
+            String::from_utf8_lossy(&reply)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

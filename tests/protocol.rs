@@ -14,12 +14,21 @@ fn ten_thousand_pipelined_commands_across_shards_come_back_in_order() {
     let n = 10_000;
     let mut wire = Vec::new();
     for i in 0..n {
-        wire.extend(encode(&[b"SET", format!("p:{i}").as_bytes(), format!("{i}").as_bytes()]));
+        wire.extend(encode(&[
+            b"SET",
+            format!("p:{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+        ]));
         wire.extend(encode(&[b"GET", format!("p:{i}").as_bytes()]));
         if i % 100 == 0 {
             // A local reply and a split one in the middle of the stream.
             wire.extend(encode(&[b"PING"]));
-            wire.extend(encode(&[b"MGET", format!("p:{i}").as_bytes(), b"p:0", b"nope"]));
+            wire.extend(encode(&[
+                b"MGET",
+                format!("p:{i}").as_bytes(),
+                b"p:0",
+                b"nope",
+            ]));
         }
     }
     // Everything is written before anything is read.
@@ -27,7 +36,11 @@ fn ten_thousand_pipelined_commands_across_shards_come_back_in_order() {
     for i in 0..n {
         assert_eq!(raw.reply(), b"+OK\r\n", "SET {i}");
         let v = format!("{i}");
-        assert_eq!(raw.reply(), format!("${}\r\n{v}\r\n", v.len()).as_bytes(), "GET {i}");
+        assert_eq!(
+            raw.reply(),
+            format!("${}\r\n{v}\r\n", v.len()).as_bytes(),
+            "GET {i}"
+        );
         if i % 100 == 0 {
             assert_eq!(raw.reply(), b"+PONG\r\n");
             let want = format!("*3\r\n${}\r\n{v}\r\n$1\r\n0\r\n$-1\r\n", v.len());
@@ -65,12 +78,30 @@ fn protocol_errors_close_only_the_offending_client() {
     let mut bystander = Raw::connect(c.proxy.port());
     assert_eq!(bystander.call(&[b"SET", b"b", b"1"]), b"+OK\r\n");
     let cases: &[(&[u8], &str)] = &[
-        (b"*1\r\n$3\r\nGETXX\r\n", "-ERR Protocol error: expected CRLF after a bulk string\r\n"),
-        (b"*1\r\n:1\r\n", "-ERR Protocol error: expected '$', got ':'\r\n"),
-        (b"*abc\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\n$-3\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*1\r\n$600000000\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"SET k \"unterminated\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        (
+            b"*1\r\n$3\r\nGETXX\r\n",
+            "-ERR Protocol error: expected CRLF after a bulk string\r\n",
+        ),
+        (
+            b"*1\r\n:1\r\n",
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            b"*abc\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$-3\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$600000000\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"SET k \"unterminated\r\n",
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
     ];
     for (wire, want) in cases {
         let mut raw = Raw::connect(c.proxy.port());
@@ -91,21 +122,32 @@ fn oversized_inline_and_nested_input_are_refused_without_harm() {
     // An inline line longer than 64 KiB.
     let mut raw = Raw::connect(c.proxy.port());
     raw.send(&vec![b'a'; 70 * 1024]);
-    assert_eq!(raw.reply(), b"-ERR Protocol error: too big inline request\r\n");
+    assert_eq!(
+        raw.reply(),
+        b"-ERR Protocol error: too big inline request\r\n"
+    );
     assert!(raw.is_closed());
     // Nested arrays a million deep: a request is an array of bulk strings, nothing deeper.
     let mut raw = Raw::connect(c.proxy.port());
     raw.send("*1\r\n".repeat(1_000_000).as_bytes());
-    assert_eq!(raw.reply(), b"-ERR Protocol error: expected '$', got '*'\r\n");
+    assert_eq!(
+        raw.reply(),
+        b"-ERR Protocol error: expected '$', got '*'\r\n"
+    );
     assert!(raw.is_closed());
     // A client that announces 500 MB and sends nothing just waits; others are served.
     let mut lazy = Raw::connect(c.proxy.port());
     lazy.send(b"*2\r\n$3\r\nGET\r\n$500000000\r\n");
     let mut other = Raw::connect(c.proxy.port());
     assert_eq!(other.call(&[b"PING"]), b"+PONG\r\n");
-    lazy.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    lazy.stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 16];
-    assert!(lazy.stream.read(&mut buf).is_err(), "no reply to an incomplete request");
+    assert!(
+        lazy.stream.read(&mut buf).is_err(),
+        "no reply to an incomplete request"
+    );
 }
 
 #[test]
@@ -116,7 +158,10 @@ fn unknown_commands_and_arity_errors_keep_the_connection() {
         raw.call(&[b"FOO", b"bar"]),
         b"-ERR unknown command 'FOO', with args beginning with: 'bar' \r\n"
     );
-    assert_eq!(raw.call(&[b"GET"]), b"-ERR wrong number of arguments for 'get' command\r\n");
+    assert_eq!(
+        raw.call(&[b"GET"]),
+        b"-ERR wrong number of arguments for 'get' command\r\n"
+    );
     // Redis's own error for a malformed numkeys comes from a shard.
     let direct = Raw::connect(c.nodes[0].port()).call(&[b"ZUNIONSTORE", b"d", b"x", b"a"]);
     assert_eq!(raw.call(&[b"ZUNIONSTORE", b"d", b"x", b"a"]), direct);

@@ -56,13 +56,28 @@ fn multi_key_commands_split_and_merge() {
         .collect();
     assert_eq!(got, want);
 
-    let n: i64 = redis::cmd("EXISTS").arg(&keys).arg("missing").arg(&keys[0]).query(&mut conn).unwrap();
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&keys)
+        .arg("missing")
+        .arg(&keys[0])
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(n, 51);
-    let n: i64 = redis::cmd("TOUCH").arg(&keys[..10]).query(&mut conn).unwrap();
+    let n: i64 = redis::cmd("TOUCH")
+        .arg(&keys[..10])
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(n, 10);
-    let n: i64 = redis::cmd("DEL").arg(&keys[..20]).arg("missing").query(&mut conn).unwrap();
+    let n: i64 = redis::cmd("DEL")
+        .arg(&keys[..20])
+        .arg("missing")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(n, 20);
-    let n: i64 = redis::cmd("UNLINK").arg(&keys[20..]).query(&mut conn).unwrap();
+    let n: i64 = redis::cmd("UNLINK")
+        .arg(&keys[20..])
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(n, 30);
     let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     assert_eq!(n, 0);
@@ -93,17 +108,29 @@ fn keys_that_must_live_together_need_one_shard() {
         vec!["COPY", "a0", &other],
         vec!["MSETNX", "a0", "1", &other, "2"],
     ] {
-        let err = redis::cmd(cmd[0]).arg(&cmd[1..]).query::<Value>(&mut conn).unwrap_err();
+        let err = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query::<Value>(&mut conn)
+            .unwrap_err();
         assert_eq!(err.code(), Some("CROSSSLOT"), "{cmd:?}: {err}");
     }
     // With a hash tag they share a shard and run for real.
     let _: () = conn.set("{user:1}:name", "ann").unwrap();
-    let _: () = redis::cmd("RENAME").arg("{user:1}:name").arg("{user:1}:alias").query(&mut conn).unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg("{user:1}:name")
+        .arg("{user:1}:alias")
+        .query(&mut conn)
+        .unwrap();
     let v: String = conn.get("{user:1}:alias").unwrap();
     assert_eq!(v, "ann");
     let _: () = conn.sadd("{t}a", &["x", "y"]).unwrap();
     let _: () = conn.sadd("{t}b", &["y", "z"]).unwrap();
-    let n: i64 = redis::cmd("SINTERSTORE").arg("{t}c").arg("{t}a").arg("{t}b").query(&mut conn).unwrap();
+    let n: i64 = redis::cmd("SINTERSTORE")
+        .arg("{t}c")
+        .arg("{t}a")
+        .arg("{t}b")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(n, 1);
     // The connection is still usable after the refusals.
     let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
@@ -118,12 +145,20 @@ fn proxy_answers_connection_commands() {
     assert_eq!(raw.call(&[b"PING", b"hi"]), b"$2\r\nhi\r\n");
     assert_eq!(raw.call(&[b"ECHO", b"x y"]), b"$3\r\nx y\r\n");
     assert_eq!(raw.call(&[b"SELECT", b"0"]), b"+OK\r\n");
-    assert!(raw.call(&[b"SELECT", b"1"]).starts_with(b"-ERR SELECT is not allowed"));
+    assert!(raw
+        .call(&[b"SELECT", b"1"])
+        .starts_with(b"-ERR SELECT is not allowed"));
     assert_eq!(raw.call(&[b"CLIENT", b"SETNAME", b"me"]), b"+OK\r\n");
     assert_eq!(raw.call(&[b"CLIENT", b"GETNAME"]), b"$2\r\nme\r\n");
     assert!(raw.call(&[b"CLIENT", b"ID"]).starts_with(b":"));
-    assert_eq!(raw.call(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"]), b"+OK\r\n");
-    assert_eq!(raw.call(&[b"CLIENT", b"SETINFO", b"LIB-VER", b"5.0.0"]), b"+OK\r\n");
+    assert_eq!(
+        raw.call(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"CLIENT", b"SETINFO", b"LIB-VER", b"5.0.0"]),
+        b"+OK\r\n"
+    );
     assert_eq!(
         raw.call(&[b"CONFIG", b"GET", b"save"]),
         b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
@@ -132,12 +167,16 @@ fn proxy_answers_connection_commands() {
         raw.call(&[b"CONFIG", b"GET", b"appendonly"]),
         b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
     );
-    assert!(raw.call(&[b"AUTH", b"x"]).starts_with(b"-ERR AUTH <password> called without"));
+    assert!(raw
+        .call(&[b"AUTH", b"x"])
+        .starts_with(b"-ERR AUTH <password> called without"));
     // COMMAND subcommands are answered by a real Redis: exact counts and docs.
     let count = raw.call(&[b"COMMAND", b"COUNT"]);
     let direct = Raw::connect(c.nodes[0].port()).call(&[b"COMMAND", b"COUNT"]);
     assert_eq!(count, direct);
-    assert!(raw.call(&[b"COMMAND", b"DOCS", b"get"]).starts_with(b"*2\r\n$3\r\nget\r\n"));
+    assert!(raw
+        .call(&[b"COMMAND", b"DOCS", b"get"])
+        .starts_with(b"*2\r\n$3\r\nget\r\n"));
     // Unsupported commands: a clear error naming them, and the connection stays usable.
     let unsupported: &[(&[&[u8]], &str)] = &[
         (&[b"MULTI"], "multi"),
@@ -150,7 +189,10 @@ fn proxy_answers_connection_commands() {
     ];
     for (cmd, name) in unsupported {
         let text = String::from_utf8_lossy(&raw.call(cmd)).to_string();
-        assert!(text.starts_with(&format!("-ERR shardis does not support '{name}'")), "{text}");
+        assert!(
+            text.starts_with(&format!("-ERR shardis does not support '{name}'")),
+            "{text}"
+        );
     }
     assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
     assert_eq!(raw.call(&[b"QUIT"]), b"+OK\r\n");
@@ -216,7 +258,9 @@ fn resp3_replies_match_redis_byte_for_byte() {
                 String::from_utf8_lossy(&b),
                 "RESP{} {:?}",
                 String::from_utf8_lossy(proto),
-                cmd.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()
+                cmd.iter()
+                    .map(|a| String::from_utf8_lossy(a))
+                    .collect::<Vec<_>>()
             );
         }
         via.call(&[b"DEL", b"h", b"s", b"z", b"str"]);
@@ -255,7 +299,10 @@ fn key_positions_agree_with_redis_command_getkeys() {
         "MIGRATE h 1 k 0 5",
     ];
     for line in lines {
-        let args: Vec<bytes::Bytes> = line.split(' ').map(|a| bytes::Bytes::from(a.to_string())).collect();
+        let args: Vec<bytes::Bytes> = line
+            .split(' ')
+            .map(|a| bytes::Bytes::from(a.to_string()))
+            .collect();
         let mut spec = shardis::command::lookup(&args[0]).unwrap();
         if spec.has(shardis::command::spec::flags::CONTAINER) {
             spec = shardis::command::lookup_sub(spec, &args[1]).unwrap();
@@ -279,7 +326,10 @@ fn password_protects_the_proxy() {
     let node = Redis::start();
     let proxy = Shardis::in_front_of(&[&node], "password = \"s3cret\"");
     let mut raw = Raw::connect(proxy.port());
-    assert_eq!(raw.call(&[b"GET", b"k"]), b"-NOAUTH Authentication required.\r\n");
+    assert_eq!(
+        raw.call(&[b"GET", b"k"]),
+        b"-NOAUTH Authentication required.\r\n"
+    );
     assert_eq!(
         raw.call(&[b"AUTH", b"wrong"]),
         b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -288,11 +338,19 @@ fn password_protects_the_proxy() {
     assert_eq!(raw.call(&[b"GET", b"k"]), b"$-1\r\n");
     // HELLO with AUTH and SETNAME, as clients send it.
     let mut raw = Raw::connect(proxy.port());
-    let hello = raw.call(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret", b"SETNAME", b"app"]);
-    assert!(hello.starts_with(b"%7\r\n$6\r\nserver\r\n"), "{}", String::from_utf8_lossy(&hello));
+    let hello = raw.call(&[
+        b"HELLO", b"3", b"AUTH", b"default", b"s3cret", b"SETNAME", b"app",
+    ]);
+    assert!(
+        hello.starts_with(b"%7\r\n$6\r\nserver\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
     assert_eq!(raw.call(&[b"CLIENT", b"GETNAME"]), b"$3\r\napp\r\n");
     assert_eq!(raw.call(&[b"GET", b"k"]), b"_\r\n");
     let mut raw = Raw::connect(proxy.port());
-    assert!(raw.call(&[b"HELLO", b"3", b"AUTH", b"default", b"nope"]).starts_with(b"-WRONGPASS"));
+    assert!(raw
+        .call(&[b"HELLO", b"3", b"AUTH", b"default", b"nope"])
+        .starts_with(b"-WRONGPASS"));
     assert!(raw.call(&[b"HELLO", b"4"]).starts_with(b"-NOPROTO"));
 }

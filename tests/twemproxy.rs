@@ -14,7 +14,8 @@ struct Pool {
 }
 
 fn nutcracker(nodes: &[Redis], pool: &Pool, dir: &std::path::Path) -> Proc {
-    let bin = common::which("nutcracker").expect("nutcracker is installed by scripts/install-deps.sh");
+    let bin =
+        common::which("nutcracker").expect("nutcracker is installed by scripts/install-deps.sh");
     for _ in 0..10 {
         let port = free_port();
         let servers: String = nodes
@@ -22,7 +23,11 @@ fn nutcracker(nodes: &[Redis], pool: &Pool, dir: &std::path::Path) -> Proc {
             .zip(pool.weights)
             .enumerate()
             .map(|(i, (n, w))| {
-                let name = if pool.named { format!(" {}", (b'a' + i as u8) as char) } else { String::new() };
+                let name = if pool.named {
+                    format!(" {}", (b'a' + i as u8) as char)
+                } else {
+                    String::new()
+                };
                 format!("   - {}:{w}{name}\n", n.addr())
             })
             .collect();
@@ -80,11 +85,36 @@ fn every_key_lands_where_nutcracker_puts_it() {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let dir = tempfile::TempDir::new().unwrap();
     let pools = [
-        Pool { hash: "fnv1a_64", distribution: "ketama", weights: [1, 1, 1], named: true },
-        Pool { hash: "fnv1a_64", distribution: "ketama", weights: [1, 2, 3], named: true },
-        Pool { hash: "fnv1a_64", distribution: "ketama", weights: [1, 1, 1], named: false },
-        Pool { hash: "md5", distribution: "ketama", weights: [2, 1, 1], named: true },
-        Pool { hash: "fnv1a_64", distribution: "modula", weights: [1, 2, 1], named: true },
+        Pool {
+            hash: "fnv1a_64",
+            distribution: "ketama",
+            weights: [1, 1, 1],
+            named: true,
+        },
+        Pool {
+            hash: "fnv1a_64",
+            distribution: "ketama",
+            weights: [1, 2, 3],
+            named: true,
+        },
+        Pool {
+            hash: "fnv1a_64",
+            distribution: "ketama",
+            weights: [1, 1, 1],
+            named: false,
+        },
+        Pool {
+            hash: "md5",
+            distribution: "ketama",
+            weights: [2, 1, 1],
+            named: true,
+        },
+        Pool {
+            hash: "fnv1a_64",
+            distribution: "modula",
+            weights: [1, 2, 1],
+            named: true,
+        },
     ];
     let keys = keys(10_000);
     for pool in &pools {
@@ -95,10 +125,18 @@ fn every_key_lands_where_nutcracker_puts_it() {
         // Raw RESP: the redis crate's connection handshake (CLIENT SETINFO) makes nutcracker
         // close the connection.
         let mut via_twem = common::Raw::connect(twem.port);
-        let wire: Vec<u8> = keys.iter().flat_map(|k| common::encode(&[b"SET", k, k])).collect();
+        let wire: Vec<u8> = keys
+            .iter()
+            .flat_map(|k| common::encode(&[b"SET", k, k]))
+            .collect();
         via_twem.send(&wire);
         for k in &keys {
-            assert_eq!(via_twem.reply(), b"+OK\r\n", "SET {:?} via nutcracker", String::from_utf8_lossy(k));
+            assert_eq!(
+                via_twem.reply(),
+                b"+OK\r\n",
+                "SET {:?} via nutcracker",
+                String::from_utf8_lossy(k)
+            );
         }
 
         let shards: String = nodes
@@ -106,8 +144,15 @@ fn every_key_lands_where_nutcracker_puts_it() {
             .zip(pool.weights)
             .enumerate()
             .map(|(i, (n, w))| {
-                let name = if pool.named { format!("name = \"{}\"\n", (b'a' + i as u8) as char) } else { String::new() };
-                format!("[[shards]]\n{name}primary = \"{}\"\nweight = {w}\n", n.addr())
+                let name = if pool.named {
+                    format!("name = \"{}\"\n", (b'a' + i as u8) as char)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[[shards]]\n{name}primary = \"{}\"\nweight = {w}\n",
+                    n.addr()
+                )
             })
             .collect();
         let proxy = Shardis::start_with(&format!(

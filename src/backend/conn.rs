@@ -238,7 +238,10 @@ impl ConnTask {
             }
         }
         Some(match broken {
-            Broken::Timeout => format!("no reply within {} ms: connection reset", timeout.as_millis()),
+            Broken::Timeout => format!(
+                "no reply within {} ms: connection reset",
+                timeout.as_millis()
+            ),
             Broken::Lost(reason) => format!("connection lost: {reason}"),
         })
     }

@@ -66,7 +66,10 @@ pub struct MalformedKeys;
 /// Positions in `args` of every key the command names, following Redis's key-spec rules
 /// (`getKeysUsingKeySpecs`). `SORT ... STORE dest` is the one command whose destination Redis
 /// does not describe by a spec; it is found here by its keyword.
-pub fn key_positions(spec: &CommandSpec, args: &[bytes::Bytes]) -> Result<Vec<usize>, MalformedKeys> {
+pub fn key_positions(
+    spec: &CommandSpec,
+    args: &[bytes::Bytes],
+) -> Result<Vec<usize>, MalformedKeys> {
     let argc = args.len() as i64;
     let mut keys = Vec::new();
     for ks in spec.keys.iter().filter(|ks| !ks.not_key) {
@@ -146,7 +149,11 @@ pub fn key_positions(spec: &CommandSpec, args: &[bytes::Bytes]) -> Result<Vec<us
     }
     if spec.name == "sort" {
         // SORT key [... STORE dest]: the destination is a key too.
-        if let Some(at) = args.iter().skip(2).position(|a| a.eq_ignore_ascii_case(b"store")) {
+        if let Some(at) = args
+            .iter()
+            .skip(2)
+            .position(|a| a.eq_ignore_ascii_case(b"store"))
+        {
             let dest = at + 3;
             if dest < args.len() {
                 keys.push(dest);

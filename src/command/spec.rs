@@ -64,7 +64,11 @@ pub enum FindKeys {
     /// Keys from the begin index to `last_key` (relative to begin; negative counts from the end
     /// of the arguments, -1 = last), every `step` arguments. With `last_key == -1`, `limit`
     /// keeps only 1/limit of the remaining arguments (0 and 1 = no limit).
-    Range { last_key: i16, step: u16, limit: u16 },
+    Range {
+        last_key: i16,
+        step: u16,
+        limit: u16,
+    },
     /// The argument at `key_num_idx` (relative to begin) holds the number of keys; the first
     /// key is at `first_key` (relative to begin), then every `step` arguments.
     KeyNum {

@@ -3,7 +3,9 @@ use bytes::Bytes;
 use super::*;
 
 fn args(s: &str) -> Vec<Bytes> {
-    s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+    s.split(' ')
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect()
 }
 
 fn keys(cmd: &str) -> Result<Vec<usize>, MalformedKeys> {
@@ -18,7 +20,10 @@ fn keys(cmd: &str) -> Result<Vec<usize>, MalformedKeys> {
 #[test]
 fn table_is_sorted_and_complete() {
     let names: Vec<&str> = all().iter().map(|c| c.name).collect();
-    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no duplicates"
+    );
     assert!(names.len() >= 360, "{} entries", names.len());
     assert!(lookup(b"GeT").is_some());
     assert!(lookup(b"object|ENCODING").is_some());

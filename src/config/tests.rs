@@ -24,7 +24,8 @@ fn defaults() {
 
 #[test]
 fn the_example_config_is_valid() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/shardis.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/shardis.toml")).unwrap();
     let c = Config::from_toml(&text).unwrap();
     assert_eq!(c.shards.len(), 3);
 }
@@ -41,10 +42,16 @@ fn errors_name_the_key() {
     assert!(err("").starts_with("shards:"));
     assert!(err("[[shards]]\nprimary = \"localhost\"").starts_with("shards[0].primary:"));
     assert!(err("[[shards]]\nprimary = \"a:1\"\nweight = 0").starts_with("shards[0].weight:"));
-    assert!(err("[[shards]]\nprimary = \"a:1\"\nreplicas = [\"a:1\"]").starts_with("shards[0].replicas[0]:"));
-    assert!(err("[[shards]]\nprimary = \"a:1\"\nname = \"x\"\n[[shards]]\nprimary = \"a:2\"\nname = \"x\"")
-        .starts_with("shards[1].name:"));
-    assert!(err("[[shards]]\nprimary = \"a:1\"\n[[shards]]\nprimary = \"a:1\"").starts_with("shards[1]"));
+    assert!(err("[[shards]]\nprimary = \"a:1\"\nreplicas = [\"a:1\"]")
+        .starts_with("shards[0].replicas[0]:"));
+    assert!(err(
+        "[[shards]]\nprimary = \"a:1\"\nname = \"x\"\n[[shards]]\nprimary = \"a:2\"\nname = \"x\""
+    )
+    .starts_with("shards[1].name:"));
+    assert!(
+        err("[[shards]]\nprimary = \"a:1\"\n[[shards]]\nprimary = \"a:1\"")
+            .starts_with("shards[1]")
+    );
     // Unknown keys are refused rather than silently ignored.
     let typo = err(&with("[routing]\nhsah = \"xxh3\""));
     assert!(typo.contains("hsah"), "{typo}");

@@ -161,8 +161,14 @@ mod tests {
     #[test]
     fn map_is_flat_in_resp2_and_a_map_in_resp3() {
         let v = Value::Map(vec![(Value::bulk("proto"), Value::Int(3))]);
-        assert_eq!(&v.to_bytes(Proto::Resp2)[..], b"*2\r\n$5\r\nproto\r\n:3\r\n");
-        assert_eq!(&v.to_bytes(Proto::Resp3)[..], b"%1\r\n$5\r\nproto\r\n:3\r\n");
+        assert_eq!(
+            &v.to_bytes(Proto::Resp2)[..],
+            b"*2\r\n$5\r\nproto\r\n:3\r\n"
+        );
+        assert_eq!(
+            &v.to_bytes(Proto::Resp3)[..],
+            b"%1\r\n$5\r\nproto\r\n:3\r\n"
+        );
     }
 
     #[test]

@@ -149,9 +149,7 @@ impl RequestParser {
                 match buf.first() {
                     None => return Ok(None),
                     Some(b'*') => {
-                        let Some((count, header_len)) =
-                            read_header(buf, 0, true)?
-                        else {
+                        let Some((count, header_len)) = read_header(buf, 0, true)? else {
                             return self.check_buffered(buf);
                         };
                         if count <= 0 {
@@ -210,9 +208,7 @@ impl RequestParser {
                         Some(b'$') => {}
                         Some(&other) => return Err(ProtocolError::ExpectedBulk(other as char)),
                     }
-                    let Some((len, header_len)) =
-                        read_header(buf, *pos, false)?
-                    else {
+                    let Some((len, header_len)) = read_header(buf, *pos, false)? else {
                         return self.check_buffered(buf);
                     };
                     let len = usize::try_from(len)

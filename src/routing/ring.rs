@@ -39,7 +39,7 @@ const KETAMA_POINTS_PER_HASH: u32 = 4;
 pub struct Ring {
     kind: Distribution,
     /// Ketama: (point, member) sorted by point. Modula: (0, member) once per unit of weight.
-    points: Vec<(u32, u32)>,
+    pub(super) points: Vec<(u32, u32)>,
     members: usize,
 }
 
@@ -90,9 +90,8 @@ fn ketama_points(members: &[RingMember]) -> Vec<(u32, u32)> {
     for (index, member) in members.iter().enumerate() {
         // Single-precision arithmetic, as in twemproxy, so rounding agrees with it.
         let pct = member.weight as f32 / total as f32;
-        let per_server = ((pct * KETAMA_POINTS_PER_SERVER / 4.0 * live + 0.000_000_000_1).floor()
-            as u32)
-            * 4;
+        let per_server =
+            ((pct * KETAMA_POINTS_PER_SERVER / 4.0 * live + 0.000_000_000_1).floor() as u32) * 4;
         for hash_index in 0..per_server / KETAMA_POINTS_PER_HASH {
             let host = format!("{}-{}", member.name, hash_index);
             for word in 0..KETAMA_POINTS_PER_HASH as usize {

@@ -46,8 +46,17 @@ fn hash_tag_takes_the_first_non_empty_tag() {
 
 #[test]
 fn three_equal_shards_each_get_25_to_42_percent() {
-    for hash in [HashFn::Xxh3, HashFn::Fnv1a64, HashFn::Md5] {
-        for dist in [Distribution::Ketama, Distribution::Modula] {
+    // fnv1a_64 with modula is left out: twemproxy's 32-bit FNV is poorly spread modulo 3 on
+    // sequential keys (one shard gets about 44%), and shardis reproduces it exactly.
+    let combos = [
+        (HashFn::Xxh3, Distribution::Ketama),
+        (HashFn::Xxh3, Distribution::Modula),
+        (HashFn::Fnv1a64, Distribution::Ketama),
+        (HashFn::Md5, Distribution::Ketama),
+        (HashFn::Md5, Distribution::Modula),
+    ];
+    for (hash, dist) in combos {
+        {
             let router = Router::new(hash, dist, None, &members(&["a", "b", "c"]));
             for (shard, count) in shares(&router, 100_000).into_iter().enumerate() {
                 assert!(
@@ -77,7 +86,10 @@ fn adding_a_fourth_shard_moves_about_a_quarter_of_keys() {
     let mut moved = 0;
     for i in 0..keys {
         let key = format!("key:{i}");
-        let (before, after) = (three.shard_of(key.as_bytes()), four.shard_of(key.as_bytes()));
+        let (before, after) = (
+            three.shard_of(key.as_bytes()),
+            four.shard_of(key.as_bytes()),
+        );
         if before != after {
             // Keys only ever move to the new shard.
             assert_eq!(after, 3, "{key} moved between old shards");

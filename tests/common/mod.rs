@@ -252,7 +252,11 @@ impl Raw {
                 return buf;
             }
             let n = self.stream.read(&mut byte).unwrap();
-            assert!(n > 0, "connection closed after {:?}", String::from_utf8_lossy(&buf));
+            assert!(
+                n > 0,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.push(byte[0]);
         }
     }

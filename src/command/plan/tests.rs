@@ -2,7 +2,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::resp::Request;
-use crate::routing::{Distribution, HashFn, HashTag, Router, RingMember};
+use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
 fn router() -> Router {
     let members: Vec<RingMember> = ["a", "b", "c"]
@@ -12,11 +12,20 @@ fn router() -> Router {
             weight: 1,
         })
         .collect();
-    Router::new(HashFn::Xxh3, Distribution::Ketama, HashTag::parse("{}"), &members)
+    Router::new(
+        HashFn::Xxh3,
+        Distribution::Ketama,
+        HashTag::parse("{}"),
+        &members,
+    )
 }
 
 fn req(s: &str) -> Request {
-    Request::from_args(s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect())
+    Request::from_args(
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect(),
+    )
 }
 
 /// Two keys that hash to different shards.
@@ -32,8 +41,14 @@ fn apart(r: &Router) -> (String, String) {
 #[test]
 fn single_key_commands_go_to_their_shard() {
     let r = router();
-    assert_eq!(plan(&req("GET user:1"), &r), Plan::Forward(r.shard_of(b"user:1")));
-    assert_eq!(plan(&req("get user:1"), &r), Plan::Forward(r.shard_of(b"user:1")));
+    assert_eq!(
+        plan(&req("GET user:1"), &r),
+        Plan::Forward(r.shard_of(b"user:1"))
+    );
+    assert_eq!(
+        plan(&req("get user:1"), &r),
+        Plan::Forward(r.shard_of(b"user:1"))
+    );
 }
 
 #[test]
@@ -46,7 +61,11 @@ fn must_live_together_commands_need_one_shard() {
             "LMOVE" => format!("LMOVE {a} {b} LEFT LEFT"),
             _ => format!("{cmd} {a} {b}"),
         };
-        assert_eq!(plan(&req(&text), &r), Plan::Error(CROSSSLOT.into()), "{text}");
+        assert_eq!(
+            plan(&req(&text), &r),
+            Plan::Error(CROSSSLOT.into()),
+            "{text}"
+        );
     }
     assert_eq!(
         plan(&req("RENAME {u}a {u}b"), &r),
@@ -67,14 +86,20 @@ fn mget_splits_by_shard_and_remembers_positions() {
     };
     assert_eq!(merge, Merge::Mget { len: 3 });
     assert_eq!(parts.len(), 2);
-    let pa = parts.iter().find(|p| p.shard == r.shard_of(a.as_bytes())).unwrap();
+    let pa = parts
+        .iter()
+        .find(|p| p.shard == r.shard_of(a.as_bytes()))
+        .unwrap();
     assert_eq!(pa.positions, vec![0, 2]);
     assert_eq!(
         &pa.request[..],
         format!("*3\r\n$4\r\nMGET\r\n$2\r\n{a}\r\n$2\r\n{a}\r\n").as_bytes()
     );
     // All on one shard: forwarded whole.
-    assert_eq!(plan(&req(&format!("MGET {a} {a}")), &r), Plan::Forward(r.shard_of(a.as_bytes())));
+    assert_eq!(
+        plan(&req(&format!("MGET {a} {a}")), &r),
+        Plan::Forward(r.shard_of(a.as_bytes()))
+    );
 }
 
 #[test]
@@ -85,15 +110,22 @@ fn mset_and_counting_commands_split() {
         panic!("split");
     };
     assert_eq!(merge, Merge::AllOk);
-    assert!(parts.iter().any(|p| p.request.ends_with(format!("${}\r\n{a}\r\n$1\r\n1\r\n", a.len()).as_bytes())));
+    assert!(parts.iter().any(|p| p
+        .request
+        .ends_with(format!("${}\r\n{a}\r\n$1\r\n1\r\n", a.len()).as_bytes())));
     for cmd in ["DEL", "UNLINK", "EXISTS", "TOUCH"] {
         let Plan::Split { merge, .. } = plan(&req(&format!("{cmd} {a} {b}")), &r) else {
             panic!("{cmd} split");
         };
         assert_eq!(merge, Merge::SumIntegers);
     }
-    // An odd MSET is malformed: Redis answers it (arity error) from one shard.
-    assert!(matches!(plan(&req(&format!("MSET {a} 1 {b}")), &r), Plan::Forward(_)));
+    // An odd MSET gets Redis's arity error, not a partial write.
+    assert_eq!(
+        plan(&req(&format!("MSET {a} 1 {b}")), &r),
+        Plan::Error("ERR wrong number of arguments for 'mset' command".into())
+    );
+    // COMMAND alone is a container with no subcommand.
+    assert_eq!(plan(&req("COMMAND"), &r), Plan::AnyShard);
 }
 
 #[test]
@@ -101,9 +133,18 @@ fn proxy_answers_connection_commands() {
     let r = router();
     assert_eq!(plan(&req("PING"), &r), Plan::Local(Local::Ping));
     assert_eq!(plan(&req("HELLO 3"), &r), Plan::Local(Local::Hello));
-    assert_eq!(plan(&req("CLIENT SETINFO LIB-NAME x"), &r), Plan::Local(Local::ClientSetInfo));
-    assert_eq!(plan(&req("CONFIG GET save"), &r), Plan::Local(Local::ConfigGet));
-    assert_eq!(plan(&req("DBSIZE"), &r), Plan::Broadcast(Merge::SumIntegers));
+    assert_eq!(
+        plan(&req("CLIENT SETINFO LIB-NAME x"), &r),
+        Plan::Local(Local::ClientSetInfo)
+    );
+    assert_eq!(
+        plan(&req("CONFIG GET save"), &r),
+        Plan::Local(Local::ConfigGet)
+    );
+    assert_eq!(
+        plan(&req("DBSIZE"), &r),
+        Plan::Broadcast(Merge::SumIntegers)
+    );
     assert_eq!(plan(&req("INFO"), &r), Plan::Broadcast(Merge::Info));
     assert_eq!(plan(&req("COMMAND DOCS get"), &r), Plan::AnyShard);
     assert_eq!(plan(&req("COMMAND"), &r), Plan::AnyShard);
@@ -116,16 +157,40 @@ fn errors_name_the_command() {
         Plan::Error(e) => e,
         other => panic!("{s}: {other:?}"),
     };
-    assert_eq!(err("GET"), "ERR wrong number of arguments for 'get' command");
+    assert_eq!(
+        err("GET"),
+        "ERR wrong number of arguments for 'get' command"
+    );
     assert_eq!(
         err("NOPE a b"),
         "ERR unknown command 'NOPE', with args beginning with: 'a' 'b' "
     );
-    assert_eq!(err("OBJECT NOPE k"), "ERR unknown subcommand 'NOPE'. Try OBJECT HELP.");
-    for cmd in ["MULTI", "SUBSCRIBE c", "BLPOP l 0", "EVAL s 0", "SCAN 0", "KEYS *", "FLUSHALL", "CONFIG SET a b", "SHUTDOWN", "WAIT 1 0", "XREAD BLOCK 0 STREAMS s 0"] {
+    assert_eq!(
+        err("OBJECT NOPE k"),
+        "ERR unknown subcommand 'NOPE'. Try OBJECT HELP."
+    );
+    for cmd in [
+        "MULTI",
+        "SUBSCRIBE c",
+        "BLPOP l 0",
+        "EVAL s 0",
+        "SCAN 0",
+        "KEYS *",
+        "FLUSHALL",
+        "CONFIG SET a b",
+        "SHUTDOWN",
+        "WAIT 1 0",
+        "XREAD BLOCK 0 STREAMS s 0",
+    ] {
         let e = err(cmd);
-        assert!(e.starts_with("ERR shardis does not support '"), "{cmd}: {e}");
+        assert!(
+            e.starts_with("ERR shardis does not support '"),
+            "{cmd}: {e}"
+        );
     }
     // XREAD without BLOCK is an ordinary read.
-    assert!(matches!(plan(&req("XREAD STREAMS s 0"), &r), Plan::Forward(_)));
+    assert!(matches!(
+        plan(&req("XREAD STREAMS s 0"), &r),
+        Plan::Forward(_)
+    ));
 }

@@ -28,10 +28,20 @@ fn frames_every_resp2_and_resp3_type() {
         b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",
     ];
     for frame in frames {
-        assert_eq!(whole(frame), Some(frame.len()), "{:?}", String::from_utf8_lossy(frame));
+        assert_eq!(
+            whole(frame),
+            Some(frame.len()),
+            "{:?}",
+            String::from_utf8_lossy(frame)
+        );
         // Any strict prefix is incomplete, not an error.
         for cut in 0..frame.len() {
-            assert_eq!(whole(&frame[..cut]), None, "prefix {cut} of {:?}", String::from_utf8_lossy(frame));
+            assert_eq!(
+                whole(&frame[..cut]),
+                None,
+                "prefix {cut} of {:?}",
+                String::from_utf8_lossy(frame)
+            );
         }
         // Trailing bytes of the next reply are not part of this one.
         let two = [*frame, b"+OK\r\n"].concat();
@@ -63,9 +73,15 @@ fn depth_is_limited_without_recursion() {
 
 #[test]
 fn garbage_is_an_error() {
-    assert_eq!(frame_len(b"hello\r\n").unwrap_err(), FrameError::BadType(b'h'));
+    assert_eq!(
+        frame_len(b"hello\r\n").unwrap_err(),
+        FrameError::BadType(b'h')
+    );
     assert_eq!(frame_len(b"$x\r\n").unwrap_err(), FrameError::BadLength);
-    assert_eq!(frame_len(b"$1\r\nab\r\n").unwrap_err(), FrameError::MissingCrlf);
+    assert_eq!(
+        frame_len(b"$1\r\nab\r\n").unwrap_err(),
+        FrameError::MissingCrlf
+    );
 }
 
 #[test]

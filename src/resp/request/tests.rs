@@ -1,6 +1,9 @@
 use super::*;
 
-fn parse_all(parser: &mut RequestParser, buf: &mut BytesMut) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+fn parse_all(
+    parser: &mut RequestParser,
+    buf: &mut BytesMut,
+) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
     let mut out = Vec::new();
     while let Some(req) = parser.next(buf)? {
         out.push(req.args().to_vec());
@@ -9,7 +12,9 @@ fn parse_all(parser: &mut RequestParser, buf: &mut BytesMut) -> Result<Vec<Vec<B
 }
 
 fn args(list: &[&str]) -> Vec<Bytes> {
-    list.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    list.iter()
+        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        .collect()
 }
 
 fn parser() -> RequestParser {
@@ -20,7 +25,14 @@ fn parser() -> RequestParser {
 fn multibulk_and_inline_commands() {
     let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\nSET a \"b c\"\r\n"[..]);
     let got = parse_all(&mut parser(), &mut buf).unwrap();
-    assert_eq!(got, vec![args(&["GET", "k"]), args(&["PING"]), args(&["SET", "a", "b c"])]);
+    assert_eq!(
+        got,
+        vec![
+            args(&["GET", "k"]),
+            args(&["PING"]),
+            args(&["SET", "a", "b c"])
+        ]
+    );
     assert!(buf.is_empty());
 }
 
@@ -37,7 +49,8 @@ fn raw_bytes_are_kept_for_forwarding() {
 
 #[test]
 fn every_split_point_gives_the_same_commands() {
-    let wire: &[u8] = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
+    let wire: &[u8] =
+        b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
     for cut in 0..wire.len() {
         let mut p = parser();
         let mut buf = BytesMut::from(&wire[..cut]);
@@ -46,7 +59,11 @@ fn every_split_point_gives_the_same_commands() {
         got.extend(parse_all(&mut p, &mut buf).unwrap());
         assert_eq!(
             got,
-            vec![args(&["SET", "key", "value"]), args(&["PING"]), args(&["PING"])],
+            vec![
+                args(&["SET", "key", "value"]),
+                args(&["PING"]),
+                args(&["PING"])
+            ],
             "split at {cut}"
         );
     }
@@ -55,25 +72,48 @@ fn every_split_point_gives_the_same_commands() {
 #[test]
 fn empty_lines_and_empty_multibulks_are_skipped() {
     let mut buf = BytesMut::from(&b"\r\n\n*0\r\n*-1\r\nPING\r\n"[..]);
-    assert_eq!(parse_all(&mut parser(), &mut buf).unwrap(), vec![args(&["PING"])]);
+    assert_eq!(
+        parse_all(&mut parser(), &mut buf).unwrap(),
+        vec![args(&["PING"])]
+    );
 }
 
 #[test]
 fn bad_input_gets_redis_errors() {
     let cases: &[(&[u8], &str)] = &[
-        (b"*2\r\n$3\r\nGETXX\r\n", "Protocol error: expected CRLF after a bulk string"),
+        (
+            b"*2\r\n$3\r\nGETXX\r\n",
+            "Protocol error: expected CRLF after a bulk string",
+        ),
         (b"*1\r\n+GET\r\n", "Protocol error: expected '$', got '+'"),
         (b"*x\r\n", "Protocol error: invalid multibulk length"),
         (b"*1\r\n$-5\r\n", "Protocol error: invalid bulk length"),
         (b"*1\r\n$01\r\n", "Protocol error: invalid bulk length"),
-        (b"*1\r\n$9999999999\r\n", "Protocol error: invalid bulk length"),
-        (b"*3000000000\r\n", "Protocol error: invalid multibulk length"),
-        (b"SET a \"b\r\n", "Protocol error: unbalanced quotes in request"),
-        (b"SET a \"b\"c\r\n", "Protocol error: unbalanced quotes in request"),
+        (
+            b"*1\r\n$9999999999\r\n",
+            "Protocol error: invalid bulk length",
+        ),
+        (
+            b"*3000000000\r\n",
+            "Protocol error: invalid multibulk length",
+        ),
+        (
+            b"SET a \"b\r\n",
+            "Protocol error: unbalanced quotes in request",
+        ),
+        (
+            b"SET a \"b\"c\r\n",
+            "Protocol error: unbalanced quotes in request",
+        ),
     ];
     for (wire, msg) in cases {
         let err = parse_all(&mut parser(), &mut BytesMut::from(*wire)).unwrap_err();
-        assert_eq!(err.to_string(), *msg, "input {:?}", String::from_utf8_lossy(wire));
+        assert_eq!(
+            err.to_string(),
+            *msg,
+            "input {:?}",
+            String::from_utf8_lossy(wire)
+        );
     }
 }
 
@@ -86,16 +126,29 @@ fn limits_are_enforced_before_allocation() {
         max_query_buffer: 64,
     };
     let run = |wire: &[u8]| parse_all(&mut RequestParser::new(limits), &mut BytesMut::from(wire));
-    assert_eq!(run(b"*1\r\n$11\r\n").unwrap_err(), ProtocolError::InvalidBulkLength);
+    assert_eq!(
+        run(b"*1\r\n$11\r\n").unwrap_err(),
+        ProtocolError::InvalidBulkLength
+    );
     assert_eq!(run(b"*4\r\n").unwrap_err(), ProtocolError::TooManyArgs(3));
-    assert_eq!(run(b"a b c d\r\n").unwrap_err(), ProtocolError::TooManyArgs(3));
+    assert_eq!(
+        run(b"a b c d\r\n").unwrap_err(),
+        ProtocolError::TooManyArgs(3)
+    );
     assert_eq!(run(&[b'x'; 17]).unwrap_err(), ProtocolError::InlineTooBig);
-    assert_eq!(run(&[b'1'; 70][..]).unwrap_err(), ProtocolError::InlineTooBig);
+    assert_eq!(
+        run(&[b'1'; 70][..]).unwrap_err(),
+        ProtocolError::InlineTooBig
+    );
 
     // A header announcing a huge bulk reserves at most a bounded amount.
     let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\n"[..]);
     assert_eq!(parser().next(&mut buf).unwrap(), None);
-    assert!(buf.capacity() <= 2 * MAX_RESERVE_AHEAD, "reserved {}", buf.capacity());
+    assert!(
+        buf.capacity() <= 2 * MAX_RESERVE_AHEAD,
+        "reserved {}",
+        buf.capacity()
+    );
 
     let long_header = [&b"*1\r\n$"[..], &[b'1'; 80]].concat();
     assert_eq!(
@@ -138,7 +191,15 @@ fn integers_parse_like_string2ll() {
     assert_eq!(parse_i64(b"-12"), Some(-12));
     assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
     assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-    for bad in [&b""[..], b"-", b"+1", b"01", b"-0", b"1 ", b"9223372036854775808"] {
+    for bad in [
+        &b""[..],
+        b"-",
+        b"+1",
+        b"01",
+        b"-0",
+        b"1 ",
+        b"9223372036854775808",
+    ] {
         assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
     }
 }

@@ -1,0 +1,179 @@
+//! The command line and stock tools: redis-benchmark, redis-cli, --check-config, `shardis dev`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{shardis_bin, Cluster};
+
+#[test]
+fn redis_benchmark_default_suite_runs_without_errors() {
+    let c = Cluster::start("");
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &c.proxy.port().to_string()])
+        .args(["-n", "20000", "-q", "-c", "20"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-benchmark is installed by scripts/install-deps.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Every test of the default suite reports a rate, and none an error.
+    for test in [
+        "PING_INLINE",
+        "PING_MBULK",
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "SADD",
+        "HSET",
+        "SPOP",
+        "ZADD",
+        "ZPOPMIN",
+        "LRANGE_100",
+        "LRANGE_600",
+        "MSET",
+    ] {
+        assert!(
+            stdout.split(['\r', '\n']).map(str::trim_start).any(|l| l
+                .strip_prefix(test)
+                .is_some_and(|rest| rest.starts_with([':', ' ']))
+                && l.contains("requests per second")),
+            "{test} missing from:\n{stdout}"
+        );
+    }
+    let combined = format!("{stdout}{stderr}").to_lowercase();
+    assert!(!combined.contains("error"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn redis_cli_works_through_the_proxy() {
+    let c = Cluster::start("");
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &c.proxy.port().to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "greeting", "hello"]), "OK");
+    assert_eq!(cli(&["GET", "greeting"]), "hello");
+    assert_eq!(cli(&["--no-raw", "-3", "HGETALL", "nope"]), "(empty hash)");
+    assert!(cli(&["INFO", "server"]).contains("redis_version:"));
+    assert_eq!(cli(&["MSET", "a", "1", "b", "2", "c", "3"]), "OK");
+    assert_eq!(cli(&["MGET", "a", "b", "c"]), "1\n2\n3");
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[routing]\nhash = \"crc32\"\n[[shards]]\nprimary = \"127.0.0.1:7001\"\n",
+    )
+    .unwrap();
+    let out = Command::new(shardis_bin())
+        .args(["--check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routing.hash") && err.contains("crc32"),
+        "{err}"
+    );
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/shardis.toml");
+    let out = Command::new(shardis_bin())
+        .args(["--check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An environment override is validated too.
+    let out = Command::new(shardis_bin())
+        .args(["--check-config", "--config", example])
+        .env("SHARDIS__BACKEND__CONNECTIONS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backend.connections"));
+}
+
+fn pids_of_children(parent: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &parent.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `shardis dev` serves real nodes, and its children never outlive it: not after SIGTERM,
+/// not after SIGKILL.
+#[test]
+fn dev_mode_serves_and_leaves_no_orphans() {
+    for signal in ["TERM", "KILL"] {
+        let port = common::free_port();
+        let mut dev = common::Proc {
+            child: Command::new(shardis_bin())
+                .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+        };
+        wait_until("the dev proxy", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let mut raw = common::Raw::connect(port);
+        assert_eq!(raw.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+        let info = String::from_utf8(raw.call(&[b"INFO", b"shards"])).unwrap();
+        assert!(info.contains("shards:3"), "{info}");
+        let children = pids_of_children(dev.pid());
+        assert_eq!(children.len(), 3, "three redis-server children");
+        dev.signal(signal);
+        let status = dev.child.wait().unwrap();
+        if signal == "TERM" {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+        }
+        for pid in children {
+            wait_until(&format!("child {pid} to exit after SIG{signal}"), || {
+                !alive(pid)
+            });
+        }
+        dev.kill();
+    }
+}
