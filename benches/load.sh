@@ -20,6 +20,8 @@
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
 #   LOAD_ROUNDS          rounds                      (default 3; quick 1)
 #   LOAD_CLIENTS         redis-benchmark connections (default 50)
+#   LOAD_SHARDIS_WORKERS shardis worker threads (default 1, like nutcracker's single
+#                        thread; 0 = one per CPU)
 #   LOAD_TIMEOUT         seconds one redis-benchmark run may take (default 600)
 #   SHARDIS_BIN          shardis binary to use; skips the cargo build
 #   SKIP_SHARDIS=1       leave shardis out (to develop this script)
@@ -215,9 +217,11 @@ wait_pong nutcracker "$port_nut" "$nut_pid" "$tmp/nutcracker.log"
 # ------------------------------------------------------------------ shardis
 
 shardis_pid=""
+shardis_workers=${LOAD_SHARDIS_WORKERS:-1}
 if ((!skip_shardis)); then
     {
         echo "listen = \"127.0.0.1:$port_shardis\""
+        echo "workers = $shardis_workers"
         echo
         echo "[routing]"
         echo "hash = \"fnv1a_64\""
@@ -267,7 +271,7 @@ declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid)
 echo
 echo "machine: $(nproc) CPUs; $(redis-server --version | awk '{print $1, $2, $3}');" \
     "$(nutcracker --version 2>&1 | head -n 1)"
-echo "shardis: ${shardis_bin:-(skipped)} ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "shardis: ${shardis_bin:-(skipped)} ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), workers = $shardis_workers"
 echo "redis-benchmark -c $clients -r 100000 -t set,get; -P 1: -n $n_plain," \
     "-P 16: -n $n_pipeline; $rounds round(s)"
 echo

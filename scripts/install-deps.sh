@@ -86,10 +86,8 @@ fi
 # which a fresh shell may not have on its PATH yet.
 if ! command -v cargo >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
     cat >&2 <<'MSG'
-install-deps: cargo not found. Install Rust with rustup:
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
-    . "$HOME/.cargo/env"
-then run this script again.
+install-deps: cargo not found. Install a Rust toolchain (1.85 or newer) with
+rustup, as its documentation describes, then run this script again.
 MSG
     exit 1
 fi

@@ -29,9 +29,8 @@ use crate::command::{self, Local, Merge, Plan};
 use crate::info;
 use crate::resp::{encode, reply, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
+use crate::socket::Reader;
 use crate::topology::Topology;
-
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Per-connection state that commands such as HELLO, AUTH and CLIENT SETNAME change.
 pub struct Session {
@@ -210,7 +209,8 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     };
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
-    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut inbuf = BytesMut::new();
+    let mut reader = Reader::default();
     let mut out = BytesMut::new();
     let mut pending: VecDeque<Slot> = VecDeque::new();
     // Set after QUIT, a protocol error or EOF: no more reading; flush what is owed, then close.
@@ -243,10 +243,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                 if ready.is_err() {
                     break;
                 }
-                if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
-                    inbuf.reserve(READ_CHUNK);
-                }
-                match stream.try_read_buf(&mut inbuf) {
+                match reader.try_read(&stream, &mut inbuf) {
                     Ok(0) => {
                         closing = true;
                         peer_closed = true;

@@ -26,4 +26,5 @@ pub mod local;
 pub mod resp;
 pub mod routing;
 pub mod server;
+pub mod socket;
 pub mod topology;
