@@ -2,8 +2,9 @@
 # Install what shardis' tests, demo and load comparison need on a Debian
 # machine, and only what is missing:
 #
-#   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker
-#   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker)
+#   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker, tmux
+#   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker, tmux;
+#   tmux drives an interactive redis-cli in the tests)
 #
 # and check that a Rust toolchain (cargo) is available. Safe to run again:
 # when every command is already present it does not touch apt at all.
@@ -24,11 +25,12 @@ declare -A package_of=(
     [redis-benchmark]=redis-tools
     [redis-sentinel]=redis-sentinel
     [nutcracker]=nutcracker
+    [tmux]=tmux
 )
 
 # Collect the packages behind the missing commands, each once.
 missing=()
-for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker; do
+for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         pkg=${package_of[$cmd]}
         if [[ " ${missing[*]-} " != *" $pkg "* ]]; then
@@ -74,7 +76,7 @@ if ((${#missing[@]} > 0)); then
 
     # Verify: a package that installed but did not provide the command
     # (e.g. a renamed package) should fail here, not deep inside a test.
-    for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker; do
+    for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux; do
         if ! command -v "$cmd" >/dev/null 2>&1; then
             echo "install-deps: '$cmd' is still missing after install" >&2
             exit 1

@@ -72,6 +72,68 @@ fn redis_cli_works_through_the_proxy() {
     assert_eq!(cli(&["MGET", "a", "b", "c"]), "1\n2\n3");
 }
 
+/// redis-cli 7 in interactive mode sends COMMAND DOCS at start (its hints; the reply itself is
+/// checked byte-wise in tests/proxy.rs); through shardis it starts, shows hints and runs
+/// commands without errors. tmux gives it a terminal.
+#[test]
+fn interactive_redis_cli_starts_and_shows_hints() {
+    let c = Cluster::start("");
+    let session = format!("shardis-test-{}", c.proxy.port());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux is installed by scripts/install-deps.sh");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    struct Kill<'a>(&'a str);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", self.0])
+                .output();
+        }
+    }
+    let cli = format!("redis-cli -p {}", c.proxy.port());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &cli,
+    ]);
+    let _kill = Kill(&session);
+    let screen = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = tmux(&["capture-pane", "-t", &session, "-p"]);
+            if text.contains(want) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {want:?}; screen:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    screen(&format!("127.0.0.1:{}>", c.proxy.port()));
+    // A hint from COMMAND DOCS appears while typing.
+    tmux(&["send-keys", "-t", &session, "zadd "]);
+    screen("score member [score member ...]");
+    tmux(&["send-keys", "-t", &session, "C-u"]);
+    for cmd in ["set greeting hi", "get greeting", "mget greeting nope"] {
+        tmux(&["send-keys", "-t", &session, cmd, "Enter"]);
+    }
+    let text = screen("2) (nil)");
+    assert!(text.contains("\"hi\""), "{text}");
+    assert!(!text.contains("(error)"), "{text}");
+}
+
 #[test]
 fn check_config_names_the_bad_key() {
     let dir = tempfile::TempDir::new().unwrap();
