@@ -217,6 +217,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let mut closing = false;
     // The client closed its side: nothing more to read, so no lingering needed.
     let mut peer_closed = false;
+    // Set when HELLO or RESET changed the protocol: no new request is dispatched until every
+    // earlier one is answered.
+    let mut switching = false;
 
     loop {
         move_ready(&mut pending, &mut out, limits.max_output_buffer);
@@ -229,14 +232,46 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                 Err(_) => break,
             }
         }
+        if switching && pending.is_empty() {
+            switching = false;
+        }
+        // Parse what has arrived, up to the pipeline limit; the rest waits in the buffer and
+        // is parsed once replies drain, before the socket is read again. This comes before
+        // waiting, so commands already buffered never wait for more input.
+        if !closing && !switching && !inbuf.is_empty() && pending.len() < limits.max_pipeline {
+            let topology = proxy.topology();
+            while pending.len() < limits.max_pipeline && !closing && !switching {
+                match parser.next(&mut inbuf) {
+                    Ok(Some(req)) => {
+                        let proto = session.proto;
+                        let slot =
+                            dispatch(&proxy, &topology, &mut session, req, &mut closing).await;
+                        pending.push_back(slot);
+                        // RESP2 and RESP3 requests use different backend connections, so a
+                        // request after HELLO could overtake one before it. Let everything
+                        // sent before the switch finish first.
+                        switching = session.proto != proto;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(peer = %peer, client = id, "protocol error: {e}");
+                        let msg = format!("ERR {e}");
+                        pending.push_back(Slot::Ready(encode::error_bytes(&msg)));
+                        closing = true;
+                    }
+                }
+            }
+        }
         if closing && pending.is_empty() && out.is_empty() {
             if !peer_closed {
                 linger_close(&mut stream).await;
             }
             break;
         }
-        let can_read =
-            !closing && pending.len() < limits.max_pipeline && out.len() < limits.max_output_buffer;
+        let can_read = !closing
+            && !switching
+            && pending.len() < limits.max_pipeline
+            && out.len() < limits.max_output_buffer;
         let can_collect = !pending.is_empty() && out.len() < limits.max_output_buffer;
         tokio::select! {
             ready = stream.readable(), if can_read => {
@@ -259,27 +294,6 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                 }
             }
             _ = std::future::poll_fn(|cx| pending.front_mut().map_or(Poll::Pending, |s| s.poll_ready(cx))), if can_collect => {}
-        }
-        // Parse what has arrived, up to the pipeline limit; the rest waits in the buffer and
-        // is parsed once replies drain, before the socket is read again.
-        if !closing && !inbuf.is_empty() && pending.len() < limits.max_pipeline {
-            let topology = proxy.topology();
-            while pending.len() < limits.max_pipeline && !closing {
-                match parser.next(&mut inbuf) {
-                    Ok(Some(req)) => {
-                        let slot =
-                            dispatch(&proxy, &topology, &mut session, req, &mut closing).await;
-                        pending.push_back(slot);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::info!(peer = %peer, client = id, "protocol error: {e}");
-                        let msg = format!("ERR {e}");
-                        pending.push_back(Slot::Ready(encode::error_bytes(&msg)));
-                        closing = true;
-                    }
-                }
-            }
         }
     }
 }

@@ -167,3 +167,27 @@ fn unknown_commands_and_arity_errors_keep_the_connection() {
     assert_eq!(raw.call(&[b"ZUNIONSTORE", b"d", b"x", b"a"]), direct);
     assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
 }
+
+/// A pipeline that switches protocol midway keeps its order: the GET after HELLO 3 runs on a
+/// RESP3 backend connection, yet sees the SET sent before it on a RESP2 one.
+#[test]
+fn protocol_switch_inside_a_pipeline_keeps_order() {
+    let c = Cluster::start("");
+    let mut raw = Raw::connect(c.proxy.port());
+    let mut wire = Vec::new();
+    for i in 0..200 {
+        let key = format!("sw:{i}");
+        wire.extend(encode(&[b"SET", key.as_bytes(), b"v1"]));
+        wire.extend(encode(&[b"HELLO", if i % 2 == 0 { b"3" } else { b"2" }]));
+        wire.extend(encode(&[b"GET", key.as_bytes()]));
+        wire.extend(encode(&[b"SET", key.as_bytes(), b"v2"]));
+    }
+    raw.send(&wire);
+    for i in 0..200 {
+        assert_eq!(raw.reply(), b"+OK\r\n", "SET {i}");
+        let hello = raw.reply();
+        assert_eq!(hello[0], if i % 2 == 0 { b'%' } else { b'*' });
+        assert_eq!(raw.reply(), b"$2\r\nv1\r\n", "GET {i}");
+        assert_eq!(raw.reply(), b"+OK\r\n");
+    }
+}
