@@ -44,7 +44,7 @@ struct RawConfig {
     #[serde(default)]
     routing: RawRouting,
     #[serde(default)]
-    backend: RawBackend,
+    backend: BackendSettings,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -69,35 +69,6 @@ impl Default for RawRouting {
             hash: "xxh3".into(),
             distribution: "ketama".into(),
             hash_tag: "{}".into(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawBackend {
-    connections: usize,
-    #[serde(with = "humantime_serde")]
-    connect_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    reconnect_backoff: Duration,
-    #[serde(with = "humantime_serde")]
-    reconnect_backoff_max: Duration,
-    queue_depth: usize,
-}
-
-impl Default for RawBackend {
-    fn default() -> Self {
-        let b = BackendSettings::default();
-        RawBackend {
-            connections: b.connections,
-            connect_timeout: b.connect_timeout,
-            timeout: b.timeout,
-            reconnect_backoff: b.reconnect_backoff,
-            reconnect_backoff_max: b.reconnect_backoff_max,
-            queue_depth: b.queue_depth,
         }
     }
 }
@@ -164,15 +135,21 @@ pub struct Config {
     pub shards: Vec<ShardConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The `[backend]` section, read as is (durations in humantime form: "500ms", "2s").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BackendSettings {
     /// Multiplexed connections per node (per client protocol: RESP2 and RESP3 each get a set).
     pub connections: usize,
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// How long a request may wait for its reply before the connection is declared broken.
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// First delay before reconnecting to a node that failed; doubles up to the max.
+    #[serde(with = "humantime_serde")]
     pub reconnect_backoff: Duration,
+    #[serde(with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
     /// Requests queued per backend connection before senders wait.
     pub queue_depth: usize,
@@ -381,14 +358,7 @@ impl RawConfig {
             hash,
             distribution,
             hash_tag,
-            backend: BackendSettings {
-                connections: b.connections,
-                connect_timeout: b.connect_timeout,
-                timeout: b.timeout,
-                reconnect_backoff: b.reconnect_backoff,
-                reconnect_backoff_max: b.reconnect_backoff_max,
-                queue_depth: b.queue_depth,
-            },
+            backend: b,
             protocol: Limits {
                 max_bulk_len: l.max_bulk_len,
                 max_inline_len: l.max_inline_len,

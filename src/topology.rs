@@ -31,7 +31,6 @@ impl Topology {
             config.hash_tag,
             &config.ring_members(),
         );
-        let b = &config.backend;
         let shards = config
             .shards
             .iter()
@@ -40,12 +39,7 @@ impl Topology {
                 primary: NodePool::start(NodeSettings {
                     addr: s.primary.clone(),
                     label: Arc::from(format!("shard '{}' node {}", s.name, s.primary)),
-                    connections: b.connections,
-                    connect_timeout: b.connect_timeout,
-                    timeout: b.timeout,
-                    reconnect_backoff: b.reconnect_backoff,
-                    reconnect_backoff_max: b.reconnect_backoff_max,
-                    queue_depth: b.queue_depth,
+                    backend: config.backend,
                 }),
                 replicas: s.replicas.clone(),
             })

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{BackendError, BackendRequest, NodeConn, NodeState, Reply};
+use crate::config::BackendSettings;
 use crate::resp::{encode, reply, Proto, ReplyFramer};
 use crate::socket::Reader;
 
@@ -33,21 +34,16 @@ pub struct NodeSettings {
     pub addr: String,
     /// How errors name this node: `shard 'a' node 127.0.0.1:7001`.
     pub label: Arc<str>,
-    pub connections: usize,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-    pub reconnect_backoff: Duration,
-    pub reconnect_backoff_max: Duration,
-    pub queue_depth: usize,
+    pub backend: BackendSettings,
 }
 
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
 
 pub(super) fn spawn_set(settings: &NodeSettings, proto: Proto) -> Vec<NodeConn> {
-    (0..settings.connections)
+    (0..settings.backend.connections)
         .map(|_| {
-            let (tx, rx) = mpsc::channel(settings.queue_depth);
+            let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
             let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
             let task = ConnTask {
                 settings: settings.clone(),
@@ -87,13 +83,13 @@ enum Waiter {
 
 impl ConnTask {
     async fn run(mut self) {
-        let mut backoff = self.settings.reconnect_backoff;
+        let mut backoff = self.settings.backend.reconnect_backoff;
         loop {
             self.set_state(NodeState::Connecting);
             let failure = match self.connect().await {
                 Ok(stream) => {
                     self.set_state(NodeState::Up);
-                    backoff = self.settings.reconnect_backoff;
+                    backoff = self.settings.backend.reconnect_backoff;
                     match self.serve(stream).await {
                         // Every handle is gone: the proxy no longer uses this node.
                         None => return,
@@ -109,7 +105,7 @@ impl ConnTask {
             tracing::warn!(node = %self.settings.label, "connect failed: {failure}");
             self.set_state(NodeState::Down);
             let retry_at = Instant::now() + backoff;
-            backoff = (backoff * 2).min(self.settings.reconnect_backoff_max);
+            backoff = (backoff * 2).min(self.settings.backend.reconnect_backoff_max);
             // Fail fast until it is time to retry.
             loop {
                 tokio::select! {
@@ -134,7 +130,7 @@ impl ConnTask {
 
     async fn connect(&self) -> Result<TcpStream, String> {
         let connecting = TcpStream::connect(&self.settings.addr);
-        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+        match tokio::time::timeout(self.settings.backend.connect_timeout, connecting).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 Ok(stream)
@@ -142,7 +138,7 @@ impl ConnTask {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
                 "connect timed out after {} ms",
-                self.settings.connect_timeout.as_millis()
+                self.settings.backend.connect_timeout.as_millis()
             )),
         }
     }
@@ -158,7 +154,7 @@ impl ConnTask {
             encode::command(&mut wbuf, [&b"HELLO"[..], b"3"].into_iter());
             pending.push_back(Waiter::Handshake);
         }
-        let timeout = self.settings.timeout;
+        let timeout = self.settings.backend.timeout;
         let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(5)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
