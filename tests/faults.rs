@@ -174,3 +174,33 @@ fn a_node_down_at_start_is_reported_and_picked_up_when_it_comes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_node_that_accepts_and_hangs_up_gets_clear_errors() {
+    // Accepts every connection and closes it at once (a node at its client limit does that).
+    let rude = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rude_addr = rude.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in rude.incoming() {
+            drop(stream);
+        }
+    });
+    let good = Redis::start();
+    let proxy = Shardis::start_with(&format!(
+        "{FAST}\n[[shards]]\nname = \"good\"\nprimary = \"{}\"\n[[shards]]\nname = \"rude\"\nprimary = \"{rude_addr}\"\n",
+        good.addr()
+    ));
+    let mut raw = Raw::connect(proxy.port());
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..60 {
+        let key = format!("r:{i}");
+        let reply = String::from_utf8(raw.call(&[b"SET", key.as_bytes(), b"v"])).unwrap();
+        if reply == "+OK\r\n" {
+            ok += 1;
+        } else {
+            assert!(reply.starts_with("-ERR shard 'rude' node"), "{reply}");
+            refused += 1;
+        }
+    }
+    assert!(ok > 10 && refused > 10, "ok {ok}, refused {refused}");
+}

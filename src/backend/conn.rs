@@ -37,6 +37,9 @@ pub struct NodeSettings {
     pub backend: BackendSettings,
 }
 
+/// A connection that lived this long was working; losing it resets the backoff.
+const STABLE: Duration = Duration::from_secs(1);
+
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
 
@@ -89,20 +92,28 @@ impl ConnTask {
             let failure = match self.connect().await {
                 Ok(stream) => {
                     self.set_state(NodeState::Up);
-                    backoff = self.settings.backend.reconnect_backoff;
+                    let since = Instant::now();
                     match self.serve(stream).await {
                         // Every handle is gone: the proxy no longer uses this node.
                         None => return,
                         Some(lost) => {
                             tracing::warn!(node = %self.settings.label, "{lost}");
-                            // A broken connection is retried at once; a refused one backs off.
-                            continue;
+                            // A connection that had been working is reopened at once. One that
+                            // broke right away (a node that accepts and closes, a refused
+                            // HELLO 3) backs off like a refused connect, or this would spin.
+                            if since.elapsed() >= STABLE {
+                                backoff = self.settings.backend.reconnect_backoff;
+                                continue;
+                            }
+                            lost
                         }
                     }
                 }
-                Err(reason) => reason,
+                Err(reason) => {
+                    tracing::warn!(node = %self.settings.label, "connect failed: {reason}");
+                    reason
+                }
             };
-            tracing::warn!(node = %self.settings.label, "connect failed: {failure}");
             self.set_state(NodeState::Down);
             let retry_at = Instant::now() + backoff;
             backoff = (backoff * 2).min(self.settings.backend.reconnect_backoff_max);
