@@ -239,3 +239,52 @@ fn dev_mode_serves_and_leaves_no_orphans() {
         dev.kill();
     }
 }
+
+#[test]
+fn listen_flag_overrides_the_config() {
+    let node = common::Redis::start();
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("shardis.toml");
+    // The file's listen address is taken (by the node itself); --listen wins.
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{}\"\n{}",
+            node.addr(),
+            common::shards_toml(&[&node])
+        ),
+    )
+    .unwrap();
+    let port = common::free_port();
+    let _proxy = common::Proc {
+        child: Command::new(shardis_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        port,
+    };
+    wait_until("shardis on --listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut raw = common::Raw::connect(port);
+    let info = String::from_utf8(raw.call(&[b"INFO", b"server"])).unwrap();
+    assert!(info.contains(&format!("tcp_port:{port}")), "{info}");
+}
+
+#[test]
+fn dev_mode_says_how_to_install_a_missing_redis() {
+    let out = Command::new(shardis_bin())
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("redis-server not found") && err.contains("apt-get install -y redis-server"),
+        "{err}"
+    );
+}
