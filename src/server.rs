@@ -133,10 +133,16 @@ impl Drop for ClientSlot {
 
 /// The tokio runtime the proxy runs on: `workers` threads, or one per CPU when 0.
 pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
+    let mut builder = if workers == 1 {
+        // One thread: the current-thread scheduler, with no work stealing to pay for.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 1 {
+            b.worker_threads(workers);
+        }
+        b
+    };
     builder.enable_all().thread_name("shardis").build()
 }
 

@@ -204,3 +204,55 @@ fn a_node_that_accepts_and_hangs_up_gets_clear_errors() {
     }
     assert!(ok > 10 && refused > 10, "ok {ok}, refused {refused}");
 }
+
+/// A node killed while a pipeline is in flight: every reply still comes back, in order; the
+/// dead shard's commands get its error, every other shard's succeed.
+#[test]
+fn a_node_killed_under_pipelined_load() {
+    use shardis::routing::{Distribution, HashFn, HashTag, RingMember, Router};
+    let mut nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = nodes.iter().collect();
+    let proxy = Shardis::in_front_of(&refs, FAST);
+    // The proxy's placement, computed the same way (shards a, b, c; xxh3, ketama, "{}").
+    let members: Vec<RingMember> = ["a", "b", "c"]
+        .iter()
+        .map(|n| RingMember {
+            name: n.to_string(),
+            weight: 1,
+        })
+        .collect();
+    let router = Router::new(
+        HashFn::Xxh3,
+        Distribution::Ketama,
+        HashTag::parse("{}"),
+        &members,
+    );
+
+    let mut raw = Raw::connect(proxy.port());
+    let n = 20_000;
+    let batch = |range: std::ops::Range<usize>| -> Vec<u8> {
+        range
+            .flat_map(|i| common::encode(&[b"SET", format!("load:{i}").as_bytes(), b"v"]))
+            .collect()
+    };
+    raw.send(&batch(0..n / 2));
+    nodes[1].proc.kill();
+    raw.send(&batch(n / 2..n));
+    let mut errors = 0;
+    for i in 0..n {
+        let key = format!("load:{i}");
+        let reply = String::from_utf8(raw.reply()).unwrap();
+        if router.shard_of(key.as_bytes()) == 1 {
+            if reply != "+OK\r\n" {
+                assert!(reply.starts_with("-ERR shard 'b' node"), "{key}: {reply}");
+                errors += 1;
+            }
+        } else {
+            assert_eq!(reply, "+OK\r\n", "{key} on a live shard");
+        }
+    }
+    assert!(
+        errors > 1_000,
+        "only {errors} commands for the dead shard failed"
+    );
+}
