@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::resp::Limits;
-use crate::routing::{Distribution, HashFn, HashTag, RingMember};
+use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -217,14 +217,17 @@ impl Config {
         raw.validate()
     }
 
-    pub fn ring_members(&self) -> Vec<RingMember> {
-        self.shards
+    /// Where keys go under this configuration.
+    pub fn router(&self) -> Router {
+        let members: Vec<RingMember> = self
+            .shards
             .iter()
             .map(|s| RingMember {
                 name: s.name.clone(),
                 weight: s.weight,
             })
-            .collect()
+            .collect();
+        Router::new(self.hash, self.distribution, self.hash_tag, &members)
     }
 }
 

@@ -25,12 +25,7 @@ pub struct Topology {
 impl Topology {
     /// Builds the ring and starts connecting to every primary. Needs a tokio runtime.
     pub fn start(config: &Config) -> Topology {
-        let router = Router::new(
-            config.hash,
-            config.distribution,
-            config.hash_tag,
-            &config.ring_members(),
-        );
+        let router = config.router();
         let shards = config
             .shards
             .iter()

@@ -209,24 +209,14 @@ fn a_node_that_accepts_and_hangs_up_gets_clear_errors() {
 /// dead shard's commands get its error, every other shard's succeed.
 #[test]
 fn a_node_killed_under_pipelined_load() {
-    use shardis::routing::{Distribution, HashFn, HashTag, RingMember, Router};
     let mut nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let refs: Vec<&Redis> = nodes.iter().collect();
     let proxy = Shardis::in_front_of(&refs, FAST);
-    // The proxy's placement, computed the same way (shards a, b, c; xxh3, ketama, "{}").
-    let members: Vec<RingMember> = ["a", "b", "c"]
-        .iter()
-        .map(|n| RingMember {
-            name: n.to_string(),
-            weight: 1,
-        })
-        .collect();
-    let router = Router::new(
-        HashFn::Xxh3,
-        Distribution::Ketama,
-        HashTag::parse("{}"),
-        &members,
-    );
+    // The proxy's placement, from the same configuration.
+    let config = format!("{FAST}\n{}", common::shards_toml(&refs));
+    let router = shardis::config::Config::from_toml(&config)
+        .unwrap()
+        .router();
 
     let mut raw = Raw::connect(proxy.port());
     let n = 20_000;
