@@ -191,3 +191,50 @@ fn protocol_switch_inside_a_pipeline_keeps_order() {
         assert_eq!(raw.reply(), b"+OK\r\n");
     }
 }
+
+#[test]
+fn clients_past_the_limit_get_the_redis_error() {
+    let c = Cluster::start("[limits]\nmax_clients = 3");
+    // The harness's readiness probes may still hold places for a moment: wait until this is
+    // the only client.
+    let mut first = Raw::connect(c.proxy.port());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8(first.call(&[b"INFO", b"clients"]))
+        .unwrap()
+        .contains("connected_clients:1\r\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probe connections never went away"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut held = vec![
+        first,
+        Raw::connect(c.proxy.port()),
+        Raw::connect(c.proxy.port()),
+    ];
+    for raw in &mut held {
+        assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
+    }
+    let mut extra = Raw::connect(c.proxy.port());
+    assert_eq!(extra.reply(), b"-ERR max number of clients reached\r\n");
+    assert!(extra.is_closed());
+    // A place freed is a place available again.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = Raw::connect(c.proxy.port());
+        again.send(&encode(&[b"PING"]));
+        let reply = again.reply();
+        if reply == b"+PONG\r\n" {
+            break;
+        }
+        assert_eq!(reply, b"-ERR max number of clients reached\r\n");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed place never came back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
