@@ -35,12 +35,9 @@ use crate::topology::Topology;
 /// Per-connection state that commands such as HELLO, AUTH and CLIENT SETNAME change.
 pub struct Session {
     pub id: u64,
-    pub peer: SocketAddr,
     pub proto: Proto,
     pub name: Option<Bytes>,
     pub authenticated: bool,
-    pub lib_name: Option<Bytes>,
-    pub lib_ver: Option<Bytes>,
 }
 
 /// The reply to one request, in request order.
@@ -200,12 +197,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let limits = config.client;
     let mut session = Session {
         id,
-        peer,
         proto: Proto::Resp2,
         name: None,
         authenticated: config.password.is_none(),
-        lib_name: None,
-        lib_ver: None,
     };
     let mut parser = RequestParser::new(config.protocol);
     drop(config);

@@ -160,6 +160,14 @@ fn proxy_answers_connection_commands() {
         b"+OK\r\n"
     );
     assert_eq!(
+        raw.call(&[b"CLIENT", b"SETINFO", b"LIB-COLOR", b"red"]),
+        b"-ERR Unrecognized option 'LIB-COLOR'\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"CLIENT", b"SETINFO", b"lib-name", b"a b"]),
+        b"-ERR lib-name cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(
         raw.call(&[b"CONFIG", b"GET", b"save"]),
         b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
     );
