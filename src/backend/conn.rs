@@ -115,7 +115,8 @@ impl ConnTask {
                 }
             };
             self.set_state(NodeState::Down);
-            let retry_at = Instant::now() + backoff;
+            let retry = tokio::time::sleep(backoff);
+            tokio::pin!(retry);
             backoff = (backoff * 2).min(self.settings.backend.reconnect_backoff_max);
             // Fail fast until it is time to retry.
             loop {
@@ -129,7 +130,7 @@ impl ConnTask {
                         }
                         None => return,
                     },
-                    _ = tokio::time::sleep_until(retry_at) => break,
+                    _ = &mut retry => break,
                 }
             }
         }
