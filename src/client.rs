@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, Reply};
-use crate::command::{self, Local, Merge, Plan};
+use crate::command::{self, Local, Merge, Part, Plan};
 use crate::info;
 use crate::resp::{encode, reply, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
@@ -348,51 +348,24 @@ async fn dispatch(
     match plan {
         Plan::Forward(shard) => forward(topology, session, shard, &req).await,
         Plan::AnyShard => forward(topology, session, topology.any_shard(), &req).await,
-        Plan::Split { merge, parts } => {
-            let mut replies = Vec::with_capacity(parts.len());
-            for part in parts {
-                let conn = topology.shards[part.shard]
-                    .primary
-                    .conn(session.proto, session.id);
-                replies.push(PartReply {
-                    rx: Some(conn.send(part.request).await),
-                    reply: None,
-                    positions: part.positions,
-                });
-            }
-            Slot::Merging(Box::new(Merging {
-                merge,
-                parts: replies,
-                proto: session.proto,
-                info: None,
-            }))
-        }
+        Plan::Split { merge, parts } => fan_out(topology, session, merge, parts, None).await,
         Plan::Broadcast(merge) => {
-            let (bytes, info) = if merge == Merge::Info {
+            let (request, info) = if merge == Merge::Info {
                 let mut cmd = BytesMut::new();
                 encode::command(&mut cmd, [&b"INFO"[..], b"keyspace"].into_iter());
-                (
-                    cmd.freeze(),
-                    Some(info::Request::new(proxy, topology, &req)),
-                )
+                let info = info::Request::new(proxy, topology, &req);
+                (cmd.freeze(), Some(info))
             } else {
                 (request_bytes(&req), None)
             };
-            let mut replies = Vec::with_capacity(topology.shards.len());
-            for shard in &topology.shards {
-                let conn = shard.primary.conn(session.proto, session.id);
-                replies.push(PartReply {
-                    rx: Some(conn.send(bytes.clone()).await),
-                    reply: None,
+            let parts = (0..topology.shards.len())
+                .map(|shard| Part {
+                    shard,
+                    request: request.clone(),
                     positions: Vec::new(),
-                });
-            }
-            Slot::Merging(Box::new(Merging {
-                merge,
-                parts: replies,
-                proto: session.proto,
-                info,
-            }))
+                })
+                .collect();
+            fan_out(topology, session, merge, parts, info).await
         }
         Plan::Local(local) => {
             let reply = crate::local::answer(proxy, session, local, &req);
@@ -403,6 +376,33 @@ async fn dispatch(
         }
         Plan::Error(msg) => Slot::Ready(encode::error_bytes(&msg)),
     }
+}
+
+/// Sends each part to its shard; the slot is ready when every part has answered.
+async fn fan_out(
+    topology: &Topology,
+    session: &Session,
+    merge: Merge,
+    parts: Vec<Part>,
+    info: Option<info::Request>,
+) -> Slot {
+    let mut replies = Vec::with_capacity(parts.len());
+    for part in parts {
+        let conn = topology.shards[part.shard]
+            .primary
+            .conn(session.proto, session.id);
+        replies.push(PartReply {
+            rx: Some(conn.send(part.request).await),
+            reply: None,
+            positions: part.positions,
+        });
+    }
+    Slot::Merging(Box::new(Merging {
+        merge,
+        parts: replies,
+        proto: session.proto,
+        info,
+    }))
 }
 
 async fn forward(topology: &Topology, session: &Session, shard: usize, req: &Request) -> Slot {

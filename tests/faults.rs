@@ -125,7 +125,7 @@ fn a_node_that_never_answers_times_out_within_the_limit() {
 #[test]
 fn a_node_down_at_start_is_reported_and_picked_up_when_it_comes() {
     let good = Redis::start();
-    let port = common::free_port();
+    let (held, port) = common::refused_port();
     let proxy = Shardis::start_with(&format!(
         "{FAST}\n[[shards]]\nname = \"good\"\nprimary = \"{}\"\n[[shards]]\nname = \"late\"\nprimary = \"127.0.0.1:{port}\"\n",
         good.addr()
@@ -144,6 +144,7 @@ fn a_node_down_at_start_is_reported_and_picked_up_when_it_comes() {
     }
     let late_key = late_key.expect("some key maps to the missing node");
     // Start a Redis on that port: the proxy reconnects by itself.
+    drop(held);
     let dir = tempfile::TempDir::new().unwrap();
     let child = std::process::Command::new("redis-server")
         .args([

@@ -21,6 +21,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port held bound but not listening: connecting to it is refused, and no other test can
+/// take it until the returned socket is dropped.
+pub fn refused_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
 /// Waits until something accepts on `port`, or the child exits (`false`).
 fn wait_listening(port: u16, child: &mut Child, within: Duration) -> bool {
     let deadline = Instant::now() + within;
