@@ -216,19 +216,14 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn dev_mode_serves_and_leaves_no_orphans() {
     for signal in ["TERM", "KILL"] {
-        let port = common::free_port();
-        let mut dev = common::Proc {
-            child: Command::new(shardis_bin())
-                .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        let mut dev = common::start_on_free_port("shardis dev", |port| {
+            let mut c = Command::new(shardis_bin());
+            c.args(["dev", "--listen", &format!("127.0.0.1:{port}")])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            port,
-        };
-        wait_until("the dev proxy", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                .stderr(Stdio::null());
+            c
         });
+        let port = dev.port;
         let mut raw = common::Raw::connect(port);
         assert_eq!(raw.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
         let info = String::from_utf8(raw.call(&[b"INFO", b"shards"])).unwrap();
@@ -264,20 +259,15 @@ fn listen_flag_overrides_the_config() {
         ),
     )
     .unwrap();
-    let port = common::free_port();
-    let _proxy = common::Proc {
-        child: Command::new(shardis_bin())
-            .arg("--config")
+    let proxy = common::start_on_free_port("shardis --listen", |port| {
+        let mut c = Command::new(shardis_bin());
+        c.arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        port,
-    };
-    wait_until("shardis on --listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            .stderr(Stdio::null());
+        c
     });
+    let port = proxy.port;
     let mut raw = common::Raw::connect(port);
     let info = String::from_utf8(raw.call(&[b"INFO", b"server"])).unwrap();
     assert!(info.contains(&format!("tcp_port:{port}")), "{info}");

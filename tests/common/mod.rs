@@ -80,7 +80,7 @@ impl Proc {
 }
 
 /// Starts `make(port)` on a free port, retrying when the port was taken meanwhile.
-fn start_on_free_port(name: &str, mut make: impl FnMut(u16) -> Command) -> Proc {
+pub fn start_on_free_port(name: &str, mut make: impl FnMut(u16) -> Command) -> Proc {
     for _ in 0..10 {
         let port = free_port();
         let mut child = make(port)
