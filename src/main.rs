@@ -34,7 +34,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr (stdout is for what a command prints, e.g. --check-config), with
+    // colours only on a terminal.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
