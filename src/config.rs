@@ -39,6 +39,8 @@ struct RawConfig {
     listen: String,
     #[serde(default)]
     workers: usize,
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    shutdown_grace: Duration,
     #[serde(default)]
     password: Option<String>,
     #[serde(default)]
@@ -53,6 +55,10 @@ struct RawConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:6380".into()
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +130,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Runtime worker threads; 0 = one per CPU.
     pub workers: usize,
+    /// On SIGTERM/SIGINT: how long sessions may take to finish their in-flight requests.
+    pub shutdown_grace: Duration,
     /// Password clients must give with AUTH (or HELLO ... AUTH default <pw>), if any.
     pub password: Option<String>,
     pub hash: HashFn,
@@ -357,6 +365,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             workers: self.workers,
+            shutdown_grace: self.shutdown_grace,
             password: self.password,
             hash,
             distribution,

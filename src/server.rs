@@ -28,6 +28,8 @@ pub struct Proxy {
     topology: ArcSwap<Topology>,
     listen_addr: SocketAddr,
     pub stats: Stats,
+    /// Turns true when the proxy is shutting down; sessions stop reading and finish.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -41,6 +43,11 @@ impl Proxy {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// Completes when the proxy starts shutting down.
+    pub fn shutdown_notice(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 }
 
@@ -60,6 +67,7 @@ impl Server {
             config: ArcSwap::from_pointee(config),
             topology: ArcSwap::from_pointee(topology),
             listen_addr,
+            shutdown: tokio::sync::watch::channel(false).0,
             stats: Stats {
                 started: Instant::now(),
                 connections: AtomicU64::new(0),
@@ -91,10 +99,7 @@ impl Server {
                         continue;
                     }
                 },
-                _ = &mut shutdown => {
-                    tracing::info!("shutting down: no longer accepting clients");
-                    return;
-                }
+                _ = &mut shutdown => break,
             };
             let proxy = self.proxy.clone();
             let stats = &proxy.stats;
@@ -119,6 +124,33 @@ impl Server {
                 crate::client::serve(proxy, stream, peer, id).await;
             });
         }
+        self.drain().await;
+    }
+
+    /// Graceful shutdown: stop accepting, tell every session to finish what it was sent
+    /// (no new commands are read), and wait for them up to `shutdown_grace`.
+    async fn drain(self) {
+        drop(self.listener);
+        let grace = self.proxy.config().shutdown_grace;
+        let clients = self.proxy.stats.connected.load(Ordering::Acquire);
+        tracing::info!(
+            clients,
+            "shutting down: no longer accepting; finishing in-flight requests"
+        );
+        let _ = self.proxy.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.proxy.stats.connected.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                let left = self.proxy.stats.connected.load(Ordering::Acquire);
+                tracing::warn!(
+                    left,
+                    "shutdown grace of {grace:?} over; closing remaining clients"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tracing::info!("all clients finished");
     }
 }
 

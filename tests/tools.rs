@@ -287,3 +287,36 @@ fn dev_mode_says_how_to_install_a_missing_redis() {
         "{err}"
     );
 }
+
+/// SIGTERM: no new clients, but a request already in flight still gets its reply, then the
+/// proxy exits 0.
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
+    let node = common::Redis::start();
+    let mut proxy = common::Shardis::in_front_of(&[&node], "");
+    let mut client = common::Raw::connect(proxy.port());
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    // Hold the node for a moment so the next request is in flight when SIGTERM arrives.
+    let mut direct = common::Raw::connect(node.port());
+    assert_eq!(
+        direct.call(&[b"CLIENT", b"PAUSE", b"700", b"ALL"]),
+        b"+OK\r\n"
+    );
+    client.send(&common::encode(&[b"GET", b"k"]));
+    std::thread::sleep(Duration::from_millis(150));
+    proxy.proc.signal("TERM");
+    // The listener is gone at once...
+    wait_until("the listener to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", proxy.port())).is_err()
+    });
+    // ...and the reply to the request in flight still arrives, then the connection closes.
+    assert_eq!(client.reply(), b"$1\r\nv\r\n");
+    assert!(client.is_closed());
+    let status = proxy.proc.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        proxy.log().contains("all clients finished"),
+        "{}",
+        proxy.log()
+    );
+}
