@@ -204,14 +204,13 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
     let mut shutdown = proxy.shutdown_notice();
-    // A session that starts after shutdown began takes no command.
+    // Set after QUIT, a protocol error, EOF or shutdown: no more reading; flush what is owed,
+    // then close. A session that starts after shutdown began takes no command.
     let mut closing = *shutdown.borrow_and_update();
     let mut inbuf = BytesMut::new();
     let mut reader = Reader::default();
     let mut out = BytesMut::new();
     let mut pending: VecDeque<Slot> = VecDeque::new();
-    // Set after QUIT, a protocol error, EOF or shutdown: no more reading; flush what is owed,
-    // then close.
     // The client closed its side: nothing more to read, so no lingering needed.
     let mut peer_closed = false;
     // Set when HELLO or RESET changed the protocol: no new request is dispatched until every

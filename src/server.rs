@@ -45,7 +45,7 @@ impl Proxy {
         self.listen_addr
     }
 
-    /// Completes when the proxy starts shutting down.
+    /// A receiver whose value turns true when the proxy starts shutting down.
     pub fn shutdown_notice(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
