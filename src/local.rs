@@ -57,7 +57,7 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
                     printable(attr, 64)
                 ));
             }
-            if args[3].iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+            if !valid_client_attr(&args[3]) {
                 return error(&format!(
                     "ERR {} cannot contain spaces, newlines or special characters.",
                     printable(attr, 64)
@@ -160,11 +160,17 @@ fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Bytes {
 }
 
 fn set_name(session: &mut Session, name: &Bytes) -> Result<(), &'static str> {
-    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+    if !valid_client_attr(name) {
         return Err("ERR Client names cannot contain spaces, newlines or special characters.");
     }
     session.name = (!name.is_empty()).then(|| name.clone());
     Ok(())
+}
+
+/// Client names and library attributes are printable ASCII with no spaces (Redis's
+/// `validateClientAttr`).
+fn valid_client_attr(value: &[u8]) -> bool {
+    value.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
 /// The parameters the proxy reports: what redis-benchmark and client libraries ask about.
