@@ -6,7 +6,6 @@
 use bytes::{Bytes, BytesMut};
 
 use super::spec::flags::{ADMIN, CONTAINER, PUBSUB};
-use super::spec::{BeginSearch, FindKeys, KeySpec};
 use super::{is_blocking, key_positions, lookup, lookup_sub, CommandSpec};
 use crate::resp::{encode, Request};
 use crate::routing::Router;
@@ -113,11 +112,6 @@ pub fn plan(req: &Request, router: &Router) -> Plan {
             spec.name
         ));
     }
-    // Most traffic is single-key commands whose key is the first argument: route them without
-    // collecting key positions.
-    if spec.name != "sort" && args.len() > 1 && only_first_arg_is_key(spec) {
-        return Plan::Forward(router.shard_of(&args[1]));
-    }
     let keys = match key_positions(spec, args) {
         Ok(keys) => keys,
         // Malformed (a bad numkeys, say): the command cannot run, so let the shard of its
@@ -209,23 +203,6 @@ fn refusal(spec: &CommandSpec, args: &[Bytes]) -> Option<&'static str> {
         _ if spec.has(ADMIN) => "administrative commands are not allowed through the proxy",
         _ => return None,
     })
-}
-
-/// Whether the command's one key is always its first argument (GET, SET, HSET, INCR ...).
-fn only_first_arg_is_key(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.keys,
-        [KeySpec {
-            begin: BeginSearch::Index(1),
-            find: FindKeys::Range {
-                last_key: 0,
-                step: 1,
-                ..
-            },
-            not_key: false,
-            ..
-        }]
-    )
 }
 
 /// Routes a command whose keys must all live on one shard.
