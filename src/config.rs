@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::command::Policy;
 use crate::resp::Limits;
 use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
@@ -50,7 +51,16 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    commands: RawCommands,
+    #[serde(default)]
     shards: Vec<RawShard>,
+}
+
+/// The `[commands]` section: commands refused unless allowed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCommands {
+    allow_flush: bool,
 }
 
 fn default_listen() -> String {
@@ -140,6 +150,8 @@ pub struct Config {
     pub backend: BackendSettings,
     pub protocol: Limits,
     pub client: ClientLimits,
+    /// Commands allowed beyond the defaults (`[commands]`).
+    pub policy: Policy,
     pub shards: Vec<ShardConfig>,
 }
 
@@ -381,6 +393,9 @@ impl RawConfig {
                 max_clients: l.max_clients,
                 max_pipeline: l.max_pipeline,
                 max_output_buffer: l.max_output_buffer,
+            },
+            policy: Policy {
+                allow_flush: self.commands.allow_flush,
             },
             shards,
         })

@@ -41,6 +41,11 @@ impl Proxy {
         self.topology.load_full()
     }
 
+    /// Which commands the current configuration allows beyond the defaults.
+    pub fn policy(&self) -> crate::command::Policy {
+        self.config.load().policy
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
     }

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{BackendError, BackendRequest, NodeConn, NodeState, Reply};
+use super::{BackendError, BackendRequest, NodeConn, NodeState, Reply, Wait};
 use crate::config::BackendSettings;
 use crate::resp::{encode, reply, Proto, ReplyFramer};
 use crate::socket::Reader;
@@ -45,19 +45,46 @@ const BATCH: usize = 256;
 
 pub(super) fn spawn_set(settings: &NodeSettings, proto: Proto) -> Vec<NodeConn> {
     (0..settings.backend.connections)
-        .map(|_| {
-            let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
-            let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
-            let task = ConnTask {
-                settings: settings.clone(),
-                proto,
-                rx,
-                state: state.clone(),
-            };
-            tokio::spawn(task.run());
-            NodeConn { tx, state }
-        })
+        .map(|_| spawn(settings, proto, None))
         .collect()
+}
+
+/// Starts one connection task. Shared connections (`dedicated: None`) reconnect by themselves;
+/// a dedicated one lives for one session and is never reopened, since the server-side state it
+/// carries (WATCH, subscriptions) would not survive a reconnect.
+pub(super) fn spawn(
+    settings: &NodeSettings,
+    proto: Proto,
+    dedicated: Option<Dedicated>,
+) -> NodeConn {
+    let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
+    let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
+    let task = ConnTask {
+        settings: settings.clone(),
+        proto,
+        rx,
+        state: state.clone(),
+        dedicated,
+    };
+    tokio::spawn(task.run());
+    NodeConn { tx, state }
+}
+
+/// What a dedicated connection does with frames that answer no request.
+pub struct Dedicated {
+    /// Where push frames (and, for a subscriber, every frame) go, tagged with this number.
+    pub push: mpsc::UnboundedSender<Push>,
+    pub tag: usize,
+    /// A RESP2 subscriber connection: every frame it reads is a subscription event, none
+    /// answers a request (so requests sent on it carry no reply channel).
+    pub subscriber: bool,
+}
+
+/// A frame a dedicated connection read that answers no request, or the end of the connection.
+#[derive(Debug)]
+pub enum Push {
+    Frame { tag: usize, frame: bytes::Bytes },
+    Lost { tag: usize, reason: String },
 }
 
 struct ConnTask {
@@ -65,6 +92,7 @@ struct ConnTask {
     proto: Proto,
     rx: mpsc::Receiver<BackendRequest>,
     state: Arc<AtomicU8>,
+    dedicated: Option<Dedicated>,
 }
 
 /// Why a connection stopped being usable.
@@ -78,7 +106,11 @@ enum Broken {
 enum Waiter {
     Client {
         reply: oneshot::Sender<Reply>,
-        sent_at: Instant,
+        /// Past this instant without a reply the connection is declared broken; `None` for a
+        /// command that may block as long as it likes (BLPOP with timeout 0).
+        deadline: Option<Instant>,
+        /// Replies to discard before the one delivered (`MULTI`, `QUEUED`... of a batch).
+        skip: u32,
     },
     /// The reply to a command the connection sent itself on connect (HELLO 3).
     Handshake,
@@ -97,11 +129,15 @@ impl ConnTask {
                         // Every handle is gone: the proxy no longer uses this node.
                         None => return,
                         Some(lost) => {
-                            tracing::warn!(node = %self.settings.label, "{lost}");
+                            if self.dedicated.is_some() {
+                                tracing::debug!(node = %self.settings.label, "dedicated: {lost}");
+                            } else {
+                                tracing::warn!(node = %self.settings.label, "{lost}");
+                            }
                             // A connection that had been working is reopened at once. One that
                             // broke right away (a node that accepts and closes, a refused
                             // HELLO 3) backs off like a refused connect, or this would spin.
-                            if since.elapsed() >= STABLE {
+                            if since.elapsed() >= STABLE && self.dedicated.is_none() {
                                 backoff = self.settings.backend.reconnect_backoff;
                                 continue;
                             }
@@ -115,6 +151,20 @@ impl ConnTask {
                 }
             };
             self.set_state(NodeState::Down);
+            if let Some(dedicated) = &self.dedicated {
+                let _ = dedicated.push.send(Push::Lost {
+                    tag: dedicated.tag,
+                    reason: failure.clone(),
+                });
+                // Never reopened: answer everything sent from now on with the failure.
+                while let Some(req) = self.rx.recv().await {
+                    req.fail(BackendError::Lost {
+                        node: self.settings.label.clone(),
+                        reason: failure.clone(),
+                    });
+                }
+                return;
+            }
             let retry = tokio::time::sleep(backoff);
             tokio::pin!(retry);
             backoff = (backoff * 2).min(self.settings.backend.reconnect_backoff_max);
@@ -122,12 +172,10 @@ impl ConnTask {
             loop {
                 tokio::select! {
                     req = self.rx.recv() => match req {
-                        Some(req) => {
-                            let _ = req.reply.send(Err(BackendError::Unavailable {
-                                node: self.settings.label.clone(),
-                                reason: failure.clone(),
-                            }));
-                        }
+                        Some(req) => req.fail(BackendError::Unavailable {
+                            node: self.settings.label.clone(),
+                            reason: failure.clone(),
+                        }),
                         None => return,
                     },
                     _ = &mut retry => break,
@@ -224,12 +272,11 @@ impl ConnTask {
                     None => open = false,
                 },
                 _ = tick.tick(), if !pending.is_empty() => {
-                    let oldest = pending.iter().find_map(|w| match w {
-                        Waiter::Client { sent_at, .. } => Some(*sent_at),
-                        Waiter::Handshake => None,
-                    });
-                    if oldest.is_some_and(|t| t.elapsed() >= timeout) {
-                        break Broken::Timeout;
+                    // Replies come in order, so the front waiter is the one overdue first.
+                    if let Some(Waiter::Client { deadline: Some(at), .. }) = pending.front() {
+                        if Instant::now() >= *at {
+                            break Broken::Timeout;
+                        }
                     }
                 }
             }
@@ -265,15 +312,26 @@ impl ConnTask {
         wbuf: &mut BytesMut,
         pending: &mut VecDeque<Waiter>,
     ) {
+        let Some(reply) = req.reply else {
+            // Nothing waits for a reply (a subscriber's SUBSCRIBE: its events are pushes).
+            wbuf.extend_from_slice(&req.bytes);
+            return;
+        };
         // A client that already went away needs no answer; skipping its request is safe
         // because nothing was written for it yet.
-        if req.reply.is_closed() {
+        if reply.is_closed() {
             return;
         }
         wbuf.extend_from_slice(&req.bytes);
+        let deadline = match req.wait {
+            Wait::Default => Some(now + self.settings.backend.timeout),
+            Wait::For(d) => Some(now + d),
+            Wait::Forever => None,
+        };
         pending.push_back(Waiter::Client {
-            reply: req.reply,
-            sent_at: now,
+            reply,
+            deadline,
+            skip: req.skip,
         });
     }
 
@@ -286,16 +344,29 @@ impl ConnTask {
     ) -> Result<(), String> {
         while let Some(len) = framer.frame_len(rbuf).map_err(|e| e.to_string())? {
             let frame = rbuf.split_to(len).freeze();
-            if frame[0] == b'>' {
-                // Out-of-band push (client tracking, pub/sub): nothing on a shared connection
-                // asked for it, and it answers no request.
+            let handshake = matches!(pending.front(), Some(Waiter::Handshake));
+            if let Some(dedicated) = self.dedicated.as_ref().filter(|_| !handshake) {
+                if frame[0] == b'>' || dedicated.subscriber {
+                    let _ = dedicated.push.send(Push::Frame {
+                        tag: dedicated.tag,
+                        frame,
+                    });
+                    continue;
+                }
+            } else if frame[0] == b'>' {
+                // Out-of-band push (client tracking): nothing on a shared connection asked
+                // for it, and it answers no request.
                 continue;
             }
-            match pending.pop_front() {
-                Some(Waiter::Client { reply, .. }) => {
-                    let _ = reply.send(Ok(frame));
+            match pending.front_mut() {
+                Some(Waiter::Client { skip, .. }) if *skip > 0 => *skip -= 1,
+                Some(Waiter::Client { .. }) => {
+                    if let Some(Waiter::Client { reply, .. }) = pending.pop_front() {
+                        let _ = reply.send(Ok(frame));
+                    }
                 }
                 Some(Waiter::Handshake) => {
+                    pending.pop_front();
                     if reply::is_error(&frame) {
                         return Err(format!(
                             "HELLO 3 refused: {}",

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-pub use conn::NodeSettings;
+pub use conn::{Dedicated, NodeSettings, Push};
 
 use crate::resp::Proto;
 
@@ -34,7 +34,31 @@ pub type Reply = Result<Bytes, BackendError>;
 /// One request on its way to a node.
 pub struct BackendRequest {
     pub bytes: Bytes,
-    pub reply: oneshot::Sender<Reply>,
+    /// Where the reply goes; `None` when the frames it causes are pushes (SUBSCRIBE).
+    pub reply: Option<oneshot::Sender<Reply>>,
+    /// Replies to discard before the one delivered: `MULTI ... EXEC` sent as one batch
+    /// delivers only EXEC's reply.
+    pub skip: u32,
+    pub wait: Wait,
+}
+
+impl BackendRequest {
+    fn fail(self, error: BackendError) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// How long a request's reply may take before its connection is declared broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The `[backend] timeout`.
+    Default,
+    /// A blocking command's own timeout plus the default one.
+    For(std::time::Duration),
+    /// A blocking command with no timeout: it may wait forever, as on Redis.
+    Forever,
 }
 
 /// Health of a node as its connections see it.
@@ -57,11 +81,34 @@ impl NodeConn {
     /// Queues a request; its reply arrives on the returned receiver. Waits only when the
     /// connection's queue is full (backpressure).
     pub async fn send(&self, bytes: Bytes) -> oneshot::Receiver<Reply> {
+        self.send_with(bytes, 0, Wait::Default).await
+    }
+
+    /// [`send`](Self::send) for a batch whose first `skip` replies are discarded, or a
+    /// command that may block.
+    pub async fn send_with(&self, bytes: Bytes, skip: u32, wait: Wait) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         // The task only ends when every handle is gone, so a send error cannot happen while
         // `self` exists; if it did, the dropped sender answers the receiver with an error.
-        let _ = self.tx.send(BackendRequest { bytes, reply }).await;
+        let request = BackendRequest {
+            bytes,
+            reply: Some(reply),
+            skip,
+            wait,
+        };
+        let _ = self.tx.send(request).await;
         rx
+    }
+
+    /// Sends a request that no reply answers (its effects arrive as pushes).
+    pub async fn send_no_reply(&self, bytes: Bytes) {
+        let request = BackendRequest {
+            bytes,
+            reply: None,
+            skip: 0,
+            wait: Wait::Default,
+        };
+        let _ = self.tx.send(request).await;
     }
 
     pub fn state(&self) -> NodeState {
@@ -104,6 +151,12 @@ impl NodePool {
                 .get_or_init(|| conn::spawn_set(&self.settings, Proto::Resp3)),
         };
         &set[(client_id % set.len() as u64) as usize]
+    }
+
+    /// Opens a connection for one session alone (a pinned transaction, a blocking command, a
+    /// subscriber). It is never reopened: when it breaks, everything sent on it fails.
+    pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> NodeConn {
+        conn::spawn(&self.settings, proto, Some(dedicated))
     }
 
     /// The node's state: up if any RESP2 connection is up, down if all are down.

@@ -4,7 +4,10 @@ mod plan;
 pub mod spec;
 mod table;
 
-pub use plan::{plan, printable, wrong_arity, Local, Merge, Part, Plan};
+pub use plan::{
+    plan, printable, wrong_arity, Local, Merge, Part, Plan, Policy, PubSubCommand, TxCommand,
+    CROSSSLOT,
+};
 pub use spec::CommandSpec;
 
 use spec::{flags, BeginSearch, FindKeys};

@@ -3,6 +3,8 @@
 //! A plan is decided from the request and the router alone, with no I/O, so every routing rule
 //! is unit-tested here. The client session carries plans out.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 
 use super::spec::flags::{ADMIN, CONTAINER, PUBSUB};
@@ -26,6 +28,49 @@ pub enum Plan {
     Local(Local),
     /// Refused or invalid: the reply is this error (the text after `-`).
     Error(String),
+    /// A command that may block its connection (BLPOP, XREAD BLOCK ...): sent on a connection
+    /// of its own to this shard, so it stalls nobody else. `timeout: None` blocks forever.
+    Blocking {
+        shard: usize,
+        timeout: Option<Duration>,
+    },
+    /// WAIT numreplicas timeout: asked of every shard this client wrote to.
+    WaitReplicas { timeout: Option<Duration> },
+    /// SCAN, with a cursor that also names the shard being scanned.
+    Scan,
+    /// MULTI, EXEC, DISCARD, UNWATCH: the session's transaction state decides.
+    Transaction(TxCommand),
+    /// WATCH, all of whose keys live on this shard: pins the session to a connection there.
+    Watch(usize),
+    /// A subscription command: the session's subscriber connections carry it.
+    PubSub(PubSubCommand),
+}
+
+/// The transaction commands other than WATCH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCommand {
+    Multi,
+    Exec,
+    Discard,
+    Unwatch,
+}
+
+/// The subscription commands, named by what they subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubCommand {
+    Subscribe,
+    Unsubscribe,
+    PSubscribe,
+    PUnsubscribe,
+    SSubscribe,
+    SUnsubscribe,
+}
+
+/// Which commands the operator allows beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// FLUSHDB and FLUSHALL, sent to every shard.
+    pub allow_flush: bool,
 }
 
 /// One shard's share of a split request.
@@ -49,6 +94,22 @@ pub enum Merge {
     SumIntegers,
     /// INFO: the proxy's own sections, with the shards' keyspace summed.
     Info,
+    /// KEYS: the arrays concatenated.
+    Concat,
+    /// PUBSUB CHANNELS / SHARDCHANNELS: the arrays joined without duplicates.
+    Union,
+    /// RANDOMKEY: one of the shards' keys, null only when every shard is empty.
+    RandomKey,
+    /// SCRIPT LOAD, FUNCTION LOAD / LIST / DUMP: every shard must answer the same; that answer.
+    Same,
+    /// SCRIPT EXISTS: per script, 1 only when every shard has it.
+    AllExist,
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[channel, count, ...]` with the counts summed.
+    NumSub,
+    /// PUBSUB NUMPAT: each shard counts every pattern a proxy subscriber holds; the largest.
+    Max,
+    /// WAIT: the replicas that acknowledged on every shard, so the smallest count.
+    Min,
 }
 
 /// Commands the proxy answers from its own state.
@@ -71,7 +132,7 @@ pub enum Local {
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// Decides what to do with `req`.
-pub fn plan(req: &Request, router: &Router) -> Plan {
+pub fn plan(req: &Request, router: &Router, policy: &Policy) -> Plan {
     let args = req.args();
     let Some(mut spec) = lookup(&args[0]) else {
         return Plan::Error(unknown_command(args));
@@ -103,10 +164,10 @@ pub fn plan(req: &Request, router: &Router) -> Plan {
             return Plan::Error(wrong_arity(spec.name));
         }
     }
-    if let Some(plan) = special(spec, args) {
+    if let Some(plan) = special(spec, args, router, policy) {
         return plan;
     }
-    if let Some(reason) = refusal(spec, args) {
+    if let Some(reason) = refusal(spec) {
         return Plan::Error(format!(
             "ERR shardis does not support '{}': {reason}",
             spec.name
@@ -119,7 +180,13 @@ pub fn plan(req: &Request, router: &Router) -> Plan {
         Err(_) => return Plan::Forward(router.shard_of(args.get(1).map_or(&b""[..], |a| a))),
     };
     if keys.is_empty() {
-        return if spec.name.starts_with("command") || spec.name.ends_with("|help") {
+        // Keyless scripts and functions run on one shard, chosen as for COMMAND: every shard
+        // has the same scripts, and such a script may touch no key anyway.
+        let keyless_ok = matches!(
+            spec.name,
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+        );
+        return if keyless_ok || spec.name.starts_with("command") || spec.name.ends_with("|help") {
             Plan::AnyShard
         } else {
             Plan::Error(format!(
@@ -143,13 +210,90 @@ pub fn plan(req: &Request, router: &Router) -> Plan {
             let name = spec.name.to_ascii_uppercase();
             split(args, router, 1, Merge::SumIntegers, &name)
         }
-        _ => same_shard(args, &keys, router),
+        _ => match same_shard(args, &keys, router) {
+            Plan::Forward(shard) if is_blocking(spec, args) => Plan::Blocking {
+                shard,
+                timeout: block_timeout(spec.name, args),
+            },
+            plan => plan,
+        },
+    }
+}
+
+/// How long a blocking command may block, from its own arguments: `None` for forever (0).
+/// A malformed timeout gets Redis's error at once, so any finite value does for it.
+fn block_timeout(name: &str, args: &[Bytes]) -> Option<Duration> {
+    let seconds = |arg: Option<&Bytes>| -> Option<Duration> {
+        let secs: f64 = std::str::from_utf8(arg?).ok()?.parse().ok()?;
+        Some(Duration::from_secs_f64(secs.clamp(0.0, 1e9)))
+    };
+    let timeout = match name {
+        "blmpop" | "bzmpop" => seconds(args.get(1)),
+        "xread" | "xreadgroup" => args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(b"block"))
+            .and_then(|at| args.get(at + 1))
+            .and_then(|ms| crate::resp::parse_i64(ms))
+            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        // BLPOP, BRPOP, BZPOPMIN, BZPOPMAX, BRPOPLPUSH, BLMOVE: the last argument.
+        _ => seconds(args.last()),
+    };
+    match timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => Some(Duration::ZERO),
     }
 }
 
 /// Commands with a fixed plan of their own.
-fn special(spec: &CommandSpec, args: &[Bytes]) -> Option<Plan> {
+fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy) -> Option<Plan> {
     Some(match spec.name {
+        "multi" => Plan::Transaction(TxCommand::Multi),
+        "exec" => Plan::Transaction(TxCommand::Exec),
+        "discard" => Plan::Transaction(TxCommand::Discard),
+        "unwatch" => Plan::Transaction(TxCommand::Unwatch),
+        "watch" => {
+            let keys: Vec<usize> = (1..args.len()).collect();
+            match same_shard(args, &keys, router) {
+                Plan::Forward(shard) => Plan::Watch(shard),
+                other => other,
+            }
+        }
+        "subscribe" => Plan::PubSub(PubSubCommand::Subscribe),
+        "unsubscribe" => Plan::PubSub(PubSubCommand::Unsubscribe),
+        "psubscribe" => Plan::PubSub(PubSubCommand::PSubscribe),
+        "punsubscribe" => Plan::PubSub(PubSubCommand::PUnsubscribe),
+        "ssubscribe" => Plan::PubSub(PubSubCommand::SSubscribe),
+        "sunsubscribe" => Plan::PubSub(PubSubCommand::SUnsubscribe),
+        // A channel lives on the shard its name hashes to, as a key would.
+        "publish" | "spublish" => Plan::Forward(router.shard_of(&args[1])),
+        "pubsub|channels" | "pubsub|shardchannels" => Plan::Broadcast(Merge::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => Plan::Broadcast(Merge::NumSub),
+        "pubsub|numpat" => Plan::Broadcast(Merge::Max),
+        "wait" => Plan::WaitReplicas {
+            timeout: match crate::resp::parse_i64(&args[2]) {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms.max(0) as u64)),
+                None => Some(Duration::ZERO),
+            },
+        },
+        "scan" => Plan::Scan,
+        "keys" => Plan::Broadcast(Merge::Concat),
+        "randomkey" => Plan::Broadcast(Merge::RandomKey),
+        "flushdb" | "flushall" if policy.allow_flush => Plan::Broadcast(Merge::AllOk),
+        "flushdb" | "flushall" => Plan::Error(format!(
+            "ERR shardis does not support '{}': it empties every shard; set [commands] allow_flush = true to allow it",
+            spec.name
+        )),
+        // Every primary gets the same scripts and functions, so EVALSHA and FCALL work
+        // wherever a key lands.
+        "script|load" | "function|load" | "function|list" | "function|dump" => {
+            Plan::Broadcast(Merge::Same)
+        }
+        "script|exists" => Plan::Broadcast(Merge::AllExist),
+        "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
+            Plan::Broadcast(Merge::AllOk)
+        }
         "ping" => Plan::Local(Local::Ping),
         "echo" => Plan::Local(Local::Echo),
         "quit" => Plan::Local(Local::Quit),
@@ -180,26 +324,20 @@ fn special(spec: &CommandSpec, args: &[Bytes]) -> Option<Plan> {
 const ONE_DB: &str = "only database 0 is served";
 
 /// Why a command is refused, if it is.
-fn refusal(spec: &CommandSpec, args: &[Bytes]) -> Option<&'static str> {
+fn refusal(spec: &CommandSpec) -> Option<&'static str> {
     let name = spec.name;
     let container = name.split('|').next().unwrap_or(name);
     Some(match container {
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            "transactions (MULTI/EXEC/WATCH) are not proxied"
+        "script" | "function" => {
+            "it would act on the script running on one shard only (SCRIPT/FUNCTION KILL, STATS, DEBUG)"
         }
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "script"
-        | "function" => "scripts and functions are not proxied",
-        "scan" | "keys" | "randomkey" => "it would have to visit every shard",
-        "flushdb" | "flushall" | "swapdb" | "move" => "it acts on whole databases",
+        "swapdb" | "move" => ONE_DB,
         "cluster" | "readonly" | "readwrite" | "asking" => "shardis is not a Redis Cluster",
         "client" | "config" => "this subcommand is not proxied",
         "migrate" | "monitor" | "sync" | "psync" | "replconf" => {
             "administrative commands are not allowed through the proxy"
         }
-        _ if spec.has(PUBSUB) => "pub/sub is not proxied",
-        _ if is_blocking(spec, args) || name == "wait" || name == "waitaof" => {
-            "blocking commands are not proxied"
-        }
+        _ if spec.has(PUBSUB) => "this pub/sub command is not proxied",
         _ if spec.has(ADMIN) => "administrative commands are not allowed through the proxy",
         _ => return None,
     })

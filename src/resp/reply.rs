@@ -176,11 +176,11 @@ pub fn bulk_payload(reply: &Bytes) -> Option<Bytes> {
     Some(reply.slice_ref(payload))
 }
 
-/// The elements of an array reply (`*<n>` or RESP3 `~<n>`), each as its own raw frame.
-/// `None` when `reply` is not an array or is malformed.
+/// The elements of an array reply (`*<n>`, or RESP3 `~<n>` and push `><n>`), each as its own
+/// raw frame. `None` when `reply` is not an array or is malformed.
 pub fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
     let kind = *reply.first()?;
-    if kind != b'*' && kind != b'~' {
+    if kind != b'*' && kind != b'~' && kind != b'>' {
         return None;
     }
     let cr = find_crlf(reply, 1)?;

@@ -20,6 +20,10 @@ fn router() -> Router {
     )
 }
 
+fn plan(req: &Request, router: &Router) -> Plan {
+    super::plan(req, router, &Policy::default())
+}
+
 fn req(s: &str) -> Request {
     Request::from_args(
         s.split(' ')
@@ -170,17 +174,13 @@ fn errors_name_the_command() {
         "ERR unknown subcommand 'NOPE'. Try OBJECT HELP."
     );
     for cmd in [
-        "MULTI",
-        "SUBSCRIBE c",
-        "BLPOP l 0",
-        "EVAL s 0",
-        "SCAN 0",
-        "KEYS *",
         "FLUSHALL",
+        "FLUSHDB ASYNC",
+        "SCRIPT KILL",
+        "FUNCTION STATS",
+        "MOVE k 1",
         "CONFIG SET a b",
         "SHUTDOWN",
-        "WAIT 1 0",
-        "XREAD BLOCK 0 STREAMS s 0",
     ] {
         let e = err(cmd);
         assert!(
@@ -193,4 +193,93 @@ fn errors_name_the_command() {
         plan(&req("XREAD STREAMS s 0"), &r),
         Plan::Forward(_)
     ));
+}
+
+#[test]
+fn blocking_commands_carry_their_timeout() {
+    use std::time::Duration;
+    let r = router();
+    let shard = r.shard_of(b"l");
+    assert_eq!(
+        plan(&req("BLPOP l 0"), &r),
+        Plan::Blocking {
+            shard,
+            timeout: None
+        }
+    );
+    assert_eq!(
+        plan(&req("BRPOP l 1.5"), &r),
+        Plan::Blocking {
+            shard,
+            timeout: Some(Duration::from_millis(1500))
+        }
+    );
+    assert_eq!(
+        plan(&req("BLMPOP 2 1 l LEFT"), &r),
+        Plan::Blocking {
+            shard,
+            timeout: Some(Duration::from_secs(2))
+        }
+    );
+    assert_eq!(
+        plan(&req("XREAD COUNT 1 BLOCK 250 STREAMS l 0"), &r),
+        Plan::Blocking {
+            shard,
+            timeout: Some(Duration::from_millis(250))
+        }
+    );
+    let (a, b) = apart(&r);
+    assert_eq!(
+        plan(&req(&format!("BLPOP {a} {b} 1")), &r),
+        Plan::Error(CROSSSLOT.into())
+    );
+    assert_eq!(
+        plan(&req("WAIT 1 100"), &r),
+        Plan::WaitReplicas {
+            timeout: Some(Duration::from_millis(100))
+        }
+    );
+}
+
+#[test]
+fn stateful_and_fan_out_commands() {
+    let r = router();
+    let (a, b) = apart(&r);
+    assert_eq!(plan(&req("MULTI"), &r), Plan::Transaction(TxCommand::Multi));
+    assert_eq!(
+        plan(&req(&format!("WATCH {a} {a}")), &r),
+        Plan::Watch(r.shard_of(a.as_bytes()))
+    );
+    assert_eq!(
+        plan(&req(&format!("WATCH {a} {b}")), &r),
+        Plan::Error(CROSSSLOT.into())
+    );
+    assert_eq!(
+        plan(&req(&format!("EVAL s 2 {a} {b}")), &r),
+        Plan::Error(CROSSSLOT.into())
+    );
+    assert_eq!(
+        plan(&req(&format!("FCALL f 1 {a} arg")), &r),
+        Plan::Forward(r.shard_of(a.as_bytes()))
+    );
+    assert_eq!(plan(&req("EVAL s 0"), &r), Plan::AnyShard);
+    assert_eq!(
+        plan(&req("SCRIPT LOAD s"), &r),
+        Plan::Broadcast(Merge::Same)
+    );
+    assert_eq!(plan(&req("SCAN 0"), &r), Plan::Scan);
+    assert_eq!(plan(&req("KEYS *"), &r), Plan::Broadcast(Merge::Concat));
+    assert_eq!(
+        plan(&req("PUBLISH chan m"), &r),
+        Plan::Forward(r.shard_of(b"chan"))
+    );
+    assert_eq!(
+        plan(&req("SUBSCRIBE a b"), &r),
+        Plan::PubSub(PubSubCommand::Subscribe)
+    );
+    let allow = Policy { allow_flush: true };
+    assert_eq!(
+        super::plan(&req("FLUSHALL"), &r, &allow),
+        Plan::Broadcast(Merge::AllOk)
+    );
 }

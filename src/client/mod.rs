@@ -1,0 +1,660 @@
+//! One client session: read requests, plan them, dispatch them, write replies in order.
+//!
+//! The session is one task driving one socket. Each request becomes a [`Slot`] at the back of a
+//! FIFO; a slot is either ready (the proxy answered it) or waits for backend replies. Replies are
+//! written strictly from the front of the FIFO, so they go back in request order even when the
+//! requests went to different shards or were split. Reading pauses while too many requests are
+//! in flight or too many reply bytes wait for the client (backpressure), and writing never stops
+//! reading from progressing otherwise, so a client that pipelines a lot before reading does not
+//! deadlock against the proxy.
+//!
+//! A protocol error ends this client only: it gets `-ERR Protocol error: ...`, the replies to
+//! its earlier requests, and then the connection closes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::backend::{Dedicated, NodeConn, NodeState, Push, Wait};
+use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
+use crate::info;
+use crate::resp::{encode, Proto, Request, RequestParser, Value};
+use crate::server::Proxy;
+use crate::socket::Reader;
+use crate::topology::Topology;
+
+mod pubsub;
+mod slot;
+mod transaction;
+
+use pubsub::{Event, Subscriptions};
+use slot::{decode_cursor, Merging, PartReply, Slot};
+use transaction::{Pinned, Transaction, EXECABORT};
+
+/// Per-connection state that commands such as HELLO, AUTH, MULTI and SUBSCRIBE change.
+pub struct Session {
+    pub id: u64,
+    pub proto: Proto,
+    pub name: Option<Bytes>,
+    pub authenticated: bool,
+    /// Commands queued since MULTI.
+    tx: Option<Transaction>,
+    /// The connection holding this session's WATCH.
+    pinned: Option<Pinned>,
+    /// Per shard: a connection of this session's own for blocking commands and WAIT.
+    blocking: Vec<Option<NodeConn>>,
+    /// Per shard: whether this session sent it anything (WAIT asks those shards).
+    touched: Vec<bool>,
+    subs: Subscriptions,
+    /// Frames the session's dedicated connections push (pub/sub messages).
+    pushes_tx: mpsc::UnboundedSender<Push>,
+    pushes: mpsc::UnboundedReceiver<Push>,
+}
+
+/// The tag of dedicated connections that carry no subscription (subscriber connections are
+/// tagged with their shard).
+const NOT_SUBSCRIBER: usize = usize::MAX;
+
+impl Session {
+    fn new(id: u64, authenticated: bool) -> Session {
+        let (pushes_tx, pushes) = mpsc::unbounded_channel();
+        Session {
+            id,
+            proto: Proto::Resp2,
+            name: None,
+            authenticated,
+            tx: None,
+            pinned: None,
+            blocking: Vec::new(),
+            touched: Vec::new(),
+            subs: Subscriptions::default(),
+            pushes_tx,
+            pushes,
+        }
+    }
+
+    pub fn reply(&self, value: Value) -> Bytes {
+        value.to_bytes(self.proto)
+    }
+
+    /// Forgets every piece of server-side state (RESET): transaction, WATCH, subscriptions.
+    fn reset_state(&mut self) {
+        self.tx = None;
+        self.pinned = None;
+        self.subs.close();
+    }
+
+    fn dedicated(&self) -> Dedicated {
+        Dedicated {
+            push: self.pushes_tx.clone(),
+            tag: NOT_SUBSCRIBER,
+            subscriber: false,
+        }
+    }
+
+    /// This session's own connection to `shard`, for commands that may block.
+    fn blocking_conn(&mut self, topology: &Topology, shard: usize) -> NodeConn {
+        if self.blocking.len() != topology.shards.len() {
+            self.blocking.resize_with(topology.shards.len(), || None);
+        }
+        match &self.blocking[shard] {
+            Some(conn) if conn.state() != NodeState::Down => conn.clone(),
+            _ => {
+                let conn = topology.shards[shard]
+                    .primary
+                    .dedicated(self.proto, self.dedicated());
+                self.blocking[shard] = Some(conn.clone());
+                conn
+            }
+        }
+    }
+
+    fn touch(&mut self, shards: usize, shard: usize) {
+        if self.touched.len() != shards {
+            self.touched.resize(shards, false);
+        }
+        self.touched[shard] = true;
+    }
+}
+
+/// Serves one client until it quits, breaks the protocol or disconnects.
+pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
+    let _ = stream.set_nodelay(true);
+    let config = proxy.config();
+    let limits = config.client;
+    let mut session = Session::new(id, config.password.is_none());
+    let mut parser = RequestParser::new(config.protocol);
+    drop(config);
+    let mut shutdown = proxy.shutdown_notice();
+    // Set after QUIT, a protocol error, EOF or shutdown: no more reading; flush what is owed,
+    // then close. A session that starts after shutdown began takes no command.
+    let mut closing = *shutdown.borrow_and_update();
+    let mut inbuf = BytesMut::new();
+    let mut reader = Reader::default();
+    let mut out = BytesMut::new();
+    let mut pending: VecDeque<Slot> = VecDeque::new();
+    // Bytes of pub/sub messages waiting in `pending`.
+    let mut message_bytes = 0usize;
+    // The client closed its side: nothing more to read, so no lingering needed.
+    let mut peer_closed = false;
+    // Set after a request that must finish before any later one starts (HELLO switching the
+    // protocol, WATCH, a blocking command, SUBSCRIBE): nothing is dispatched until every
+    // request so far is answered. Such a request also waits for every earlier one before
+    // being dispatched itself (`held`).
+    let mut barrier = false;
+    let mut held: Option<(Request, Plan)> = None;
+
+    loop {
+        move_ready(
+            &mut pending,
+            &mut out,
+            limits.max_output_buffer,
+            &mut message_bytes,
+        );
+        if !out.is_empty() {
+            match stream.try_write(&out) {
+                Ok(n) => {
+                    let _ = out.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        if barrier && pending.is_empty() {
+            barrier = false;
+            if let Some((req, plan)) = held.take() {
+                let topology = proxy.topology();
+                let slot = dispatch(&proxy, &topology, &mut session, req, plan, &mut closing).await;
+                pending.push_back(slot);
+                barrier = true;
+                continue;
+            }
+        }
+        // Parse what has arrived, up to the pipeline limit; the rest waits in the buffer and
+        // is parsed once replies drain, before the socket is read again. This comes before
+        // waiting, so commands already buffered never wait for more input.
+        if !closing && !barrier && !inbuf.is_empty() && pending.len() < limits.max_pipeline {
+            let topology = proxy.topology();
+            let policy = proxy.policy();
+            while pending.len() < limits.max_pipeline && !closing && !barrier {
+                match parser.next(&mut inbuf) {
+                    Ok(Some(req)) => {
+                        let plan = command::plan(&req, &topology.router, &policy);
+                        if exclusive(&plan, &session) {
+                            barrier = true;
+                            if !pending.is_empty() {
+                                held = Some((req, plan));
+                                break;
+                            }
+                        }
+                        let slot =
+                            dispatch(&proxy, &topology, &mut session, req, plan, &mut closing)
+                                .await;
+                        pending.push_back(slot);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(peer = %peer, client = id, "protocol error: {e}");
+                        let msg = format!("ERR {e}");
+                        pending.push_back(Slot::Ready(encode::error_bytes(&msg)));
+                        closing = true;
+                    }
+                }
+            }
+        }
+        if closing && pending.is_empty() && out.is_empty() && held.is_none() {
+            if !peer_closed {
+                linger_close(&mut stream).await;
+            }
+            break;
+        }
+        let can_read = !closing
+            && !barrier
+            && pending.len() < limits.max_pipeline
+            && out.len() < limits.max_output_buffer;
+        let can_collect = !pending.is_empty() && out.len() < limits.max_output_buffer;
+        tokio::select! {
+            ready = stream.readable(), if can_read => {
+                if ready.is_err() {
+                    break;
+                }
+                match reader.try_read(&stream, &mut inbuf) {
+                    Ok(0) => {
+                        closing = true;
+                        peer_closed = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            ready = stream.writable(), if !out.is_empty() => {
+                if ready.is_err() {
+                    break;
+                }
+            }
+            _ = std::future::poll_fn(|cx| pending.front_mut().map_or(Poll::Pending, |s| s.poll_ready(cx))), if can_collect => {}
+            Some(push) = session.pushes.recv() => match session.subs.on_push(push) {
+                Event::None => {}
+                Event::Message(frame) => {
+                    message_bytes += frame.len();
+                    if message_bytes + out.len() > limits.max_output_buffer {
+                        tracing::warn!(
+                            peer = %peer,
+                            client = id,
+                            limit = limits.max_output_buffer,
+                            "subscriber closed: its unread messages passed max_output_buffer"
+                        );
+                        break;
+                    }
+                    pending.push_back(Slot::Message(frame));
+                }
+                Event::Lost(reason) => {
+                    tracing::info!(
+                        peer = %peer,
+                        client = id,
+                        "subscriber closed: a shard's subscription connection was lost: {reason}"
+                    );
+                    break;
+                }
+            },
+            // Shutting down: read nothing more, answer what was read, then close.
+            _ = shutdown.changed(), if !closing => closing = true,
+        }
+    }
+}
+
+/// Whether a request must run alone: after every earlier request is answered, and before any
+/// later one starts.
+fn exclusive(plan: &Plan, session: &Session) -> bool {
+    let in_multi = session.tx.is_some();
+    match plan {
+        // RESP2 and RESP3 requests use different backend connections, so a request after
+        // HELLO could overtake one before it.
+        Plan::Local(Local::Hello | Local::Reset) => true,
+        // The watch and the commands around it run on different connections; Redis runs
+        // them in order, and so must the proxy for WATCH conflicts to mean the same.
+        Plan::Watch(_) => !in_multi,
+        Plan::Transaction(TxCommand::Exec | TxCommand::Discard) => session.pinned.is_some(),
+        // They block the client's connection on Redis: nothing after them runs before them.
+        Plan::Blocking { .. } | Plan::WaitReplicas { .. } => !in_multi,
+        // A message published after a confirmation must reach the client.
+        Plan::PubSub(_) => !in_multi,
+        _ => false,
+    }
+}
+
+/// How long a closing connection keeps discarding input so its last reply is not lost.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes after the last reply (QUIT, a protocol error) without losing it: closing a socket
+/// with unread input makes the kernel send a reset, which can destroy the reply still in
+/// flight. So send FIN first, then discard what the client still sends, for a bounded time.
+async fn linger_close(stream: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Moves the replies at the front of the FIFO that are ready into the output buffer.
+fn move_ready(
+    pending: &mut VecDeque<Slot>,
+    out: &mut BytesMut,
+    max_output: usize,
+    message_bytes: &mut usize,
+) {
+    let mut cx = Context::from_waker(Waker::noop());
+    while out.len() < max_output {
+        let Some(front) = pending.front_mut() else {
+            return;
+        };
+        if front.poll_ready(&mut cx).is_pending() {
+            return;
+        }
+        match pending.pop_front() {
+            Some(Slot::Ready(bytes)) => out.extend_from_slice(&bytes),
+            Some(Slot::Message(bytes)) => {
+                *message_bytes -= bytes.len();
+                out.extend_from_slice(&bytes);
+            }
+            _ => {}
+        }
+    }
+}
+
+const SUBSCRIBER_MODE: &str =
+    "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
+
+/// Carries out one planned request; returns the slot its reply will fill.
+async fn dispatch(
+    proxy: &Proxy,
+    topology: &Topology,
+    session: &mut Session,
+    req: Request,
+    plan: Plan,
+    closing: &mut bool,
+) -> Slot {
+    proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
+    if !session.authenticated {
+        let allowed = matches!(
+            plan,
+            Plan::Error(_) | Plan::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
+        );
+        if !allowed {
+            return Slot::Ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
+        }
+    }
+    if session.subs.active() {
+        match (&plan, session.proto) {
+            (Plan::Error(_) | Plan::PubSub(_) | Plan::Local(Local::Quit | Local::Reset), _) => {}
+            (Plan::Local(Local::Ping), Proto::Resp2) => {
+                return Slot::Ready(pubsub::subscriber_pong(req.args().get(1).map(|a| &a[..])));
+            }
+            (Plan::Local(Local::Hello), _) => {
+                return error(
+                    "ERR shardis does not support HELLO while subscribed: UNSUBSCRIBE first",
+                );
+            }
+            (_, Proto::Resp2) => {
+                let name = String::from_utf8_lossy(req.name()).to_ascii_lowercase();
+                return error(&format!(
+                    "ERR Can't execute '{}': {SUBSCRIBER_MODE}",
+                    printable(name.as_bytes(), 128)
+                ));
+            }
+            _ => {}
+        }
+    }
+    if session.tx.is_some() {
+        return in_transaction(topology, session, req, plan).await;
+    }
+    match plan {
+        Plan::Forward(shard) => forward(topology, session, shard, &req).await,
+        Plan::AnyShard => forward(topology, session, topology.any_shard(), &req).await,
+        Plan::Split { merge, parts } => fan_out(topology, session, merge, parts, None).await,
+        Plan::Broadcast(merge) => {
+            let (request, info) = if merge == Merge::Info {
+                let mut cmd = BytesMut::new();
+                encode::command(&mut cmd, [&b"INFO"[..], b"keyspace"].into_iter());
+                let info = info::Request::new(proxy, topology, &req);
+                (cmd.freeze(), Some(info))
+            } else {
+                (request_bytes(&req), None)
+            };
+            let parts = (0..topology.shards.len())
+                .map(|shard| Part {
+                    shard,
+                    request: request.clone(),
+                    positions: Vec::new(),
+                })
+                .collect();
+            fan_out(topology, session, merge, parts, info).await
+        }
+        Plan::Local(local) => {
+            if local == Local::Reset {
+                session.reset_state();
+            }
+            let reply = crate::local::answer(proxy, session, local, &req);
+            if local == Local::Quit {
+                *closing = true;
+            }
+            Slot::Ready(reply)
+        }
+        Plan::Error(msg) => error(&msg),
+        Plan::Blocking { shard, timeout } => {
+            let conn = session.blocking_conn(topology, shard);
+            session.touch(topology.shards.len(), shard);
+            let wait = blocking_wait(proxy, timeout);
+            Slot::Waiting(conn.send_with(request_bytes(&req), 0, wait).await)
+        }
+        Plan::WaitReplicas { timeout } => {
+            wait_replicas(proxy, topology, session, &req, timeout).await
+        }
+        Plan::Scan => scan(topology, session, &req).await,
+        Plan::Transaction(TxCommand::Multi) => {
+            session.tx = Some(Transaction::default());
+            Slot::Ready(Bytes::from_static(encode::OK))
+        }
+        Plan::Transaction(TxCommand::Exec) => error("ERR EXEC without MULTI"),
+        Plan::Transaction(TxCommand::Discard) => error("ERR DISCARD without MULTI"),
+        Plan::Transaction(TxCommand::Unwatch) => {
+            // Closing the pinned connection drops its watch.
+            session.pinned = None;
+            Slot::Ready(Bytes::from_static(encode::OK))
+        }
+        Plan::Watch(shard) => {
+            let conn = match &session.pinned {
+                Some(p) if p.shard != shard => return error(CROSSSLOT),
+                Some(p) => p.conn.clone(),
+                None => {
+                    let conn = topology.shards[shard]
+                        .primary
+                        .dedicated(session.proto, session.dedicated());
+                    session.pinned = Some(Pinned {
+                        shard,
+                        conn: conn.clone(),
+                    });
+                    conn
+                }
+            };
+            Slot::Waiting(conn.send(request_bytes(&req)).await)
+        }
+        Plan::PubSub(cmd) => {
+            let (proto, pushes) = (session.proto, session.pushes_tx.clone());
+            session
+                .subs
+                .handle(cmd, req.args(), topology, proto, &pushes)
+                .await
+        }
+    }
+}
+
+fn error(msg: &str) -> Slot {
+    Slot::Ready(encode::error_bytes(msg))
+}
+
+/// A request between MULTI and EXEC: queued, or EXEC / DISCARD.
+async fn in_transaction(
+    topology: &Topology,
+    session: &mut Session,
+    req: Request,
+    plan: Plan,
+) -> Slot {
+    let tx = session.tx.as_mut().expect("in a transaction");
+    let watched = session.pinned.as_ref().map(|p| p.shard);
+    let reply = match plan {
+        Plan::Transaction(TxCommand::Exec) => {
+            let tx = session.tx.take().expect("in a transaction");
+            // EXEC ends the watch whatever happens, as on Redis.
+            let pinned = session.pinned.take();
+            if tx.dirty {
+                return error(EXECABORT);
+            }
+            let shard = tx.shard.or(watched).unwrap_or_else(|| topology.any_shard());
+            let conn = match pinned {
+                Some(p) => p.conn,
+                None => topology.shards[shard]
+                    .primary
+                    .conn(session.proto, session.id)
+                    .clone(),
+            };
+            session.touch(topology.shards.len(), shard);
+            let (batch, skip) = tx.batch();
+            return Slot::Waiting(conn.send_with(batch, skip, Wait::Default).await);
+        }
+        Plan::Transaction(TxCommand::Discard) => {
+            session.tx = None;
+            session.pinned = None;
+            Bytes::from_static(encode::OK)
+        }
+        Plan::Transaction(TxCommand::Multi) => {
+            encode::error_bytes("ERR MULTI calls can not be nested")
+        }
+        Plan::Watch(_) => encode::error_bytes("ERR WATCH inside MULTI is not allowed"),
+        Plan::Local(Local::Quit) => {
+            // Handled as outside a transaction: the connection closes.
+            return Slot::Ready(Bytes::from_static(encode::OK));
+        }
+        Plan::Local(Local::Reset) => {
+            session.reset_state();
+            session.proto = Proto::Resp2;
+            return Slot::Ready(Bytes::from_static(b"+RESET\r\n"));
+        }
+        // Blocking commands do not block inside a transaction.
+        Plan::Forward(shard) | Plan::Blocking { shard, .. } => {
+            tx.queue(&request_bytes(&req), Some(shard), watched)
+        }
+        Plan::AnyShard
+        | Plan::Local(Local::Ping | Local::Echo)
+        | Plan::Transaction(TxCommand::Unwatch) => tx.queue(&request_bytes(&req), None, watched),
+        Plan::Error(msg) => tx.fail(&msg),
+        Plan::Split { .. } => tx.fail(CROSSSLOT),
+        _ => {
+            let name = String::from_utf8_lossy(req.name()).to_ascii_lowercase();
+            tx.fail(&format!(
+                "ERR shardis does not support '{}' inside MULTI",
+                printable(name.as_bytes(), 128)
+            ))
+        }
+    };
+    Slot::Ready(reply)
+}
+
+/// The time a blocking command may take before its connection is given up: its own timeout
+/// plus the usual allowance for the node.
+fn blocking_wait(proxy: &Proxy, timeout: Option<std::time::Duration>) -> Wait {
+    match timeout {
+        Some(t) => Wait::For(t + proxy.config().backend.timeout),
+        None => Wait::Forever,
+    }
+}
+
+/// WAIT: every shard this client sent writes to must have them acknowledged. Redis counts
+/// acknowledgements per connection, so each shard gets, on the session's own connection, a
+/// PUBLISH (which is replicated, on a channel no one needs to hear) and then the WAIT, which so
+/// covers every write the client made there before; the smallest count is the answer.
+async fn wait_replicas(
+    proxy: &Proxy,
+    topology: &Topology,
+    session: &mut Session,
+    req: &Request,
+    timeout: Option<std::time::Duration>,
+) -> Slot {
+    let shards = topology.shards.len();
+    let mut touched: Vec<usize> = (0..shards)
+        .filter(|&s| session.touched.get(s).copied().unwrap_or(false))
+        .collect();
+    let marker = !touched.is_empty();
+    if !marker {
+        touched.push(topology.any_shard());
+    }
+    let wait = blocking_wait(proxy, timeout);
+    let mut parts = Vec::with_capacity(touched.len());
+    for shard in touched {
+        let conn = session.blocking_conn(topology, shard);
+        let mut batch = BytesMut::new();
+        if marker {
+            let id = itoa::Buffer::new().format(session.id).to_owned();
+            let args = [&b"PUBLISH"[..], b"__shardis__:wait", id.as_bytes()];
+            encode::command(&mut batch, args.into_iter());
+        }
+        batch.extend_from_slice(&request_bytes(req));
+        let rx = conn.send_with(batch.freeze(), marker as u32, wait).await;
+        parts.push(PartReply::new(rx, Vec::new()));
+    }
+    Slot::Merging(Box::new(Merging {
+        merge: Merge::Min,
+        parts,
+        proto: session.proto,
+        info: None,
+    }))
+}
+
+/// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: one step on the shard the cursor names.
+async fn scan(topology: &Topology, session: &mut Session, req: &Request) -> Slot {
+    let args = req.args();
+    let shards = topology.shards.len();
+    let Some(cursor) = std::str::from_utf8(&args[1])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return error("ERR invalid cursor");
+    };
+    let (shard, cursor) = decode_cursor(cursor, shards);
+    let cursor = itoa::Buffer::new().format(cursor).to_owned();
+    let mut request = BytesMut::new();
+    let rest = args[2..].iter().map(|a| &a[..]);
+    let all: Vec<&[u8]> = [&b"SCAN"[..], cursor.as_bytes()]
+        .into_iter()
+        .chain(rest)
+        .collect();
+    encode::command(&mut request, all.into_iter());
+    let conn = topology.shards[shard]
+        .primary
+        .conn(session.proto, session.id);
+    Slot::Scan {
+        rx: conn.send(request.freeze()).await,
+        shard,
+        shards,
+    }
+}
+
+/// Sends each part to its shard; the slot is ready when every part has answered.
+async fn fan_out(
+    topology: &Topology,
+    session: &mut Session,
+    merge: Merge,
+    parts: Vec<Part>,
+    info: Option<info::Request>,
+) -> Slot {
+    let mut replies = Vec::with_capacity(parts.len());
+    for part in parts {
+        session.touch(topology.shards.len(), part.shard);
+        let conn = topology.shards[part.shard]
+            .primary
+            .conn(session.proto, session.id);
+        replies.push(PartReply::new(
+            conn.send(part.request).await,
+            part.positions,
+        ));
+    }
+    Slot::Merging(Box::new(Merging {
+        merge,
+        parts: replies,
+        proto: session.proto,
+        info,
+    }))
+}
+
+async fn forward(topology: &Topology, session: &mut Session, shard: usize, req: &Request) -> Slot {
+    session.touch(topology.shards.len(), shard);
+    let conn = topology.shards[shard]
+        .primary
+        .conn(session.proto, session.id);
+    Slot::Waiting(conn.send(request_bytes(req)).await)
+}
+
+/// The request as RESP bytes: the client's own bytes when it sent RESP.
+fn request_bytes(req: &Request) -> Bytes {
+    match req.raw() {
+        Some(raw) => raw.clone(),
+        None => {
+            let mut out = BytesMut::new();
+            req.write_resp(&mut out);
+            out.freeze()
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The reply owed for one request, in request order, and how split replies are merged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendError, Reply};
+use crate::command::Merge;
+use crate::info;
+use crate::resp::{encode, reply, Proto};
+
+/// The reply to one request, in request order.
+pub enum Slot {
+    Ready(Bytes),
+    /// A pub/sub message: written in turn like a reply, but counted against the output limit,
+    /// since a subscriber cannot be slowed down by not reading its socket.
+    Message(Bytes),
+    Waiting(oneshot::Receiver<Reply>),
+    Merging(Box<Merging>),
+    /// Ready as `then` once every wait has answered without an error (a SUBSCRIBE is
+    /// confirmed only when each shard it went to has confirmed it).
+    Gated {
+        waits: Vec<oneshot::Receiver<Reply>>,
+        then: Bytes,
+    },
+    /// A SCAN step on one shard, whose cursor is rewritten to name the shard.
+    Scan {
+        rx: oneshot::Receiver<Reply>,
+        shard: usize,
+        shards: usize,
+    },
+}
+
+/// A split or broadcast request waiting for its parts.
+pub struct Merging {
+    pub merge: Merge,
+    pub parts: Vec<PartReply>,
+    pub proto: Proto,
+    /// For INFO: the proxy's own sections, rendered when the request was planned.
+    pub info: Option<info::Request>,
+}
+
+pub struct PartReply {
+    pub rx: Option<oneshot::Receiver<Reply>>,
+    pub reply: Option<Reply>,
+    pub positions: Vec<usize>,
+}
+
+impl PartReply {
+    pub fn new(rx: oneshot::Receiver<Reply>, positions: Vec<usize>) -> PartReply {
+        PartReply {
+            rx: Some(rx),
+            reply: None,
+            positions,
+        }
+    }
+}
+
+impl Slot {
+    /// Turns the slot ready if its replies have arrived. `Ready` when it is.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Slot::Ready(_) | Slot::Message(_) => Poll::Ready(()),
+            Slot::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(result) => {
+                    *self = Slot::Ready(reply_bytes(flatten(result)));
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            Slot::Merging(m) => {
+                let mut waiting = false;
+                for part in &mut m.parts {
+                    if let Some(rx) = &mut part.rx {
+                        match Pin::new(rx).poll(cx) {
+                            Poll::Ready(result) => {
+                                part.reply = Some(flatten(result));
+                                part.rx = None;
+                            }
+                            Poll::Pending => waiting = true,
+                        }
+                    }
+                }
+                if waiting {
+                    return Poll::Pending;
+                }
+                *self = Slot::Ready(m.finish());
+                Poll::Ready(())
+            }
+            Slot::Gated { waits, then } => {
+                while let Some(rx) = waits.last_mut() {
+                    match Pin::new(rx).poll(cx) {
+                        Poll::Ready(result) => {
+                            waits.pop();
+                            match flatten(result) {
+                                Ok(frame) if !reply::is_error(&frame) => {}
+                                failed => {
+                                    *self = Slot::Ready(reply_bytes(failed));
+                                    return Poll::Ready(());
+                                }
+                            }
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                *self = Slot::Ready(std::mem::take(then));
+                Poll::Ready(())
+            }
+            Slot::Scan { rx, shard, shards } => match Pin::new(rx).poll(cx) {
+                Poll::Ready(result) => {
+                    let bytes = match flatten(result) {
+                        Ok(frame) => scan_reply(&frame, *shard, *shards),
+                        failed => reply_bytes(failed),
+                    };
+                    *self = Slot::Ready(bytes);
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+fn flatten(result: Result<Reply, oneshot::error::RecvError>) -> Reply {
+    result.unwrap_or_else(|_| {
+        Err(BackendError::Lost {
+            node: Arc::from("backend"),
+            reason: "the connection task ended".into(),
+        })
+    })
+}
+
+/// The bytes a client gets for a backend reply or failure.
+fn reply_bytes(reply: Reply) -> Bytes {
+    match reply {
+        Ok(frame) => frame,
+        Err(e) => encode::error_bytes(&format!("ERR {e}")),
+    }
+}
+
+/// A cursor the client sees: the shard's own cursor times the shard count, plus the shard.
+/// `0` starts at shard 0 and, as on Redis, a returned `0` means the scan is complete.
+pub fn encode_cursor(cursor: u64, shard: usize, shards: usize) -> Option<u64> {
+    cursor.checked_mul(shards as u64)?.checked_add(shard as u64)
+}
+
+/// The shard and the shard's own cursor that a client cursor names.
+pub fn decode_cursor(cursor: u64, shards: usize) -> (usize, u64) {
+    let shards = shards as u64;
+    ((cursor % shards) as usize, cursor / shards)
+}
+
+/// Rewrites a shard's `[cursor, keys]` SCAN reply: a finished shard moves on to the next one.
+fn scan_reply(frame: &Bytes, shard: usize, shards: usize) -> Bytes {
+    if reply::is_error(frame) {
+        return frame.clone();
+    }
+    let parsed = reply::array_elements(frame).and_then(|parts| match &parts[..] {
+        [cursor, keys] => {
+            let cursor = reply::bulk_payload(cursor)?;
+            let cursor: u64 = std::str::from_utf8(&cursor).ok()?.parse().ok()?;
+            Some((cursor, keys.clone()))
+        }
+        _ => None,
+    });
+    let Some((cursor, keys)) = parsed else {
+        return encode::error_bytes("ERR unexpected SCAN reply from a shard");
+    };
+    let next = if cursor != 0 {
+        encode_cursor(cursor, shard, shards)
+    } else if shard + 1 < shards {
+        Some(shard as u64 + 1)
+    } else {
+        Some(0)
+    };
+    let Some(next) = next else {
+        return encode::error_bytes(
+            "ERR shard SCAN cursor too large to combine with a shard number",
+        );
+    };
+    let next = itoa::Buffer::new().format(next).to_owned();
+    let mut out = BytesMut::with_capacity(keys.len() + 32);
+    out.put_slice(b"*2\r\n$");
+    out.put_slice(itoa::Buffer::new().format(next.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(next.as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(&keys);
+    out.freeze()
+}
+
+impl Merging {
+    fn finish(&mut self) -> Bytes {
+        let replies: Vec<(Reply, &[usize])> = self
+            .parts
+            .iter_mut()
+            .map(|p| {
+                (
+                    p.reply.take().expect("every part answered"),
+                    &p.positions[..],
+                )
+            })
+            .collect();
+        // Any failed or refused part fails the whole command, with that part's error.
+        if self.merge != Merge::Info {
+            for (reply, _) in &replies {
+                match reply {
+                    Err(e) => return encode::error_bytes(&format!("ERR {e}")),
+                    Ok(frame) if reply::is_error(frame) => return frame.clone(),
+                    Ok(_) => {}
+                }
+            }
+        }
+        let frames = replies.iter().map(|(r, p)| (r.as_ref().ok(), *p));
+        let mut ok_frames = replies.iter().filter_map(|(r, _)| r.as_ref().ok());
+        match self.merge {
+            Merge::Mget { len } => merge_mget(len, frames),
+            Merge::AllOk => Bytes::from_static(encode::OK),
+            Merge::SumIntegers => fold_integers(ok_frames, 0, i64::saturating_add),
+            Merge::Max => fold_integers(ok_frames, 0, i64::max),
+            Merge::Min => fold_integers(ok_frames, i64::MAX, i64::min),
+            Merge::Info => {
+                let request = self.info.take().expect("INFO merge carries its request");
+                let keyspaces: Vec<Option<Bytes>> = frames
+                    .map(|(f, _)| f.and_then(reply::bulk_payload))
+                    .collect();
+                request.render(&keyspaces).to_bytes(self.proto)
+            }
+            Merge::Concat | Merge::Union => {
+                let mut all: Vec<Bytes> = Vec::new();
+                for frame in ok_frames {
+                    match reply::array_elements(frame) {
+                        Some(elements) => all.extend(elements),
+                        None => return unexpected(),
+                    }
+                }
+                if self.merge == Merge::Union {
+                    let mut seen = std::collections::HashSet::new();
+                    all.retain(|e| seen.insert(e.clone()));
+                }
+                array(b'*', &all)
+            }
+            Merge::RandomKey => {
+                let keys: Vec<&Bytes> = ok_frames
+                    .clone()
+                    .filter(|f| !matches!(&f[..], b"$-1\r\n" | b"_\r\n"))
+                    .collect();
+                if keys.is_empty() {
+                    return ok_frames.next().cloned().unwrap_or_else(unexpected);
+                }
+                keys[random_below(keys.len())].clone()
+            }
+            Merge::Same => {
+                let first = ok_frames.next().cloned().unwrap_or_else(unexpected);
+                if ok_frames.all(|f| *f == first) {
+                    first
+                } else {
+                    encode::error_bytes(
+                        "ERR the shards answered differently (run the command that changed them through shardis so that every shard gets it)",
+                    )
+                }
+            }
+            Merge::AllExist => merge_elementwise(ok_frames, |a, b| a.min(b)),
+            Merge::NumSub => merge_numsub(ok_frames),
+        }
+    }
+}
+
+fn unexpected() -> Bytes {
+    encode::error_bytes("ERR unexpected reply from a shard")
+}
+
+/// A number in `0..n` that is good enough to spread RANDOMKEY over shards.
+fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(std::time::Instant::now()) % n as u64) as usize
+}
+
+fn fold_integers<'a>(
+    frames: impl Iterator<Item = &'a Bytes>,
+    start: i64,
+    f: impl Fn(i64, i64) -> i64,
+) -> Bytes {
+    let mut total = start;
+    for frame in frames {
+        match reply::integer(frame) {
+            Some(n) => total = f(total, n),
+            None => return unexpected(),
+        }
+    }
+    let mut out = BytesMut::with_capacity(24);
+    encode::integer(&mut out, total);
+    out.freeze()
+}
+
+/// An array header of `kind` (`*`, `~`) followed by raw element frames.
+fn array(kind: u8, elements: &[Bytes]) -> Bytes {
+    let size = elements.iter().map(Bytes::len).sum::<usize>() + 16;
+    let mut out = BytesMut::with_capacity(size);
+    out.put_u8(kind);
+    out.put_slice(itoa::Buffer::new().format(elements.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    for e in elements {
+        out.put_slice(e);
+    }
+    out.freeze()
+}
+
+/// Arrays of integers combined position by position (SCRIPT EXISTS).
+fn merge_elementwise<'a>(
+    frames: impl Iterator<Item = &'a Bytes>,
+    f: impl Fn(i64, i64) -> i64,
+) -> Bytes {
+    let mut acc: Option<Vec<i64>> = None;
+    for frame in frames {
+        let Some(values) = reply::array_elements(frame).and_then(|e| {
+            e.iter()
+                .map(|v| reply::integer(v))
+                .collect::<Option<Vec<i64>>>()
+        }) else {
+            return unexpected();
+        };
+        acc = Some(match acc {
+            None => values,
+            Some(a) if a.len() == values.len() => {
+                a.into_iter().zip(values).map(|(x, y)| f(x, y)).collect()
+            }
+            Some(_) => return unexpected(),
+        });
+    }
+    let values = acc.unwrap_or_default();
+    let elements: Vec<Bytes> = values
+        .into_iter()
+        .map(|n| {
+            let mut out = BytesMut::new();
+            encode::integer(&mut out, n);
+            out.freeze()
+        })
+        .collect();
+    array(b'*', &elements)
+}
+
+/// `[channel, count, channel, count ...]` from every shard, with the counts summed.
+fn merge_numsub<'a>(mut frames: impl Iterator<Item = &'a Bytes>) -> Bytes {
+    let Some(first) = frames.next().and_then(reply::array_elements) else {
+        return unexpected();
+    };
+    let mut counts: Vec<i64> = first
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .filter_map(|c| reply::integer(c))
+        .collect();
+    for frame in frames {
+        let Some(elements) = reply::array_elements(frame) else {
+            return unexpected();
+        };
+        if elements.len() != first.len() {
+            return unexpected();
+        }
+        for (total, c) in counts.iter_mut().zip(elements.iter().skip(1).step_by(2)) {
+            *total += reply::integer(c).unwrap_or(0);
+        }
+    }
+    let mut elements = Vec::with_capacity(first.len());
+    for (channel, n) in first.iter().step_by(2).zip(counts) {
+        elements.push(channel.clone());
+        let mut out = BytesMut::new();
+        encode::integer(&mut out, n);
+        elements.push(out.freeze());
+    }
+    array(b'*', &elements)
+}
+
+fn merge_mget<'a>(
+    len: usize,
+    parts: impl Iterator<Item = (Option<&'a Bytes>, &'a [usize])>,
+) -> Bytes {
+    let mut values: Vec<Bytes> = vec![Bytes::new(); len];
+    for (frame, positions) in parts {
+        let elements = frame.and_then(reply::array_elements);
+        match elements {
+            Some(elements) if elements.len() == positions.len() => {
+                for (value, &at) in elements.into_iter().zip(positions) {
+                    values[at] = value;
+                }
+            }
+            _ => return encode::error_bytes("ERR unexpected MGET reply from a shard"),
+        }
+    }
+    array(b'*', &values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_name_their_shard() {
+        for shards in [1, 2, 3, 7] {
+            for shard in 0..shards {
+                for cursor in [0u64, 1, 5, 1 << 40] {
+                    let c = encode_cursor(cursor, shard, shards).unwrap();
+                    assert_eq!(decode_cursor(c, shards), (shard, cursor));
+                }
+            }
+        }
+        assert_eq!(encode_cursor(u64::MAX, 1, 3), None);
+    }
+
+    #[test]
+    fn scan_moves_to_the_next_shard_when_one_finishes() {
+        let keys = "*1\r\n$1\r\nk\r\n";
+        let reply = |c: &str| Bytes::from(format!("*2\r\n${}\r\n{c}\r\n{keys}", c.len()));
+        assert_eq!(
+            scan_reply(&reply("0"), 0, 3),
+            Bytes::from(format!("*2\r\n$1\r\n1\r\n{keys}"))
+        );
+        assert_eq!(
+            scan_reply(&reply("0"), 2, 3),
+            Bytes::from(format!("*2\r\n$1\r\n0\r\n{keys}"))
+        );
+        assert_eq!(
+            scan_reply(&reply("12"), 1, 3),
+            Bytes::from(format!("*2\r\n$2\r\n37\r\n{keys}"))
+        );
+    }
+
+    #[test]
+    fn numsub_counts_are_summed() {
+        let a = Bytes::from_static(b"*4\r\n$1\r\nx\r\n:1\r\n$1\r\ny\r\n:0\r\n");
+        let b = Bytes::from_static(b"*4\r\n$1\r\nx\r\n:0\r\n$1\r\ny\r\n:2\r\n");
+        assert_eq!(
+            merge_numsub([&a, &b].into_iter()),
+            Bytes::from_static(b"*4\r\n$1\r\nx\r\n:1\r\n$1\r\ny\r\n:2\r\n")
+        );
+    }
+}
