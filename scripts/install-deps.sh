@@ -2,9 +2,11 @@
 # Install what shardis' tests, demo and load comparison need on a Debian
 # machine, and only what is missing:
 #
-#   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker, tmux
-#   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker, tmux;
-#   tmux drives an interactive redis-cli in the tests)
+#   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker, tmux,
+#   python3 with venv
+#   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker, tmux,
+#   python3-venv; tmux drives an interactive redis-cli in the tests, and the
+#   client-library test installs redis-py from PyPI into a virtualenv)
 #
 # and check that a Rust toolchain (cargo) is available. Safe to run again:
 # when every command is already present it does not touch apt at all.
@@ -38,6 +40,11 @@ for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux
         fi
     fi
 done
+
+# The client-library test needs `python3 -m venv` with pip (Debian splits it out).
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 
 if ((${#missing[@]} > 0)); then
     # Run apt as root, through sudo when we are not root already.

@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod clients;
 pub mod command;
 pub mod config;
 pub mod dev;

@@ -48,7 +48,7 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
             None => Value::Null,
         }),
         Local::ClientId => session.reply(Value::Int(session.id as i64)),
-        // Checked and acknowledged as Redis 7.2 does; nothing reports it yet (no CLIENT LIST).
+        // Checked and stored as Redis 7.2 does; CLIENT LIST shows it.
         Local::ClientSetInfo => {
             let attr = &args[2];
             if !attr.eq_ignore_ascii_case(b"lib-name") && !attr.eq_ignore_ascii_case(b"lib-ver") {
@@ -63,10 +63,154 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
                     printable(attr, 64)
                 ));
             }
+            if attr.eq_ignore_ascii_case(b"lib-name") {
+                session.lib_name = Some(args[3].clone());
+            } else {
+                session.lib_ver = Some(args[3].clone());
+            }
             Bytes::from_static(encode::OK)
         }
         Local::ConfigGet => config_get(session, &args[2..]),
+        Local::ClientList => client_list(proxy, session, &args[2..]),
+        Local::ClientInfo => {
+            let line = proxy
+                .clients
+                .get(session.id)
+                .map(|e| e.line())
+                .unwrap_or_default();
+            session.reply(Value::Verbatim(Bytes::from(line)))
+        }
+        Local::ClientKill => client_kill(proxy, session, &args[2..]),
+        Local::ClientNoEvict => {
+            let on = args[2].eq_ignore_ascii_case(b"on");
+            if on || args[2].eq_ignore_ascii_case(b"off") {
+                Bytes::from_static(encode::OK)
+            } else {
+                error("ERR syntax error")
+            }
+        }
     }
+}
+
+/// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]`: the proxy's own clients.
+fn client_list(proxy: &Proxy, session: &Session, args: &[Bytes]) -> Bytes {
+    let mut clients = proxy.clients.all();
+    match args.first() {
+        None => {}
+        Some(opt) if opt.eq_ignore_ascii_case(b"type") && args.len() == 2 => {
+            let Some(pubsub) = client_type(&args[1]) else {
+                return error(&format!(
+                    "ERR Unknown client type '{}'",
+                    printable(&args[1], 64)
+                ));
+            };
+            clients.retain(|c| pubsub == Some(c.is_pubsub()));
+        }
+        Some(opt) if opt.eq_ignore_ascii_case(b"id") && args.len() >= 2 => {
+            let mut ids = Vec::new();
+            for id in &args[1..] {
+                match parse_i64(id) {
+                    Some(id) if id > 0 => ids.push(id as u64),
+                    _ => return error("ERR Invalid client ID"),
+                }
+            }
+            clients.retain(|c| ids.contains(&c.id));
+        }
+        Some(_) => return error("ERR syntax error"),
+    }
+    let text: String = clients.iter().map(|c| c.line()).collect();
+    session.reply(Value::Verbatim(Bytes::from(text)))
+}
+
+/// A CLIENT LIST / KILL type: `Some(true)` pub/sub clients, `Some(false)` normal ones,
+/// `None` a type the proxy has none of (master, replica); unknown types are an error.
+fn client_type(name: &[u8]) -> Option<Option<bool>> {
+    let name = name.to_ascii_lowercase();
+    match &name[..] {
+        b"normal" => Some(Some(false)),
+        b"pubsub" => Some(Some(true)),
+        b"master" | b"replica" | b"slave" => Some(None),
+        _ => None,
+    }
+}
+
+/// `CLIENT KILL addr` (old form) or `CLIENT KILL <filter> <value> ...`.
+fn client_kill(proxy: &Proxy, session: &Session, args: &[Bytes]) -> Bytes {
+    let all = proxy.clients.all();
+    if let [addr] = args {
+        let target = all
+            .iter()
+            .find(|c| c.addr.to_string().as_bytes() == &addr[..]);
+        return match target {
+            Some(c) => {
+                c.kill.notify_one();
+                Bytes::from_static(encode::OK)
+            }
+            None => error("ERR No such client"),
+        };
+    }
+    if args.len() % 2 != 0 {
+        return error("ERR syntax error");
+    }
+    let mut id = None;
+    let mut addr = None;
+    let mut laddr = None;
+    let mut pubsub: Option<Option<bool>> = None;
+    let mut skipme = true;
+    let mut max_age = None;
+    for pair in args.chunks(2) {
+        let (opt, value) = (pair[0].to_ascii_lowercase(), &pair[1]);
+        match &opt[..] {
+            b"id" => match parse_i64(value) {
+                Some(n) if n > 0 => id = Some(n as u64),
+                _ => return error("ERR client-id should be greater than 0"),
+            },
+            b"addr" => addr = Some(value.clone()),
+            b"laddr" => laddr = Some(value.clone()),
+            b"type" => match client_type(value) {
+                Some(t) => pubsub = Some(t),
+                None => {
+                    return error(&format!(
+                        "ERR Unknown client type '{}'",
+                        printable(value, 64)
+                    ))
+                }
+            },
+            b"user" => {
+                if &value[..] != b"default" {
+                    return error(&format!("ERR No such user '{}'", printable(value, 64)));
+                }
+            }
+            b"skipme" => match &value.to_ascii_lowercase()[..] {
+                b"yes" => skipme = true,
+                b"no" => skipme = false,
+                _ => return error("ERR syntax error"),
+            },
+            b"maxage" => match parse_i64(value) {
+                Some(n) if n >= 0 => max_age = Some(n as u64),
+                _ => return error("ERR syntax error"),
+            },
+            _ => return error("ERR syntax error"),
+        }
+    }
+    let mut killed = 0;
+    for c in all {
+        let matches = id.is_none_or(|id| c.id == id)
+            && addr
+                .as_ref()
+                .is_none_or(|a| c.addr.to_string().as_bytes() == &a[..])
+            && laddr
+                .as_ref()
+                .is_none_or(|a| c.laddr.to_string().as_bytes() == &a[..])
+            && pubsub.is_none_or(|t| t == Some(c.is_pubsub()))
+            && max_age.is_none_or(|age| c.age_secs() >= age)
+            && !(skipme && c.id == session.id);
+        if matches {
+            c.kill.notify_one();
+            killed += 1;
+        }
+    }
+    session.reply(Value::Int(killed))
 }
 
 fn error(msg: &str) -> Bytes {

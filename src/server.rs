@@ -28,6 +28,8 @@ pub struct Proxy {
     topology: ArcSwap<Topology>,
     listen_addr: SocketAddr,
     pub stats: Stats,
+    /// The connected clients, for CLIENT LIST / INFO / KILL.
+    pub clients: Arc<crate::clients::Registry>,
     /// Turns true when the proxy is shutting down; sessions stop reading and finish.
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -73,6 +75,7 @@ impl Server {
             topology: ArcSwap::from_pointee(topology),
             listen_addr,
             shutdown: tokio::sync::watch::channel(false).0,
+            clients: Arc::default(),
             stats: Stats {
                 started: Instant::now(),
                 connections: AtomicU64::new(0),

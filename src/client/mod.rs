@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::backend::{Dedicated, NodeConn, NodeState, Push, Wait};
+use crate::clients::{ClientEntry, Registry};
 use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::info;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
@@ -43,7 +44,12 @@ pub struct Session {
     pub id: u64,
     pub proto: Proto,
     pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER.
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
     pub authenticated: bool,
+    /// This session in the proxy's client registry.
+    pub entry: Arc<ClientEntry>,
     /// Commands queued since MULTI.
     tx: Option<Transaction>,
     /// The connection holding this session's WATCH.
@@ -63,13 +69,16 @@ pub struct Session {
 const NOT_SUBSCRIBER: usize = usize::MAX;
 
 impl Session {
-    fn new(id: u64, authenticated: bool) -> Session {
+    fn new(id: u64, authenticated: bool, entry: Arc<ClientEntry>) -> Session {
         let (pushes_tx, pushes) = mpsc::unbounded_channel();
         Session {
             id,
             proto: Proto::Resp2,
             name: None,
+            lib_name: None,
+            lib_ver: None,
             authenticated,
+            entry,
             tx: None,
             pinned: None,
             blocking: Vec::new(),
@@ -116,6 +125,23 @@ impl Session {
         }
     }
 
+    /// Refreshes what CLIENT LIST shows for this session; `last` is the last request.
+    pub fn report(&self, last: Option<&LastCommand>) {
+        let (sub, psub, ssub) = self.subs.counts();
+        self.entry.update(|s| {
+            s.name = self.name.clone();
+            s.lib_name = self.lib_name.clone();
+            s.lib_ver = self.lib_ver.clone();
+            s.resp = if self.proto == Proto::Resp3 { 3 } else { 2 };
+            (s.sub, s.psub, s.ssub) = (sub, psub, ssub);
+            s.multi = self.tx.as_ref().map_or(-1, |t| i64::from(t.len()));
+            if let Some(last) = last {
+                s.cmd = last.name();
+                s.last_active = std::time::Instant::now();
+            }
+        });
+    }
+
     fn touch(&mut self, shards: usize, shard: usize) {
         if self.touched.len() != shards {
             self.touched.resize(shards, false);
@@ -127,9 +153,11 @@ impl Session {
 /// Serves one client until it quits, breaks the protocol or disconnects.
 pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
     let _ = stream.set_nodelay(true);
+    let laddr = stream.local_addr().unwrap_or(proxy.listen_addr());
+    let registration = Registry::register(&proxy.clients, id, peer, laddr);
     let config = proxy.config();
     let limits = config.client;
-    let mut session = Session::new(id, config.password.is_none());
+    let mut session = Session::new(id, config.password.is_none(), registration.entry.clone());
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
     let mut shutdown = proxy.shutdown_notice();
@@ -183,10 +211,15 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
         if !closing && !barrier && !inbuf.is_empty() && pending.len() < limits.max_pipeline {
             let topology = proxy.topology();
             let policy = proxy.policy();
+            let mut last: Option<LastCommand> = None;
             while pending.len() < limits.max_pipeline && !closing && !barrier {
                 match parser.next(&mut inbuf) {
                     Ok(Some(req)) => {
                         let plan = command::plan(&req, &topology.router, &policy);
+                        let this = LastCommand::of(&req);
+                        if matches!(plan, Plan::Local(Local::ClientList | Local::ClientInfo)) {
+                            session.report(Some(&this));
+                        }
                         if exclusive(&plan, &session) {
                             barrier = true;
                             if !pending.is_empty() {
@@ -194,6 +227,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                                 break;
                             }
                         }
+                        last = Some(this);
                         let slot =
                             dispatch(&proxy, &topology, &mut session, req, plan, &mut closing)
                                 .await;
@@ -207,6 +241,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                         closing = true;
                     }
                 }
+            }
+            if last.is_some() {
+                session.report(last.as_ref());
             }
         }
         if closing && pending.is_empty() && out.is_empty() && held.is_none() {
@@ -265,6 +302,10 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                     break;
                 }
             },
+            _ = session.entry.kill.notified() => {
+                tracing::info!(peer = %peer, client = id, "closed by CLIENT KILL");
+                break;
+            }
             // Shutting down: read nothing more, answer what was read, then close.
             _ = shutdown.changed(), if !closing => closing = true,
         }
@@ -645,6 +686,29 @@ async fn forward(topology: &Topology, session: &mut Session, shard: usize, req: 
         .primary
         .conn(session.proto, session.id);
     Slot::Waiting(conn.send(request_bytes(req)).await)
+}
+
+/// The first two arguments of the last request, kept for CLIENT LIST (two reference counts,
+/// no copy; the name is only spelled out when someone asks).
+pub struct LastCommand(Bytes, Option<Bytes>);
+
+impl LastCommand {
+    fn of(req: &Request) -> LastCommand {
+        let args = req.args();
+        LastCommand(args[0].clone(), args.get(1).cloned())
+    }
+
+    /// The command name as Redis reports it: lower case, `container|sub` for subcommands.
+    fn name(&self) -> String {
+        let mut name = String::from_utf8_lossy(&self.0).to_ascii_lowercase();
+        let container =
+            command::lookup(&self.0).is_some_and(|spec| spec.has(command::spec::flags::CONTAINER));
+        if let (true, Some(sub)) = (container, &self.1) {
+            name.push('|');
+            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        }
+        name
+    }
 }
 
 /// The request as RESP bytes: the client's own bytes when it sent RESP.

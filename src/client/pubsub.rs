@@ -46,6 +46,15 @@ impl Subscriptions {
         self.channels.len() + self.patterns.len()
     }
 
+    /// Channels, patterns and shard channels held, for CLIENT LIST.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len(),
+        )
+    }
+
     /// Whether the client holds any subscription (RESP2: it is in subscriber mode).
     pub fn active(&self) -> bool {
         self.count() + self.shard_channels.len() > 0

@@ -57,6 +57,11 @@ impl Transaction {
         Bytes::from_static(b"+QUEUED\r\n")
     }
 
+    /// Commands queued so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
     /// Marks the transaction failed; the reply is `msg`.
     pub fn fail(&mut self, msg: &str) -> Bytes {
         self.dirty = true;

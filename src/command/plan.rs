@@ -126,6 +126,11 @@ pub enum Local {
     ClientGetName,
     ClientId,
     ClientSetInfo,
+    ClientList,
+    ClientInfo,
+    ClientKill,
+    /// CLIENT NO-EVICT: accepted; the proxy never evicts its clients anyway.
+    ClientNoEvict,
     ConfigGet,
 }
 
@@ -304,6 +309,10 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
         "client|setname" => Plan::Local(Local::ClientSetName),
         "client|getname" => Plan::Local(Local::ClientGetName),
         "client|id" => Plan::Local(Local::ClientId),
+        "client|list" => Plan::Local(Local::ClientList),
+        "client|info" => Plan::Local(Local::ClientInfo),
+        "client|kill" => Plan::Local(Local::ClientKill),
+        "client|no-evict" => Plan::Local(Local::ClientNoEvict),
         "config|get" => Plan::Local(Local::ConfigGet),
         "info" => Plan::Broadcast(Merge::Info),
         "dbsize" => Plan::Broadcast(Merge::SumIntegers),
@@ -333,7 +342,10 @@ fn refusal(spec: &CommandSpec) -> Option<&'static str> {
         }
         "swapdb" | "move" => ONE_DB,
         "cluster" | "readonly" | "readwrite" | "asking" => "shardis is not a Redis Cluster",
-        "client" | "config" => "this subcommand is not proxied",
+        "client" => {
+            "it is a per-connection server feature the proxy does not carry (see the README)"
+        }
+        "config" => "this subcommand is not proxied",
         "migrate" | "monitor" | "sync" | "psync" | "replconf" => {
             "administrative commands are not allowed through the proxy"
         }

@@ -103,6 +103,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// A redis-server with extra arguments, e.g. `["--replicaof", "127.0.0.1", "7000"]`.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = TempDir::new().unwrap();
         let path = dir.path().to_path_buf();
         let proc = start_on_free_port("redis-server", |port| {
@@ -112,6 +117,7 @@ impl Redis {
                 .arg("--dir")
                 .arg(&path)
                 .args(["--logfile", "redis.log"])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             c
@@ -212,6 +218,16 @@ impl Cluster {
         let refs: Vec<&Redis> = nodes.iter().collect();
         let proxy = Shardis::in_front_of(&refs, extra);
         Cluster { nodes, proxy }
+    }
+
+    /// Sets `key` through the proxy and says which node it landed on.
+    pub fn holder_after_set(&self, key: &str) -> usize {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("x")
+            .query(&mut self.proxy.conn())
+            .unwrap();
+        self.holder(key)[0]
     }
 
     /// Which node holds `key` (checked on the nodes directly).
