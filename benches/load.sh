@@ -13,8 +13,11 @@
 # ratios, and each proxy's CPU time per 100k requests, read from
 # /proc/PID/stat around its runs.
 #
-# Usage: benches/load.sh [--quick]
+# Usage: benches/load.sh [--quick] [--blocking]
 #   --quick              small request counts and one round (smoke test)
+#   --blocking           also measure GET/SET latency through shardis while 50
+#                        other clients sit in BLPOP (2 s timeout, re-issued),
+#                        against the same run without them
 # Environment:
 #   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
@@ -38,9 +41,11 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/local/sbin:/usr/sbin"
 # ---------------------------------------------------------------- arguments
 
 quick=0
+blocking=0
 for arg in "$@"; do
     case $arg in
         --quick) quick=1 ;;
+        --blocking) blocking=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
             exit 0
@@ -378,3 +383,34 @@ print("cpu = proxy CPU seconds (user+system) per 100k requests, for the SET+GET 
 print("      so both rows of a P show the same value; lower is better.")
 print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
 PY
+
+# ------------------------------------------------ latency beside blocked pops
+
+if ((blocking && !skip_shardis)); then
+    echo
+    echo "GET/SET latency through shardis (-c $clients -n $n_plain -P 1), alone and beside"
+    echo "50 clients blocked in BLPOP on empty lists (2 s timeout, re-issued until the end):"
+    printf '%-8s %-4s %10s %8s %8s %8s %8s %8s\n' run test "r/s" "avg ms" "p50 ms" "p95 ms" "p99 ms" "max ms"
+    for mode in alone beside-pops; do
+        pop_pid=""
+        if [[ $mode == beside-pops ]]; then
+            # Bounded by timeout; killed as soon as the measured run ends.
+            timeout 300 redis-benchmark -h 127.0.0.1 -p "$port_shardis" -c 50 -n 100000000 \
+                -r 100000 BLPOP load:empty:__rand_int__ 2 >/dev/null 2>&1 &
+            pop_pid=$!
+            pids+=("$pop_pid")
+            sleep 1
+        fi
+        out="$tmp/blocking-$mode"
+        timeout "$bench_timeout" redis-benchmark -h 127.0.0.1 -p "$port_shardis" \
+            -c "$clients" -r 100000 -n "$n_plain" -t set,get --csv >"$out.csv" 2>"$out.err" ||
+            die "redis-benchmark beside BLPOP failed (see $out.err)"
+        [[ -n "$pop_pid" ]] && kill "$pop_pid" 2>/dev/null || true
+        while IFS=, read -r test rps avg _min p50 p95 p99 max; do
+            test=${test//\"/}
+            [[ "$test" == SET || "$test" == GET ]] || continue
+            printf '%-11s %-4s %10.0f %8s %8s %8s %8s %8s\n' "$mode" "$test" "${rps//\"/}" \
+                "${avg//\"/}" "${p50//\"/}" "${p95//\"/}" "${p99//\"/}" "${max//\"/}"
+        done <"$out.csv"
+    done
+fi

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::client::Session;
+use crate::clients::ClientEntry;
 use crate::command::Local;
 use crate::command::{printable, wrong_arity};
 use crate::resp::{encode, parse_i64, Proto, Request, Value};
@@ -135,7 +136,7 @@ fn client_type(name: &[u8]) -> Option<Option<bool>> {
 }
 
 /// `CLIENT KILL addr` (old form) or `CLIENT KILL <filter> <value> ...`.
-fn client_kill(proxy: &Proxy, session: &Session, args: &[Bytes]) -> Bytes {
+fn client_kill(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Bytes {
     let all = proxy.clients.all();
     if let [addr] = args {
         let target = all
@@ -143,7 +144,7 @@ fn client_kill(proxy: &Proxy, session: &Session, args: &[Bytes]) -> Bytes {
             .find(|c| c.addr.to_string().as_bytes() == &addr[..]);
         return match target {
             Some(c) => {
-                c.kill.notify_one();
+                kill(session, c);
                 Bytes::from_static(encode::OK)
             }
             None => error("ERR No such client"),
@@ -206,11 +207,20 @@ fn client_kill(proxy: &Proxy, session: &Session, args: &[Bytes]) -> Bytes {
             && max_age.is_none_or(|age| c.age_secs() >= age)
             && !(skipme && c.id == session.id);
         if matches {
-            c.kill.notify_one();
+            kill(session, &c);
             killed += 1;
         }
     }
     session.reply(Value::Int(killed))
+}
+
+/// Closes a client; this very session only after its reply, as Redis does.
+fn kill(session: &mut Session, client: &ClientEntry) {
+    if client.id == session.id {
+        session.close_after_reply = true;
+    } else {
+        client.kill.notify_one();
+    }
 }
 
 fn error(msg: &str) -> Bytes {

@@ -464,3 +464,65 @@ fn client_list_info_and_kill_see_the_proxys_clients() {
         .starts_with(b"-ERR shardis does not support 'client|tracking'"));
     assert_eq!(a.call(&[b"PING"]), b"+PONG\r\n");
 }
+
+#[test]
+fn session_state_edges_behave_as_on_redis() {
+    let c = Cluster::start("");
+    let port = c.proxy.port();
+    let mut other = c.proxy.conn();
+
+    // A client that leaves while blocked takes nothing with it: the next push stays.
+    let mut popper = Raw::connect(port);
+    popper.send(&common::encode(&[b"BLPOP", b"left", b"0"]));
+    std::thread::sleep(Duration::from_millis(200));
+    drop(popper);
+    std::thread::sleep(Duration::from_millis(300));
+    let _: () = other.rpush("left", "v").unwrap();
+    let len: i64 = other.llen("left").unwrap();
+    assert_eq!(len, 1, "a departed client's BLPOP took the element");
+
+    // Malformed timeouts get Redis's error, and the connection stays.
+    let mut raw = Raw::connect(port);
+    assert_eq!(
+        raw.call(&[b"BLPOP", b"k", b"nan"]),
+        b"-ERR timeout is not a float or out of range\r\n"
+    );
+
+    // The client's own connections follow its protocol.
+    raw.call(&[b"HELLO", b"3"]);
+    assert_eq!(raw.call(&[b"BLPOP", b"k", b"0.05"]), b"_\r\n");
+    raw.call(&[b"RESET"]);
+    assert_eq!(raw.call(&[b"BLPOP", b"k", b"0.05"]), b"*-1\r\n");
+
+    // A RESP3 subscriber gets its messages while one of its commands is blocked.
+    raw.call(&[b"HELLO", b"3"]);
+    raw.call(&[b"SUBSCRIBE", b"live"]);
+    raw.send(&common::encode(&[b"BLPOP", b"k", b"2"]));
+    std::thread::sleep(Duration::from_millis(100));
+    let _: () = other.publish("live", "now").unwrap();
+    let first = raw.reply();
+    assert!(
+        first.starts_with(b">3\r\n$7\r\nmessage"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    assert_eq!(raw.reply(), b"_\r\n");
+
+    // QUIT inside MULTI closes; CLIENT KILL of oneself answers first.
+    let mut q = Raw::connect(port);
+    q.call(&[b"MULTI"]);
+    assert_eq!(q.call(&[b"QUIT"]), b"+OK\r\n");
+    assert!(q.is_closed());
+    let mut k = Raw::connect(port);
+    assert_eq!(
+        k.call(&[b"CLIENT", b"KILL", b"SKIPME", b"no", b"TYPE", b"normal", b"MAXAGE", b"1000"]),
+        b":0\r\n"
+    );
+    let id = String::from_utf8(k.call(&[b"CLIENT", b"ID"])).unwrap();
+    let id = id.trim_start_matches(':').trim();
+    assert_eq!(
+        k.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes(), b"SKIPME", b"no"]),
+        b":1\r\n"
+    );
+    assert!(k.is_closed());
+}

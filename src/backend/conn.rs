@@ -229,7 +229,10 @@ impl ConnTask {
                     Err(e) => break Broken::Lost(e.to_string()),
                 }
             }
-            if !open && pending.is_empty() && wbuf.is_empty() {
+            // A dedicated connection whose session is gone closes at once: Redis then drops
+            // what the session left behind (a BLPOP still blocked would otherwise take the
+            // next pushed element for no one).
+            if !open && (pending.is_empty() && wbuf.is_empty() || self.abandoned(&pending)) {
                 return None;
             }
             tokio::select! {
@@ -281,6 +284,11 @@ impl ConnTask {
                 }
             }
         };
+        if self.dedicated.is_some() {
+            // Seen as down before its waiters hear of the failure, so the session does not
+            // reuse it for its next request.
+            self.set_state(NodeState::Down);
+        }
         for waiter in pending {
             if let Waiter::Client { reply, .. } = waiter {
                 let node = self.settings.label.clone();
@@ -303,6 +311,15 @@ impl ConnTask {
             ),
             Broken::Lost(reason) => format!("connection lost: {reason}"),
         })
+    }
+
+    /// A dedicated connection nobody waits on any more: its session has ended.
+    fn abandoned(&self, pending: &VecDeque<Waiter>) -> bool {
+        self.dedicated.is_some()
+            && pending.iter().all(|w| match w {
+                Waiter::Client { reply, .. } => reply.is_closed(),
+                Waiter::Handshake => true,
+            })
     }
 
     fn enqueue(

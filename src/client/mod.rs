@@ -50,6 +50,8 @@ pub struct Session {
     pub authenticated: bool,
     /// This session in the proxy's client registry.
     pub entry: Arc<ClientEntry>,
+    /// Set by a CLIENT KILL of this very session: it closes after the reply.
+    pub close_after_reply: bool,
     /// Commands queued since MULTI.
     tx: Option<Transaction>,
     /// The connection holding this session's WATCH.
@@ -79,6 +81,7 @@ impl Session {
             lib_ver: None,
             authenticated,
             entry,
+            close_after_reply: false,
             tx: None,
             pinned: None,
             blocking: Vec::new(),
@@ -97,6 +100,8 @@ impl Session {
     fn reset_state(&mut self) {
         self.tx = None;
         self.pinned = None;
+        self.blocking.clear();
+        self.touched.clear();
         self.subs.close();
     }
 
@@ -140,6 +145,10 @@ impl Session {
                 s.last_active = std::time::Instant::now();
             }
         });
+    }
+
+    fn touched(&self, shard: usize) -> bool {
+        self.touched.get(shard).copied().unwrap_or(false)
     }
 
     fn touch(&mut self, shards: usize, shard: usize) {
@@ -252,8 +261,10 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             }
             break;
         }
+        // During a barrier the socket is still read (a little), to notice a client that
+        // leaves while its BLPOP is blocked.
         let can_read = !closing
-            && !barrier
+            && (!barrier || inbuf.len() < BARRIER_READ)
             && pending.len() < limits.max_pipeline
             && out.len() < limits.max_output_buffer;
         let can_collect = !pending.is_empty() && out.len() < limits.max_output_buffer;
@@ -263,6 +274,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                     break;
                 }
                 match reader.try_read(&stream, &mut inbuf) {
+                    // Gone while a request runs alone (a blocked pop, say): nobody is left
+                    // to answer, and dropping its connection ends what it left blocked.
+                    Ok(0) if barrier => break,
                     Ok(0) => {
                         closing = true;
                         peer_closed = true;
@@ -281,8 +295,14 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             Some(push) = session.pushes.recv() => match session.subs.on_push(push) {
                 Event::None => {}
                 Event::Message(frame) => {
-                    message_bytes += frame.len();
-                    if message_bytes + out.len() > limits.max_output_buffer {
+                    // Behind a pending subscription confirmation, a message waits its turn;
+                    // otherwise it goes out at once, between whole replies (RESP3 pushes
+                    // may come between any two replies, also while a BLPOP is blocked).
+                    let queued = matches!(pending.front(), Some(Slot::Gated { .. }));
+                    if queued {
+                        message_bytes += frame.len();
+                    }
+                    if message_bytes + out.len() + frame.len() > limits.max_output_buffer {
                         tracing::warn!(
                             peer = %peer,
                             client = id,
@@ -291,7 +311,11 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                         );
                         break;
                     }
-                    pending.push_back(Slot::Message(frame));
+                    if queued {
+                        pending.push_back(Slot::Message(frame));
+                    } else {
+                        out.extend_from_slice(&frame);
+                    }
                 }
                 Event::Lost(reason) => {
                     tracing::info!(
@@ -311,6 +335,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
         }
     }
 }
+
+/// Bytes read ahead while a request runs alone, enough to see the client close.
+const BARRIER_READ: usize = 64 * 1024;
 
 /// Whether a request must run alone: after every earlier request is answered, and before any
 /// later one starts.
@@ -419,13 +446,16 @@ async fn dispatch(
             _ => {}
         }
     }
-    if session.tx.is_some() {
-        return in_transaction(topology, session, req, plan).await;
+    if session.tx.is_some() && !matches!(plan, Plan::Local(Local::Quit | Local::Reset)) {
+        return in_transaction(proxy, topology, session, req, plan).await;
     }
     match plan {
         Plan::Forward(shard) => forward(topology, session, shard, &req).await,
         Plan::AnyShard => forward(topology, session, topology.any_shard(), &req).await,
-        Plan::Split { merge, parts } => fan_out(topology, session, merge, parts, None).await,
+        Plan::Split { merge, parts } => {
+            let writes = command::writes(req.args());
+            fan_out(topology, session, merge, parts, None, writes).await
+        }
         Plan::Broadcast(merge) => {
             let (request, info) = if merge == Merge::Info {
                 let mut cmd = BytesMut::new();
@@ -442,14 +472,23 @@ async fn dispatch(
                     positions: Vec::new(),
                 })
                 .collect();
-            fan_out(topology, session, merge, parts, info).await
+            let writes = command::writes(req.args());
+            fan_out(topology, session, merge, parts, info, writes).await
+        }
+        Plan::Local(Local::Hello) if session.pinned.is_some() => {
+            error("ERR shardis does not support HELLO while keys are watched: UNWATCH first")
         }
         Plan::Local(local) => {
             if local == Local::Reset {
                 session.reset_state();
             }
+            let proto = session.proto;
             let reply = crate::local::answer(proxy, session, local, &req);
-            if local == Local::Quit {
+            if session.proto != proto {
+                // Its own connections speak the old protocol.
+                session.blocking.clear();
+            }
+            if local == Local::Quit || session.close_after_reply {
                 *closing = true;
             }
             Slot::Ready(reply)
@@ -509,11 +548,13 @@ fn error(msg: &str) -> Slot {
 
 /// A request between MULTI and EXEC: queued, or EXEC / DISCARD.
 async fn in_transaction(
+    proxy: &Proxy,
     topology: &Topology,
     session: &mut Session,
     req: Request,
     plan: Plan,
 ) -> Slot {
+    let max_queued = proxy.config().protocol.max_query_buffer;
     let tx = session.tx.as_mut().expect("in a transaction");
     let watched = session.pinned.as_ref().map(|p| p.shard);
     let reply = match plan {
@@ -545,22 +586,15 @@ async fn in_transaction(
             encode::error_bytes("ERR MULTI calls can not be nested")
         }
         Plan::Watch(_) => encode::error_bytes("ERR WATCH inside MULTI is not allowed"),
-        Plan::Local(Local::Quit) => {
-            // Handled as outside a transaction: the connection closes.
-            return Slot::Ready(Bytes::from_static(encode::OK));
-        }
-        Plan::Local(Local::Reset) => {
-            session.reset_state();
-            session.proto = Proto::Resp2;
-            return Slot::Ready(Bytes::from_static(b"+RESET\r\n"));
-        }
         // Blocking commands do not block inside a transaction.
         Plan::Forward(shard) | Plan::Blocking { shard, .. } => {
-            tx.queue(&request_bytes(&req), Some(shard), watched)
+            tx.queue(&request_bytes(&req), Some(shard), watched, max_queued)
         }
         Plan::AnyShard
         | Plan::Local(Local::Ping | Local::Echo)
-        | Plan::Transaction(TxCommand::Unwatch) => tx.queue(&request_bytes(&req), None, watched),
+        | Plan::Transaction(TxCommand::Unwatch) => {
+            tx.queue(&request_bytes(&req), None, watched, max_queued)
+        }
         Plan::Error(msg) => tx.fail(&msg),
         Plan::Split { .. } => tx.fail(CROSSSLOT),
         _ => {
@@ -660,10 +694,13 @@ async fn fan_out(
     merge: Merge,
     parts: Vec<Part>,
     info: Option<info::Request>,
+    writes: bool,
 ) -> Slot {
     let mut replies = Vec::with_capacity(parts.len());
     for part in parts {
-        session.touch(topology.shards.len(), part.shard);
+        if writes {
+            session.touch(topology.shards.len(), part.shard);
+        }
         let conn = topology.shards[part.shard]
             .primary
             .conn(session.proto, session.id);
@@ -681,7 +718,9 @@ async fn fan_out(
 }
 
 async fn forward(topology: &Topology, session: &mut Session, shard: usize, req: &Request) -> Slot {
-    session.touch(topology.shards.len(), shard);
+    if !session.touched(shard) && command::writes(req.args()) {
+        session.touch(topology.shards.len(), shard);
+    }
     let conn = topology.shards[shard]
         .primary
         .conn(session.proto, session.id);

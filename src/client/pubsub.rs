@@ -23,10 +23,23 @@ pub struct Subscriptions {
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
     shard_channels: HashSet<Bytes>,
-    /// Per shard: the subscriber connection, and the confirmations it still owes.
-    conns: Vec<Option<NodeConn>>,
-    confirmations: Vec<VecDeque<oneshot::Sender<Reply>>>,
+    /// Per shard: the subscriber connection (with its tag), and the confirmations it owes.
+    conns: Vec<Option<(usize, NodeConn)>>,
+    confirmations: Vec<VecDeque<Expected>>,
+    /// Counts subscriber connections opened, so that each gets a tag of its own and a late
+    /// push from one closed earlier is recognised and ignored.
+    opened: usize,
 }
+
+/// One (P|S)SUBSCRIBE sent to a shard: confirmed when the shard has confirmed every name in it,
+/// or refused by one error.
+struct Expected {
+    done: oneshot::Sender<Reply>,
+    remaining: usize,
+}
+
+/// Tags carry the shard in their low bits.
+const SHARD_BITS: u32 = 16;
 
 /// What a push from a subscriber connection means for the client.
 pub enum Event {
@@ -129,18 +142,20 @@ impl Subscriptions {
                 continue;
             }
             let conn = match &self.conns[shard] {
-                Some(conn) => conn.clone(),
+                Some((_, conn)) => conn.clone(),
                 None if !subscribing => continue,
                 None => {
+                    self.opened += 1;
+                    let tag = (self.opened << SHARD_BITS) | shard;
                     let conn = topology.shards[shard].primary.dedicated(
                         proto,
                         Dedicated {
                             push: pushes.clone(),
-                            tag: shard,
+                            tag,
                             subscriber: true,
                         },
                     );
-                    self.conns[shard] = Some(conn.clone());
+                    self.conns[shard] = Some((tag, conn.clone()));
                     conn
                 }
             };
@@ -148,11 +163,12 @@ impl Subscriptions {
             let args = std::iter::once(backend_cmd).chain(names.iter().map(|n| &n[..]));
             encode::command(&mut request, args.collect::<Vec<_>>().into_iter());
             if subscribing {
-                for _ in &names {
-                    let (tx, rx) = oneshot::channel();
-                    self.confirmations[shard].push_back(tx);
-                    waits.push(rx);
-                }
+                let (done, rx) = oneshot::channel();
+                self.confirmations[shard].push_back(Expected {
+                    done,
+                    remaining: names.len(),
+                });
+                waits.push(rx);
             }
             conn.send_no_reply(request.freeze()).await;
         }
@@ -168,18 +184,23 @@ impl Subscriptions {
 
     /// Makes sense of a frame pushed by a dedicated connection tagged `tag`.
     pub fn on_push(&mut self, push: Push) -> Event {
+        let tag = match &push {
+            Push::Lost { tag, .. } | Push::Frame { tag, .. } => *tag,
+        };
+        let shard = tag & ((1 << SHARD_BITS) - 1);
+        // From a connection this session still uses, not one closed earlier (or not a
+        // subscriber connection at all).
+        if !matches!(self.conns.get(shard), Some(Some((t, _))) if *t == tag) {
+            return Event::None;
+        }
         match push {
-            Push::Lost { tag, reason } => match self.conns.get(tag) {
-                Some(Some(_)) => Event::Lost(reason),
-                _ => Event::None,
-            },
-            Push::Frame { tag, frame } => {
-                if !matches!(self.conns.get(tag), Some(Some(_))) {
-                    return Event::None;
-                }
+            Push::Lost { reason, .. } => Event::Lost(reason),
+            Push::Frame { frame, .. } => {
                 if reply::is_error(&frame) {
-                    // A refused SUBSCRIBE: its confirmation carries the error.
-                    self.confirm(tag, frame);
+                    // A refused SUBSCRIBE: one error answers the whole command.
+                    if let Some(expected) = self.confirmations[shard].pop_front() {
+                        let _ = expected.done.send(Ok(frame));
+                    }
                     return Event::None;
                 }
                 let Some(elements) = reply::array_elements(&frame) else {
@@ -192,7 +213,7 @@ impl Subscriptions {
                 let held = |set: &HashSet<Bytes>| name.as_ref().is_some_and(|n| set.contains(n));
                 match &kind[..] {
                     b"subscribe" | b"psubscribe" | b"ssubscribe" => {
-                        self.confirm(tag, frame);
+                        self.confirm(shard, frame);
                         Event::None
                     }
                     b"message" if held(&self.channels) => Event::Message(frame),
@@ -214,12 +235,14 @@ impl Subscriptions {
     }
 
     fn confirm(&mut self, shard: usize, frame: Bytes) {
-        if let Some(tx) = self
-            .confirmations
-            .get_mut(shard)
-            .and_then(VecDeque::pop_front)
-        {
-            let _ = tx.send(Ok(frame));
+        let queue = &mut self.confirmations[shard];
+        if let Some(expected) = queue.front_mut() {
+            expected.remaining = expected.remaining.saturating_sub(1);
+            if expected.remaining == 0 {
+                if let Some(expected) = queue.pop_front() {
+                    let _ = expected.done.send(Ok(frame));
+                }
+            }
         }
     }
 

@@ -38,13 +38,20 @@ pub struct Pinned {
 
 impl Transaction {
     /// Queues `request` for `shard` (`None`: keyless, runs wherever the others do). The reply
-    /// is `+QUEUED`, or the error that marks the transaction.
+    /// is `+QUEUED`, or the error that marks the transaction. The queue is held in the proxy,
+    /// so it counts against `max_queued` bytes (the client's query buffer limit).
     pub fn queue(
         &mut self,
         request: &Bytes,
         shard: Option<usize>,
         watched: Option<usize>,
+        max_queued: usize,
     ) -> Bytes {
+        if self.queued.len() + request.len() > max_queued {
+            return self.fail(&format!(
+                "ERR shardis: transaction too large (more than {max_queued} bytes queued; limits.max_query_buffer)"
+            ));
+        }
         if let Some(shard) = shard {
             let fixed = self.shard.or(watched);
             if fixed.is_some_and(|s| s != shard) {
@@ -87,10 +94,12 @@ mod tests {
     fn keys_of_a_transaction_share_a_shard() {
         let req = Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
         let mut tx = Transaction::default();
-        assert_eq!(&tx.queue(&req, None, None)[..], b"+QUEUED\r\n");
-        assert_eq!(&tx.queue(&req, Some(1), None)[..], b"+QUEUED\r\n");
+        assert_eq!(&tx.queue(&req, None, None, 1 << 20)[..], b"+QUEUED\r\n");
+        assert_eq!(&tx.queue(&req, Some(1), None, 1 << 20)[..], b"+QUEUED\r\n");
         assert!(!tx.dirty);
-        assert!(tx.queue(&req, Some(2), None).starts_with(b"-CROSSSLOT"));
+        assert!(tx
+            .queue(&req, Some(2), None, 1 << 20)
+            .starts_with(b"-CROSSSLOT"));
         assert!(tx.dirty);
         let (batch, skip) = tx.batch();
         assert_eq!(skip, 3);
@@ -98,6 +107,15 @@ mod tests {
         assert!(batch.ends_with(b"*1\r\n$4\r\nEXEC\r\n"));
         // A WATCH fixes the shard before any command does.
         let mut tx = Transaction::default();
-        assert!(tx.queue(&req, Some(0), Some(1)).starts_with(b"-CROSSSLOT"));
+        assert!(tx
+            .queue(&req, Some(0), Some(1), 1 << 20)
+            .starts_with(b"-CROSSSLOT"));
+        // The queue is bounded.
+        let mut tx = Transaction::default();
+        assert_eq!(&tx.queue(&req, None, None, 30)[..], b"+QUEUED\r\n");
+        assert!(tx
+            .queue(&req, None, None, 30)
+            .starts_with(b"-ERR shardis: transaction too large"));
+        assert!(tx.dirty);
     }
 }

@@ -166,6 +166,20 @@ pub fn key_positions(
     Ok(keys)
 }
 
+/// Whether a request is a write (Redis's `write` flag, for the subcommand of a container).
+pub fn writes(args: &[bytes::Bytes]) -> bool {
+    let Some(mut spec) = lookup(&args[0]) else {
+        return false;
+    };
+    if spec.has(flags::CONTAINER) {
+        match args.get(1).and_then(|sub| lookup_sub(spec, sub)) {
+            Some(sub) => spec = sub,
+            None => return false,
+        }
+    }
+    spec.has(flags::WRITE)
+}
+
 /// Whether the spec describes a command that may block its connection.
 pub fn is_blocking(spec: &CommandSpec, args: &[bytes::Bytes]) -> bool {
     if !spec.has(flags::BLOCKING) {
@@ -173,9 +187,30 @@ pub fn is_blocking(spec: &CommandSpec, args: &[bytes::Bytes]) -> bool {
     }
     match spec.name {
         // XREAD and XREADGROUP block only when asked to.
-        "xread" | "xreadgroup" => args.iter().any(|a| a.eq_ignore_ascii_case(b"block")),
+        "xread" | "xreadgroup" => xread_block_at(args).is_some(),
         _ => true,
     }
+}
+
+/// Where the BLOCK option of XREAD / XREADGROUP is: among the options before STREAMS, not
+/// inside `GROUP group consumer` or among the stream names.
+pub fn xread_block_at(args: &[bytes::Bytes]) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg.eq_ignore_ascii_case(b"streams") {
+            return None;
+        }
+        if arg.eq_ignore_ascii_case(b"block") {
+            return Some(i);
+        }
+        i += if arg.eq_ignore_ascii_case(b"group") {
+            3
+        } else {
+            1
+        };
+    }
+    None
 }
 
 #[cfg(test)]

@@ -230,13 +230,13 @@ pub fn plan(req: &Request, router: &Router, policy: &Policy) -> Plan {
 fn block_timeout(name: &str, args: &[Bytes]) -> Option<Duration> {
     let seconds = |arg: Option<&Bytes>| -> Option<Duration> {
         let secs: f64 = std::str::from_utf8(arg?).ok()?.parse().ok()?;
-        Some(Duration::from_secs_f64(secs.clamp(0.0, 1e9)))
+        // NaN and infinities are Redis's "timeout is not a float" errors, not durations.
+        secs.is_finite()
+            .then(|| Duration::from_secs_f64(secs.clamp(0.0, 1e9)))
     };
     let timeout = match name {
         "blmpop" | "bzmpop" => seconds(args.get(1)),
-        "xread" | "xreadgroup" => args
-            .iter()
-            .position(|a| a.eq_ignore_ascii_case(b"block"))
+        "xread" | "xreadgroup" => super::xread_block_at(args)
             .and_then(|at| args.get(at + 1))
             .and_then(|ms| crate::resp::parse_i64(ms))
             .map(|ms| Duration::from_millis(ms.max(0) as u64)),

@@ -228,6 +228,26 @@ fn blocking_commands_carry_their_timeout() {
             timeout: Some(Duration::from_millis(250))
         }
     );
+    // BLOCK is an option before STREAMS, not a group, consumer or stream name.
+    assert_eq!(
+        plan(&req("XREADGROUP GROUP block c BLOCK 100 STREAMS l >"), &r),
+        Plan::Blocking {
+            shard,
+            timeout: Some(Duration::from_millis(100))
+        }
+    );
+    assert_eq!(
+        plan(&req("XREAD STREAMS block 0"), &r),
+        Plan::Forward(r.shard_of(b"block"))
+    );
+    // A timeout that is not a finite number gets Redis's own error, at once.
+    assert_eq!(
+        plan(&req("BLPOP l nan"), &r),
+        Plan::Blocking {
+            shard,
+            timeout: Some(Duration::ZERO)
+        }
+    );
     let (a, b) = apart(&r);
     assert_eq!(
         plan(&req(&format!("BLPOP {a} {b} 1")), &r),
