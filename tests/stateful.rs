@@ -207,19 +207,13 @@ fn a_subscriber_that_does_not_read_is_closed_not_buffered() {
 #[test]
 fn transactions_keep_redis_semantics_across_shards_and_clients() {
     let c = Cluster::start("");
-    let r = c.proxy.conn();
-    drop(r);
-    let router_apart = |c: &Cluster| {
-        // Two keys on different shards.
-        let a = "k0".to_string();
-        let ha = c.holder_after_set(&a);
-        let b = (1..)
-            .map(|i| format!("k{i}"))
-            .find(|k| c.holder_after_set(k) != ha)
-            .unwrap();
-        (a, b)
-    };
-    let (a, b) = router_apart(&c);
+    // Two keys on different shards.
+    let a = "k0".to_string();
+    let on_a = c.holder_after_set(&a);
+    let b = (1..)
+        .map(|i| format!("k{i}"))
+        .find(|k| c.holder_after_set(k) != on_a)
+        .unwrap();
     let mut raw = Raw::connect(c.proxy.port());
     assert_eq!(raw.call(&[b"MULTI"]), b"+OK\r\n");
     assert_eq!(raw.call(&[b"SET", a.as_bytes(), b"1"]), b"+QUEUED\r\n");
@@ -373,6 +367,20 @@ fn scan_keys_randomkey_and_flush_cover_every_shard() {
     assert_eq!(raw.call(&[b"DBSIZE"]), b":0\r\n");
 }
 
+/// A key, `prefix` and a number, that shardis places on `node` (set through the proxy to find
+/// out).
+fn key_on(proxy: &Shardis, node: &Redis, prefix: &str) -> String {
+    let mut setter = proxy.conn();
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| {
+            let _: () = setter.set(k, 1).unwrap();
+            let n: i64 = redis::cmd("EXISTS").arg(k).query(&mut node.conn()).unwrap();
+            n == 1
+        })
+        .unwrap()
+}
+
 #[test]
 fn wait_counts_the_clients_own_writes_on_every_shard() {
     let primary = Redis::start();
@@ -393,18 +401,7 @@ fn wait_counts_the_clients_own_writes_on_every_shard() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A key on the shard with the replica.
-    let mut setter = proxy.conn();
-    let key = (0..)
-        .map(|i| format!("w{i}"))
-        .find(|k| {
-            let _: () = setter.set(k, 1).unwrap();
-            let n: i64 = redis::cmd("EXISTS")
-                .arg(k)
-                .query(&mut primary.conn())
-                .unwrap();
-            n == 1
-        })
-        .unwrap();
+    let key = key_on(&proxy, &primary, "w");
     // This client writes to that shard only; nothing it wrote is unreplicated.
     let mut raw = Raw::connect(proxy.port());
     raw.call(&[b"SET", key.as_bytes(), b"1"]);
@@ -418,17 +415,7 @@ fn wait_counts_the_clients_own_writes_on_every_shard() {
     replica.proc.signal("CONT");
     assert_eq!(raw.call(&[b"WAIT", b"1", b"5000"]), b":1\r\n");
     // Writes on a shard with no replica: WAIT 1 cannot be met there.
-    let elsewhere = (0..)
-        .map(|i| format!("o{i}"))
-        .find(|k| {
-            let _: () = setter.set(k, 1).unwrap();
-            let n: i64 = redis::cmd("EXISTS")
-                .arg(k)
-                .query(&mut other.conn())
-                .unwrap();
-            n == 1
-        })
-        .unwrap();
+    let elsewhere = key_on(&proxy, &other, "o");
     raw.call(&[b"SET", elsewhere.as_bytes(), b"1"]);
     assert_eq!(raw.call(&[b"WAIT", b"1", b"200"]), b":0\r\n");
 }
