@@ -28,6 +28,28 @@ pub struct ClientEntry {
     state: Mutex<ClientState>,
 }
 
+/// The first two arguments of a session's last request: two reference counts, no copy.
+#[derive(Clone)]
+pub struct LastCommand(Bytes, Option<Bytes>);
+
+impl LastCommand {
+    pub fn of(args: &[Bytes]) -> LastCommand {
+        LastCommand(args[0].clone(), args.get(1).cloned())
+    }
+
+    /// The command name as Redis reports it: lower case, `container|sub` for subcommands.
+    pub fn name(&self) -> String {
+        let mut name = String::from_utf8_lossy(&self.0).to_ascii_lowercase();
+        let container = crate::command::lookup(&self.0)
+            .is_some_and(|spec| spec.has(crate::command::spec::flags::CONTAINER));
+        if let (true, Some(sub)) = (container, &self.1) {
+            name.push('|');
+            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        }
+        name
+    }
+}
+
 /// What a session reports about itself.
 #[derive(Clone)]
 pub struct ClientState {
@@ -35,8 +57,8 @@ pub struct ClientState {
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
     pub resp: u8,
-    /// The last command's name, lower case (`client|list` for subcommands, as Redis).
-    pub cmd: String,
+    /// The last command, spelled out only when CLIENT LIST asks.
+    pub cmd: Option<LastCommand>,
     pub last_active: Instant,
     pub sub: usize,
     pub psub: usize,
@@ -76,7 +98,7 @@ impl Registry {
                 lib_name: None,
                 lib_ver: None,
                 resp: 2,
-                cmd: "NULL".into(),
+                cmd: None,
                 last_active: now,
                 sub: 0,
                 psub: 0,
@@ -157,7 +179,7 @@ impl ClientEntry {
             s.psub,
             s.ssub,
             s.multi,
-            s.cmd,
+            s.cmd.as_ref().map_or_else(|| "NULL".to_string(), LastCommand::name),
             text(&s.lib_name),
             text(&s.lib_ver),
             s.resp,

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::backend::{Dedicated, NodeConn, NodeState, Push, Wait};
-use crate::clients::{ClientEntry, Registry};
+use crate::clients::{ClientEntry, LastCommand, Registry};
 use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::info;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
@@ -131,7 +131,7 @@ impl Session {
     }
 
     /// Refreshes what CLIENT LIST shows for this session; `last` is the last request.
-    pub fn report(&self, last: Option<&LastCommand>) {
+    pub fn report(&self, last: Option<LastCommand>) {
         let (sub, psub, ssub) = self.subs.counts();
         self.entry.update(|s| {
             s.name = self.name.clone();
@@ -141,7 +141,7 @@ impl Session {
             (s.sub, s.psub, s.ssub) = (sub, psub, ssub);
             s.multi = self.tx.as_ref().map_or(-1, |t| i64::from(t.len()));
             if let Some(last) = last {
-                s.cmd = last.name();
+                s.cmd = Some(last);
                 s.last_active = std::time::Instant::now();
             }
         });
@@ -225,9 +225,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                 match parser.next(&mut inbuf) {
                     Ok(Some(req)) => {
                         let plan = command::plan(&req, &topology.router, &policy);
-                        let this = LastCommand::of(&req);
+                        let this = LastCommand::of(req.args());
                         if matches!(plan, Plan::Local(Local::ClientList | Local::ClientInfo)) {
-                            session.report(Some(&this));
+                            session.report(Some(this.clone()));
                         }
                         if exclusive(&plan, &session) {
                             barrier = true;
@@ -252,7 +252,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                 }
             }
             if last.is_some() {
-                session.report(last.as_ref());
+                session.report(last);
             }
         }
         if closing && pending.is_empty() && out.is_empty() && held.is_none() {
@@ -725,29 +725,6 @@ async fn forward(topology: &Topology, session: &mut Session, shard: usize, req: 
         .primary
         .conn(session.proto, session.id);
     Slot::Waiting(conn.send(request_bytes(req)).await)
-}
-
-/// The first two arguments of the last request, kept for CLIENT LIST (two reference counts,
-/// no copy; the name is only spelled out when someone asks).
-pub struct LastCommand(Bytes, Option<Bytes>);
-
-impl LastCommand {
-    fn of(req: &Request) -> LastCommand {
-        let args = req.args();
-        LastCommand(args[0].clone(), args.get(1).cloned())
-    }
-
-    /// The command name as Redis reports it: lower case, `container|sub` for subcommands.
-    fn name(&self) -> String {
-        let mut name = String::from_utf8_lossy(&self.0).to_ascii_lowercase();
-        let container =
-            command::lookup(&self.0).is_some_and(|spec| spec.has(command::spec::flags::CONTAINER));
-        if let (true, Some(sub)) = (container, &self.1) {
-            name.push('|');
-            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
-        }
-        name
-    }
 }
 
 /// The request as RESP bytes: the client's own bytes when it sent RESP.
