@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{Dedicated, NodeConn, NodeState, Push, Wait};
 use crate::clients::{ClientEntry, LastCommand, Registry};
+use crate::command::spec::flags::WRITE;
 use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::info;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
@@ -147,10 +148,6 @@ impl Session {
         });
     }
 
-    fn touched(&self, shard: usize) -> bool {
-        self.touched.get(shard).copied().unwrap_or(false)
-    }
-
     fn touch(&mut self, shards: usize, shard: usize) {
         if self.touched.len() != shards {
             self.touched.resize(shards, false);
@@ -186,7 +183,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     // request so far is answered. Such a request also waits for every earlier one before
     // being dispatched itself (`held`).
     let mut barrier = false;
-    let mut held: Option<(Request, Plan)> = None;
+    let mut held: Option<(Request, Planned)> = None;
 
     loop {
         move_ready(
@@ -206,9 +203,10 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
         }
         if barrier && pending.is_empty() {
             barrier = false;
-            if let Some((req, plan)) = held.take() {
+            if let Some((req, planned)) = held.take() {
                 let topology = proxy.topology();
-                let slot = dispatch(&proxy, &topology, &mut session, req, plan, &mut closing).await;
+                let slot =
+                    dispatch(&proxy, &topology, &mut session, req, planned, &mut closing).await;
                 pending.push_back(slot);
                 barrier = true;
                 continue;
@@ -224,21 +222,29 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             while pending.len() < limits.max_pipeline && !closing && !barrier {
                 match parser.next(&mut inbuf) {
                     Ok(Some(req)) => {
-                        let plan = command::plan(&req, &topology.router, &policy);
+                        let (plan, flags) =
+                            command::plan_and_flags(&req, &topology.router, &policy);
+                        let planned = Planned {
+                            plan,
+                            writes: flags & WRITE != 0,
+                        };
                         let this = LastCommand::of(req.args());
-                        if matches!(plan, Plan::Local(Local::ClientList | Local::ClientInfo)) {
+                        if matches!(
+                            planned.plan,
+                            Plan::Local(Local::ClientList | Local::ClientInfo)
+                        ) {
                             session.report(Some(this.clone()));
                         }
-                        if exclusive(&plan, &session) {
+                        if exclusive(&planned.plan, &session) {
                             barrier = true;
                             if !pending.is_empty() {
-                                held = Some((req, plan));
+                                held = Some((req, planned));
                                 break;
                             }
                         }
                         last = Some(this);
                         let slot =
-                            dispatch(&proxy, &topology, &mut session, req, plan, &mut closing)
+                            dispatch(&proxy, &topology, &mut session, req, planned, &mut closing)
                                 .await;
                         pending.push_back(slot);
                     }
@@ -336,6 +342,12 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     }
 }
 
+/// A planned request, and whether the command writes (WAIT asks the shards written to).
+struct Planned {
+    plan: Plan,
+    writes: bool,
+}
+
 /// Bytes read ahead while a request runs alone, enough to see the client close.
 const BARRIER_READ: usize = 64 * 1024;
 
@@ -412,9 +424,10 @@ async fn dispatch(
     topology: &Topology,
     session: &mut Session,
     req: Request,
-    plan: Plan,
+    planned: Planned,
     closing: &mut bool,
 ) -> Slot {
+    let Planned { plan, writes } = planned;
     proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
     if !session.authenticated {
         let allowed = matches!(
@@ -450,10 +463,9 @@ async fn dispatch(
         return in_transaction(proxy, topology, session, req, plan).await;
     }
     match plan {
-        Plan::Forward(shard) => forward(topology, session, shard, &req).await,
-        Plan::AnyShard => forward(topology, session, topology.any_shard(), &req).await,
+        Plan::Forward(shard) => forward(topology, session, shard, &req, writes).await,
+        Plan::AnyShard => forward(topology, session, topology.any_shard(), &req, writes).await,
         Plan::Split { merge, parts } => {
-            let writes = command::writes(req.args());
             fan_out(topology, session, merge, parts, None, writes).await
         }
         Plan::Broadcast(merge) => {
@@ -472,7 +484,6 @@ async fn dispatch(
                     positions: Vec::new(),
                 })
                 .collect();
-            let writes = command::writes(req.args());
             fan_out(topology, session, merge, parts, info, writes).await
         }
         Plan::Local(Local::Hello) if session.pinned.is_some() => {
@@ -717,8 +728,14 @@ async fn fan_out(
     }))
 }
 
-async fn forward(topology: &Topology, session: &mut Session, shard: usize, req: &Request) -> Slot {
-    if !session.touched(shard) && command::writes(req.args()) {
+async fn forward(
+    topology: &Topology,
+    session: &mut Session,
+    shard: usize,
+    req: &Request,
+    writes: bool,
+) -> Slot {
+    if writes {
         session.touch(topology.shards.len(), shard);
     }
     let conn = topology.shards[shard]

@@ -5,8 +5,8 @@ pub mod spec;
 mod table;
 
 pub use plan::{
-    plan, printable, wrong_arity, Local, Merge, Part, Plan, Policy, PubSubCommand, TxCommand,
-    CROSSSLOT,
+    plan, plan_and_flags, printable, wrong_arity, Local, Merge, Part, Plan, Policy, PubSubCommand,
+    TxCommand, CROSSSLOT,
 };
 pub use spec::CommandSpec;
 
@@ -164,20 +164,6 @@ pub fn key_positions(
         }
     }
     Ok(keys)
-}
-
-/// Whether a request is a write (Redis's `write` flag, for the subcommand of a container).
-pub fn writes(args: &[bytes::Bytes]) -> bool {
-    let Some(mut spec) = lookup(&args[0]) else {
-        return false;
-    };
-    if spec.has(flags::CONTAINER) {
-        match args.get(1).and_then(|sub| lookup_sub(spec, sub)) {
-            Some(sub) => spec = sub,
-            None => return false,
-        }
-    }
-    spec.has(flags::WRITE)
 }
 
 /// Whether the spec describes a command that may block its connection.

@@ -138,37 +138,55 @@ pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same sl
 
 /// Decides what to do with `req`.
 pub fn plan(req: &Request, router: &Router, policy: &Policy) -> Plan {
+    plan_and_flags(req, router, policy).0
+}
+
+/// [`plan`], with the command's flags (`spec::flags`; 0 when it is not a known command), so
+/// the caller need not look the command up again.
+pub fn plan_and_flags(req: &Request, router: &Router, policy: &Policy) -> (Plan, u32) {
     let args = req.args();
-    let Some(mut spec) = lookup(&args[0]) else {
-        return Plan::Error(unknown_command(args));
+    match resolve(args) {
+        Ok(spec) => (route(spec, args, router, policy), spec.flags),
+        Err(plan) => (plan, 0),
+    }
+}
+
+/// The command (or subcommand) `args` names, with its arity checked; else the plan that
+/// answers without one.
+fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Plan> {
+    let Some(spec) = lookup(&args[0]) else {
+        return Err(Plan::Error(unknown_command(args)));
     };
     if !spec.arity_ok(args.len()) {
-        return Plan::Error(wrong_arity(spec.name));
+        return Err(Plan::Error(wrong_arity(spec.name)));
     }
-    if spec.has(CONTAINER) && args.len() > 1 {
-        // CLIENT SETINFO (Redis 7.2, sent by redis-py 5) is answered here even though the
-        // table, taken from Redis 7.0, does not list it.
-        if spec.name == "client" && args[1].eq_ignore_ascii_case(b"setinfo") {
-            return if args.len() == 4 {
-                Plan::Local(Local::ClientSetInfo)
-            } else {
-                Plan::Error(wrong_arity("client|setinfo"))
-            };
-        }
-        spec = match lookup_sub(spec, &args[1]) {
-            Some(sub) => sub,
-            None => {
-                return Plan::Error(format!(
-                    "ERR unknown subcommand '{}'. Try {} HELP.",
-                    printable(&args[1], 128),
-                    spec.name.to_ascii_uppercase()
-                ))
-            }
-        };
-        if !spec.arity_ok(args.len()) {
-            return Plan::Error(wrong_arity(spec.name));
-        }
+    if !spec.has(CONTAINER) || args.len() == 1 {
+        return Ok(spec);
     }
+    // CLIENT SETINFO (Redis 7.2, sent by redis-py 5) is answered here even though the
+    // table, taken from Redis 7.0, does not list it.
+    if spec.name == "client" && args[1].eq_ignore_ascii_case(b"setinfo") {
+        return Err(if args.len() == 4 {
+            Plan::Local(Local::ClientSetInfo)
+        } else {
+            Plan::Error(wrong_arity("client|setinfo"))
+        });
+    }
+    let Some(sub) = lookup_sub(spec, &args[1]) else {
+        return Err(Plan::Error(format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            printable(&args[1], 128),
+            spec.name.to_ascii_uppercase()
+        )));
+    };
+    if !sub.arity_ok(args.len()) {
+        return Err(Plan::Error(wrong_arity(sub.name)));
+    }
+    Ok(sub)
+}
+
+/// Routes a resolved command.
+fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &Policy) -> Plan {
     if let Some(plan) = special(spec, args, router, policy) {
         return plan;
     }
