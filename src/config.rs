@@ -53,7 +53,40 @@ struct RawConfig {
     #[serde(default)]
     commands: RawCommands,
     #[serde(default)]
+    health: HealthSettings,
+    #[serde(default)]
+    replication: RawReplication,
+    #[serde(default)]
     shards: Vec<RawShard>,
+}
+
+/// The `[replication]` section: defaults for every shard, and where epochs are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReplication {
+    mode: String,
+    manage_replication: bool,
+    write_ack: String,
+    #[serde(with = "humantime_serde")]
+    ack_timeout: Duration,
+    read_from: String,
+    #[serde(with = "humantime_serde")]
+    max_lag: Duration,
+    state_file: Option<std::path::PathBuf>,
+}
+
+impl Default for RawReplication {
+    fn default() -> Self {
+        RawReplication {
+            mode: "redis".into(),
+            manage_replication: true,
+            write_ack: "primary".into(),
+            ack_timeout: Duration::from_secs(1),
+            read_from: "primary".into(),
+            max_lag: Duration::from_secs(1),
+            state_file: None,
+        }
+    }
 }
 
 /// The `[commands]` section: commands refused unless allowed.
@@ -126,6 +159,18 @@ struct RawShard {
     replicas: Vec<String>,
     #[serde(default = "one")]
     weight: u32,
+    replication: Option<String>,
+    manage_replication: Option<bool>,
+    write_ack: Option<String>,
+    read_from: Option<String>,
+    sentinel: Option<RawSentinel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentinel {
+    master: String,
+    addresses: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -152,7 +197,72 @@ pub struct Config {
     pub client: ClientLimits,
     /// Commands allowed beyond the defaults (`[commands]`).
     pub policy: Policy,
+    pub health: HealthSettings,
+    /// Where shard epochs and current primaries are kept across restarts.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Replica acknowledgements wait this long before a write is answered with an error.
+    pub ack_timeout: Duration,
+    /// Replicas further behind than this serve no reads.
+    pub max_lag: Duration,
     pub shards: Vec<ShardConfig>,
+}
+
+/// The `[health]` section: active checks of every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSettings {
+    /// Every node gets a PING and an INFO replication this often.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Consecutive failed checks (or connection failures) that make a node down.
+    pub failure_threshold: u32,
+    /// Consecutive good checks that bring a down node back.
+    pub success_threshold: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            interval: Duration::from_secs(1),
+            failure_threshold: 3,
+            success_threshold: 2,
+        }
+    }
+}
+
+/// How a shard's replicas get its writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationMode {
+    /// Redis's own replication (REPLICAOF).
+    Redis,
+    /// shardis copies every successful write to each replica itself.
+    Mirror,
+}
+
+/// When a write is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAck {
+    /// As soon as the primary answers.
+    Primary,
+    /// Once this many replicas have it too.
+    Replicas(u8),
+}
+
+/// Which node serves a shard's reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    Primary,
+    /// A replica within the lag limit; the primary when there is none.
+    Replica,
+    /// Same as `Replica`; kept as the name operators know from other clients.
+    PreferReplica,
+}
+
+/// A shard whose nodes Redis Sentinel names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub master: String,
+    pub addresses: Vec<String>,
 }
 
 /// The `[backend]` section, read as is (durations in humantime form: "500ms", "2s").
@@ -215,6 +325,12 @@ pub struct ShardConfig {
     pub primary: String,
     pub replicas: Vec<String>,
     pub weight: u32,
+    pub replication: ReplicationMode,
+    /// Redis mode: point replicas at the primary at start (else only check and report).
+    pub manage_replication: bool,
+    pub write_ack: WriteAck,
+    pub read_from: ReadFrom,
+    pub sentinel: Option<SentinelConfig>,
 }
 
 impl Config {
@@ -321,6 +437,23 @@ impl RawConfig {
         ] {
             positive(key, v)?;
         }
+        let h = self.health;
+        if h.interval.is_zero() {
+            return Err(invalid("health.interval", "must be longer than 0"));
+        }
+        if h.failure_threshold == 0 || h.success_threshold == 0 {
+            return Err(invalid(
+                "health",
+                "failure_threshold and success_threshold must be at least 1",
+            ));
+        }
+        let r = self.replication;
+        if r.ack_timeout.is_zero() {
+            return Err(invalid("replication.ack_timeout", "must be longer than 0"));
+        }
+        let default_mode = parse_mode("replication.mode", &r.mode)?;
+        let default_ack = parse_write_ack("replication.write_ack", &r.write_ack)?;
+        let default_read = parse_read_from("replication.read_from", &r.read_from)?;
         if self.shards.is_empty() {
             return Err(invalid(
                 "shards",
@@ -347,11 +480,63 @@ impl RawConfig {
             if name.is_empty() {
                 return Err(invalid(key("name"), "must not be empty"));
             }
+            let replication = match &s.replication {
+                Some(m) => parse_mode(&key("replication"), m)?,
+                None => default_mode,
+            };
+            let write_ack = match &s.write_ack {
+                Some(a) => parse_write_ack(&key("write_ack"), a)?,
+                None => default_ack,
+            };
+            if let WriteAck::Replicas(n) = write_ack {
+                if s.sentinel.is_none() && usize::from(n) > s.replicas.len() {
+                    return Err(invalid(
+                        key("write_ack"),
+                        format!(
+                            "asks for {n} replicas but the shard has {}",
+                            s.replicas.len()
+                        ),
+                    ));
+                }
+            }
+            let read_from = match &s.read_from {
+                Some(r) => parse_read_from(&key("read_from"), r)?,
+                None => default_read,
+            };
+            let sentinel = match s.sentinel {
+                Some(sentinel) => {
+                    if sentinel.master.is_empty() {
+                        return Err(invalid(key("sentinel.master"), "must not be empty"));
+                    }
+                    if sentinel.addresses.is_empty() {
+                        return Err(invalid(key("sentinel.addresses"), "give at least one"));
+                    }
+                    for (j, a) in sentinel.addresses.iter().enumerate() {
+                        check_addr(&key(&format!("sentinel.addresses[{j}]")), a)?;
+                    }
+                    if replication == ReplicationMode::Mirror {
+                        return Err(invalid(
+                            key("sentinel"),
+                            "Sentinel shards use Redis replication, not mirror",
+                        ));
+                    }
+                    Some(SentinelConfig {
+                        master: sentinel.master,
+                        addresses: sentinel.addresses,
+                    })
+                }
+                None => None,
+            };
             shards.push(ShardConfig {
                 name,
                 primary: s.primary,
                 replicas: s.replicas,
                 weight: s.weight,
+                replication,
+                manage_replication: s.manage_replication.unwrap_or(r.manage_replication),
+                write_ack,
+                read_from,
+                sentinel,
             });
         }
         for (i, s) in shards.iter().enumerate() {
@@ -397,8 +582,46 @@ impl RawConfig {
             policy: Policy {
                 allow_flush: self.commands.allow_flush,
             },
+            health: h,
+            state_file: r.state_file,
+            ack_timeout: r.ack_timeout,
+            max_lag: r.max_lag,
             shards,
         })
+    }
+}
+
+fn parse_mode(key: &str, text: &str) -> Result<ReplicationMode, ConfigError> {
+    match text {
+        "redis" => Ok(ReplicationMode::Redis),
+        "mirror" => Ok(ReplicationMode::Mirror),
+        _ => Err(invalid(key, format!("{text:?}: expected redis or mirror"))),
+    }
+}
+
+/// `primary` or `replicas:N` with N from 1 to 255.
+fn parse_write_ack(key: &str, text: &str) -> Result<WriteAck, ConfigError> {
+    if text == "primary" {
+        return Ok(WriteAck::Primary);
+    }
+    match text.strip_prefix("replicas:").map(str::parse::<u8>) {
+        Some(Ok(n)) if n > 0 => Ok(WriteAck::Replicas(n)),
+        _ => Err(invalid(
+            key,
+            format!("{text:?}: expected primary or replicas:N (N from 1 to 255)"),
+        )),
+    }
+}
+
+fn parse_read_from(key: &str, text: &str) -> Result<ReadFrom, ConfigError> {
+    match text {
+        "primary" => Ok(ReadFrom::Primary),
+        "replica" => Ok(ReadFrom::Replica),
+        "prefer-replica" => Ok(ReadFrom::PreferReplica),
+        _ => Err(invalid(
+            key,
+            format!("{text:?}: expected primary, replica or prefer-replica"),
+        )),
     }
 }
 

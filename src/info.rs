@@ -132,19 +132,41 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
         "shards" => {
             kv("shards", &topology.shards.len());
             for (i, shard) in topology.shards.iter().enumerate() {
-                let state = match shard.primary.state() {
-                    NodeState::Up => "up",
-                    NodeState::Down => "down",
-                    NodeState::Connecting => "connecting",
+                let view = shard.view();
+                let state = match (view.primary.health.is_up(), view.primary.pool.state()) {
+                    (false, _) => "down",
+                    (true, NodeState::Up) => "up",
+                    (true, NodeState::Down) => "down",
+                    (true, NodeState::Connecting) => "connecting",
                 };
                 let weight = config.shards.get(i).map_or(1, |s| s.weight);
                 let value = format!(
-                    "name={},primary={},state={state},weight={weight},replicas={}",
+                    "name={},epoch={},primary={},state={state},weight={weight},replicas={},failovers={}",
                     shard.name,
-                    shard.primary.addr(),
-                    shard.replicas.len()
+                    view.epoch,
+                    view.primary.addr,
+                    view.replicas.len(),
+                    shard.failovers(),
                 );
                 kv(&format!("shard{i}"), &value);
+                let nodes = std::iter::once(&view.primary).chain(&view.replicas);
+                for (j, node) in nodes.enumerate() {
+                    let h = &node.health;
+                    let value = format!(
+                        "addr={},role={},health={},offset={},lag_ms={},readable={}",
+                        node.addr,
+                        if j == 0 { "primary" } else { "replica" },
+                        if h.is_up() { "up" } else { "down" },
+                        h.offset(),
+                        h.lag_ms(),
+                        if (j == 0 && h.is_up()) || h.is_readable() {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                    );
+                    kv(&format!("shard{i}_node{j}"), &value);
+                }
             }
         }
         _ => {}

@@ -69,7 +69,7 @@ impl Server {
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
-        let topology = Topology::start(&config);
+        let topology = Topology::start(&config).map_err(std::io::Error::other)?;
         let proxy = Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
             topology: ArcSwap::from_pointee(topology),

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{BackendError, BackendRequest, NodeConn, NodeState, Reply, Wait};
+use super::{BackendError, BackendRequest, NodeConn, NodeState, Parking, Reply, Wait};
 use crate::config::BackendSettings;
 use crate::resp::{encode, reply, Proto, ReplyFramer};
 use crate::socket::Reader;
@@ -35,6 +35,12 @@ pub struct NodeSettings {
     /// How errors name this node: `shard 'a' node 127.0.0.1:7001`.
     pub label: Arc<str>,
     pub backend: BackendSettings,
+    /// Woken when a connection fails: the shard's monitor checks the node at once.
+    pub alarm: Option<Arc<tokio::sync::Notify>>,
+    /// Where requests wait while the node, as the shard's primary, cannot be reached.
+    pub parking: Option<Arc<Parking>>,
+    /// How long a write waits for its replica acknowledgements (`write_ack`).
+    pub ack_timeout: Duration,
 }
 
 /// A connection that lived this long was working; losing it resets the backoff.
@@ -45,7 +51,7 @@ const BATCH: usize = 256;
 
 pub(super) fn spawn_set(settings: &NodeSettings, proto: Proto) -> Vec<NodeConn> {
     (0..settings.backend.connections)
-        .map(|_| spawn(settings, proto, None))
+        .map(|index| spawn_at(settings, proto, None, index))
         .collect()
 }
 
@@ -57,6 +63,15 @@ pub(super) fn spawn(
     proto: Proto,
     dedicated: Option<Dedicated>,
 ) -> NodeConn {
+    spawn_at(settings, proto, dedicated, 0)
+}
+
+fn spawn_at(
+    settings: &NodeSettings,
+    proto: Proto,
+    dedicated: Option<Dedicated>,
+    index: usize,
+) -> NodeConn {
     let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
     let task = ConnTask {
@@ -65,6 +80,7 @@ pub(super) fn spawn(
         rx,
         state: state.clone(),
         dedicated,
+        index,
     };
     tokio::spawn(task.run());
     NodeConn { tx, state }
@@ -93,6 +109,15 @@ struct ConnTask {
     rx: mpsc::Receiver<BackendRequest>,
     state: Arc<AtomicU8>,
     dedicated: Option<Dedicated>,
+    /// Position in its node's connection set.
+    index: usize,
+}
+
+/// A write's reply kept until the WAIT after its batch says enough replicas have it.
+struct Held {
+    reply: oneshot::Sender<Reply>,
+    frame: bytes::Bytes,
+    ack: u8,
 }
 
 /// Why a connection stopped being usable.
@@ -111,7 +136,11 @@ enum Waiter {
         deadline: Option<Instant>,
         /// Replies to discard before the one delivered (`MULTI`, `QUEUED`... of a batch).
         skip: u32,
+        /// Replicas that must acknowledge it before the reply is delivered.
+        ack: u8,
     },
+    /// The WAIT closing a batch of writes that need replica acknowledgements.
+    Ack { deadline: Instant, want: u8 },
     /// The reply to a command the connection sent itself on connect (HELLO 3).
     Handshake,
 }
@@ -151,6 +180,9 @@ impl ConnTask {
                 }
             };
             self.set_state(NodeState::Down);
+            if let Some(alarm) = &self.settings.alarm {
+                alarm.notify_one();
+            }
             if let Some(dedicated) = &self.dedicated {
                 let _ = dedicated.push.send(Push::Lost {
                     tag: dedicated.tag,
@@ -172,10 +204,18 @@ impl ConnTask {
             loop {
                 tokio::select! {
                     req = self.rx.recv() => match req {
-                        Some(req) => req.fail(BackendError::Unavailable {
-                            node: self.settings.label.clone(),
-                            reason: failure.clone(),
-                        }),
+                        Some(req) => {
+                            let req = match &self.settings.parking {
+                                Some(p) => p.park(&self.settings.addr, req, self.proto, self.index),
+                                None => Some(req),
+                            };
+                            if let Some(req) = req {
+                                req.fail(BackendError::Unavailable {
+                                    node: self.settings.label.clone(),
+                                    reason: failure.clone(),
+                                });
+                            }
+                        }
                         None => return,
                     },
                     _ = &mut retry => break,
@@ -206,6 +246,8 @@ impl ConnTask {
     /// Runs one connection until it fails (`Some(reason)`) or the proxy drops the node (`None`).
     async fn serve(&mut self, stream: TcpStream) -> Option<String> {
         let mut pending: VecDeque<Waiter> = VecDeque::new();
+        // Write replies waiting for the WAIT after their batch.
+        let mut held: VecDeque<Held> = VecDeque::new();
         let mut wbuf = BytesMut::new();
         let mut rbuf = BytesMut::new();
         let mut reader = Reader::default();
@@ -244,7 +286,9 @@ impl ConnTask {
                     match reader.try_read(&stream, &mut rbuf) {
                         Ok(0) => break Broken::Lost("closed by the node".into()),
                         Ok(_) => {
-                            if let Err(e) = self.deliver(&mut rbuf, &mut framer, &mut pending) {
+                            if let Err(e) =
+                                self.deliver(&mut rbuf, &mut framer, &mut pending, &mut held)
+                            {
                                 break Broken::Lost(e);
                             }
                         }
@@ -260,26 +304,43 @@ impl ConnTask {
                 req = self.rx.recv(), if open => match req {
                     Some(req) => {
                         let now = Instant::now();
-                        self.enqueue(req, now, &mut wbuf, &mut pending);
+                        let mut ack = self.enqueue(req, now, &mut wbuf, &mut pending);
                         // Let the other sessions that are ready run first, so their requests
                         // join this write: one system call for many clients, as twemproxy's
                         // event loop batches. Costs one task switch, not a system call.
                         tokio::task::yield_now().await;
                         for _ in 0..BATCH {
                             match self.rx.try_recv() {
-                                Ok(req) => self.enqueue(req, now, &mut wbuf, &mut pending),
+                                Ok(req) => {
+                                    ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
+                                }
                                 Err(_) => break,
                             }
+                        }
+                        if ack > 0 {
+                            // One WAIT covers every write of the batch (and before): Redis
+                            // counts acknowledgements up to this connection's last write.
+                            let ms = self.settings.ack_timeout.as_millis().max(1).to_string();
+                            let want = ack.to_string();
+                            let args = [&b"WAIT"[..], want.as_bytes(), ms.as_bytes()];
+                            encode::command(&mut wbuf, args.into_iter());
+                            pending.push_back(Waiter::Ack {
+                                deadline: now + self.settings.ack_timeout + timeout,
+                                want: ack,
+                            });
                         }
                     }
                     None => open = false,
                 },
                 _ = tick.tick(), if !pending.is_empty() => {
                     // Replies come in order, so the front waiter is the one overdue first.
-                    if let Some(Waiter::Client { deadline: Some(at), .. }) = pending.front() {
-                        if Instant::now() >= *at {
-                            break Broken::Timeout;
-                        }
+                    let deadline = match pending.front() {
+                        Some(Waiter::Client { deadline, .. }) => *deadline,
+                        Some(Waiter::Ack { deadline, .. }) => Some(*deadline),
+                        _ => None,
+                    };
+                    if deadline.is_some_and(|at| Instant::now() >= at) {
+                        break Broken::Timeout;
                     }
                 }
             }
@@ -289,20 +350,25 @@ impl ConnTask {
             // reuse it for its next request.
             self.set_state(NodeState::Down);
         }
-        for waiter in pending {
-            if let Waiter::Client { reply, .. } = waiter {
-                let node = self.settings.label.clone();
-                let _ = reply.send(Err(match &broken {
-                    Broken::Timeout => BackendError::Timeout {
-                        node,
-                        ms: timeout.as_millis(),
-                    },
-                    Broken::Lost(reason) => BackendError::Lost {
-                        node,
-                        reason: reason.clone(),
-                    },
-                }));
-            }
+        let held = held.into_iter().map(|h| h.reply);
+        let waiting = pending.into_iter().filter_map(|w| match w {
+            Waiter::Client { reply, .. } => Some(reply),
+            _ => None,
+        });
+        // A held write was applied on the primary, but not confirmed: it gets an error, never
+        // a silent success.
+        for reply in held.chain(waiting) {
+            let node = self.settings.label.clone();
+            let _ = reply.send(Err(match &broken {
+                Broken::Timeout => BackendError::Timeout {
+                    node,
+                    ms: timeout.as_millis(),
+                },
+                Broken::Lost(reason) => BackendError::Lost {
+                    node,
+                    reason: reason.clone(),
+                },
+            }));
         }
         Some(match broken {
             Broken::Timeout => format!(
@@ -318,26 +384,27 @@ impl ConnTask {
         self.dedicated.is_some()
             && pending.iter().all(|w| match w {
                 Waiter::Client { reply, .. } => reply.is_closed(),
-                Waiter::Handshake => true,
+                Waiter::Handshake | Waiter::Ack { .. } => true,
             })
     }
 
+    /// Adds a request to the batch; returns the replica acknowledgements it needs.
     fn enqueue(
         &self,
         req: BackendRequest,
         now: Instant,
         wbuf: &mut BytesMut,
         pending: &mut VecDeque<Waiter>,
-    ) {
+    ) -> u8 {
         let Some(reply) = req.reply else {
             // Nothing waits for a reply (a subscriber's SUBSCRIBE: its events are pushes).
             wbuf.extend_from_slice(&req.bytes);
-            return;
+            return 0;
         };
         // A client that already went away needs no answer; skipping its request is safe
         // because nothing was written for it yet.
         if reply.is_closed() {
-            return;
+            return 0;
         }
         wbuf.extend_from_slice(&req.bytes);
         let deadline = match req.wait {
@@ -349,7 +416,9 @@ impl ConnTask {
             reply,
             deadline,
             skip: req.skip,
+            ack: req.ack,
         });
+        req.ack
     }
 
     /// Hands every complete reply in `rbuf` to its waiter.
@@ -358,6 +427,7 @@ impl ConnTask {
         rbuf: &mut BytesMut,
         framer: &mut ReplyFramer,
         pending: &mut VecDeque<Waiter>,
+        held: &mut VecDeque<Held>,
     ) -> Result<(), String> {
         while let Some(len) = framer.frame_len(rbuf).map_err(|e| e.to_string())? {
             let frame = rbuf.split_to(len).freeze();
@@ -378,8 +448,36 @@ impl ConnTask {
             match pending.front_mut() {
                 Some(Waiter::Client { skip, .. }) if *skip > 0 => *skip -= 1,
                 Some(Waiter::Client { .. }) => {
-                    if let Some(Waiter::Client { reply, .. }) = pending.pop_front() {
-                        let _ = reply.send(Ok(frame));
+                    if let Some(Waiter::Client { reply, ack, .. }) = pending.pop_front() {
+                        if ack > 0 && !reply::is_error(&frame) {
+                            held.push_back(Held { reply, frame, ack });
+                        } else {
+                            let _ = reply.send(Ok(frame));
+                        }
+                    }
+                }
+                Some(Waiter::Ack { want, .. }) => {
+                    let want = *want;
+                    pending.pop_front();
+                    let got = reply::integer(&frame);
+                    for h in held.drain(..) {
+                        let result = match got {
+                            Some(n) if n >= i64::from(h.ack) => Ok(h.frame),
+                            _ => Err(BackendError::NotAcknowledged {
+                                node: self.settings.label.clone(),
+                                got: got.unwrap_or(0),
+                                want: h.ack,
+                                ms: self.settings.ack_timeout.as_millis(),
+                            }),
+                        };
+                        let _ = h.reply.send(result);
+                    }
+                    if got.is_none() {
+                        tracing::warn!(
+                            node = %self.settings.label,
+                            "WAIT {want} refused: {}",
+                            String::from_utf8_lossy(&frame).trim_end()
+                        );
                     }
                 }
                 Some(Waiter::Handshake) => {

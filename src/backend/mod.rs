@@ -14,6 +14,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{Dedicated, NodeSettings, Push};
+pub use parking::{Parked, Parking};
+
+mod parking;
 
 use crate::resp::Proto;
 
@@ -26,6 +29,19 @@ pub enum BackendError {
     Timeout { node: Arc<str>, ms: u128 },
     #[error("{node} connection lost: {reason}")]
     Lost { node: Arc<str>, reason: String },
+    /// The shard has no node to send the request to (its primary is down, no replica is
+    /// readable).
+    #[error("shard '{shard}' unavailable: {reason}")]
+    ShardDown { shard: Arc<str>, reason: String },
+    /// The write was applied on the primary, but fewer replicas than `write_ack` asks for
+    /// confirmed it in time.
+    #[error("{node}: write not acknowledged by enough replicas ({got} of {want} within {ms} ms); it was applied on the primary and may be lost if the primary fails")]
+    NotAcknowledged {
+        node: Arc<str>,
+        got: i64,
+        want: u8,
+        ms: u128,
+    },
 }
 
 /// The reply to one request: the raw reply frame, or why there is none.
@@ -40,10 +56,12 @@ pub struct BackendRequest {
     /// delivers only EXEC's reply.
     pub skip: u32,
     pub wait: Wait,
+    /// Replicas that must acknowledge this write before its reply is delivered (0: none).
+    pub ack: u8,
 }
 
 impl BackendRequest {
-    fn fail(self, error: BackendError) {
+    pub fn fail(self, error: BackendError) {
         if let Some(reply) = self.reply {
             let _ = reply.send(Err(error));
         }
@@ -87,6 +105,18 @@ impl NodeConn {
     /// [`send`](Self::send) for a batch whose first `skip` replies are discarded, or a
     /// command that may block.
     pub async fn send_with(&self, bytes: Bytes, skip: u32, wait: Wait) -> oneshot::Receiver<Reply> {
+        self.send_acked(bytes, skip, wait, 0).await
+    }
+
+    /// [`send_with`](Self::send_with) for a write whose reply waits until `ack` replicas have
+    /// it (WAIT after the batch it is written in).
+    pub async fn send_acked(
+        &self,
+        bytes: Bytes,
+        skip: u32,
+        wait: Wait,
+        ack: u8,
+    ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         // The task only ends when every handle is gone, so a send error cannot happen while
         // `self` exists; if it did, the dropped sender answers the receiver with an error.
@@ -95,6 +125,7 @@ impl NodeConn {
             reply: Some(reply),
             skip,
             wait,
+            ack,
         };
         let _ = self.tx.send(request).await;
         rx
@@ -107,8 +138,19 @@ impl NodeConn {
             reply: None,
             skip: 0,
             wait: Wait::Default,
+            ack: 0,
         };
         let _ = self.tx.send(request).await;
+    }
+
+    /// Hands a request over as is (a parked request, re-sent after a failover).
+    pub async fn resend(&self, request: BackendRequest) {
+        if let Err(e) = self.tx.send(request).await {
+            e.0.fail(BackendError::Unavailable {
+                node: Arc::from("node"),
+                reason: "its connection is gone".into(),
+            });
+        }
     }
 
     pub fn state(&self) -> NodeState {
@@ -151,6 +193,12 @@ impl NodePool {
                 .get_or_init(|| conn::spawn_set(&self.settings, Proto::Resp3)),
         };
         &set[(client_id % set.len() as u64) as usize]
+    }
+
+    /// Connection `index` of a protocol's set: where a request parked by the same connection of
+    /// another node goes, so each client's requests stay on one connection, in order.
+    pub fn conn_at(&self, proto: Proto, index: usize) -> &NodeConn {
+        self.conn(proto, index as u64)
     }
 
     /// Opens a connection for one session alone (a pinned transaction, a blocking command, a

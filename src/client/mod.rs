@@ -20,17 +20,17 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Dedicated, NodeConn, NodeState, Push, Wait};
+use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push, Reply, Wait};
 use crate::clients::{ClientEntry, LastCommand, Registry};
-use crate::command::spec::flags::WRITE;
+use crate::command::spec::flags::{READONLY, WRITE};
 use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::info;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
 use crate::socket::Reader;
-use crate::topology::Topology;
+use crate::topology::{failed, Topology};
 
 mod pubsub;
 mod slot;
@@ -115,18 +115,20 @@ impl Session {
     }
 
     /// This session's own connection to `shard`, for commands that may block.
-    fn blocking_conn(&mut self, topology: &Topology, shard: usize) -> NodeConn {
+    fn blocking_conn(
+        &mut self,
+        topology: &Topology,
+        shard: usize,
+    ) -> Result<NodeConn, BackendError> {
         if self.blocking.len() != topology.shards.len() {
             self.blocking.resize_with(topology.shards.len(), || None);
         }
         match &self.blocking[shard] {
-            Some(conn) if conn.state() != NodeState::Down => conn.clone(),
+            Some(conn) if conn.state() != NodeState::Down => Ok(conn.clone()),
             _ => {
-                let conn = topology.shards[shard]
-                    .primary
-                    .dedicated(self.proto, self.dedicated());
+                let conn = topology.shards[shard].dedicated(self.proto, self.dedicated())?;
                 self.blocking[shard] = Some(conn.clone());
-                conn
+                Ok(conn)
             }
         }
     }
@@ -227,6 +229,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                         let planned = Planned {
                             plan,
                             writes: flags & WRITE != 0,
+                            readonly: flags & READONLY != 0 && flags & WRITE == 0,
                         };
                         let this = LastCommand::of(req.args());
                         if matches!(
@@ -346,6 +349,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
 struct Planned {
     plan: Plan,
     writes: bool,
+    /// Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
+    /// acknowledgement (`write_ack`); every other command is treated as a write for both.
+    readonly: bool,
 }
 
 /// Bytes read ahead while a request runs alone, enough to see the client close.
@@ -427,7 +433,11 @@ async fn dispatch(
     planned: Planned,
     closing: &mut bool,
 ) -> Slot {
-    let Planned { plan, writes } = planned;
+    let Planned {
+        plan,
+        writes,
+        readonly,
+    } = planned;
     proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
     if !session.authenticated {
         let allowed = matches!(
@@ -463,10 +473,13 @@ async fn dispatch(
         return in_transaction(proxy, topology, session, req, plan).await;
     }
     match plan {
-        Plan::Forward(shard) => forward(topology, session, shard, &req, writes).await,
-        Plan::AnyShard => forward(topology, session, topology.any_shard(), &req, writes).await,
+        Plan::Forward(shard) => forward(topology, session, shard, &req, writes, readonly).await,
+        Plan::AnyShard => {
+            let shard = topology.any_shard();
+            forward(topology, session, shard, &req, writes, readonly).await
+        }
         Plan::Split { merge, parts } => {
-            fan_out(topology, session, merge, parts, None, writes).await
+            fan_out(topology, session, merge, parts, None, writes, readonly).await
         }
         Plan::Broadcast(merge) => {
             let (request, info) = if merge == Merge::Info {
@@ -484,7 +497,7 @@ async fn dispatch(
                     positions: Vec::new(),
                 })
                 .collect();
-            fan_out(topology, session, merge, parts, info, writes).await
+            fan_out(topology, session, merge, parts, info, writes, readonly).await
         }
         Plan::Local(Local::Hello) if session.pinned.is_some() => {
             error("ERR shardis does not support HELLO while keys are watched: UNWATCH first")
@@ -506,10 +519,14 @@ async fn dispatch(
         }
         Plan::Error(msg) => error(&msg),
         Plan::Blocking { shard, timeout } => {
-            let conn = session.blocking_conn(topology, shard);
+            let conn = match session.blocking_conn(topology, shard) {
+                Ok(conn) => conn,
+                Err(e) => return Slot::Waiting(failed(e)),
+            };
             session.touch(topology.shards.len(), shard);
             let wait = blocking_wait(proxy, timeout);
-            Slot::Waiting(conn.send_with(request_bytes(&req), 0, wait).await)
+            let ack = topology.shards[shard].acks();
+            Slot::Waiting(conn.send_acked(request_bytes(&req), 0, wait, ack).await)
         }
         Plan::WaitReplicas { timeout } => {
             wait_replicas(proxy, topology, session, &req, timeout).await
@@ -531,9 +548,12 @@ async fn dispatch(
                 Some(p) if p.shard != shard => return error(CROSSSLOT),
                 Some(p) => p.conn.clone(),
                 None => {
-                    let conn = topology.shards[shard]
-                        .primary
-                        .dedicated(session.proto, session.dedicated());
+                    let conn = match topology.shards[shard]
+                        .dedicated(session.proto, session.dedicated())
+                    {
+                        Ok(conn) => conn,
+                        Err(e) => return Slot::Waiting(failed(e)),
+                    };
                     session.pinned = Some(Pinned {
                         shard,
                         conn: conn.clone(),
@@ -579,14 +599,15 @@ async fn in_transaction(
             let shard = tx.shard.or(watched).unwrap_or_else(|| topology.any_shard());
             let conn = match pinned {
                 Some(p) => p.conn,
-                None => topology.shards[shard]
-                    .primary
-                    .conn(session.proto, session.id)
-                    .clone(),
+                None => match topology.shards[shard].writer(session.proto, session.id) {
+                    Ok(conn) => conn,
+                    Err(e) => return Slot::Waiting(failed(e)),
+                },
             };
             session.touch(topology.shards.len(), shard);
             let (batch, skip) = tx.batch();
-            return Slot::Waiting(conn.send_with(batch, skip, Wait::Default).await);
+            let ack = topology.shards[shard].acks();
+            return Slot::Waiting(conn.send_acked(batch, skip, Wait::Default, ack).await);
         }
         Plan::Transaction(TxCommand::Discard) => {
             session.tx = None;
@@ -650,7 +671,13 @@ async fn wait_replicas(
     let wait = blocking_wait(proxy, timeout);
     let mut parts = Vec::with_capacity(touched.len());
     for shard in touched {
-        let conn = session.blocking_conn(topology, shard);
+        let conn = match session.blocking_conn(topology, shard) {
+            Ok(conn) => conn,
+            Err(e) => {
+                parts.push(PartReply::new(failed(e), Vec::new()));
+                continue;
+            }
+        };
         let mut batch = BytesMut::new();
         if marker {
             let id = itoa::Buffer::new().format(session.id).to_owned();
@@ -688,14 +715,11 @@ async fn scan(topology: &Topology, session: &mut Session, req: &Request) -> Slot
         .chain(rest)
         .collect();
     encode::command(&mut request, all.into_iter());
-    let conn = topology.shards[shard]
-        .primary
-        .conn(session.proto, session.id);
-    Slot::Scan {
-        rx: conn.send(request.freeze()).await,
-        shard,
-        shards,
-    }
+    let rx = match topology.shards[shard].writer(session.proto, session.id) {
+        Ok(conn) => conn.send(request.freeze()).await,
+        Err(e) => failed(e),
+    };
+    Slot::Scan { rx, shard, shards }
 }
 
 /// Sends each part to its shard; the slot is ready when every part has answered.
@@ -706,19 +730,15 @@ async fn fan_out(
     parts: Vec<Part>,
     info: Option<info::Request>,
     writes: bool,
+    readonly: bool,
 ) -> Slot {
     let mut replies = Vec::with_capacity(parts.len());
     for part in parts {
         if writes {
             session.touch(topology.shards.len(), part.shard);
         }
-        let conn = topology.shards[part.shard]
-            .primary
-            .conn(session.proto, session.id);
-        replies.push(PartReply::new(
-            conn.send(part.request).await,
-            part.positions,
-        ));
+        let rx = send(topology, session, part.shard, part.request, readonly).await;
+        replies.push(PartReply::new(rx, part.positions));
     }
     Slot::Merging(Box::new(Merging {
         merge,
@@ -734,14 +754,33 @@ async fn forward(
     shard: usize,
     req: &Request,
     writes: bool,
+    readonly: bool,
 ) -> Slot {
     if writes {
         session.touch(topology.shards.len(), shard);
     }
-    let conn = topology.shards[shard]
-        .primary
-        .conn(session.proto, session.id);
-    Slot::Waiting(conn.send(request_bytes(req)).await)
+    Slot::Waiting(send(topology, session, shard, request_bytes(req), readonly).await)
+}
+
+/// Sends one request to a shard: a read-only one to the node `read_from` picks, any other to
+/// the primary, waiting for the replica acknowledgements `write_ack` asks for.
+async fn send(
+    topology: &Topology,
+    session: &Session,
+    shard: usize,
+    request: Bytes,
+    readonly: bool,
+) -> oneshot::Receiver<Reply> {
+    let shard = &topology.shards[shard];
+    let (conn, ack) = if readonly {
+        (shard.reader(session.proto, session.id), 0)
+    } else {
+        (shard.writer(session.proto, session.id), shard.acks())
+    };
+    match conn {
+        Ok(conn) => conn.send_acked(request, 0, Wait::Default, ack).await,
+        Err(e) => failed(e),
+    }
 }
 
 /// The request as RESP bytes: the client's own bytes when it sent RESP.

@@ -147,7 +147,9 @@ impl Subscriptions {
                 None => {
                     self.opened += 1;
                     let tag = (self.opened << SHARD_BITS) | shard;
-                    let conn = topology.shards[shard].primary.dedicated(
+                    // On a primary that is down, the connection fails and the session ends,
+                    // as when a subscriber connection breaks.
+                    let conn = topology.shards[shard].view().primary.pool.dedicated(
                         proto,
                         Dedicated {
                             push: pushes.clone(),

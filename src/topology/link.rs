@@ -1,0 +1,125 @@
+//! A plain request/reply connection for the control plane: health checks, REPLICAOF, Sentinel.
+//!
+//! The data path never uses it. Replies are parsed into whole frames (redis-protocol), which is
+//! fine here: the peers are the operator's own Redis nodes and sentinels, the replies are small
+//! and the buffer is capped.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::resp::encode;
+
+/// Largest reply accepted on a control connection (INFO, SENTINEL REPLICAS).
+const MAX_REPLY: usize = 4 * 1024 * 1024;
+
+pub struct Link {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    timeout: Duration,
+}
+
+impl Link {
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Link, String> {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(Link {
+                    stream,
+                    rbuf: BytesMut::new(),
+                    timeout,
+                })
+            }
+            Ok(Err(e)) => Err(format!("connect: {e}")),
+            Err(_) => Err(format!(
+                "connect timed out after {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Sends one command and reads its reply. An error reply is `Ok(OwnedFrame::Error)`.
+    pub async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, String> {
+        let mut out = BytesMut::new();
+        encode::command(&mut out, args.iter().copied());
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, async {
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.read().await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!("no reply within {} ms", timeout.as_millis())),
+        }
+    }
+
+    /// Sends a command whose replies come as a stream of frames (SUBSCRIBE).
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        encode::command(&mut out, args.iter().copied());
+        self.stream.write_all(&out).await.map_err(|e| e.to_string())
+    }
+
+    /// The next frame, however long it takes.
+    pub async fn read(&mut self) -> Result<OwnedFrame, String> {
+        loop {
+            if let Some((frame, used)) = decode(&self.rbuf).map_err(|e| e.to_string())? {
+                let _ = self.rbuf.split_to(used);
+                return Ok(frame);
+            }
+            if self.rbuf.len() > MAX_REPLY {
+                return Err(format!("reply longer than {MAX_REPLY} bytes"));
+            }
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) => return Err("closed by the peer".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// A bulk or simple string reply as text.
+pub fn text(frame: &OwnedFrame) -> Option<String> {
+    match frame {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            Some(String::from_utf8_lossy(b).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// An error reply's text, or `Ok` with the frame.
+pub fn ok(frame: OwnedFrame) -> Result<OwnedFrame, String> {
+    match frame {
+        OwnedFrame::Error(e) => Err(e),
+        f => Ok(f),
+    }
+}
+
+/// A flat `[k1, v1, k2, v2, ...]` reply (SENTINEL MASTER) as pairs.
+pub fn pairs(frame: &OwnedFrame) -> Vec<(String, String)> {
+    let OwnedFrame::Array(items) = frame else {
+        return Vec::new();
+    };
+    items
+        .chunks(2)
+        .filter_map(|kv| match kv {
+            [k, v] => Some((text(k)?, text(v)?)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `host:port` split for REPLICAOF.
+pub fn split_addr(addr: &str) -> (&str, &str) {
+    addr.rsplit_once(':').unwrap_or((addr, "6379"))
+}

@@ -1,0 +1,342 @@
+//! Shards and their nodes, as the data path sees them.
+//!
+//! A [`Topology`] is built from a [`Config`]: the ring and one [`Shard`] per ring member. A
+//! shard's place on the ring never changes; which of its nodes is the primary does. That part,
+//! a [`View`], is an immutable snapshot swapped whole (arc-swap) by the shard's monitor on a
+//! failover, so sessions read it per request without taking a lock.
+//!
+//! ```text
+//!             ring position (fixed by the shard's name)
+//!                          |
+//!                    Shard 'a' --- monitor task: PING + INFO replication every interval,
+//!                          |       promotes a replica when the primary is down (or follows
+//!                          |       Sentinel), records the epoch
+//!                    View (epoch 3)
+//!            /             |              \
+//!     primary node    replica node    replica node
+//!     (writes, and     (reads with read_from = replica, when within max_lag)
+//!      reads by default)
+//! ```
+
+mod link;
+mod monitor;
+mod sentinel;
+mod state;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{oneshot, Notify};
+
+use crate::backend::{BackendError, NodeConn, NodePool, NodeSettings, NodeState, Parking, Reply};
+use crate::config::{Config, ReadFrom, ShardConfig, WriteAck};
+use crate::resp::Proto;
+use crate::routing::Router;
+
+pub use state::StateFile;
+
+/// A node's role as it last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    Unknown = 0,
+    Primary = 1,
+    Replica = 2,
+}
+
+/// What the monitor last learnt about a node; read by INFO and by read routing.
+#[derive(Debug, Default)]
+pub struct Health {
+    up: AtomicBool,
+    readable: AtomicBool,
+    role: AtomicU8,
+    /// Replication offset (the primary's own, or how far a replica got).
+    offset: AtomicI64,
+    lag_ms: AtomicU64,
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// A replica that may serve reads: up, following the current primary, within the lag limit.
+    pub fn is_readable(&self) -> bool {
+        self.readable.load(Ordering::Relaxed)
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            1 => Role::Primary,
+            2 => Role::Replica,
+            _ => Role::Unknown,
+        }
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    pub fn lag_ms(&self) -> u64 {
+        self.lag_ms.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+}
+
+/// One Redis node: its data connections and what the health checks say about it.
+pub struct Node {
+    pub addr: String,
+    pub pool: NodePool,
+    pub health: Health,
+}
+
+/// Which of a shard's nodes does what, at one epoch.
+pub struct View {
+    /// Grows on every failover; durable across restarts (state file, and a key on the primary).
+    pub epoch: u64,
+    pub primary: Arc<Node>,
+    pub replicas: Vec<Arc<Node>>,
+}
+
+/// One shard: its place on the ring, its nodes and its replication settings.
+pub struct Shard {
+    pub name: Arc<str>,
+    pub config: ShardConfig,
+    view: ArcSwap<View>,
+    /// Every node this shard has used, by address, so a node keeps its connections when it
+    /// changes role.
+    nodes: Mutex<Vec<Arc<Node>>>,
+    failovers: AtomicU64,
+    /// Wakes the monitor early: a data connection saw a failure.
+    pub(crate) alarm: Arc<Notify>,
+    /// Requests waiting for a primary during a failover.
+    pub(crate) parking: Arc<Parking>,
+    ack_timeout: std::time::Duration,
+}
+
+impl Shard {
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// Replicas that must acknowledge a write before it is answered.
+    pub fn acks(&self) -> u8 {
+        match self.config.write_ack {
+            WriteAck::Primary => 0,
+            WriteAck::Replicas(n) => n,
+        }
+    }
+
+    /// The connection a client's writes (and its reads, by default) use: the current primary's.
+    /// Fails at once when the health checks hold the primary down.
+    pub fn writer(&self, proto: Proto, client_id: u64) -> Result<NodeConn, BackendError> {
+        let view = self.view.load();
+        if !view.primary.health.is_up() {
+            return Err(self.unavailable(format!("primary {} is down", view.primary.addr)));
+        }
+        Ok(view.primary.pool.conn(proto, client_id).clone())
+    }
+
+    /// The connection a client's read-only commands use, by `read_from`. A client keeps the
+    /// same replica while the set of readable replicas stays the same, so its reads do not go
+    /// back in time by hopping between replicas.
+    pub fn reader(&self, proto: Proto, client_id: u64) -> Result<NodeConn, BackendError> {
+        if self.config.read_from == ReadFrom::Primary {
+            return self.writer(proto, client_id);
+        }
+        let view = self.view.load();
+        let readable: Vec<&Arc<Node>> = view
+            .replicas
+            .iter()
+            .filter(|n| n.health.is_readable())
+            .collect();
+        if readable.is_empty() {
+            return match self.config.read_from {
+                ReadFrom::Replica => Err(self.unavailable(format!(
+                    "no replica is readable (up, following {} and within the lag limit)",
+                    view.primary.addr
+                ))),
+                _ => self.writer(proto, client_id),
+            };
+        }
+        let node = readable[(client_id % readable.len() as u64) as usize];
+        Ok(node.pool.conn(proto, client_id).clone())
+    }
+
+    /// A connection for one session alone on the current primary.
+    pub fn dedicated(
+        &self,
+        proto: Proto,
+        dedicated: crate::backend::Dedicated,
+    ) -> Result<NodeConn, BackendError> {
+        let view = self.view.load();
+        if !view.primary.health.is_up() {
+            return Err(self.unavailable(format!("primary {} is down", view.primary.addr)));
+        }
+        Ok(view.primary.pool.dedicated(proto, dedicated))
+    }
+
+    fn unavailable(&self, reason: String) -> BackendError {
+        BackendError::ShardDown {
+            shard: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// The node at `addr`, created (and connecting) on first use.
+    fn node(&self, addr: &str, backend: &crate::config::BackendSettings) -> Arc<Node> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = nodes.iter().find(|n| n.addr == addr) {
+            return n.clone();
+        }
+        let node = new_node(&self.name, addr, backend, self.wiring());
+        nodes.push(node.clone());
+        node
+    }
+
+    fn wiring(&self) -> Wiring {
+        Wiring {
+            alarm: self.alarm.clone(),
+            parking: self.parking.clone(),
+            ack_timeout: self.ack_timeout,
+        }
+    }
+}
+
+/// What every node connection of a shard shares with the shard.
+struct Wiring {
+    alarm: Arc<Notify>,
+    parking: Arc<Parking>,
+    ack_timeout: std::time::Duration,
+}
+
+fn new_node(
+    shard: &str,
+    addr: &str,
+    backend: &crate::config::BackendSettings,
+    wiring: Wiring,
+) -> Arc<Node> {
+    Arc::new(Node {
+        addr: addr.to_string(),
+        pool: NodePool::start(NodeSettings {
+            addr: addr.to_string(),
+            label: Arc::from(format!("shard '{shard}' node {addr}")),
+            backend: *backend,
+            alarm: Some(wiring.alarm),
+            parking: Some(wiring.parking),
+            ack_timeout: wiring.ack_timeout,
+        }),
+        health: Health::default(),
+    })
+}
+
+/// A reply receiver that already holds `error`: a request that failed before it was sent.
+pub fn failed(error: BackendError) -> oneshot::Receiver<Reply> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Err(error));
+    rx
+}
+
+pub struct Topology {
+    pub router: Router,
+    pub shards: Vec<Arc<Shard>>,
+    /// Stops the monitors when the topology is dropped.
+    _monitors: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for m in &self._monitors {
+            m.abort();
+        }
+    }
+}
+
+impl Topology {
+    /// Builds the ring, starts connecting to every node and starts each shard's monitor.
+    /// The state file, when configured, names each shard's current primary and epoch; a
+    /// recorded primary that is no longer one of the shard's nodes is ignored. Needs a tokio
+    /// runtime.
+    pub fn start(config: &Config) -> Result<Topology, String> {
+        let router = config.router();
+        let state = Arc::new(StateFile::open(config.state_file.clone())?);
+        let mut shards = Vec::with_capacity(config.shards.len());
+        let mut monitors = Vec::with_capacity(config.shards.len());
+        for s in &config.shards {
+            let recorded = state.get(&s.name);
+            let members: Vec<&String> = std::iter::once(&s.primary).chain(&s.replicas).collect();
+            let primary_addr = match &recorded {
+                Some(r) if s.sentinel.is_none() && members.contains(&&r.primary) => {
+                    r.primary.clone()
+                }
+                _ => s.primary.clone(),
+            };
+            let alarm = Arc::new(Notify::new());
+            let parking = Arc::new(Parking::default());
+            let wiring = || Wiring {
+                alarm: alarm.clone(),
+                parking: parking.clone(),
+                ack_timeout: config.ack_timeout,
+            };
+            let nodes: Vec<Arc<Node>> = std::iter::once(&primary_addr)
+                .chain(members.into_iter().filter(|a| **a != primary_addr))
+                .map(|a| new_node(&s.name, a, &config.backend, wiring()))
+                .collect();
+            // Requests park during a failover only where there is something to fail over to.
+            if nodes.len() > 1 || s.sentinel.is_some() {
+                parking.accept_from(Some(Arc::from(primary_addr.as_str())));
+            }
+            // Until its first check, the primary is taken to be up: traffic flows at once
+            // and a dead one fails through its connections meanwhile.
+            nodes[0].health.up.store(true, Ordering::Relaxed);
+            let view = View {
+                epoch: recorded.map_or(0, |r| r.epoch),
+                primary: nodes[0].clone(),
+                replicas: nodes[1..].to_vec(),
+            };
+            let shard = Arc::new(Shard {
+                name: Arc::from(s.name.as_str()),
+                config: s.clone(),
+                view: ArcSwap::from_pointee(view),
+                nodes: Mutex::new(nodes),
+                failovers: AtomicU64::new(0),
+                alarm,
+                parking,
+                ack_timeout: config.ack_timeout,
+            });
+            monitors.push(monitor::spawn(shard.clone(), config.clone(), state.clone()));
+            if s.sentinel.is_some() {
+                monitors.push(sentinel::spawn(
+                    shard.clone(),
+                    config.clone(),
+                    state.clone(),
+                ));
+            }
+            shards.push(shard);
+        }
+        Ok(Topology {
+            router,
+            shards,
+            _monitors: monitors,
+        })
+    }
+
+    /// A shard to send a keyless command to: the first whose primary is up, else the first.
+    pub fn any_shard(&self) -> usize {
+        self.shards
+            .iter()
+            .position(|s| {
+                let view = s.view.load();
+                view.primary.health.is_up() && view.primary.pool.state() == NodeState::Up
+            })
+            .unwrap_or(0)
+    }
+}

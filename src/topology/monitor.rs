@@ -1,0 +1,555 @@
+//! Each shard's monitor: health checks, replica lag, replication management and failover.
+//!
+//! Every `interval` (sooner when a data connection just failed) the monitor sends each node
+//! PING and INFO replication on its own control connection. `failure_threshold` failed checks
+//! in a row make a node down, `success_threshold` good ones bring it back. Then, in order:
+//! - a replica is readable when it is up, follows the current primary and is within `max_lag`
+//!   (the time since the primary's offset passed the replica's, from a short offset history);
+//! - redis mode: a replica that follows no one or another node is pointed at the primary
+//!   (`manage_replication`), and a node that answers as a second primary is always demoted;
+//! - the primary down: the healthy replica with the largest offset is promoted, the epoch grows
+//!   and is written to the state file before any write reaches the new primary, the other
+//!   replicas follow it, and requests parked meanwhile are sent there.
+//!
+//! In Sentinel mode the monitor only checks health and lag: Sentinel picks primaries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::link::{self, split_addr, Link};
+use super::state::ShardState;
+use super::{Node, Role, Shard, StateFile, View};
+use crate::backend::{BackendError, Parking};
+use crate::config::{Config, ReplicationMode};
+
+/// The key on a shard's primary that records its epoch (replicated to its replicas).
+pub const EPOCH_KEY: &[u8] = b"__shardis__:epoch";
+
+/// Primary offsets kept for lag estimates.
+const HISTORY: usize = 512;
+
+pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortHandle {
+    let monitor = Monitor {
+        shard,
+        config,
+        state,
+        links: HashMap::new(),
+        counts: HashMap::new(),
+        history: VecDeque::new(),
+        deposed: HashSet::new(),
+        reported: HashSet::new(),
+    };
+    tokio::spawn(monitor.run()).abort_handle()
+}
+
+/// What one check of a node found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Probe {
+    pub role: Role,
+    /// The primary a replica follows, `host:port`.
+    pub master: Option<String>,
+    pub link_up: bool,
+    /// A primary's own offset; how far a replica got.
+    pub offset: i64,
+    /// The epoch recorded on the node, if any.
+    pub epoch: Option<u64>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    fails: u32,
+    oks: u32,
+}
+
+struct Monitor {
+    shard: Arc<Shard>,
+    config: Config,
+    state: Arc<StateFile>,
+    links: HashMap<String, Link>,
+    counts: HashMap<String, Counts>,
+    /// (when, primary offset), oldest first.
+    history: VecDeque<(Instant, i64)>,
+    /// Nodes this monitor demoted from primary: put back as replicas even without
+    /// `manage_replication`.
+    deposed: HashSet<String>,
+    /// Problems already logged, so each is logged once until it changes.
+    reported: HashSet<String>,
+}
+
+impl Monitor {
+    async fn run(mut self) {
+        let interval = self.config.health.interval;
+        let parking = self.shard.parking.clone();
+        loop {
+            let started = Instant::now();
+            self.tick(&parking).await;
+            let next = started + interval;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                // A data connection failed: check now rather than at the next tick, but not
+                // more often than every interval / 4.
+                _ = self.shard.alarm.notified() => {
+                    tokio::time::sleep_until(started + interval / 4).await;
+                }
+            }
+        }
+    }
+
+    fn sentinel(&self) -> bool {
+        self.shard.config.sentinel.is_some()
+    }
+
+    async fn tick(&mut self, parking: &Parking) {
+        let view = self.shard.view();
+        let nodes: Vec<Arc<Node>> = std::iter::once(view.primary.clone())
+            .chain(view.replicas.iter().cloned())
+            .collect();
+        let probes = self.probe_all(&nodes).await;
+        let now = Instant::now();
+        let mut primary_failed = false;
+        for (i, (node, probe)) in nodes.iter().zip(&probes).enumerate() {
+            let failed = self.count(node, probe.as_ref().ok(), i == 0);
+            primary_failed |= i == 0 && failed;
+        }
+        // The primary's offset history, for replica lag.
+        if let Ok(p) = &probes[0] {
+            if p.role == Role::Primary {
+                self.history.push_back((now, p.offset));
+                if self.history.len() > HISTORY {
+                    self.history.pop_front();
+                }
+            }
+            if let Some(epoch) = p.epoch.filter(|e| *e > view.epoch) {
+                self.adopt_epoch(&view, epoch);
+            }
+        }
+        for (node, probe) in nodes.iter().zip(&probes).skip(1) {
+            self.judge_replica(&view, node, probe.as_ref().ok(), now);
+        }
+        if self.sentinel() {
+            // Sentinel decides; requests park until it names a new primary, or until the
+            // failover bound.
+            self.settle_parked(parking, &view);
+            return;
+        }
+        if primary_failed {
+            self.failover(&view, parking).await;
+        } else if self.shard.config.replication == ReplicationMode::Redis {
+            for (node, probe) in nodes.iter().zip(&probes).skip(1) {
+                if let Ok(p) = probe {
+                    self.manage(&view, node, p).await;
+                }
+            }
+        }
+        self.settle_parked(parking, &self.shard.view());
+    }
+
+    /// Checks every node at once; a node that does not answer within the interval (or the
+    /// backend timeout, if shorter) failed its check.
+    async fn probe_all(&mut self, nodes: &[Arc<Node>]) -> Vec<Result<Probe, String>> {
+        let timeout = self
+            .config
+            .health
+            .interval
+            .min(self.config.backend.timeout)
+            .max(Duration::from_millis(50));
+        let mut set = JoinSet::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let addr = node.addr.clone();
+            let link = self.links.remove(&addr);
+            set.spawn(async move {
+                let result = probe(link, &addr, timeout).await;
+                (i, addr, result)
+            });
+        }
+        let mut results: Vec<Result<Probe, String>> = (0..nodes.len())
+            .map(|_| Err("not checked".into()))
+            .collect();
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, addr, result)) = joined else {
+                continue;
+            };
+            results[i] = match result {
+                Ok((link, probe)) => {
+                    self.links.insert(addr, link);
+                    Ok(probe)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        results
+    }
+
+    /// Counts one check; flips the node's health past a threshold. A primary is not marked
+    /// down here: it stays the target (its requests park) until a failover replaces it or
+    /// there is nothing to fail over to. Returns whether the node is past its failure
+    /// threshold.
+    fn count(&mut self, node: &Node, probe: Option<&Probe>, is_primary: bool) -> bool {
+        let h = self.config.health;
+        let counts = self.counts.entry(node.addr.clone()).or_default();
+        let up = node.health.is_up();
+        match probe {
+            Some(p) => {
+                counts.fails = 0;
+                counts.oks = counts.oks.saturating_add(1);
+                node.health.role.store(p.role as u8, Ordering::Relaxed);
+                node.health.offset.store(p.offset, Ordering::Relaxed);
+                if !up && counts.oks >= h.success_threshold {
+                    node.health.up.store(true, Ordering::Relaxed);
+                    tracing::warn!(shard = %self.shard.name, node = %node.addr, "node up");
+                }
+                false
+            }
+            None => {
+                counts.oks = 0;
+                counts.fails = counts.fails.saturating_add(1);
+                let failed = counts.fails >= h.failure_threshold;
+                if up && failed && !is_primary {
+                    mark_down(&self.shard.name, node, counts.fails);
+                }
+                failed
+            }
+        }
+    }
+}
+
+impl Monitor {
+    /// Decides whether a replica may serve reads, from its last check and the primary's
+    /// offset history.
+    fn judge_replica(&mut self, view: &View, node: &Node, probe: Option<&Probe>, now: Instant) {
+        let lag = self.lag(node.health.offset(), now);
+        node.health
+            .lag_ms
+            .store(lag.as_millis() as u64, Ordering::Relaxed);
+        let follows = match probe {
+            Some(p) => {
+                let ok = p.role == Role::Replica
+                    && p.master.as_deref() == Some(view.primary.addr.as_str())
+                    && p.link_up;
+                if !ok && self.shard.config.replication == ReplicationMode::Redis {
+                    let what = match (&p.role, &p.master) {
+                        (Role::Replica, Some(m)) if *m != view.primary.addr => {
+                            format!("follows {m}, not the primary {}", view.primary.addr)
+                        }
+                        (Role::Replica, _) => "has its replication link down".to_string(),
+                        _ => "is not a replica".to_string(),
+                    };
+                    self.report(&node.addr, &what);
+                } else {
+                    self.reported.remove(&node.addr);
+                }
+                ok
+            }
+            // Not answering this time: judged by what it last said, and its lag grows.
+            None => node.health.is_readable(),
+        };
+        let readable = node.health.is_up() && follows && lag <= self.config.max_lag;
+        node.health.readable.store(readable, Ordering::Relaxed);
+    }
+
+    /// How long ago the primary passed `offset`: zero when the replica has everything the
+    /// primary had at its last check.
+    fn lag(&self, offset: i64, now: Instant) -> Duration {
+        let Some(&(_, latest)) = self.history.back() else {
+            return Duration::ZERO;
+        };
+        if offset >= latest {
+            return Duration::ZERO;
+        }
+        match self.history.iter().find(|(_, o)| *o > offset) {
+            Some((at, _)) => now.saturating_duration_since(*at),
+            None => Duration::ZERO,
+        }
+    }
+
+    fn report(&mut self, addr: &str, what: &str) {
+        let key = format!("{addr} {what}");
+        if self.reported.insert(key) {
+            tracing::warn!(shard = %self.shard.name, node = %addr, "replica {what}");
+        }
+    }
+
+    /// A node recorded a higher epoch than ours (another proxy failed over, or our state file
+    /// was lost): take it, so epochs never go back.
+    fn adopt_epoch(&mut self, view: &View, epoch: u64) {
+        let record = ShardState {
+            epoch,
+            primary: view.primary.addr.clone(),
+        };
+        if let Err(e) = self.state.set(&self.shard.name, record) {
+            tracing::error!(shard = %self.shard.name, "{e}");
+            return;
+        }
+        self.shard.view.store(Arc::new(View {
+            epoch,
+            primary: view.primary.clone(),
+            replicas: view.replicas.clone(),
+        }));
+        tracing::info!(shard = %self.shard.name, epoch, "epoch taken from the primary");
+    }
+
+    /// Redis mode: keeps each replica following the primary.
+    async fn manage(&mut self, view: &View, node: &Node, probe: &Probe) {
+        let follows = probe.role == Role::Replica
+            && probe.master.as_deref() == Some(view.primary.addr.as_str());
+        if follows {
+            self.deposed.remove(&node.addr);
+            return;
+        }
+        let allowed = self.shard.config.manage_replication
+            || probe.role == Role::Primary && self.deposed.contains(&node.addr);
+        if !allowed {
+            return;
+        }
+        let (host, port) = split_addr(&view.primary.addr);
+        match self
+            .command(
+                &node.addr,
+                &[b"REPLICAOF", host.as_bytes(), port.as_bytes()],
+            )
+            .await
+        {
+            Ok(_) => tracing::warn!(
+                shard = %self.shard.name,
+                node = %node.addr,
+                "pointed at the primary {}",
+                view.primary.addr
+            ),
+            Err(e) => tracing::warn!(
+                shard = %self.shard.name,
+                node = %node.addr,
+                "REPLICAOF {} failed: {e}",
+                view.primary.addr
+            ),
+        }
+    }
+
+    /// One command on a node's control connection.
+    async fn command(&mut self, addr: &str, args: &[&[u8]]) -> Result<String, String> {
+        let timeout = self.config.backend.timeout;
+        let mut link = match self.links.remove(addr) {
+            Some(l) => l,
+            None => Link::connect(addr, timeout).await?,
+        };
+        let reply = link::ok(link.call(args).await?)?;
+        self.links.insert(addr.to_string(), link);
+        Ok(link::text(&reply).unwrap_or_default())
+    }
+
+    /// The primary failed its checks: promote the healthy replica with the most data.
+    async fn failover(&mut self, view: &View, parking: &Parking) {
+        let mirror = self.shard.config.replication == ReplicationMode::Mirror;
+        let mut best: Option<(&Arc<Node>, i64)> = None;
+        for node in &view.replicas {
+            if !node.health.is_up() {
+                continue;
+            }
+            // In mirror mode a stale replica has lost writes; it must not become primary.
+            if mirror && !node.health.is_readable() {
+                continue;
+            }
+            let offset = node.health.offset();
+            if best.is_none_or(|(_, o)| offset > o) {
+                best = Some((node, offset));
+            }
+        }
+        let Some((chosen, offset)) = best else {
+            if view.primary.health.is_up() {
+                let fails = self.counts.get(&view.primary.addr).map_or(0, |c| c.fails);
+                mark_down(&self.shard.name, &view.primary, fails);
+                tracing::error!(
+                    shard = %self.shard.name,
+                    "primary {} down and no healthy replica to promote",
+                    view.primary.addr
+                );
+            }
+            self.fail_parked(parking, "its primary is down and no replica can take over");
+            return;
+        };
+        let chosen = chosen.clone();
+        if !mirror {
+            if let Err(e) = self
+                .command(&chosen.addr, &[b"REPLICAOF", b"NO", b"ONE"])
+                .await
+            {
+                tracing::error!(
+                    shard = %self.shard.name,
+                    node = %chosen.addr,
+                    "cannot promote: REPLICAOF NO ONE failed: {e}"
+                );
+                return;
+            }
+        }
+        let stored = self.state.get(&self.shard.name).map_or(0, |s| s.epoch);
+        let epoch = view.epoch.max(stored) + 1;
+        let record = ShardState {
+            epoch,
+            primary: chosen.addr.clone(),
+        };
+        // Durable before any write reaches the new primary.
+        if let Err(e) = self.state.set(&self.shard.name, record) {
+            tracing::error!(shard = %self.shard.name, "cannot record the failover: {e}");
+            return;
+        }
+        let epoch_text = epoch.to_string();
+        if let Err(e) = self
+            .command(&chosen.addr, &[b"SET", EPOCH_KEY, epoch_text.as_bytes()])
+            .await
+        {
+            tracing::warn!(shard = %self.shard.name, "cannot record the epoch on the new primary: {e}");
+        }
+        let old = view.primary.clone();
+        mark_down(
+            &self.shard.name,
+            &old,
+            self.counts.get(&old.addr).map_or(0, |c| c.fails),
+        );
+        let replicas: Vec<Arc<Node>> = view
+            .replicas
+            .iter()
+            .filter(|n| !Arc::ptr_eq(n, &chosen))
+            .cloned()
+            .chain(std::iter::once(old.clone()))
+            .collect();
+        chosen.health.readable.store(true, Ordering::Relaxed);
+        self.shard.view.store(Arc::new(View {
+            epoch,
+            primary: chosen.clone(),
+            replicas: replicas.clone(),
+        }));
+        self.shard.failovers.fetch_add(1, Ordering::Relaxed);
+        parking.accept_from(Some(Arc::from(chosen.addr.as_str())));
+        self.history.clear();
+        self.deposed.insert(old.addr.clone());
+        tracing::warn!(
+            shard = %self.shard.name,
+            from = %old.addr,
+            to = %chosen.addr,
+            epoch,
+            offset,
+            "failover"
+        );
+        self.resend_parked(parking, &chosen).await;
+        if !mirror {
+            let (host, port) = split_addr(&chosen.addr);
+            for node in replicas.iter().filter(|n| n.health.is_up()) {
+                let args: [&[u8]; 3] = [b"REPLICAOF", host.as_bytes(), port.as_bytes()];
+                if let Err(e) = self.command(&node.addr, &args).await {
+                    tracing::warn!(shard = %self.shard.name, node = %node.addr, "REPLICAOF failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Parked requests go to the primary once it is up; past the failover bound they fail.
+    fn settle_parked(&mut self, parking: &Parking, view: &View) {
+        if parking.is_empty() {
+            return;
+        }
+        let h = self.config.health;
+        let bound = h.interval * h.failure_threshold + Duration::from_secs(2);
+        let primary = &view.primary;
+        if primary.health.is_up() && primary.pool.state() == crate::backend::NodeState::Up {
+            let primary = primary.clone();
+            let parked = parking.take();
+            tokio::spawn(async move {
+                for p in parked {
+                    primary
+                        .pool
+                        .conn_at(p.proto, p.index)
+                        .resend(p.request)
+                        .await;
+                }
+            });
+            return;
+        }
+        if parking.oldest().is_some_and(|t| t.elapsed() >= bound) {
+            if primary.health.is_up() {
+                let fails = self.counts.get(&primary.addr).map_or(0, |c| c.fails);
+                mark_down(&self.shard.name, primary, fails);
+            }
+            self.fail_parked(parking, "no primary within the failover time");
+        }
+    }
+
+    async fn resend_parked(&self, parking: &Parking, to: &Arc<Node>) {
+        for p in parking.take() {
+            to.pool.conn_at(p.proto, p.index).resend(p.request).await;
+        }
+    }
+
+    fn fail_parked(&self, parking: &Parking, reason: &str) {
+        for p in parking.take() {
+            p.request.fail(BackendError::ShardDown {
+                shard: self.shard.name.clone(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
+
+/// One health check: PING, INFO replication and the recorded epoch, on the node's control
+/// connection (opened when there is none). Any reply to PING means the node is alive.
+async fn probe(link: Option<Link>, addr: &str, timeout: Duration) -> Result<(Link, Probe), String> {
+    let mut link = match link {
+        Some(l) => l,
+        None => Link::connect(addr, timeout).await?,
+    };
+    link.call(&[b"PING"]).await?;
+    let info = link::ok(link.call(&[b"INFO", b"replication"]).await?)?;
+    let info = link::text(&info).unwrap_or_default();
+    let epoch = link
+        .call(&[b"GET", EPOCH_KEY])
+        .await
+        .ok()
+        .and_then(|f| link::text(&f))
+        .and_then(|t| t.parse().ok());
+    let mut probe = parse_info(&info);
+    probe.epoch = epoch;
+    Ok((link, probe))
+}
+
+/// The fields of INFO replication that matter here.
+pub(super) fn parse_info(info: &str) -> Probe {
+    let mut fields: HashMap<&str, &str> = HashMap::new();
+    for line in info.lines() {
+        if let Some((k, v)) = line.trim_end().split_once(':') {
+            fields.insert(k, v);
+        }
+    }
+    let role = match fields.get("role") {
+        Some(&"master") => Role::Primary,
+        Some(&"slave") => Role::Replica,
+        _ => Role::Unknown,
+    };
+    let master = match (fields.get("master_host"), fields.get("master_port")) {
+        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+        _ => None,
+    };
+    let offset_field = if role == Role::Replica {
+        "slave_repl_offset"
+    } else {
+        "master_repl_offset"
+    };
+    Probe {
+        role,
+        master,
+        link_up: fields.get("master_link_status") == Some(&"up"),
+        offset: fields
+            .get(offset_field)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1),
+        epoch: None,
+    }
+}
+
+fn mark_down(shard: &str, node: &Node, fails: u32) {
+    node.health.up.store(false, Ordering::Relaxed);
+    node.health.readable.store(false, Ordering::Relaxed);
+    tracing::warn!(shard, node = %node.addr, "node down after {fails} failed checks");
+}
