@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{BackendError, BackendRequest, NodeConn, NodeState, Parking, Reply, Wait};
+use super::mirror::{self, Mirror, Target};
+use super::{BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait};
 use crate::config::BackendSettings;
 use crate::resp::{encode, reply, Proto, ReplyFramer};
 use crate::socket::Reader;
@@ -41,6 +42,9 @@ pub struct NodeSettings {
     pub parking: Option<Arc<Parking>>,
     /// How long a write waits for its replica acknowledgements (`write_ack`).
     pub ack_timeout: Duration,
+    /// A mirror shard's copier: successful writes read on this node, while it is the
+    /// primary, are copied to the replicas (and acknowledged by them instead of WAIT).
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// A connection that lived this long was working; losing it resets the backoff.
@@ -113,6 +117,23 @@ struct ConnTask {
     index: usize,
 }
 
+/// What a mirror shard does with a reply.
+enum Tap {
+    None,
+    /// Copy the request (kept here) once it succeeded.
+    Write(bytes::Bytes),
+    Resync(Arc<Target>, Vec<bytes::Bytes>),
+}
+
+/// An EXEC that did not run (a WATCHed key changed): nothing to copy.
+fn aborted(request: &[u8], frame: &[u8]) -> bool {
+    let null = frame.starts_with(b"*-1") || frame.starts_with(b"_");
+    let multi = b"*1\r\n$5\r\nmulti";
+    null && request
+        .get(..multi.len())
+        .is_some_and(|r| r.eq_ignore_ascii_case(multi))
+}
+
 /// A write's reply kept until the WAIT after its batch says enough replicas have it.
 struct Held {
     reply: oneshot::Sender<Reply>,
@@ -138,6 +159,7 @@ enum Waiter {
         skip: u32,
         /// Replicas that must acknowledge it before the reply is delivered.
         ack: u8,
+        tap: Tap,
     },
     /// The WAIT closing a batch of writes that need replica acknowledgements.
     Ack { deadline: Instant, want: u8 },
@@ -412,13 +434,64 @@ impl ConnTask {
             Wait::For(d) => Some(now + d),
             Wait::Forever => None,
         };
+        let tap = match (&self.settings.mirror, req.copy) {
+            (Some(_), Copy::Write) => Tap::Write(req.bytes),
+            (Some(_), Copy::Resync(target, keys)) => Tap::Resync(target, keys),
+            _ => Tap::None,
+        };
         pending.push_back(Waiter::Client {
             reply,
             deadline,
             skip: req.skip,
             ack: req.ack,
+            tap,
         });
-        req.ack
+        // A mirror shard's replicas acknowledge copies themselves; no WAIT.
+        if self.settings.mirror.is_some() {
+            0
+        } else {
+            req.ack
+        }
+    }
+
+    /// A mirror shard's reply: copies what it must, then answers (or leaves answering to the
+    /// replicas' acknowledgements).
+    fn copy(&self, m: &Mirror, tap: Tap, reply: oneshot::Sender<Reply>, ack: u8, frame: Bytes) {
+        match tap {
+            Tap::Write(request) if !reply::is_error(&frame) && !aborted(&request, &frame) => {
+                if !m.is_source(&self.settings.addr) {
+                    // Written on a node that is no longer the primary: no replica gets it.
+                    let result = if ack > 0 {
+                        Err(BackendError::NotAcknowledged {
+                            node: self.settings.label.clone(),
+                            got: 0,
+                            want: ack,
+                            ms: 0,
+                        })
+                    } else {
+                        Ok(frame)
+                    };
+                    let _ = reply.send(result);
+                    return;
+                }
+                let waiting = if ack > 0 {
+                    Some((reply, ack))
+                } else {
+                    let _ = reply.send(Ok(frame.clone()));
+                    None
+                };
+                m.publish(&request, frame, waiting, &self.settings.label);
+            }
+            Tap::Resync(target, keys) => {
+                for restore in mirror::restores(&keys, &frame) {
+                    m.push_to(&target, restore);
+                }
+                let _ = reply.send(Ok(frame));
+            }
+            _ => {
+                let _ = reply.send(Ok(frame));
+            }
+        }
     }
 
     /// Hands every complete reply in `rbuf` to its waiter.
@@ -448,11 +521,18 @@ impl ConnTask {
             match pending.front_mut() {
                 Some(Waiter::Client { skip, .. }) if *skip > 0 => *skip -= 1,
                 Some(Waiter::Client { .. }) => {
-                    if let Some(Waiter::Client { reply, ack, .. }) = pending.pop_front() {
-                        if ack > 0 && !reply::is_error(&frame) {
-                            held.push_back(Held { reply, frame, ack });
-                        } else {
-                            let _ = reply.send(Ok(frame));
+                    if let Some(Waiter::Client {
+                        reply, ack, tap, ..
+                    }) = pending.pop_front()
+                    {
+                        match (&self.settings.mirror, tap) {
+                            (Some(m), tap) => self.copy(m, tap, reply, ack, frame),
+                            (None, _) if ack > 0 && !reply::is_error(&frame) => {
+                                held.push_back(Held { reply, frame, ack });
+                            }
+                            (None, _) => {
+                                let _ = reply.send(Ok(frame));
+                            }
                         }
                     }
                 }

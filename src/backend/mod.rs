@@ -14,8 +14,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{Dedicated, NodeSettings, Push};
+pub use mirror::{Mirror, Target};
 pub use parking::{Parked, Parking};
 
+pub mod mirror;
 mod parking;
 
 use crate::resp::Proto;
@@ -58,6 +60,19 @@ pub struct BackendRequest {
     pub wait: Wait,
     /// Replicas that must acknowledge this write before its reply is delivered (0: none).
     pub ack: u8,
+    /// What a mirror shard copies from the reply.
+    pub copy: Copy,
+}
+
+/// What a mirror shard's primary connection does with a request's reply.
+#[derive(Default)]
+pub enum Copy {
+    #[default]
+    Nothing,
+    /// A write: copied to the replicas when it succeeds.
+    Write,
+    /// A resync's DUMP script for these keys: RESTOREs go to this replica only.
+    Resync(Arc<Target>, Vec<Bytes>),
 }
 
 impl BackendRequest {
@@ -105,17 +120,47 @@ impl NodeConn {
     /// [`send`](Self::send) for a batch whose first `skip` replies are discarded, or a
     /// command that may block.
     pub async fn send_with(&self, bytes: Bytes, skip: u32, wait: Wait) -> oneshot::Receiver<Reply> {
-        self.send_acked(bytes, skip, wait, 0).await
+        self.send_acked(bytes, skip, wait, None).await
     }
 
     /// [`send_with`](Self::send_with) for a write whose reply waits until `ack` replicas have
     /// it (WAIT after the batch it is written in).
+    /// `write` is `Some(acks)` for a write: it is copied by a mirror shard, and answered once
+    /// `acks` replicas have it.
     pub async fn send_acked(
         &self,
         bytes: Bytes,
         skip: u32,
         wait: Wait,
+        write: Option<u8>,
+    ) -> oneshot::Receiver<Reply> {
+        let copy = if write.is_some() {
+            Copy::Write
+        } else {
+            Copy::Nothing
+        };
+        self.send_request(bytes, skip, wait, write.unwrap_or(0), copy)
+            .await
+    }
+
+    /// A resync's batch of DUMPs for `keys`, whose RESTOREs go to `target`.
+    pub async fn send_resync(
+        &self,
+        bytes: Bytes,
+        target: Arc<Target>,
+        keys: Vec<Bytes>,
+    ) -> oneshot::Receiver<Reply> {
+        self.send_request(bytes, 0, Wait::Default, 0, Copy::Resync(target, keys))
+            .await
+    }
+
+    async fn send_request(
+        &self,
+        bytes: Bytes,
+        skip: u32,
+        wait: Wait,
         ack: u8,
+        copy: Copy,
     ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         // The task only ends when every handle is gone, so a send error cannot happen while
@@ -126,6 +171,7 @@ impl NodeConn {
             skip,
             wait,
             ack,
+            copy,
         };
         let _ = self.tx.send(request).await;
         rx
@@ -139,6 +185,7 @@ impl NodeConn {
             skip: 0,
             wait: Wait::Default,
             ack: 0,
+            copy: Copy::Nothing,
         };
         let _ = self.tx.send(request).await;
     }

@@ -26,6 +26,7 @@ use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push, Reply, 
 use crate::clients::{ClientEntry, LastCommand, Registry};
 use crate::command::spec::flags::{READONLY, WRITE};
 use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
+use crate::config::ReplicationMode;
 use crate::info;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
@@ -518,6 +519,11 @@ async fn dispatch(
             Slot::Ready(reply)
         }
         Plan::Error(msg) => error(&msg),
+        Plan::Blocking { shard, .. }
+            if topology.shards[shard].config.replication == ReplicationMode::Mirror =>
+        {
+            error("ERR shardis does not run blocking commands on a mirror-replicated shard (its copies could block the replicas)")
+        }
         Plan::Blocking { shard, timeout } => {
             let conn = match session.blocking_conn(topology, shard) {
                 Ok(conn) => conn,
@@ -525,7 +531,7 @@ async fn dispatch(
             };
             session.touch(topology.shards.len(), shard);
             let wait = blocking_wait(proxy, timeout);
-            let ack = topology.shards[shard].acks();
+            let ack = Some(topology.shards[shard].acks());
             Slot::Waiting(conn.send_acked(request_bytes(&req), 0, wait, ack).await)
         }
         Plan::WaitReplicas { timeout } => {
@@ -606,7 +612,7 @@ async fn in_transaction(
             };
             session.touch(topology.shards.len(), shard);
             let (batch, skip) = tx.batch();
-            let ack = topology.shards[shard].acks();
+            let ack = Some(topology.shards[shard].acks());
             return Slot::Waiting(conn.send_acked(batch, skip, Wait::Default, ack).await);
         }
         Plan::Transaction(TxCommand::Discard) => {
@@ -773,9 +779,9 @@ async fn send(
 ) -> oneshot::Receiver<Reply> {
     let shard = &topology.shards[shard];
     let (conn, ack) = if readonly {
-        (shard.reader(session.proto, session.id), 0)
+        (shard.reader(session.proto, session.id), None)
     } else {
-        (shard.writer(session.proto, session.id), shard.acks())
+        (shard.writer(session.proto, session.id), Some(shard.acks()))
     };
     match conn {
         Ok(conn) => conn.send_acked(request, 0, Wait::Default, ack).await,

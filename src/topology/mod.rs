@@ -29,8 +29,10 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::{oneshot, Notify};
 
-use crate::backend::{BackendError, NodeConn, NodePool, NodeSettings, NodeState, Parking, Reply};
-use crate::config::{Config, ReadFrom, ShardConfig, WriteAck};
+use crate::backend::{
+    BackendError, Mirror, NodeConn, NodePool, NodeSettings, NodeState, Parking, Reply,
+};
+use crate::config::{Config, ReadFrom, ReplicationMode, ShardConfig, WriteAck};
 use crate::resp::Proto;
 use crate::routing::Router;
 
@@ -115,6 +117,8 @@ pub struct Shard {
     pub(crate) alarm: Arc<Notify>,
     /// Requests waiting for a primary during a failover.
     pub(crate) parking: Arc<Parking>,
+    /// Mirror mode: the copier of writes to the replicas.
+    pub(crate) mirror: Option<Arc<Mirror>>,
     ack_timeout: std::time::Duration,
 }
 
@@ -207,6 +211,7 @@ impl Shard {
             alarm: self.alarm.clone(),
             parking: self.parking.clone(),
             ack_timeout: self.ack_timeout,
+            mirror: self.mirror.clone(),
         }
     }
 }
@@ -216,6 +221,7 @@ struct Wiring {
     alarm: Arc<Notify>,
     parking: Arc<Parking>,
     ack_timeout: std::time::Duration,
+    mirror: Option<Arc<Mirror>>,
 }
 
 fn new_node(
@@ -224,15 +230,21 @@ fn new_node(
     backend: &crate::config::BackendSettings,
     wiring: Wiring,
 ) -> Arc<Node> {
+    let mut backend = *backend;
+    if wiring.mirror.is_some() {
+        // One connection per protocol: copies then follow the order the primary ran them in.
+        backend.connections = 1;
+    }
     Arc::new(Node {
         addr: addr.to_string(),
         pool: NodePool::start(NodeSettings {
             addr: addr.to_string(),
             label: Arc::from(format!("shard '{shard}' node {addr}")),
-            backend: *backend,
+            backend,
             alarm: Some(wiring.alarm),
             parking: Some(wiring.parking),
             ack_timeout: wiring.ack_timeout,
+            mirror: wiring.mirror,
         }),
         health: Health::default(),
     })
@@ -281,10 +293,13 @@ impl Topology {
             };
             let alarm = Arc::new(Notify::new());
             let parking = Arc::new(Parking::default());
+            let mirror = (s.replication == ReplicationMode::Mirror)
+                .then(|| Arc::new(Mirror::new(Arc::from(s.name.as_str()))));
             let wiring = || Wiring {
                 alarm: alarm.clone(),
                 parking: parking.clone(),
                 ack_timeout: config.ack_timeout,
+                mirror: mirror.clone(),
             };
             let nodes: Vec<Arc<Node>> = std::iter::once(&primary_addr)
                 .chain(members.into_iter().filter(|a| **a != primary_addr))
@@ -293,6 +308,12 @@ impl Topology {
             // Requests park during a failover only where there is something to fail over to.
             if nodes.len() > 1 || s.sentinel.is_some() {
                 parking.accept_from(Some(Arc::from(primary_addr.as_str())));
+            }
+            if let Some(m) = &mirror {
+                m.set_source(&primary_addr);
+                for replica in &nodes[1..] {
+                    m.add_target(&replica.addr, replica.pool.conn(Proto::Resp2, 0).clone());
+                }
             }
             // Until its first check, the primary is taken to be up: traffic flows at once
             // and a dead one fails through its connections meanwhile.
@@ -310,6 +331,7 @@ impl Topology {
                 failovers: AtomicU64::new(0),
                 alarm,
                 parking,
+                mirror,
                 ack_timeout: config.ack_timeout,
             });
             monitors.push(monitor::spawn(shard.clone(), config.clone(), state.clone()));

@@ -21,11 +21,15 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use redis_protocol::resp2::types::OwnedFrame;
+
 use super::link::{self, split_addr, Link};
 use super::state::ShardState;
 use super::{Node, Role, Shard, StateFile, View};
-use crate::backend::{BackendError, Parking};
+use crate::backend::mirror::{Sync, DUMP_SCRIPT};
+use crate::backend::{BackendError, Mirror, Parking, Target};
 use crate::config::{Config, ReplicationMode};
+use crate::resp::{encode, Proto};
 
 /// The key on a shard's primary that records its epoch (replicated to its replicas).
 pub const EPOCH_KEY: &[u8] = b"__shardis__:epoch";
@@ -43,6 +47,7 @@ pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortH
         history: VecDeque::new(),
         deposed: HashSet::new(),
         reported: HashSet::new(),
+        resyncs: HashMap::new(),
     };
     tokio::spawn(monitor.run()).abort_handle()
 }
@@ -79,6 +84,8 @@ struct Monitor {
     deposed: HashSet<String>,
     /// Problems already logged, so each is logged once until it changes.
     reported: HashSet<String>,
+    /// Mirror mode: replicas being resynced.
+    resyncs: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 impl Monitor {
@@ -128,8 +135,12 @@ impl Monitor {
                 self.adopt_epoch(&view, epoch);
             }
         }
-        for (node, probe) in nodes.iter().zip(&probes).skip(1) {
-            self.judge_replica(&view, node, probe.as_ref().ok(), now);
+        if let Some(mirror) = self.shard.mirror.clone() {
+            self.judge_mirrors(&mirror, &view);
+        } else {
+            for (node, probe) in nodes.iter().zip(&probes).skip(1) {
+                self.judge_replica(&view, node, probe.as_ref().ok(), now);
+            }
         }
         if self.sentinel() {
             // Sentinel decides; requests park until it names a new primary, or until the
@@ -219,6 +230,34 @@ impl Monitor {
 }
 
 impl Monitor {
+    /// Mirror mode: a replica is readable while in sync; one that is down turns stale, and a
+    /// stale one that is up gets resynced.
+    fn judge_mirrors(&mut self, mirror: &Arc<Mirror>, view: &View) {
+        self.resyncs.retain(|_, task| !task.is_finished());
+        for node in &view.replicas {
+            let Some(target) = mirror.target(&node.addr) else {
+                continue;
+            };
+            node.health
+                .offset
+                .store(target.applied() as i64, Ordering::Relaxed);
+            if !node.health.is_up() {
+                target.mark_stale(&self.shard.name, "down");
+            } else if target.state() == Sync::Stale && !self.resyncs.contains_key(&node.addr) {
+                let task = tokio::spawn(resync(
+                    self.shard.name.clone(),
+                    mirror.clone(),
+                    target.clone(),
+                    view.primary.clone(),
+                    self.config.backend.timeout,
+                ));
+                self.resyncs.insert(node.addr.clone(), task);
+            }
+            let readable = node.health.is_up() && target.state() == Sync::InSync;
+            node.health.readable.store(readable, Ordering::Relaxed);
+        }
+    }
+
     /// Decides whether a replica may serve reads, from its last check and the primary's
     /// offset history.
     fn judge_replica(&mut self, view: &View, node: &Node, probe: Option<&Probe>, now: Instant) {
@@ -372,6 +411,17 @@ impl Monitor {
             return;
         };
         let chosen = chosen.clone();
+        if let Some(m) = &self.shard.mirror {
+            // Every copy the old primary's replies queued for it must land first.
+            let Some(target) = m.target(&chosen.addr) else {
+                return;
+            };
+            let drained = tokio::time::timeout(self.config.backend.timeout, m.barrier(&target));
+            if !matches!(drained.await, Ok(Ok(Ok(_)))) || target.state() != Sync::InSync {
+                tracing::error!(shard = %self.shard.name, node = %chosen.addr, "cannot promote: its copies did not drain");
+                return;
+            }
+        }
         if !mirror {
             if let Err(e) = self
                 .command(&chosen.addr, &[b"REPLICAOF", b"NO", b"ONE"])
@@ -417,6 +467,12 @@ impl Monitor {
             .chain(std::iter::once(old.clone()))
             .collect();
         chosen.health.readable.store(true, Ordering::Relaxed);
+        if let Some(m) = &self.shard.mirror {
+            m.set_source(&chosen.addr);
+            m.remove_target(&chosen.addr);
+            // The old primary comes back stale and is resynced before it serves.
+            m.add_target(&old.addr, old.pool.conn(Proto::Resp2, 0).clone());
+        }
         self.shard.view.store(Arc::new(View {
             epoch,
             primary: chosen.clone(),
@@ -490,6 +546,97 @@ impl Monitor {
                 reason: reason.to_string(),
             });
         }
+    }
+}
+
+/// Mirror mode: rebuilds a stale replica from the primary. It is emptied, then every key is
+/// DUMPed on the primary's data connection (so the RESTOREs are ordered with the writes
+/// copied meanwhile, which it gets again from now on), and it is in sync once all of that is
+/// confirmed.
+async fn resync(
+    shard: Arc<str>,
+    mirror: Arc<Mirror>,
+    target: Arc<Target>,
+    primary: Arc<Node>,
+    timeout: Duration,
+) {
+    tracing::warn!(shard = %shard, node = %target.addr, "mirror replica resync started");
+    match resync_steps(&mirror, &target, &primary, timeout).await {
+        Ok(keys) => {
+            tracing::warn!(shard = %shard, node = %target.addr, keys, "mirror replica in sync")
+        }
+        Err(e) => {
+            target.mark_stale(&shard, &format!("resync failed: {e}"));
+        }
+    }
+}
+
+async fn resync_steps(
+    mirror: &Mirror,
+    target: &Arc<Target>,
+    primary: &Node,
+    timeout: Duration,
+) -> Result<usize, String> {
+    target.set_state(Sync::Resyncing);
+    let mut flush = bytes::BytesMut::new();
+    encode::command(&mut flush, [&b"FLUSHALL"[..]].into_iter());
+    mirror.push_to(target, flush.freeze());
+    let mut link = Link::connect(&primary.addr, timeout).await?;
+    let conn = primary.pool.conn(Proto::Resp2, 0).clone();
+    let mut cursor = b"0".to_vec();
+    let mut copied = 0;
+    loop {
+        let reply = link::ok(link.call(&[b"SCAN", &cursor, b"COUNT", b"200"]).await?)?;
+        let OwnedFrame::Array(parts) = reply else {
+            return Err("SCAN: not an array".into());
+        };
+        let [OwnedFrame::BulkString(next), OwnedFrame::Array(keys)] = &parts[..] else {
+            return Err("SCAN: unexpected reply".into());
+        };
+        let keys: Vec<bytes::Bytes> = keys
+            .iter()
+            .filter_map(|k| match k {
+                OwnedFrame::BulkString(k) if k.as_slice() != EPOCH_KEY => {
+                    Some(bytes::Bytes::from(k.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if !keys.is_empty() {
+            copied += keys.len();
+            let count = keys.len().to_string();
+            let mut request = bytes::BytesMut::new();
+            let args: Vec<&[u8]> = [&b"EVAL"[..], DUMP_SCRIPT, count.as_bytes()]
+                .into_iter()
+                .chain(keys.iter().map(|k| &k[..]))
+                .collect();
+            encode::command(&mut request, args.into_iter());
+            let rx = conn
+                .send_resync(request.freeze(), target.clone(), keys)
+                .await;
+            match rx.await {
+                Ok(Ok(frame)) if !crate::resp::reply::is_error(&frame) => {}
+                Ok(Ok(frame)) => {
+                    return Err(String::from_utf8_lossy(&frame).trim_end().to_string())
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("the primary connection went away".into()),
+            }
+        }
+        if target.state() == Sync::Stale {
+            return Err("a copy failed meanwhile".into());
+        }
+        if next.as_slice() == b"0" {
+            break;
+        }
+        cursor = next.clone();
+    }
+    match mirror.barrier(target).await {
+        Ok(Ok(_)) if target.state() == Sync::Resyncing => {
+            target.set_state(Sync::InSync);
+            Ok(copied)
+        }
+        _ => Err("a copy failed".into()),
     }
 }
 
