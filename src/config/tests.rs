@@ -56,3 +56,47 @@ fn errors_name_the_key() {
     let typo = err(&with("[routing]\nhsah = \"xxh3\""));
     assert!(typo.contains("hsah"), "{typo}");
 }
+
+#[test]
+fn replication_settings_and_their_errors() {
+    let c = Config::from_toml(
+        r#"
+[replication]
+write_ack = "replicas:1"
+read_from = "prefer-replica"
+[[shards]]
+primary = "127.0.0.1:7001"
+replicas = ["127.0.0.1:7002"]
+[[shards]]
+primary = "127.0.0.1:7003"
+replicas = ["127.0.0.1:7004", "127.0.0.1:7005"]
+replication = "mirror"
+write_ack = "replicas:2"
+read_from = "primary"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.shards[0].write_ack, WriteAck::Replicas(1));
+    assert_eq!(c.shards[0].read_from, ReadFrom::PreferReplica);
+    assert_eq!(c.shards[0].replication, ReplicationMode::Redis);
+    assert_eq!(c.shards[1].write_ack, WriteAck::Replicas(2));
+    assert_eq!(c.shards[1].read_from, ReadFrom::Primary);
+    assert_eq!(c.shards[1].replication, ReplicationMode::Mirror);
+    assert_eq!(c.health, HealthSettings::default());
+
+    let shard = "[[shards]]\nprimary = \"127.0.0.1:7001\"\nreplicas = [\"127.0.0.1:7002\"]\n";
+    assert_eq!(
+        err(&format!("[replication]\nwrite_ack = \"replicas:2\"\n{shard}")),
+        "shards[0].write_ack: asks for 2 replicas but the shard has 1"
+    );
+    assert!(err(&format!("[replication]\nwrite_ack = \"all\"\n{shard}"))
+        .starts_with("replication.write_ack: \"all\": expected primary or replicas:N"));
+    assert!(err(&format!("[replication]\nread_from = \"any\"\n{shard}"))
+        .starts_with("replication.read_from:"));
+    assert!(err(&format!("[health]\nfailure_threshold = 0\n{shard}")).starts_with("health:"));
+    let sentinel = "[[shards]]\nprimary = \"127.0.0.1:7001\"\nreplication = \"mirror\"\nsentinel = { master = \"m\", addresses = [\"127.0.0.1:26379\"] }\n";
+    assert_eq!(
+        err(sentinel),
+        "shards[0].sentinel: Sentinel shards use Redis replication, not mirror"
+    );
+}

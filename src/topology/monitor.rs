@@ -700,3 +700,26 @@ fn mark_down(shard: &str, node: &Node, fails: u32) {
     node.health.readable.store(false, Ordering::Relaxed);
     tracing::warn!(shard, node = %node.addr, "node down after {fails} failed checks");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_replication_of_a_replica_and_a_primary() {
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7001\r\nmaster_link_status:up\r\nslave_repl_offset:1234\r\nmaster_repl_offset:1234\r\n";
+        assert_eq!(
+            parse_info(replica),
+            Probe {
+                role: Role::Replica,
+                master: Some("127.0.0.1:7001".into()),
+                link_up: true,
+                offset: 1234,
+                epoch: None,
+            }
+        );
+        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:99\r\n";
+        let p = parse_info(primary);
+        assert_eq!((p.role, p.master, p.link_up, p.offset), (Role::Primary, None, false, 99));
+    }
+}
