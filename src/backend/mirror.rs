@@ -37,6 +37,8 @@ pub enum Sync {
 /// One shard's mirror: which node is the source and where copies go.
 pub struct Mirror {
     shard: Arc<str>,
+    /// How long a write waits for its copies' confirmations (`ack_timeout`).
+    ack_timeout: std::time::Duration,
     source: Mutex<Option<Arc<str>>>,
     targets: Mutex<Vec<Arc<Target>>>,
     seq: AtomicU64,
@@ -76,6 +78,7 @@ struct AckGroup {
     reply: Mutex<Option<(oneshot::Sender<Reply>, Bytes)>>,
     node: Arc<str>,
     want_n: u8,
+    ms: u128,
 }
 
 impl AckGroup {
@@ -100,7 +103,7 @@ impl AckGroup {
                 node: self.node.clone(),
                 got: self.ok.load(Ordering::Acquire) as i64,
                 want: self.want_n,
-                ms: 0,
+                ms: self.ms,
             }));
         }
     }
@@ -111,9 +114,10 @@ impl AckGroup {
 }
 
 impl Mirror {
-    pub fn new(shard: Arc<str>) -> Mirror {
+    pub fn new(shard: Arc<str>, ack_timeout: std::time::Duration) -> Mirror {
         Mirror {
             shard,
+            ack_timeout,
             source: Mutex::new(None),
             targets: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
@@ -186,9 +190,17 @@ impl Mirror {
                     reply: Mutex::new(Some((tx, frame))),
                     node: node.clone(),
                     want_n: want,
+                    ms: self.ack_timeout.as_millis(),
                 });
                 if in_sync < usize::from(want) {
                     group.shortfall();
+                } else {
+                    let late = group.clone();
+                    let after = self.ack_timeout;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        late.shortfall();
+                    });
                 }
                 Some(group)
             }
@@ -220,6 +232,7 @@ impl Mirror {
             reply: Mutex::new(Some((tx, Bytes::from_static(encode::OK)))),
             node: Arc::from(target.addr.as_str()),
             want_n: 1,
+            ms: 0,
         });
         let mut ping = BytesMut::new();
         encode::command(&mut ping, [&b"PING"[..]].into_iter());

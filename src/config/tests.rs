@@ -86,7 +86,9 @@ read_from = "primary"
 
     let shard = "[[shards]]\nprimary = \"127.0.0.1:7001\"\nreplicas = [\"127.0.0.1:7002\"]\n";
     assert_eq!(
-        err(&format!("[replication]\nwrite_ack = \"replicas:2\"\n{shard}")),
+        err(&format!(
+            "[replication]\nwrite_ack = \"replicas:2\"\n{shard}"
+        )),
         "shards[0].write_ack: asks for 2 replicas but the shard has 1"
     );
     assert!(err(&format!("[replication]\nwrite_ack = \"all\"\n{shard}"))

@@ -113,6 +113,9 @@ pub struct Shard {
     /// changes role.
     nodes: Mutex<Vec<Arc<Node>>>,
     failovers: AtomicU64,
+    /// Sentinel mode: how much longer than shardis's own failover bound requests may stay
+    /// parked (Sentinel's down-after-milliseconds plus its election).
+    pub(crate) park_extra_ms: AtomicU64,
     /// Wakes the monitor early: a data connection saw a failure.
     pub(crate) alarm: Arc<Notify>,
     /// Requests waiting for a primary during a failover.
@@ -294,7 +297,7 @@ impl Topology {
             let alarm = Arc::new(Notify::new());
             let parking = Arc::new(Parking::default());
             let mirror = (s.replication == ReplicationMode::Mirror)
-                .then(|| Arc::new(Mirror::new(Arc::from(s.name.as_str()))));
+                .then(|| Arc::new(Mirror::new(Arc::from(s.name.as_str()), config.ack_timeout)));
             let wiring = || Wiring {
                 alarm: alarm.clone(),
                 parking: parking.clone(),
@@ -329,6 +332,7 @@ impl Topology {
                 view: ArcSwap::from_pointee(view),
                 nodes: Mutex::new(nodes),
                 failovers: AtomicU64::new(0),
+                park_extra_ms: AtomicU64::new(0),
                 alarm,
                 parking,
                 mirror,

@@ -508,7 +508,10 @@ impl Monitor {
             return;
         }
         let h = self.config.health;
-        let bound = h.interval * h.failure_threshold + Duration::from_secs(2);
+        let extra = self.shard.park_extra_ms.load(Ordering::Relaxed);
+        let bound = h.interval * h.failure_threshold
+            + Duration::from_secs(2)
+            + Duration::from_millis(extra);
         let primary = &view.primary;
         if primary.health.is_up() && primary.pool.state() == crate::backend::NodeState::Up {
             let primary = primary.clone();
@@ -718,8 +721,12 @@ mod tests {
                 epoch: None,
             }
         );
-        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:99\r\n";
+        let primary =
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:99\r\n";
         let p = parse_info(primary);
-        assert_eq!((p.role, p.master, p.link_up, p.offset), (Role::Primary, None, false, 99));
+        assert_eq!(
+            (p.role, p.master, p.link_up, p.offset),
+            (Role::Primary, None, false, 99)
+        );
     }
 }

@@ -20,12 +20,16 @@ pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortH
     tokio::spawn(watch(shard, config, state)).abort_handle()
 }
 
+/// Time allowed for Sentinel's leader election and promotion, past down-after-milliseconds.
+const SENTINEL_ELECTION_MS: u64 = 3_000;
+
 /// What Sentinel says about a master.
 #[derive(Debug, PartialEq, Eq)]
 struct Answer {
     primary: String,
     replicas: Vec<String>,
     epoch: u64,
+    down_after_ms: u64,
 }
 
 async fn watch(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) {
@@ -105,6 +109,9 @@ async fn query(link: &mut Link, master: &str) -> Result<Answer, String> {
     let epoch = get("config-epoch")
         .and_then(|e| e.parse().ok())
         .unwrap_or(0);
+    let down_after_ms = get("down-after-milliseconds")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(30_000);
     let r = link::ok(
         link.call(&[b"SENTINEL", b"REPLICAS", master.as_bytes()])
             .await?,
@@ -127,11 +134,18 @@ async fn query(link: &mut Link, master: &str) -> Result<Answer, String> {
         primary,
         replicas,
         epoch,
+        down_after_ms,
     })
 }
 
 /// Installs what Sentinel said, if it differs from the current view.
 fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer) {
+    // Sentinel notices a dead primary after down-after-milliseconds, then elects a leader and
+    // promotes, which takes a few seconds more: requests stay parked that long.
+    shard.park_extra_ms.store(
+        answer.down_after_ms + SENTINEL_ELECTION_MS,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let view = shard.view();
     let mut current: Vec<String> = view.replicas.iter().map(|n| n.addr.clone()).collect();
     current.sort();

@@ -77,6 +77,27 @@ impl Proc {
             .unwrap();
         assert!(status.success());
     }
+
+    /// SIGSTOPs the process until the returned guard drops (SIGCONT), also on a panic.
+    pub fn pause(&self) -> Paused {
+        self.signal("STOP");
+        Paused { pid: self.pid() }
+    }
+}
+
+/// A stopped process, continued when this drops.
+#[must_use = "the process continues as soon as this drops"]
+pub struct Paused {
+    pid: u32,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // No assert: this may run while a panic unwinds, and the process may be gone.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
+    }
 }
 
 /// Starts `make(port)` on a free port, retrying when the port was taken meanwhile.
@@ -98,7 +119,9 @@ pub fn start_on_free_port(name: &str, mut make: impl FnMut(u16) -> Command) -> P
 
 pub struct Redis {
     pub proc: Proc,
-    _dir: TempDir,
+    /// The arguments given to `start_with`, kept so that `restart` starts the same server.
+    args: Vec<String>,
+    dir: TempDir,
 }
 
 impl Redis {
@@ -109,20 +132,44 @@ impl Redis {
     /// A redis-server with extra arguments, e.g. `["--replicaof", "127.0.0.1", "7000"]`.
     pub fn start_with(extra: &[&str]) -> Redis {
         let dir = TempDir::new().unwrap();
-        let path = dir.path().to_path_buf();
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let proc = start_on_free_port("redis-server", |port| {
-            let mut c = Command::new("redis-server");
-            c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&path)
-                .args(["--logfile", "redis.log"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            c
+            redis_command(dir.path(), port, &args)
         });
-        Redis { proc, _dir: dir }
+        Redis { proc, args, dir }
+    }
+
+    /// A redis-server replicating `primary` from the start.
+    pub fn replica_of(primary: &Redis) -> Redis {
+        Self::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()])
+    }
+
+    /// Kills the server (if it still runs) and starts it again on the same port, with the same
+    /// arguments and directory. With `--save ''` and no AOF it comes back empty. Retried for a
+    /// few seconds when the port is not yet free again.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let port = self.port();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let mut child = redis_command(self.dir.path(), port, &self.args)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
+            if wait_listening(port, &mut child, Duration::from_secs(5)) {
+                self.proc = Proc { child, port };
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {port}");
+    }
+
+    /// The server's working directory (its `redis.log` is there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn port(&self) -> u16 {
@@ -136,6 +183,19 @@ impl Redis {
     pub fn conn(&self) -> redis::Connection {
         connect(self.port())
     }
+}
+
+fn redis_command(dir: &Path, port: u16, extra: &[String]) -> Command {
+    let mut c = Command::new("redis-server");
+    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--logfile", "redis.log"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
 }
 
 pub fn connect(port: u16) -> redis::Connection {
@@ -188,6 +248,48 @@ impl Shardis {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("shardis.log")).unwrap_or_default()
+    }
+
+    /// A guard that prints the end of this shardis' log if the test panics before it drops.
+    /// Bind it after the `Shardis`, so that it drops first.
+    pub fn log_on_panic(&self) -> LogOnPanic {
+        LogOnPanic {
+            label: format!("shardis on port {}", self.port()),
+            path: self.dir.path().join("shardis.log"),
+        }
+    }
+}
+
+/// Prints the last lines of a log file when dropped during a panic.
+#[must_use = "the log is printed only if this lives until the panic"]
+pub struct LogOnPanic {
+    label: String,
+    path: PathBuf,
+}
+
+impl LogOnPanic {
+    pub fn new(label: &str, path: &Path) -> LogOnPanic {
+        LogOnPanic {
+            label: label.to_string(),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        eprintln!(
+            "---- last {} lines of the log of {} ----\n{}",
+            tail.len(),
+            self.label,
+            tail.join("\n")
+        );
     }
 }
 
@@ -320,4 +422,248 @@ pub fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&format!("{path}:/usr/sbin:/usr/local/sbin"))
         .map(|d| d.join(tool))
         .find(|p| Path::new(p).exists())
+}
+
+/// A connection to a node that may be down: `None` when it does not accept within a second.
+/// Replies must come within 5 s.
+pub fn try_connect(port: u16) -> Option<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let conn = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(conn)
+}
+
+/// `INFO <section>` of a node, `None` if it is down or does not answer.
+pub fn try_info(port: u16, section: &str) -> Option<String> {
+    redis::cmd("INFO")
+        .arg(section)
+        .query(&mut try_connect(port)?)
+        .ok()
+}
+
+/// One `field:value` line of an INFO text.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
+        .map(str::to_string)
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, for at most `within`; then panics with
+/// `what` and the last `Err` it returned.
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) => {
+                if started.elapsed() > within {
+                    panic!("{what}: not within {within:?}; last seen: {last}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One shard of shardis' `INFO shards`: its `shard{i}` line and its nodes' `shard{i}_node{j}`
+/// lines (node 0 is the current primary, then the replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub name: String,
+    pub epoch: u64,
+    pub primary: String,
+    pub state: String,
+    pub failovers: u64,
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub addr: String,
+    pub role: String,
+    pub health: String,
+    pub offset: i64,
+    pub lag_ms: u64,
+    pub readable: bool,
+}
+
+impl ShardInfo {
+    pub fn node(&self, addr: &str) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.addr == addr)
+    }
+
+    pub fn replicas(&self) -> &[NodeInfo] {
+        &self.nodes[1.min(self.nodes.len())..]
+    }
+}
+
+/// Parses the `shard...` lines of `INFO shards`, in shard order.
+pub fn parse_info_shards(text: &str) -> Vec<ShardInfo> {
+    use std::collections::{BTreeMap, HashMap};
+    type Fields = HashMap<String, String>;
+    let mut shards: BTreeMap<usize, (Fields, BTreeMap<usize, Fields>)> = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim_end();
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(rest) = key.strip_prefix("shard") else {
+            continue;
+        };
+        // Skips `shards:N`: the shard's number must follow.
+        let (shard, node) = match rest.split_once("_node") {
+            Some((s, n)) => (s, Some(n)),
+            None => (rest, None),
+        };
+        let Ok(shard) = shard.parse::<usize>() else {
+            continue;
+        };
+        let fields: Fields = value
+            .split(',')
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let entry = shards.entry(shard).or_default();
+        match node {
+            None => entry.0 = fields,
+            Some(n) => {
+                let n: usize = n
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad INFO shards line {line:?}"));
+                entry.1.insert(n, fields);
+            }
+        }
+    }
+    fn get<'a>(f: &'a HashMap<String, String>, k: &str, what: &str) -> &'a str {
+        f.get(k)
+            .unwrap_or_else(|| panic!("INFO shards: {what} has no {k}= field: {f:?}"))
+    }
+    fn num<T: std::str::FromStr>(f: &HashMap<String, String>, k: &str, what: &str) -> T {
+        get(f, k, what)
+            .parse()
+            .unwrap_or_else(|_| panic!("INFO shards: {what}: {k}= is not a number: {f:?}"))
+    }
+    shards
+        .into_iter()
+        .map(|(i, (s, nodes))| {
+            let what = format!("shard{i}");
+            ShardInfo {
+                name: get(&s, "name", &what).to_string(),
+                epoch: num(&s, "epoch", &what),
+                primary: get(&s, "primary", &what).to_string(),
+                state: get(&s, "state", &what).to_string(),
+                failovers: num(&s, "failovers", &what),
+                nodes: nodes
+                    .into_iter()
+                    .map(|(j, n)| {
+                        let what = format!("shard{i}_node{j}");
+                        NodeInfo {
+                            addr: get(&n, "addr", &what).to_string(),
+                            role: get(&n, "role", &what).to_string(),
+                            health: get(&n, "health", &what).to_string(),
+                            offset: num(&n, "offset", &what),
+                            lag_ms: num(&n, "lag_ms", &what),
+                            readable: get(&n, "readable", &what) == "yes",
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// shardis' `INFO shards`, parsed.
+pub fn info_shards(proxy_port: u16) -> Vec<ShardInfo> {
+    let mut conn = connect(proxy_port);
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let text: String = redis::cmd("INFO").arg("shards").query(&mut conn).unwrap();
+    parse_info_shards(&text)
+}
+
+/// The shard called `name` in shardis' `INFO shards`.
+pub fn shard_info(proxy_port: u16, name: &str) -> ShardInfo {
+    let shards = info_shards(proxy_port);
+    shards
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no shard {name:?} in INFO shards: {shards:?}"))
+}
+
+/// A Redis Sentinel (`redis-server <conf> --sentinel`) on a free port, killed on drop. Its
+/// configuration file lives in its own directory: Sentinel rewrites it.
+pub struct Sentinel {
+    pub proc: Proc,
+    dir: TempDir,
+}
+
+impl Sentinel {
+    /// Monitors `primary` as `master` with `quorum`; `extra` holds further configuration
+    /// lines, e.g. `sentinel down-after-milliseconds mymaster 500`.
+    pub fn start(master: &str, primary: &Redis, quorum: u32, extra: &str) -> Sentinel {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().to_path_buf();
+        let conf = path.join("sentinel.conf");
+        let primary_port = primary.port();
+        let proc = start_on_free_port("redis-server --sentinel", |port| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                     sentinel monitor {master} 127.0.0.1 {primary_port} {quorum}\n{extra}\n",
+                    dir = path.display()
+                ),
+            )
+            .unwrap();
+            let mut c = Command::new("redis-server");
+            c.arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        });
+        Sentinel { proc, dir }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.proc.port
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("sentinel.log")
+    }
+
+    /// `SENTINEL MASTER <master>` as field/value pairs; `None` if the sentinel does not answer.
+    pub fn master(&self, master: &str) -> Option<std::collections::HashMap<String, String>> {
+        let flat: Vec<String> = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(master)
+            .query(&mut try_connect(self.port())?)
+            .ok()?;
+        Some(
+            flat.chunks_exact(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
+        )
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME <master>` as `host:port`.
+    pub fn master_addr(&self, master: &str) -> Option<String> {
+        let (host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(master)
+            .query(&mut try_connect(self.port())?)
+            .ok()?;
+        Some(format!("{host}:{port}"))
+    }
 }
