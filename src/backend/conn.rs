@@ -120,8 +120,9 @@ struct ConnTask {
 /// What a mirror shard does with a reply.
 enum Tap {
     None,
-    /// Copy the request (kept here) once it succeeded.
-    Write(bytes::Bytes),
+    /// Copy the request (kept here, with the replies to skip: a MULTI ... EXEC batch) once it
+    /// succeeded.
+    Write(bytes::Bytes, u32),
     Resync(Arc<Target>, Vec<bytes::Bytes>),
 }
 
@@ -162,7 +163,11 @@ enum Waiter {
         tap: Tap,
     },
     /// The WAIT closing a batch of writes that need replica acknowledgements.
-    Ack { deadline: Instant, want: u8 },
+    Ack {
+        /// Set when it becomes the oldest waiter.
+        deadline: Option<Instant>,
+        want: u8,
+    },
     /// The reply to a command the connection sent itself on connect (HELLO 3).
     Handshake,
 }
@@ -278,6 +283,17 @@ impl ConnTask {
             encode::command(&mut wbuf, [&b"HELLO"[..], b"3"].into_iter());
             pending.push_back(Waiter::Handshake);
         }
+        // Requests this connection parked while its node was unreachable go first, so each
+        // client's requests keep their order.
+        if let Some(parking) = &self.settings.parking {
+            let parked = parking.take_for(&self.settings.addr, self.proto, self.index);
+            let now = Instant::now();
+            let mut ack = 0;
+            for req in parked {
+                ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
+            }
+            self.close_batch(ack, &mut wbuf, &mut pending);
+        }
         let timeout = self.settings.backend.timeout;
         let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(5)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -296,7 +312,8 @@ impl ConnTask {
             // A dedicated connection whose session is gone closes at once: Redis then drops
             // what the session left behind (a BLPOP still blocked would otherwise take the
             // next pushed element for no one).
-            if !open && (pending.is_empty() && wbuf.is_empty() || self.abandoned(&pending)) {
+            let idle = pending.is_empty() && wbuf.is_empty() && held.is_empty();
+            if !open && (idle || self.abandoned(&pending, &held)) {
                 return None;
             }
             tokio::select! {
@@ -339,26 +356,21 @@ impl ConnTask {
                                 Err(_) => break,
                             }
                         }
-                        if ack > 0 {
-                            // One WAIT covers every write of the batch (and before): Redis
-                            // counts acknowledgements up to this connection's last write.
-                            let ms = self.settings.ack_timeout.as_millis().max(1).to_string();
-                            let want = ack.to_string();
-                            let args = [&b"WAIT"[..], want.as_bytes(), ms.as_bytes()];
-                            encode::command(&mut wbuf, args.into_iter());
-                            pending.push_back(Waiter::Ack {
-                                deadline: now + self.settings.ack_timeout + timeout,
-                                want: ack,
-                            });
-                        }
+                        self.close_batch(ack, &mut wbuf, &mut pending);
                     }
                     None => open = false,
                 },
                 _ = tick.tick(), if !pending.is_empty() => {
                     // Replies come in order, so the front waiter is the one overdue first.
-                    let deadline = match pending.front() {
+                    let deadline = match pending.front_mut() {
                         Some(Waiter::Client { deadline, .. }) => *deadline,
-                        Some(Waiter::Ack { deadline, .. }) => Some(*deadline),
+                        // A WAIT's time starts when it is the oldest request: WAITs run one
+                        // after another, and a WAIT after a BLPOP starts when BLPOP returns.
+                        Some(Waiter::Ack { deadline, .. }) => {
+                            Some(*deadline.get_or_insert_with(|| {
+                                Instant::now() + self.settings.ack_timeout + timeout
+                            }))
+                        }
                         _ => None,
                     };
                     if deadline.is_some_and(|at| Instant::now() >= at) {
@@ -401,9 +413,27 @@ impl ConnTask {
         })
     }
 
+    /// Ends a batch that has writes needing `ack` replica acknowledgements with one WAIT: it
+    /// covers every write of the batch (and before), as Redis counts acknowledgements up to
+    /// this connection's last write.
+    fn close_batch(&self, ack: u8, wbuf: &mut BytesMut, pending: &mut VecDeque<Waiter>) {
+        if ack == 0 {
+            return;
+        }
+        let ms = self.settings.ack_timeout.as_millis().max(1).to_string();
+        let want = ack.to_string();
+        let args = [&b"WAIT"[..], want.as_bytes(), ms.as_bytes()];
+        encode::command(wbuf, args.into_iter());
+        pending.push_back(Waiter::Ack {
+            deadline: None,
+            want: ack,
+        });
+    }
+
     /// A dedicated connection nobody waits on any more: its session has ended.
-    fn abandoned(&self, pending: &VecDeque<Waiter>) -> bool {
+    fn abandoned(&self, pending: &VecDeque<Waiter>, held: &VecDeque<Held>) -> bool {
         self.dedicated.is_some()
+            && held.iter().all(|h| h.reply.is_closed())
             && pending.iter().all(|w| match w {
                 Waiter::Client { reply, .. } => reply.is_closed(),
                 Waiter::Handshake | Waiter::Ack { .. } => true,
@@ -435,7 +465,7 @@ impl ConnTask {
             Wait::Forever => None,
         };
         let tap = match (&self.settings.mirror, req.copy) {
-            (Some(_), Copy::Write) => Tap::Write(req.bytes),
+            (Some(_), Copy::Write) => Tap::Write(req.bytes, req.skip),
             (Some(_), Copy::Resync(target, keys)) => Tap::Resync(target, keys),
             _ => Tap::None,
         };
@@ -458,7 +488,7 @@ impl ConnTask {
     /// replicas' acknowledgements).
     fn copy(&self, m: &Mirror, tap: Tap, reply: oneshot::Sender<Reply>, ack: u8, frame: Bytes) {
         match tap {
-            Tap::Write(request) if !reply::is_error(&frame) && !aborted(&request, &frame) => {
+            Tap::Write(request, skip) if !reply::is_error(&frame) && !aborted(&request, &frame) => {
                 if !m.is_source(&self.settings.addr) {
                     // Written on a node that is no longer the primary: no replica gets it.
                     let result = if ack > 0 {
@@ -480,7 +510,7 @@ impl ConnTask {
                     let _ = reply.send(Ok(frame.clone()));
                     None
                 };
-                m.publish(&request, frame, waiting, &self.settings.label);
+                m.publish(&request, skip, frame, waiting, &self.settings.label);
             }
             Tap::Resync(target, keys) => {
                 for restore in mirror::restores(&keys, &frame) {

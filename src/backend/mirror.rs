@@ -55,7 +55,8 @@ impl std::fmt::Debug for Mirror {
 /// One replica receiving copies.
 pub struct Target {
     pub addr: String,
-    tx: mpsc::UnboundedSender<Item>,
+    /// Taken away when the target is removed, which ends its worker.
+    tx: Mutex<Option<mpsc::UnboundedSender<Item>>>,
     state: AtomicU8,
     backlog: AtomicUsize,
     /// Sequence number of the last copy it confirmed: "the most data" at a failover.
@@ -64,6 +65,8 @@ pub struct Target {
 
 struct Item {
     bytes: Bytes,
+    /// Replies to discard before the one that confirms it (a MULTI ... EXEC batch).
+    skip: u32,
     seq: u64,
     ack: Option<Arc<AckGroup>>,
 }
@@ -92,7 +95,7 @@ impl AckGroup {
 
     fn fail(&self) {
         let failed = self.failed.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.total - failed < self.want {
+        if self.total.saturating_sub(failed) < self.want {
             self.shortfall();
         }
     }
@@ -146,7 +149,7 @@ impl Mirror {
         let (tx, rx) = mpsc::unbounded_channel();
         let target = Arc::new(Target {
             addr: addr.to_string(),
-            tx,
+            tx: Mutex::new(Some(tx)),
             state: AtomicU8::new(Sync::Stale as u8),
             backlog: AtomicUsize::new(0),
             applied: AtomicU64::new(0),
@@ -159,6 +162,9 @@ impl Mirror {
     /// Stops copying to `addr` (it became the primary).
     pub fn remove_target(&self, addr: &str) {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        for t in targets.iter().filter(|t| t.addr == addr) {
+            t.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
         targets.retain(|t| t.addr != addr);
     }
 
@@ -172,13 +178,18 @@ impl Mirror {
     pub fn publish(
         &self,
         request: &Bytes,
+        skip: u32,
         frame: Bytes,
         reply: Option<(oneshot::Sender<Reply>, u8)>,
         node: &Arc<str>,
     ) {
-        let bytes = effect(request, &frame).unwrap_or_else(|| request.clone());
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let (bytes, skip) = match effect(request, &frame) {
+            Some(b) => (b, 0),
+            None => (request.clone(), skip),
+        };
         let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken under the lock, so every target sees sequence numbers in order.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let in_sync = targets.iter().filter(|t| t.state() == Sync::InSync).count();
         let ack = match reply {
             Some((tx, want)) => {
@@ -212,13 +223,13 @@ impl Mirror {
                 continue;
             }
             let ack = ack.clone().filter(|_| state == Sync::InSync);
-            t.push(&self.shard, bytes.clone(), seq, ack);
+            t.push(&self.shard, bytes.clone(), skip, seq, ack);
         }
     }
 
     /// Queues one command for one target only (a resync's FLUSHALL and RESTOREs).
     pub fn push_to(&self, target: &Target, bytes: Bytes) {
-        target.push(&self.shard, bytes, 0, None);
+        target.push(&self.shard, bytes, 0, 0, None);
     }
 
     /// Resolves once every copy queued to `target` so far is confirmed (or failed).
@@ -236,7 +247,7 @@ impl Mirror {
         });
         let mut ping = BytesMut::new();
         encode::command(&mut ping, [&b"PING"[..]].into_iter());
-        target.push(&self.shard, ping.freeze(), 0, Some(group));
+        target.push(&self.shard, ping.freeze(), 0, 0, Some(group));
         rx
     }
 }
@@ -254,11 +265,23 @@ impl Target {
         self.state.store(state as u8, Ordering::Release);
     }
 
+    /// Ends a resync: in sync, unless a copy failed meanwhile (then it stays stale).
+    pub fn finish_resync(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Sync::Resyncing as u8,
+                Sync::InSync as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
     }
 
-    fn push(&self, shard: &str, bytes: Bytes, seq: u64, ack: Option<Arc<AckGroup>>) {
+    fn push(&self, shard: &str, bytes: Bytes, skip: u32, seq: u64, ack: Option<Arc<AckGroup>>) {
         if self.backlog.fetch_add(1, Ordering::Relaxed) >= MAX_BACKLOG {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
             self.stale(shard, "too far behind");
@@ -267,7 +290,17 @@ impl Target {
             }
             return;
         }
-        if let Err(e) = self.tx.send(Item { bytes, seq, ack }) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match tx.as_ref() {
+            Some(tx) => tx.send(Item {
+                bytes,
+                skip,
+                seq,
+                ack,
+            }),
+            None => return,
+        };
+        if let Err(e) = sent {
             if let Some(a) = e.0.ack {
                 a.fail();
             }
@@ -334,7 +367,9 @@ async fn worker(
             }
             continue;
         }
-        let reply = conn.send(item.bytes.clone()).await;
+        let reply = conn
+            .send_with(item.bytes.clone(), item.skip, super::Wait::Default)
+            .await;
         if done_tx.send((reply, item)).is_err() {
             break;
         }

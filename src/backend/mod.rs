@@ -200,6 +200,19 @@ impl NodeConn {
         }
     }
 
+    /// [`resend`](Self::resend) without waiting: when the queue is full, the request fails.
+    pub fn try_resend(&self, request: BackendRequest) {
+        if let Err(e) = self.tx.try_send(request) {
+            let request = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            request.fail(BackendError::Unavailable {
+                node: Arc::from("node"),
+                reason: "its queue is full".into(),
+            });
+        }
+    }
+
     pub fn state(&self) -> NodeState {
         match self.state.load(Ordering::Relaxed) {
             1 => NodeState::Up,

@@ -72,6 +72,19 @@ impl Parking {
         None
     }
 
+    /// Takes the requests one connection parked (it is back), oldest first.
+    pub fn take_for(&self, node: &str, proto: Proto, index: usize) -> Vec<BackendRequest> {
+        let mut inner = self.lock();
+        if inner.primary.as_deref() != Some(node) {
+            return Vec::new();
+        }
+        let (mine, rest): (VecDeque<Parked>, VecDeque<Parked>) = std::mem::take(&mut inner.queue)
+            .into_iter()
+            .partition(|p| p.proto == proto && p.index == index);
+        inner.queue = rest;
+        mine.into_iter().map(|p| p.request).collect()
+    }
+
     /// Takes every parked request, oldest first.
     pub fn take(&self) -> VecDeque<Parked> {
         std::mem::take(&mut self.lock().queue)

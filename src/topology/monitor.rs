@@ -131,7 +131,8 @@ impl Monitor {
                     self.history.pop_front();
                 }
             }
-            if let Some(epoch) = p.epoch.filter(|e| *e > view.epoch) {
+            let adopt = p.epoch.filter(|e| *e > view.epoch && !self.sentinel());
+            if let Some(epoch) = adopt {
                 self.adopt_epoch(&view, epoch);
             }
         }
@@ -473,13 +474,16 @@ impl Monitor {
             // The old primary comes back stale and is resynced before it serves.
             m.add_target(&old.addr, old.pool.conn(Proto::Resp2, 0).clone());
         }
+        // Parked requests go first, so each client's requests keep their order; any parked
+        // in the instant before the switch follow right after it.
+        parking.accept_from(Some(Arc::from(chosen.addr.as_str())));
+        self.resend_parked(parking, &chosen).await;
         self.shard.view.store(Arc::new(View {
             epoch,
             primary: chosen.clone(),
             replicas: replicas.clone(),
         }));
         self.shard.failovers.fetch_add(1, Ordering::Relaxed);
-        parking.accept_from(Some(Arc::from(chosen.addr.as_str())));
         self.history.clear();
         self.deposed.insert(old.addr.clone());
         tracing::warn!(
@@ -502,7 +506,8 @@ impl Monitor {
         }
     }
 
-    /// Parked requests go to the primary once it is up; past the failover bound they fail.
+    /// Parked requests past the failover bound fail (each connection re-sends its own when it
+    /// reconnects; a failover re-sends them to the new primary).
     fn settle_parked(&mut self, parking: &Parking, view: &View) {
         if parking.is_empty() {
             return;
@@ -512,21 +517,9 @@ impl Monitor {
         let bound = h.interval * h.failure_threshold
             + Duration::from_secs(2)
             + Duration::from_millis(extra);
+        // Each connection sends what it parked itself once it reconnects; here only the
+        // deadline is kept.
         let primary = &view.primary;
-        if primary.health.is_up() && primary.pool.state() == crate::backend::NodeState::Up {
-            let primary = primary.clone();
-            let parked = parking.take();
-            tokio::spawn(async move {
-                for p in parked {
-                    primary
-                        .pool
-                        .conn_at(p.proto, p.index)
-                        .resend(p.request)
-                        .await;
-                }
-            });
-            return;
-        }
         if parking.oldest().is_some_and(|t| t.elapsed() >= bound) {
             if primary.health.is_up() {
                 let fails = self.counts.get(&primary.addr).map_or(0, |c| c.fails);
@@ -635,10 +628,7 @@ async fn resync_steps(
         cursor = next.clone();
     }
     match mirror.barrier(target).await {
-        Ok(Ok(_)) if target.state() == Sync::Resyncing => {
-            target.set_state(Sync::InSync);
-            Ok(copied)
-        }
+        Ok(Ok(_)) if target.finish_resync() => Ok(copied),
         _ => Err("a copy failed".into()),
     }
 }
@@ -653,12 +643,8 @@ async fn probe(link: Option<Link>, addr: &str, timeout: Duration) -> Result<(Lin
     link.call(&[b"PING"]).await?;
     let info = link::ok(link.call(&[b"INFO", b"replication"]).await?)?;
     let info = link::text(&info).unwrap_or_default();
-    let epoch = link
-        .call(&[b"GET", EPOCH_KEY])
-        .await
-        .ok()
-        .and_then(|f| link::text(&f))
-        .and_then(|t| t.parse().ok());
+    // A failed call leaves the connection out of step: `?` drops it.
+    let epoch = link::text(&link.call(&[b"GET", EPOCH_KEY]).await?).and_then(|t| t.parse().ok());
     let mut probe = parse_info(&info);
     probe.epoch = epoch;
     Ok((link, probe))

@@ -155,6 +155,15 @@ fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer)
     {
         return;
     }
+    if answer.epoch < view.epoch {
+        tracing::warn!(
+            shard = %shard.name,
+            "ignoring a sentinel that reports epoch {} (we are at {})",
+            answer.epoch,
+            view.epoch
+        );
+        return;
+    }
     let switched = view.primary.addr != answer.primary;
     let record = ShardState {
         epoch: answer.epoch,
@@ -170,14 +179,20 @@ fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer)
         .iter()
         .map(|a| shard.node(a, &config.backend))
         .collect();
+    // Parked requests go to the new primary before anything routed by the new view.
+    shard
+        .parking
+        .accept_from(Some(Arc::from(primary.addr.as_str())));
+    if switched {
+        for p in shard.parking.take() {
+            primary.pool.conn_at(p.proto, p.index).try_resend(p.request);
+        }
+    }
     shard.view.store(Arc::new(View {
         epoch: answer.epoch,
         primary: primary.clone(),
         replicas,
     }));
-    shard
-        .parking
-        .accept_from(Some(Arc::from(primary.addr.as_str())));
     if switched {
         shard
             .failovers
@@ -189,16 +204,6 @@ fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer)
             epoch = answer.epoch,
             "primary switched by Sentinel"
         );
-        let parked = shard.parking.take();
-        tokio::spawn(async move {
-            for p in parked {
-                primary
-                    .pool
-                    .conn_at(p.proto, p.index)
-                    .resend(p.request)
-                    .await;
-            }
-        });
     }
 }
 
