@@ -117,6 +117,24 @@ fn text(reply: Vec<u8>) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
+/// Shard `name` as INFO shows it now, checked to have failed over since `before`: a higher
+/// epoch, and one of `replicas` as primary.
+fn failed_over(port: u16, name: &str, before: &ShardInfo, replicas: &[&Redis]) -> ShardInfo {
+    let after = shard_info(port, name);
+    assert!(
+        after.epoch > before.epoch,
+        "epoch {} -> {}",
+        before.epoch,
+        after.epoch
+    );
+    assert!(
+        replicas.iter().any(|r| after.primary == r.addr()),
+        "the primary is {}, not a former replica",
+        after.primary
+    );
+    after
+}
+
 // ---- waiting for a state ----
 
 /// Waits until shardis shows shard `name` up with `primary`, `replicas` replicas, every node
@@ -453,18 +471,7 @@ fn redis_mode_failover_keeps_acknowledged_writes() {
     check_run(&run, 0, FAILOVER_BOUND);
     check_acknowledged_writes(proxy.port(), &run);
 
-    let after = shard_info(proxy.port(), "a");
-    assert!(
-        after.epoch > before.epoch,
-        "epoch {} -> {}",
-        before.epoch,
-        after.epoch
-    );
-    assert!(
-        after.primary == a1.addr() || after.primary == a2.addr(),
-        "the primary is {}, not a former replica",
-        after.primary
-    );
+    let after = failed_over(proxy.port(), "a", &before, &[&a1, &a2]);
     assert_eq!(after.failovers, before.failovers + 1, "{after:?}");
     assert_eq!(after.nodes[0].addr, after.primary, "{after:?}");
     assert_eq!(after.nodes[0].role, "primary", "{after:?}");
@@ -845,18 +852,7 @@ fn mirror_mode_failover_keeps_acknowledged_writes() {
     check_acknowledged_writes(proxy.port(), &run);
     assert_all(proxy.port(), "m:", 1_000);
 
-    let after = shard_info(proxy.port(), "a");
-    assert!(
-        after.epoch > before.epoch,
-        "epoch {} -> {}",
-        before.epoch,
-        after.epoch
-    );
-    assert!(
-        after.primary == m1.addr() || after.primary == m2.addr(),
-        "the primary is {}, not a former replica",
-        after.primary
-    );
+    failed_over(proxy.port(), "a", &before, &[&m1, &m2]);
 }
 
 #[test]

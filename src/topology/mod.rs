@@ -145,11 +145,16 @@ impl Shard {
     /// The connection a client's writes (and its reads, by default) use: the current primary's.
     /// Fails at once when the health checks hold the primary down.
     pub fn writer(&self, proto: Proto, client_id: u64) -> Result<NodeConn, BackendError> {
+        Ok(self.up_primary()?.pool.conn(proto, client_id).clone())
+    }
+
+    /// The current primary, unless the health checks hold it down.
+    fn up_primary(&self) -> Result<Arc<Node>, BackendError> {
         let view = self.view.load();
         if !view.primary.health.is_up() {
             return Err(self.unavailable(format!("primary {} is down", view.primary.addr)));
         }
-        Ok(view.primary.pool.conn(proto, client_id).clone())
+        Ok(view.primary.clone())
     }
 
     /// The connection a client's read-only commands use, by `read_from`. A client keeps the
@@ -184,11 +189,7 @@ impl Shard {
         proto: Proto,
         dedicated: crate::backend::Dedicated,
     ) -> Result<NodeConn, BackendError> {
-        let view = self.view.load();
-        if !view.primary.health.is_up() {
-            return Err(self.unavailable(format!("primary {} is down", view.primary.addr)));
-        }
-        Ok(view.primary.pool.dedicated(proto, dedicated))
+        Ok(self.up_primary()?.pool.dedicated(proto, dedicated))
     }
 
     fn unavailable(&self, reason: String) -> BackendError {

@@ -400,8 +400,7 @@ impl Monitor {
         }
         let Some((chosen, offset)) = best else {
             if view.primary.health.is_up() {
-                let fails = self.counts.get(&view.primary.addr).map_or(0, |c| c.fails);
-                mark_down(&self.shard.name, &view.primary, fails);
+                self.mark_down(&view.primary);
                 tracing::error!(
                     shard = %self.shard.name,
                     "primary {} down and no healthy replica to promote",
@@ -455,11 +454,7 @@ impl Monitor {
             tracing::warn!(shard = %self.shard.name, "cannot record the epoch on the new primary: {e}");
         }
         let old = view.primary.clone();
-        mark_down(
-            &self.shard.name,
-            &old,
-            self.counts.get(&old.addr).map_or(0, |c| c.fails),
-        );
+        self.mark_down(&old);
         let replicas: Vec<Arc<Node>> = view
             .replicas
             .iter()
@@ -522,8 +517,7 @@ impl Monitor {
         let primary = &view.primary;
         if parking.oldest().is_some_and(|t| t.elapsed() >= bound) {
             if primary.health.is_up() {
-                let fails = self.counts.get(&primary.addr).map_or(0, |c| c.fails);
-                mark_down(&self.shard.name, primary, fails);
+                self.mark_down(primary);
             }
             self.fail_parked(parking, "no primary within the failover time");
         }
@@ -533,6 +527,12 @@ impl Monitor {
         for p in parking.take() {
             to.pool.conn_at(p.proto, p.index).resend(p.request).await;
         }
+    }
+
+    /// Marks `node` down, logging the failed checks counted for it.
+    fn mark_down(&self, node: &Node) {
+        let fails = self.counts.get(&node.addr).map_or(0, |c| c.fails);
+        mark_down(&self.shard.name, node, fails);
     }
 
     fn fail_parked(&self, parking: &Parking, reason: &str) {
