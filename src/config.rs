@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::command::Policy;
@@ -57,7 +58,31 @@ struct RawConfig {
     #[serde(default)]
     replication: RawReplication,
     #[serde(default)]
+    locks: RawLocks,
+    #[serde(default)]
     shards: Vec<RawShard>,
+}
+
+/// The `[locks]` section: fenced locks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLocks {
+    prefix: String,
+    #[serde(with = "humantime_serde")]
+    max_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    freeze_margin: Duration,
+}
+
+impl Default for RawLocks {
+    fn default() -> Self {
+        let d = LockSettings::default();
+        RawLocks {
+            prefix: String::from_utf8_lossy(&d.prefix).into_owned(),
+            max_ttl: d.max_ttl,
+            freeze_margin: d.freeze_margin,
+        }
+    }
 }
 
 /// The `[replication]` section: defaults for every shard, and where epochs are kept.
@@ -258,6 +283,41 @@ pub enum ReadFrom {
     PreferReplica,
 }
 
+/// Fenced locks (`[locks]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSettings {
+    /// `SET key owner NX PX|EX ttl` on a key starting with this is a lock grant; empty: none
+    /// is.
+    pub prefix: Bytes,
+    /// The longest lease a grant or an extension may ask for.
+    pub max_ttl: Duration,
+    /// After a failover a shard grants no lock for `max_ttl` plus this (clock drift, and the
+    /// time the failover took to notice).
+    pub freeze_margin: Duration,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        LockSettings {
+            prefix: Bytes::from_static(b"lock:"),
+            max_ttl: Duration::from_secs(30),
+            freeze_margin: Duration::from_secs(1),
+        }
+    }
+}
+
+impl LockSettings {
+    /// Whether a SET on `key` is a lock grant.
+    pub fn in_namespace(&self, key: &[u8]) -> bool {
+        !self.prefix.is_empty() && key.starts_with(&self.prefix)
+    }
+
+    /// How long a shard refuses grants after a failover.
+    pub fn freeze(&self) -> Duration {
+        self.max_ttl + self.freeze_margin
+    }
+}
+
 /// A shard whose nodes Redis Sentinel names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentinelConfig {
@@ -447,6 +507,19 @@ impl RawConfig {
                 "failure_threshold and success_threshold must be at least 1",
             ));
         }
+        let lk = self.locks;
+        // A lease must fit in Redis's PX and in the Lua number a script handles exactly.
+        if lk.max_ttl.is_zero() || lk.max_ttl > Duration::from_secs(365 * 24 * 3600) {
+            return Err(invalid(
+                "locks.max_ttl",
+                "must be longer than 0 and at most one year",
+            ));
+        }
+        let locks = LockSettings {
+            prefix: Bytes::from(lk.prefix.into_bytes()),
+            max_ttl: lk.max_ttl,
+            freeze_margin: lk.freeze_margin,
+        };
         let r = self.replication;
         if r.ack_timeout.is_zero() {
             return Err(invalid("replication.ack_timeout", "must be longer than 0"));
@@ -581,6 +654,7 @@ impl RawConfig {
             },
             policy: Policy {
                 allow_flush: self.commands.allow_flush,
+                locks,
             },
             health: h,
             state_file: r.state_file,

@@ -11,7 +11,7 @@ use crate::resp::{Request as ClientRequest, Value};
 use crate::server::Proxy;
 use crate::topology::Topology;
 
-const SECTIONS: &[&str] = &["server", "clients", "stats", "shards", "keyspace"];
+const SECTIONS: &[&str] = &["server", "clients", "stats", "shards", "locks", "keyspace"];
 
 /// An INFO request whose proxy-side figures were taken when it was planned; the shards' keyspace
 /// lines are merged in when their replies arrive.
@@ -167,6 +167,30 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                     );
                     kv(&format!("shard{i}_node{j}"), &value);
                 }
+            }
+        }
+        "locks" => {
+            kv(
+                "lock_prefix",
+                &String::from_utf8_lossy(&config.policy.locks.prefix),
+            );
+            kv("lock_max_ttl_ms", &config.policy.locks.max_ttl.as_millis());
+            kv("lock_freeze_ms", &config.policy.locks.freeze().as_millis());
+            for (i, shard) in topology.shards.iter().enumerate() {
+                let s = &shard.lock_stats;
+                let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                let value = format!(
+                    "name={},epoch={},frozen_ms={},grants={},contended={},frozen={},not_replicated={},stale_tokens={}",
+                    shard.name,
+                    shard.view().epoch,
+                    shard.lock_freeze_left().map_or(0, |d| d.as_millis()),
+                    n(&s.grants),
+                    n(&s.contended),
+                    n(&s.frozen),
+                    n(&s.not_replicated),
+                    n(&s.stale),
+                );
+                kv(&format!("lock_shard{i}"), &value);
             }
         }
         _ => {}

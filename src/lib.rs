@@ -24,6 +24,7 @@ pub mod config;
 pub mod dev;
 pub mod info;
 pub mod local;
+pub mod lock;
 pub mod resp;
 pub mod routing;
 pub mod server;

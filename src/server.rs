@@ -45,7 +45,7 @@ impl Proxy {
 
     /// Which commands the current configuration allows beyond the defaults.
     pub fn policy(&self) -> crate::command::Policy {
-        self.config.load().policy
+        self.config.load().policy.clone()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

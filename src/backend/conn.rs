@@ -497,6 +497,7 @@ impl ConnTask {
                             got: 0,
                             want: ack,
                             ms: 0,
+                            applied: frame,
                         })
                     } else {
                         Ok(frame)
@@ -578,6 +579,7 @@ impl ConnTask {
                                 got: got.unwrap_or(0),
                                 want: h.ack,
                                 ms: self.settings.ack_timeout.as_millis(),
+                                applied: h.frame,
                             }),
                         };
                         let _ = h.reply.send(result);

@@ -101,12 +101,13 @@ impl AckGroup {
     }
 
     fn shortfall(&self) {
-        if let Some((tx, _)) = self.take() {
+        if let Some((tx, applied)) = self.take() {
             let _ = tx.send(Err(BackendError::NotAcknowledged {
                 node: self.node.clone(),
                 got: self.ok.load(Ordering::Acquire) as i64,
                 want: self.want_n,
                 ms: self.ms,
+                applied,
             }));
         }
     }
@@ -166,6 +167,12 @@ impl Mirror {
             t.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
         targets.retain(|t| t.addr != addr);
+    }
+
+    /// Replicas that get every copy now (in sync).
+    pub fn in_sync(&self) -> usize {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.iter().filter(|t| t.state() == Sync::InSync).count()
     }
 
     pub fn target(&self, addr: &str) -> Option<Arc<Target>> {

@@ -43,6 +43,8 @@ pub enum BackendError {
         got: i64,
         want: u8,
         ms: u128,
+        /// The primary's reply to the write (a lock grant is undone from it).
+        applied: Bytes,
     },
 }
 

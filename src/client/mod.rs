@@ -28,6 +28,7 @@ use crate::command::spec::flags::{READONLY, WRITE};
 use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::config::ReplicationMode;
 use crate::info;
+use crate::lock;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
 use crate::socket::Reader;
@@ -483,13 +484,20 @@ async fn dispatch(
             fan_out(topology, session, merge, parts, None, writes, readonly).await
         }
         Plan::Broadcast(merge) => {
-            let (request, info) = if merge == Merge::Info {
+            let script = |body: &str| {
                 let mut cmd = BytesMut::new();
-                encode::command(&mut cmd, [&b"INFO"[..], b"keyspace"].into_iter());
-                let info = info::Request::new(proxy, topology, &req);
-                (cmd.freeze(), Some(info))
-            } else {
-                (request_bytes(&req), None)
+                encode::command(&mut cmd, [&b"EVAL_RO"[..], body.as_bytes(), b"0"].into_iter());
+                cmd.freeze()
+            };
+            let (request, info) = match merge {
+                // Counted and drawn without shardis' own keys.
+                Merge::Info => {
+                    let info = info::Request::new(proxy, topology, &req);
+                    (script(lock::scripts::INFO_KEYSPACE), Some(info))
+                }
+                Merge::DbSize => (script(lock::scripts::DBSIZE), None),
+                Merge::RandomKey => (script(lock::scripts::RANDOMKEY), None),
+                _ => (request_bytes(&req), None),
             };
             let parts = (0..topology.shards.len())
                 .map(|shard| Part {
@@ -569,6 +577,13 @@ async fn dispatch(
             };
             Slot::Waiting(conn.send(request_bytes(&req)).await)
         }
+        Plan::Lock(cmd) => {
+            let shard = &topology.shards[cmd.shard];
+            if cmd.op.writes() {
+                session.touch(topology.shards.len(), cmd.shard);
+            }
+            Slot::Waiting(lock::dispatch(shard, session.proto, session.id, *cmd).await)
+        }
         Plan::PubSub(cmd) => {
             let (proto, pushes) = (session.proto, session.pushes_tx.clone());
             session
@@ -635,6 +650,9 @@ async fn in_transaction(
         }
         Plan::Error(msg) => tx.fail(&msg),
         Plan::Split { .. } => tx.fail(CROSSSLOT),
+        Plan::Lock(_) => tx.fail(
+            "ERR shardis does not run lock commands inside MULTI (a grant waits for its replicas)",
+        ),
         _ => {
             let name = String::from_utf8_lossy(req.name()).to_ascii_lowercase();
             tx.fail(&format!(

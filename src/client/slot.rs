@@ -125,6 +125,11 @@ impl Slot {
     }
 }
 
+/// Whether a bulk string reply names one of shardis' own keys.
+fn reserved(frame: &Bytes) -> bool {
+    reply::bulk_payload(frame).is_some_and(|k| crate::lock::is_reserved(&k))
+}
+
 fn flatten(result: Result<Reply, oneshot::error::RecvError>) -> Reply {
     result.unwrap_or_else(|_| {
         Err(BackendError::Lost {
@@ -183,6 +188,14 @@ fn scan_reply(frame: &Bytes, shard: usize, shards: usize) -> Bytes {
         );
     };
     let next = itoa::Buffer::new().format(next).to_owned();
+    // shardis' own keys are not the client's to see.
+    let keys = match reply::array_elements(&keys) {
+        Some(elements) if elements.iter().any(reserved) => {
+            let kept: Vec<Bytes> = elements.into_iter().filter(|e| !reserved(e)).collect();
+            array(b'*', &kept)
+        }
+        _ => keys,
+    };
     let mut out = BytesMut::with_capacity(keys.len() + 32);
     out.put_slice(b"*2\r\n$");
     out.put_slice(itoa::Buffer::new().format(next.len()).as_bytes());
@@ -220,7 +233,7 @@ impl Merging {
         match self.merge {
             Merge::Mget { len } => merge_mget(len, frames),
             Merge::AllOk => Bytes::from_static(encode::OK),
-            Merge::SumIntegers => fold_integers(ok_frames, 0, i64::saturating_add),
+            Merge::SumIntegers | Merge::DbSize => fold_integers(ok_frames, 0, i64::saturating_add),
             Merge::Max => fold_integers(ok_frames, 0, i64::max),
             Merge::Min => fold_integers(ok_frames, i64::MAX, i64::min),
             Merge::Info => {
@@ -234,7 +247,7 @@ impl Merging {
                 let mut all: Vec<Bytes> = Vec::new();
                 for frame in ok_frames {
                     match reply::array_elements(frame) {
-                        Some(elements) => all.extend(elements),
+                        Some(elements) => all.extend(elements.into_iter().filter(|e| !reserved(e))),
                         None => return unexpected(),
                     }
                 }
@@ -247,7 +260,7 @@ impl Merging {
             Merge::RandomKey => {
                 let keys: Vec<&Bytes> = ok_frames
                     .clone()
-                    .filter(|f| !matches!(&f[..], b"$-1\r\n" | b"_\r\n"))
+                    .filter(|f| !matches!(&f[..], b"$-1\r\n" | b"_\r\n") && !reserved(f))
                     .collect();
                 if keys.is_empty() {
                     return ok_frames.next().cloned().unwrap_or_else(unexpected);

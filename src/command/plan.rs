@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::spec::flags::{ADMIN, CONTAINER, PUBSUB};
+use super::spec::flags::{ADMIN, CONTAINER, PUBSUB, READONLY, WRITE};
 use super::{is_blocking, key_positions, lookup, lookup_sub, CommandSpec};
 use crate::resp::{encode, Request};
 use crate::routing::Router;
@@ -44,6 +44,8 @@ pub enum Plan {
     Watch(usize),
     /// A subscription command: the session's subscriber connections carry it.
     PubSub(PubSubCommand),
+    /// A fenced-lock command (or a SET under the lock prefix), for the shard of its key.
+    Lock(Box<crate::lock::LockCommand>),
 }
 
 /// The transaction commands other than WATCH.
@@ -66,11 +68,12 @@ pub enum PubSubCommand {
     SUnsubscribe,
 }
 
-/// Which commands the operator allows beyond the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which commands the operator allows beyond the defaults, and which keys are locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// FLUSHDB and FLUSHALL, sent to every shard.
     pub allow_flush: bool,
+    pub locks: crate::config::LockSettings,
 }
 
 /// One shard's share of a split request.
@@ -90,8 +93,10 @@ pub enum Merge {
     Mget { len: usize },
     /// MSET: `+OK` when every part says so, else the first error.
     AllOk,
-    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: integers summed.
+    /// DEL, UNLINK, EXISTS, TOUCH: integers summed.
     SumIntegers,
+    /// DBSIZE: each shard's count less shardis' own keys there, summed.
+    DbSize,
     /// INFO: the proxy's own sections, with the shards' keyspace summed.
     Info,
     /// KEYS: the arrays concatenated.
@@ -144,7 +149,18 @@ pub fn plan(req: &Request, router: &Router, policy: &Policy) -> Plan {
 /// [`plan`], with the command's flags (`spec::flags`; 0 when it is not a known command), so
 /// the caller need not look the command up again.
 pub fn plan_and_flags(req: &Request, router: &Router, policy: &Policy) -> (Plan, u32) {
-    let args = req.args();
+    plan_args(req.args(), router, policy)
+}
+
+/// [`plan_and_flags`] for a command given as its arguments.
+pub fn plan_args(args: &[Bytes], router: &Router, policy: &Policy) -> (Plan, u32) {
+    if let Some(plan) = crate::lock::plan(args, router, policy) {
+        let flags = match &plan {
+            Plan::Lock(l) if !l.op.writes() => READONLY,
+            _ => WRITE,
+        };
+        return (plan, flags);
+    }
     match resolve(args) {
         Ok(spec) => (route(spec, args, router, policy), spec.flags),
         Err(plan) => (plan, 0),
@@ -187,6 +203,14 @@ fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Plan> {
 
 /// Routes a resolved command.
 fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &Policy) -> Plan {
+    let keys = key_positions(spec, args);
+    if let Some(&k) = keys
+        .as_ref()
+        .ok()
+        .and_then(|keys| keys.iter().find(|&&k| crate::lock::is_reserved(&args[k])))
+    {
+        return Plan::Error(crate::lock::reserved_key(&args[k]));
+    }
     if let Some(plan) = special(spec, args, router, policy) {
         return plan;
     }
@@ -196,7 +220,7 @@ fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &P
             spec.name
         ));
     }
-    let keys = match key_positions(spec, args) {
+    let keys = match keys {
         Ok(keys) => keys,
         // Malformed (a bad numkeys, say): the command cannot run, so let the shard of its
         // first argument answer with Redis's own error text. Nothing is executed.
@@ -300,6 +324,9 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
                 None => Some(Duration::ZERO),
             },
         },
+        "set" if policy.locks.in_namespace(&args[1]) => {
+            crate::lock::plan_set(args, router, policy)
+        }
         "scan" => Plan::Scan,
         "keys" => Plan::Broadcast(Merge::Concat),
         "randomkey" => Plan::Broadcast(Merge::RandomKey),
@@ -333,7 +360,7 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
         "client|no-evict" => Plan::Local(Local::ClientNoEvict),
         "config|get" => Plan::Local(Local::ConfigGet),
         "info" => Plan::Broadcast(Merge::Info),
-        "dbsize" => Plan::Broadcast(Merge::SumIntegers),
+        "dbsize" => Plan::Broadcast(Merge::DbSize),
         // COMMAND with no subcommand (a container whose arity allows that).
         "time" | "lolwut" | "command" => Plan::AnyShard,
         // Redis refuses an odd MSET by arity; split, it would fail on only some shards.

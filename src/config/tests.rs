@@ -102,3 +102,24 @@ read_from = "primary"
         "shards[0].sentinel: Sentinel shards use Redis replication, not mirror"
     );
 }
+
+#[test]
+fn lock_settings_and_their_errors() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(c.policy.locks, LockSettings::default());
+    assert_eq!(c.policy.locks.freeze(), Duration::from_secs(31));
+    assert!(c.policy.locks.in_namespace(b"lock:x"));
+    assert!(!c.policy.locks.in_namespace(b"locks"));
+    let text = format!(
+        "[locks]\nprefix = \"mutex/\"\nmax_ttl = \"2s\"\nfreeze_margin = \"250ms\"\n{MINIMAL}"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert!(c.policy.locks.in_namespace(b"mutex/a"));
+    assert!(!c.policy.locks.in_namespace(b"lock:a"));
+    assert_eq!(c.policy.locks.freeze(), Duration::from_millis(2250));
+    let off = Config::from_toml(&format!("[locks]\nprefix = \"\"\n{MINIMAL}")).unwrap();
+    assert!(!off.policy.locks.in_namespace(b"lock:a"));
+    assert!(err(&format!("[locks]\nmax_ttl = \"0s\"\n{MINIMAL}")).contains("locks.max_ttl"));
+    assert!(err(&format!("[locks]\nmax_ttl = \"400days\"\n{MINIMAL}")).contains("locks.max_ttl"));
+    assert!(err(&format!("[locks]\nttl = \"1s\"\n{MINIMAL}")).contains("ttl"));
+}

@@ -123,6 +123,9 @@ pub struct Shard {
     /// Mirror mode: the copier of writes to the replicas.
     pub(crate) mirror: Option<Arc<Mirror>>,
     ack_timeout: std::time::Duration,
+    /// Unix time in ms until which no lock is granted (the freeze after a failover).
+    locks_frozen_until_ms: AtomicU64,
+    pub lock_stats: crate::lock::LockStats,
 }
 
 impl Shard {
@@ -132,6 +135,72 @@ impl Shard {
 
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// How much longer the shard grants no lock, if it is in the freeze after a failover.
+    pub fn lock_freeze_left(&self) -> Option<std::time::Duration> {
+        let until = self.locks_frozen_until_ms.load(Ordering::Relaxed);
+        let now = unix_ms();
+        (until > now).then(|| std::time::Duration::from_millis(until - now))
+    }
+
+    /// Replicas a lock grant waits for: those up and replicating (redis mode), or in sync
+    /// (mirror mode).
+    pub fn healthy_replicas(&self) -> u8 {
+        let n = match &self.mirror {
+            Some(m) => m.in_sync(),
+            None => {
+                let view = self.view.load();
+                view.replicas
+                    .iter()
+                    .filter(|n| n.health.is_up() && n.health.role() == Role::Replica)
+                    .count()
+            }
+        };
+        n.min(u8::MAX as usize) as u8
+    }
+
+    /// Records a new epoch for the shard, with `primary` as its primary, durably (state file)
+    /// before returning, and starts the lock freeze: no lease granted under an older epoch may
+    /// still run when the shard grants again.
+    pub(crate) fn begin_epoch(
+        &self,
+        state: &StateFile,
+        epoch: u64,
+        primary: &str,
+        freeze: std::time::Duration,
+    ) -> Result<(), String> {
+        let until = unix_ms() + freeze.as_millis() as u64;
+        let record = state::ShardState {
+            epoch,
+            primary: primary.to_string(),
+            locks_frozen_until_ms: until,
+        };
+        state.set(&self.name, record)?;
+        self.locks_frozen_until_ms
+            .fetch_max(until, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes `epoch` as the epoch key on `node`, through its data connection, so it is
+    /// replicated (or, in mirror mode, copied) in order with the writes.
+    pub(crate) async fn record_epoch(&self, node: &Node, epoch: u64) -> Result<(), String> {
+        let mut cmd = bytes::BytesMut::new();
+        let epoch = epoch.to_string();
+        crate::resp::encode::command(
+            &mut cmd,
+            [&b"SET"[..], crate::lock::EPOCH_KEY, epoch.as_bytes()].into_iter(),
+        );
+        let conn = node.pool.conn(Proto::Resp2, 0).clone();
+        let rx = conn
+            .send_acked(cmd.freeze(), 0, crate::backend::Wait::Default, Some(0))
+            .await;
+        match rx.await {
+            Ok(Ok(frame)) if !crate::resp::reply::is_error(&frame) => Ok(()),
+            Ok(Ok(frame)) => Err(String::from_utf8_lossy(&frame).trim_end().to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the connection went away".into()),
+        }
     }
 
     /// Replicas that must acknowledge a write before it is answered.
@@ -254,6 +323,14 @@ fn new_node(
     })
 }
 
+/// Milliseconds since the Unix epoch (the lock freeze is kept in wall-clock time, so it
+/// survives a restart through the state file).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A reply receiver that already holds `error`: a request that failed before it was sent.
 pub fn failed(error: BackendError) -> oneshot::Receiver<Reply> {
     let (tx, rx) = oneshot::channel();
@@ -323,7 +400,7 @@ impl Topology {
             // and a dead one fails through its connections meanwhile.
             nodes[0].health.up.store(true, Ordering::Relaxed);
             let view = View {
-                epoch: recorded.map_or(0, |r| r.epoch),
+                epoch: recorded.as_ref().map_or(0, |r| r.epoch),
                 primary: nodes[0].clone(),
                 replicas: nodes[1..].to_vec(),
             };
@@ -338,6 +415,10 @@ impl Topology {
                 parking,
                 mirror,
                 ack_timeout: config.ack_timeout,
+                locks_frozen_until_ms: AtomicU64::new(
+                    recorded.as_ref().map_or(0, |r| r.locks_frozen_until_ms),
+                ),
+                lock_stats: Default::default(),
             });
             monitors.push(monitor::spawn(shard.clone(), config.clone(), state.clone()));
             if s.sentinel.is_some() {

@@ -24,15 +24,13 @@ use tokio::time::Instant;
 use redis_protocol::resp2::types::OwnedFrame;
 
 use super::link::{self, split_addr, Link};
-use super::state::ShardState;
 use super::{Node, Role, Shard, StateFile, View};
 use crate::backend::mirror::{Sync, DUMP_SCRIPT};
 use crate::backend::{BackendError, Mirror, Parking, Target};
 use crate::config::{Config, ReplicationMode};
 use crate::resp::{encode, Proto};
 
-/// The key on a shard's primary that records its epoch (replicated to its replicas).
-pub const EPOCH_KEY: &[u8] = b"__shardis__:epoch";
+use crate::lock::EPOCH_KEY;
 
 /// Primary offsets kept for lag estimates.
 const HISTORY: usize = 512;
@@ -48,6 +46,7 @@ pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortH
         deposed: HashSet::new(),
         reported: HashSet::new(),
         resyncs: HashMap::new(),
+        epoch_seen: false,
     };
     tokio::spawn(monitor.run()).abort_handle()
 }
@@ -86,6 +85,9 @@ struct Monitor {
     reported: HashSet<String>,
     /// Mirror mode: replicas being resynced.
     resyncs: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// A primary of this shard has shown its epoch key since the monitor started: one
+    /// without it now lost its data.
+    epoch_seen: bool,
 }
 
 impl Monitor {
@@ -131,9 +133,8 @@ impl Monitor {
                     self.history.pop_front();
                 }
             }
-            let adopt = p.epoch.filter(|e| *e > view.epoch && !self.sentinel());
-            if let Some(epoch) = adopt {
-                self.adopt_epoch(&view, epoch);
+            if p.role == Role::Primary {
+                self.check_epoch(&view, p.epoch).await;
             }
         }
         if let Some(mirror) = self.shard.mirror.clone() {
@@ -279,7 +280,7 @@ impl Monitor {
                         (Role::Replica, _) => "has its replication link down".to_string(),
                         _ => "is not a replica".to_string(),
                     };
-                    self.report(&node.addr, &what);
+                    self.report(&node.addr, &format!("replica {what}"));
                 } else {
                     self.reported.remove(&node.addr);
                 }
@@ -310,18 +311,75 @@ impl Monitor {
     fn report(&mut self, addr: &str, what: &str) {
         let key = format!("{addr} {what}");
         if self.reported.insert(key) {
-            tracing::warn!(shard = %self.shard.name, node = %addr, "replica {what}");
+            tracing::warn!(shard = %self.shard.name, node = %addr, "{what}");
         }
     }
 
-    /// A node recorded a higher epoch than ours (another proxy failed over, or our state file
-    /// was lost): take it, so epochs never go back.
-    fn adopt_epoch(&mut self, view: &View, epoch: u64) {
-        let record = ShardState {
-            epoch,
-            primary: view.primary.addr.clone(),
+    /// Compares the epoch the primary records with the proxy's. The primary's record is what
+    /// lock grants check, and it is replicated with the data, so:
+    /// - higher: another proxy failed over, or our state file was lost: take it (and freeze
+    ///   grants), so epochs never go back;
+    /// - lower: the write of a new epoch failed; write it again;
+    /// - missing on a fresh fleet (epoch 0, never seen): write it;
+    /// - missing after it was seen, or with a recorded epoch: the primary restarted empty, and
+    ///   its lock counters are gone with its data. A new epoch keeps tokens growing (redis and
+    ///   mirror modes). In Sentinel mode the epoch is Sentinel's: grants stay refused until its
+    ///   next failover.
+    async fn check_epoch(&mut self, view: &View, recorded: Option<u64>) {
+        let name = self.shard.name.clone();
+        let sentinel = self.sentinel();
+        let write = match recorded {
+            Some(e) if e > view.epoch && !sentinel => {
+                self.raise_epoch(view, e, "epoch taken from the primary");
+                self.epoch_seen = true;
+                return;
+            }
+            Some(e) if e > view.epoch => {
+                self.report(
+                    &view.primary.addr,
+                    "primary records an epoch above Sentinel's: lock grants refused",
+                );
+                None
+            }
+            Some(e) if e < view.epoch => Some(view.epoch),
+            Some(_) => None,
+            None if !self.epoch_seen && (sentinel || view.epoch == 0) => Some(view.epoch),
+            None if sentinel => {
+                self.report(
+                    &view.primary.addr,
+                    "primary lost its epoch record: lock grants refused until Sentinel fails over",
+                );
+                None
+            }
+            None => {
+                let stored = self.state.get(&name).map_or(0, |s| s.epoch);
+                let epoch = view.epoch.max(stored) + 1;
+                self.raise_epoch(
+                    view,
+                    epoch,
+                    "the primary lost its epoch record (restarted empty?): new epoch",
+                );
+                Some(epoch)
+            }
         };
-        if let Err(e) = self.state.set(&self.shard.name, record) {
+        self.epoch_seen |= recorded.is_some();
+        if let Some(epoch) = write {
+            match self.shard.record_epoch(&view.primary, epoch).await {
+                Ok(()) => self.epoch_seen = true,
+                Err(e) => {
+                    tracing::warn!(shard = %name, epoch, "cannot record the epoch on the primary: {e}")
+                }
+            }
+        }
+    }
+
+    /// Moves the shard to `epoch` on the same nodes, durably, and freezes lock grants.
+    fn raise_epoch(&mut self, view: &View, epoch: u64, why: &str) {
+        let freeze = self.config.policy.locks.freeze();
+        if let Err(e) = self
+            .shard
+            .begin_epoch(&self.state, epoch, &view.primary.addr, freeze)
+        {
             tracing::error!(shard = %self.shard.name, "{e}");
             return;
         }
@@ -330,7 +388,7 @@ impl Monitor {
             primary: view.primary.clone(),
             replicas: view.replicas.clone(),
         }));
-        tracing::info!(shard = %self.shard.name, epoch, "epoch taken from the primary");
+        tracing::warn!(shard = %self.shard.name, epoch, freeze_ms = freeze.as_millis() as u64, "{why}");
     }
 
     /// Redis mode: keeps each replica following the primary.
@@ -437,21 +495,15 @@ impl Monitor {
         }
         let stored = self.state.get(&self.shard.name).map_or(0, |s| s.epoch);
         let epoch = view.epoch.max(stored) + 1;
-        let record = ShardState {
-            epoch,
-            primary: chosen.addr.clone(),
-        };
-        // Durable before any write reaches the new primary.
-        if let Err(e) = self.state.set(&self.shard.name, record) {
+        // Durable before any write reaches the new primary; no lock is granted until every
+        // lease the old primary gave has run out.
+        let freeze = self.config.policy.locks.freeze();
+        if let Err(e) = self
+            .shard
+            .begin_epoch(&self.state, epoch, &chosen.addr, freeze)
+        {
             tracing::error!(shard = %self.shard.name, "cannot record the failover: {e}");
             return;
-        }
-        let epoch_text = epoch.to_string();
-        if let Err(e) = self
-            .command(&chosen.addr, &[b"SET", EPOCH_KEY, epoch_text.as_bytes()])
-            .await
-        {
-            tracing::warn!(shard = %self.shard.name, "cannot record the epoch on the new primary: {e}");
         }
         let old = view.primary.clone();
         self.mark_down(&old);
@@ -468,6 +520,11 @@ impl Monitor {
             m.remove_target(&chosen.addr);
             // The old primary comes back stale and is resynced before it serves.
             m.add_target(&old.addr, old.pool.conn(Proto::Resp2, 0).clone());
+        }
+        // Before any parked request reaches it: a lock grant parked under the old epoch then
+        // finds the new one recorded and is refused, instead of minting an old-epoch token.
+        if let Err(e) = self.shard.record_epoch(&chosen, epoch).await {
+            tracing::warn!(shard = %self.shard.name, "cannot record the epoch on the new primary: {e}");
         }
         // Parked requests go first, so each client's requests keep their order; any parked
         // in the instant before the switch follow right after it.
@@ -592,9 +649,7 @@ async fn resync_steps(
         let keys: Vec<bytes::Bytes> = keys
             .iter()
             .filter_map(|k| match k {
-                OwnedFrame::BulkString(k) if k.as_slice() != EPOCH_KEY => {
-                    Some(bytes::Bytes::from(k.clone()))
-                }
+                OwnedFrame::BulkString(k) => Some(bytes::Bytes::from(k.clone())),
                 _ => None,
             })
             .collect();
@@ -644,7 +699,11 @@ async fn probe(link: Option<Link>, addr: &str, timeout: Duration) -> Result<(Lin
     let info = link::ok(link.call(&[b"INFO", b"replication"]).await?)?;
     let info = link::text(&info).unwrap_or_default();
     // A failed call leaves the connection out of step: `?` drops it.
-    let epoch = link::text(&link.call(&[b"GET", EPOCH_KEY]).await?).and_then(|t| t.parse().ok());
+    // MGET rather than GET, so that the GETs a node serves (cmdstat_get) are all clients'.
+    let epoch = match link.call(&[b"MGET", EPOCH_KEY]).await? {
+        OwnedFrame::Array(v) => v.first().and_then(link::text).and_then(|t| t.parse().ok()),
+        _ => None,
+    };
     let mut probe = parse_info(&info);
     probe.epoch = epoch;
     Ok((link, probe))

@@ -60,7 +60,7 @@ async fn follow(
     events.send(&[b"SUBSCRIBE", b"+switch-master"]).await?;
     loop {
         let answer = query(&mut ask, &sentinel.master).await?;
-        apply(shard, config, state, answer);
+        apply(shard, config, state, answer).await;
         // Wait for an event about this master, or one interval.
         let wait = tokio::time::sleep(config.health.interval);
         tokio::pin!(wait);
@@ -139,7 +139,7 @@ async fn query(link: &mut Link, master: &str) -> Result<Answer, String> {
 }
 
 /// Installs what Sentinel said, if it differs from the current view.
-fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer) {
+async fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer) {
     // Sentinel notices a dead primary after down-after-milliseconds, then elects a leader and
     // promotes, which takes a few seconds more: requests stay parked that long.
     shard.park_extra_ms.store(
@@ -165,15 +165,36 @@ fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: Answer)
         return;
     }
     let switched = view.primary.addr != answer.primary;
-    let record = ShardState {
-        epoch: answer.epoch,
-        primary: answer.primary.clone(),
+    // A new epoch freezes lock grants; the same one (new replicas only) keeps any freeze.
+    let result = if answer.epoch > view.epoch {
+        shard.begin_epoch(
+            state,
+            answer.epoch,
+            &answer.primary,
+            config.policy.locks.freeze(),
+        )
+    } else {
+        let record = ShardState {
+            epoch: answer.epoch,
+            primary: answer.primary.clone(),
+            locks_frozen_until_ms: state
+                .get(&shard.name)
+                .map_or(0, |s| s.locks_frozen_until_ms),
+        };
+        state.set(&shard.name, record)
     };
-    if let Err(e) = state.set(&shard.name, record) {
+    if let Err(e) = result {
         tracing::error!(shard = %shard.name, "{e}");
     }
     let primary = shard.node(&answer.primary, &config.backend);
     primary.health.set_up(true);
+    if answer.epoch > view.epoch {
+        // Before the parked requests: a lock grant parked under the old epoch must find the
+        // new one recorded on the new primary and be refused.
+        if let Err(e) = shard.record_epoch(&primary, answer.epoch).await {
+            tracing::warn!(shard = %shard.name, "cannot record the epoch on the primary: {e}");
+        }
+    }
     let replicas = answer
         .replicas
         .iter()

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct ShardState {
     pub epoch: u64,
     pub primary: String,
+    /// Unix time in ms until which the shard grants no lock (the freeze after a failover).
+    #[serde(default)]
+    pub locks_frozen_until_ms: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -106,6 +109,7 @@ mod tests {
         let a = ShardState {
             epoch: 3,
             primary: "127.0.0.1:7002".into(),
+            locks_frozen_until_ms: 1_800_000_000_000,
         };
         state.set("a", a.clone()).unwrap();
         state
@@ -114,6 +118,7 @@ mod tests {
                 ShardState {
                     epoch: 1,
                     primary: "127.0.0.1:7003".into(),
+                    locks_frozen_until_ms: 0,
                 },
             )
             .unwrap();

@@ -145,10 +145,7 @@ fn proxy_answers_connection_commands() {
         plan(&req("CONFIG GET save"), &r),
         Plan::Local(Local::ConfigGet)
     );
-    assert_eq!(
-        plan(&req("DBSIZE"), &r),
-        Plan::Broadcast(Merge::SumIntegers)
-    );
+    assert_eq!(plan(&req("DBSIZE"), &r), Plan::Broadcast(Merge::DbSize));
     assert_eq!(plan(&req("INFO"), &r), Plan::Broadcast(Merge::Info));
     assert_eq!(plan(&req("COMMAND DOCS get"), &r), Plan::AnyShard);
     assert_eq!(plan(&req("COMMAND"), &r), Plan::AnyShard);
@@ -297,9 +294,161 @@ fn stateful_and_fan_out_commands() {
         plan(&req("SUBSCRIBE a b"), &r),
         Plan::PubSub(PubSubCommand::Subscribe)
     );
-    let allow = Policy { allow_flush: true };
+    let allow = Policy {
+        allow_flush: true,
+        ..Policy::default()
+    };
     assert_eq!(
         super::plan(&req("FLUSHALL"), &r, &allow),
         Plan::Broadcast(Merge::AllOk)
     );
+}
+
+fn lock_op(p: Plan) -> crate::lock::LockOp {
+    match p {
+        Plan::Lock(l) => l.op,
+        other => panic!("not a lock plan: {other:?}"),
+    }
+}
+
+fn is_error_starting(p: &Plan, prefix: &str) -> bool {
+    matches!(p, Plan::Error(e) if e.starts_with(prefix))
+}
+
+#[test]
+fn set_under_the_lock_prefix_is_a_grant_or_refused() {
+    use crate::lock::LockOp;
+    let r = router();
+    for (cmd, ttl) in [
+        ("SET lock:a me NX PX 1500", 1500),
+        ("set lock:a me px 1500 nx", 1500),
+        ("SET lock:a me NX EX 2", 2000),
+    ] {
+        assert_eq!(
+            lock_op(plan(&req(cmd), &r)),
+            LockOp::Acquire {
+                owner: Bytes::from_static(b"me"),
+                ttl_ms: ttl,
+                set_form: true
+            },
+            "{cmd}"
+        );
+    }
+    for cmd in [
+        "SET lock:a me",
+        "SET lock:a me NX",
+        "SET lock:a me PX 100",
+        "SET lock:a me NX PX 100 GET",
+        "SET lock:a me XX PX 100",
+        "SET lock:a me NX KEEPTTL",
+    ] {
+        assert!(
+            is_error_starting(
+                &plan(&req(cmd), &r),
+                "ERR 'lock:a' is under the lock prefix"
+            ),
+            "{cmd}"
+        );
+    }
+    assert!(is_error_starting(
+        &plan(&req("SET lock:a me NX PX 0"), &r),
+        "ERR invalid expire time"
+    ));
+    assert!(is_error_starting(
+        &plan(&req("SET lock:a me NX PX x"), &r),
+        "ERR value is not an integer"
+    ));
+    assert!(is_error_starting(
+        &plan(&req("SET lock:a me NX PX 100 PX 5"), &r),
+        "ERR syntax error"
+    ));
+    assert!(is_error_starting(
+        &plan(&req("SET lock:a me NX PX 30001"), &r),
+        "ERR lock TTL 30001 ms is longer"
+    ));
+    // Outside the prefix, and with no prefix configured, SET is SET.
+    assert!(matches!(plan(&req("SET locks me"), &r), Plan::Forward(_)));
+    let none = Policy {
+        locks: crate::config::LockSettings {
+            prefix: Bytes::new(),
+            ..Default::default()
+        },
+        ..Policy::default()
+    };
+    assert!(matches!(
+        super::plan(&req("SET lock:a me NX PX 5"), &r, &none),
+        Plan::Forward(_)
+    ));
+}
+
+#[test]
+fn lock_commands_are_parsed_and_routed_by_their_key() {
+    use crate::lock::{FenceToken, LockOp};
+    let r = router();
+    let p = plan(&req("LOCK.ACQUIRE lock:{u} me 100"), &r);
+    assert!(matches!(&p, Plan::Lock(l) if l.shard == r.shard_of(b"u")));
+    let token = FenceToken::new(0, 3).unwrap();
+    assert_eq!(
+        lock_op(plan(&req("lock.extend lock:{u} me 3 200"), &r)),
+        LockOp::Extend {
+            owner: Bytes::from_static(b"me"),
+            token,
+            ttl_ms: 200
+        }
+    );
+    assert_eq!(
+        lock_op(plan(&req("FENCED lock:{u} 3 SET data:{u} v"), &r)),
+        LockOp::Fence {
+            token,
+            command: ["SET", "data:{u}", "v"]
+                .map(|s| Bytes::from(s.to_string()))
+                .to_vec()
+        }
+    );
+    assert_eq!(
+        lock_op(plan(&req("FENCE.ADVANCE lock:{u} 3"), &r)),
+        LockOp::Fence {
+            token,
+            command: Vec::new()
+        }
+    );
+    let (a, b) = apart(&r);
+    let crossed = plan(&req(&format!("FENCED {a} 3 SET {b} v")), &r);
+    assert_eq!(crossed, Plan::Error(CROSSSLOT.to_string()));
+    for bad in [
+        "FENCED lock:{u} 3 BLPOP data:{u} 0",
+        "FENCED lock:{u} 3 SUBSCRIBE c",
+        "FENCED lock:{u} 3 LOCK.ACQUIRE lock:{u} me 5",
+        "FENCED lock:{u} 3 NOSUCH x",
+        "FENCED lock:{u} 0 SET data:{u} v",
+        "LOCK.ACQUIRE lock:{u} me 0",
+        "LOCK.ACQUIRE lock:{u} me 40000",
+        "LOCK.ACQUIRE lock:{u}  100",
+        "LOCK.RELEASE lock:{u} me",
+        "LOCK.ACQUIRE __shardis__:locks me 100",
+    ] {
+        let args: Vec<Bytes> = bad.split(' ').map(|a| Bytes::from(a.to_string())).collect();
+        let p = plan(&Request::from_args(args), &r);
+        assert!(
+            matches!(&p, Plan::Error(e) if e.starts_with("ERR")),
+            "{bad}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn reserved_keys_cannot_be_named() {
+    let r = router();
+    for cmd in [
+        "GET __shardis__:epoch",
+        "HGETALL __shardis__:locks",
+        "DEL k __shardis__:locks",
+        "WATCH __shardis__:epoch",
+        "EVAL x 1 __shardis__:locks",
+    ] {
+        assert!(
+            is_error_starting(&plan(&req(cmd), &r), "ERR key '__shardis__:"),
+            "{cmd}"
+        );
+    }
 }
