@@ -3,7 +3,8 @@
 
     python redis_py_check.py HOST:PORT
 
-Meant for shardis, but any single Redis passes too. Every group of keys used
+Meant for shardis; a single plain Redis passes everything but the lock checks,
+which also ask shardis for fencing tokens (LOCK.TOKEN). Every group of keys used
 together (a transaction, a WATCH, a script) shares one hash tag in braces, so a
 sharding proxy can route each group to one shard. All keys and channels start
 with a prefix unique to this run, so runs against the same servers do not
@@ -413,6 +414,12 @@ def check_lock(env):
     second = other.lock(name, timeout=5, blocking_timeout=0.2)
     expect_eq(first.acquire(), True, "first acquire")
     expect(first.owned(), "first lock does not own the key after acquiring it")
+    # shardis numbers every grant: redis-py's own SET NX PX got a fencing token.
+    first_token = r.execute_command("LOCK.TOKEN", name, first.local.token)
+    expect(
+        isinstance(first_token, int) and first_token > 0,
+        f"LOCK.TOKEN of the first holder: got {first_token!r}, expected a positive int",
+    )
     expect_eq(second.acquire(), False, "second acquire while the lock is held")
     expect(not second.owned(), "second lock owns a key it failed to acquire")
 
@@ -427,6 +434,12 @@ def check_lock(env):
     expect_eq(r.exists(name), 0, "lock key exists after release")
     expect_eq(second.acquire(), True, "second acquire after release")
     expect(second.locked(), "lock not reported as locked")
+    second_token = r.execute_command("LOCK.TOKEN", name, second.local.token)
+    expect(
+        isinstance(second_token, int) and second_token > first_token,
+        f"LOCK.TOKEN of the second holder: got {second_token!r}, expected an int "
+        f"greater than the first holder's {first_token}",
+    )
 
     # A lock whose key was taken over cannot be released by the old holder.
     r.delete(name)
@@ -448,7 +461,66 @@ def check_lock(env):
         expect_eq(r.exists(lock_name), 0, f"{lock_name} exists after the with block")
     r.close()
     other.close()
-    return f"acquire/contend/extend/reacquire/release ok; {len(names)} locks as context managers"
+    return (
+        f"acquire/contend/extend/reacquire/release ok; tokens {first_token} < {second_token}; "
+        f"{len(names)} locks as context managers"
+    )
+
+
+# The release script of the Redis documentation's SET NX lock pattern
+# (https://redis.io/docs/latest/commands/set/, "Patterns").
+RECIPE_RELEASE = """
+if redis.call("get",KEYS[1]) == ARGV[1]
+then
+    return redis.call("del",KEYS[1])
+else
+    return 0
+end
+"""
+
+
+def check_lock_recipe(env):
+    """The Redis docs' lock recipe: SET key random NX PX, released by a GET/DEL script."""
+    r = env.client()
+    other = env.client()
+    name = f"lock:{env.prefix}:recipe"
+    env.keys.add(name)
+    value = os.urandom(16).hex()
+
+    expect_eq(r.set(name, value, nx=True, px=30000), True, "SET NX PX on a free lock")
+    expect_eq(
+        other.set(name, "someone-else", nx=True, px=30000),
+        None,
+        "second SET NX PX while the lock is held",
+    )
+    expect_eq(r.get(name), value, "GET of the held lock key")
+    ttl = r.pttl(name)
+    expect(0 < ttl <= 30000, f"PTTL of the held lock: {ttl} ms, expected 1-30000")
+    token = r.execute_command("LOCK.TOKEN", name, value)
+    expect(
+        isinstance(token, int) and token > 0,
+        f"LOCK.TOKEN of the recipe's holder: got {token!r}, expected a positive int",
+    )
+
+    expect_eq(
+        other.eval(RECIPE_RELEASE, 1, name, "wrong-value"),
+        0,
+        "release script with a wrong value",
+    )
+    expect_eq(r.exists(name), 1, "lock key exists after a release with a wrong value")
+    expect_eq(r.eval(RECIPE_RELEASE, 1, name, value), 1, "release script with the value")
+    expect_eq(r.exists(name), 0, "lock key exists after the release")
+    expect_eq(
+        r.execute_command("LOCK.TOKEN", name, value),
+        None,
+        "LOCK.TOKEN after the release",
+    )
+    expect_eq(
+        r.eval(RECIPE_RELEASE, 1, name, value), 0, "second release of the same lock"
+    )
+    r.close()
+    other.close()
+    return f"SET NX PX granted token {token}, refused while held; docs release script ok"
 
 
 def check_resp3_basic(env):
@@ -511,6 +583,7 @@ CHECKS = [
     ("pubsub_resp3", check_pubsub_resp3),
     ("scan_iter", check_scan_iter),
     ("lock", check_lock),
+    ("lock_recipe", check_lock_recipe),
     ("resp3_basic", check_resp3_basic),
 ]
 
