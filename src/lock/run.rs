@@ -140,20 +140,30 @@ async fn finish(
             LockOp::Acquire {
                 owner, set_form, ..
             },
-        ) => {
+        ) => match grant(&applied) {
             // Granted on the primary only: a failover could lose it, so it is taken back.
-            if let Some(Grant::New(token) | Grant::Refreshed(token)) = grant(&applied) {
+            Some(Grant::New(token)) => {
                 undo(conn, &cmd.key, owner, token).await;
+                stats.not_replicated.fetch_add(1, Ordering::Relaxed);
+                return Ok(if *set_form {
+                    Value::Null.to_bytes(proto)
+                } else {
+                    encode::error_bytes(&format!(
+                        "NOTREPLICATED lock grant not confirmed by the shard's healthy replicas ({got} within {ms} ms); it was undone"
+                    ))
+                });
             }
-            stats.not_replicated.fetch_add(1, Ordering::Relaxed);
-            return Ok(if *set_form {
-                Value::Null.to_bytes(proto)
-            } else {
-                encode::error_bytes(&format!(
-                    "NOTREPLICATED lock grant not confirmed by the shard's healthy replicas ({got} within {ms} ms); it was undone"
-                ))
-            });
-        }
+            // The owner already held it, replicated: it still does; only the renewal may be
+            // lost in a failover.
+            Some(Grant::Refreshed(_)) => {
+                stats.not_replicated.fetch_add(1, Ordering::Relaxed);
+                return Ok(encode::error_bytes(&format!(
+                    "NOTREPLICATED lease renewal not confirmed by the shard's healthy replicas ({got} within {ms} ms); the lock is still yours with its earlier TTL on the replicas"
+                )));
+            }
+            // Nothing was granted: the script's answer stands.
+            _ => applied,
+        },
         (Err(e), _) => return Err(e),
     };
     let value = match &cmd.op {
@@ -167,9 +177,13 @@ async fn finish(
                 if validity == 0 {
                     // The lease ran out before the answer could go back: worth nothing.
                     undo(conn, &cmd.key, owner, token).await;
-                    return Ok(encode::error_bytes(
-                        "TRYAGAIN the lease expired before the grant could be answered",
-                    ));
+                    return Ok(if *set_form {
+                        Value::Null.to_bytes(proto)
+                    } else {
+                        encode::error_bytes(
+                            "TRYAGAIN the lease expired before the grant could be answered",
+                        )
+                    });
                 }
                 stats.grants.fetch_add(1, Ordering::Relaxed);
                 if *set_form {
@@ -202,11 +216,15 @@ async fn finish(
         LockOp::Status => match &integers_after_bulk(&frame)[..] {
             [] => Value::Null,
             [(owner, nums)] if nums.len() == 3 => {
-                let token = FenceToken::new(nums[0], nums[1]).map_or(0, FenceToken::get);
+                let token = u64::try_from(nums[0])
+                    .ok()
+                    .zip(u64::try_from(nums[1]).ok())
+                    .and_then(|(e, c)| FenceToken::new(e, c))
+                    .map_or(0, FenceToken::get);
                 Value::Array(vec![
                     Value::Bulk(owner.clone()),
                     Value::Int(token as i64),
-                    Value::Int(nums[2] as i64),
+                    Value::Int(nums[2]),
                 ])
             }
             _ => return Ok(unexpected()),
@@ -307,8 +325,8 @@ fn integers(frame: &Bytes) -> Option<Vec<i64>> {
         .collect()
 }
 
-/// STATUS's `{owner, epoch, counter, pttl}` (or `{}`).
-fn integers_after_bulk(frame: &Bytes) -> Vec<(Bytes, Vec<u64>)> {
+/// STATUS's `{owner, epoch, counter, pttl}` (or `{}`); a PTTL of -1 (no TTL) stays -1.
+fn integers_after_bulk(frame: &Bytes) -> Vec<(Bytes, Vec<i64>)> {
     let Some(items) = reply::array_elements(frame) else {
         return vec![(Bytes::new(), Vec::new())];
     };
@@ -318,7 +336,7 @@ fn integers_after_bulk(frame: &Bytes) -> Vec<(Bytes, Vec<u64>)> {
     let owner = reply::bulk_payload(first).unwrap_or_default();
     let nums = rest
         .iter()
-        .map(|e| reply::integer(e).map_or(0, |n| n.max(0) as u64))
+        .map(|e| reply::integer(e).unwrap_or(0))
         .collect();
     vec![(owner, nums)]
 }

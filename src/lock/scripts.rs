@@ -141,6 +141,11 @@ local e = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 if ne > e then
   return redis.error_reply(string.format('ERR token is from epoch %d, but this shard is at epoch %d: it was not issued here', ne, e))
 end
+-- No record of the lock, and a token from an earlier epoch: the state was lost with data
+-- (a grant is replicated before it is answered), so the token cannot be shown current.
+if he == 0 and hc == 0 and ne < e then
+  return redis.error_reply(string.format('STALETOKEN token from epoch %d, but this shard has no record of the lock since', ne))
+end
 if ne < he or (ne == he and nc < hc) then
   return redis.error_reply(string.format('STALETOKEN token %.0f is older than %.0f, the newest seen for this lock', ne * 1099511627776 + nc, he * 1099511627776 + hc))
 end

@@ -171,15 +171,15 @@ impl Shard {
         freeze: std::time::Duration,
     ) -> Result<(), String> {
         let until = unix_ms() + freeze.as_millis() as u64;
+        // Frozen first: even if the record cannot be written, nothing is granted meanwhile.
+        self.locks_frozen_until_ms
+            .fetch_max(until, Ordering::Relaxed);
         let record = state::ShardState {
             epoch,
             primary: primary.to_string(),
             locks_frozen_until_ms: until,
         };
-        state.set(&self.name, record)?;
-        self.locks_frozen_until_ms
-            .fetch_max(until, Ordering::Relaxed);
-        Ok(())
+        state.set(&self.name, record)
     }
 
     /// Writes `epoch` as the epoch key on `node`, through its data connection, so it is

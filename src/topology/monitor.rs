@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use redis_protocol::resp2::types::OwnedFrame;
 
 use super::link::{self, split_addr, Link};
+use super::state::ShardState;
 use super::{Node, Role, Shard, StateFile, View};
 use crate::backend::mirror::{Sync, DUMP_SCRIPT};
 use crate::backend::{BackendError, Mirror, Parking, Target};
@@ -47,6 +48,8 @@ pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortH
         reported: HashSet::new(),
         resyncs: HashMap::new(),
         epoch_seen: false,
+        primary_run: None,
+        unwritten: None,
     };
     tokio::spawn(monitor.run()).abort_handle()
 }
@@ -62,6 +65,8 @@ pub(super) struct Probe {
     pub offset: i64,
     /// The epoch recorded on the node, if any.
     pub epoch: Option<u64>,
+    /// The node process's id (INFO server): it changes when the node restarts.
+    pub run_id: Option<String>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -88,6 +93,10 @@ struct Monitor {
     /// A primary of this shard has shown its epoch key since the monitor started: one
     /// without it now lost its data.
     epoch_seen: bool,
+    /// The primary (address, `run_id`) at the last check: a new run id is a restart.
+    primary_run: Option<(String, String)>,
+    /// An epoch this monitor failed to write on the primary: written again, not raised again.
+    unwritten: Option<u64>,
 }
 
 impl Monitor {
@@ -134,7 +143,7 @@ impl Monitor {
                 }
             }
             if p.role == Role::Primary {
-                self.check_epoch(&view, p.epoch).await;
+                self.check_epoch(&view, p).await;
             }
         }
         if let Some(mirror) = self.shard.mirror.clone() {
@@ -319,69 +328,106 @@ impl Monitor {
     /// lock grants check, and it is replicated with the data, so:
     /// - higher: another proxy failed over, or our state file was lost: take it (and freeze
     ///   grants), so epochs never go back;
-    /// - lower: the write of a new epoch failed; write it again;
+    /// - lower, or missing where this monitor's own write of it failed: write it (again);
     /// - missing on a fresh fleet (epoch 0, never seen): write it;
-    /// - missing after it was seen, or with a recorded epoch: the primary restarted empty, and
-    ///   its lock counters are gone with its data. A new epoch keeps tokens growing (redis and
-    ///   mirror modes). In Sentinel mode the epoch is Sentinel's: grants stay refused until its
-    ///   next failover.
-    async fn check_epoch(&mut self, view: &View, recorded: Option<u64>) {
+    /// - missing after it was seen or with a recorded epoch, or the primary restarted (a new
+    ///   `run_id`, so it may have loaded older data): the lock counters may have gone back
+    ///   with its data. A new epoch keeps tokens growing (redis and mirror modes). In Sentinel
+    ///   mode the epoch is Sentinel's: it is only reported.
+    async fn check_epoch(&mut self, view: &View, probe: &Probe) {
         let name = self.shard.name.clone();
         let sentinel = self.sentinel();
-        let write = match recorded {
-            Some(e) if e > view.epoch && !sentinel => {
+        let restarted = match (&self.primary_run, &probe.run_id) {
+            (Some((addr, before)), Some(now)) => *addr == view.primary.addr && before != now,
+            _ => false,
+        };
+        if let Some(run) = &probe.run_id {
+            self.primary_run = Some((view.primary.addr.clone(), run.clone()));
+        }
+        let lost = restarted || (probe.epoch.is_none() && self.epoch_seen);
+        let write = match probe.epoch {
+            Some(e) if e > view.epoch && !sentinel && !restarted => {
                 self.raise_epoch(view, e, "epoch taken from the primary");
-                self.epoch_seen = true;
-                return;
+                None
             }
-            Some(e) if e > view.epoch => {
+            Some(e) if e > view.epoch && sentinel => {
                 self.report(
                     &view.primary.addr,
                     "primary records an epoch above Sentinel's: lock grants refused",
                 );
                 None
             }
-            Some(e) if e < view.epoch => Some(view.epoch),
-            Some(_) => None,
-            None if !self.epoch_seen && (sentinel || view.epoch == 0) => Some(view.epoch),
-            None if sentinel => {
+            _ if self.unwritten == Some(view.epoch) && probe.epoch != Some(view.epoch) => {
+                Some(view.epoch)
+            }
+            // Left without a record, the primary refuses grants (until Sentinel fails over).
+            _ if lost && sentinel => {
                 self.report(
                     &view.primary.addr,
-                    "primary lost its epoch record: lock grants refused until Sentinel fails over",
+                    "primary restarted or lost its epoch record: its lock counters may have gone back (Sentinel mode cannot start a new epoch)",
                 );
                 None
             }
-            None => {
+            // Not a fresh fleet: this shard had an epoch recorded before, by this run or by
+            // the state file, and the primary has none.
+            _ if !sentinel
+                && (lost || (probe.epoch.is_none() && self.state.get(&name).is_some())) =>
+            {
                 let stored = self.state.get(&name).map_or(0, |s| s.epoch);
-                let epoch = view.epoch.max(stored) + 1;
-                self.raise_epoch(
+                let epoch = view.epoch.max(stored).max(probe.epoch.unwrap_or(0)) + 1;
+                if !self.raise_epoch(
                     view,
                     epoch,
-                    "the primary lost its epoch record (restarted empty?): new epoch",
-                );
+                    "the primary restarted or lost its epoch record: new epoch",
+                ) {
+                    return;
+                }
                 Some(epoch)
             }
+            Some(e) if e < view.epoch => Some(view.epoch),
+            None => {
+                // A fresh fleet: recorded, so that a later start finds it is not fresh.
+                if !sentinel {
+                    let record = ShardState {
+                        epoch: view.epoch,
+                        primary: view.primary.addr.clone(),
+                        locks_frozen_until_ms: 0,
+                    };
+                    if let Err(e) = self.state.set(&name, record) {
+                        tracing::error!(shard = %name, "{e}");
+                        return;
+                    }
+                }
+                Some(view.epoch)
+            }
+            Some(_) => None,
         };
-        self.epoch_seen |= recorded.is_some();
+        self.epoch_seen |= probe.epoch.is_some();
         if let Some(epoch) = write {
             match self.shard.record_epoch(&view.primary, epoch).await {
-                Ok(()) => self.epoch_seen = true,
+                Ok(()) => {
+                    self.epoch_seen = true;
+                    self.unwritten = None;
+                }
                 Err(e) => {
+                    // Written again at the next check, not raised again.
+                    self.unwritten = Some(epoch);
                     tracing::warn!(shard = %name, epoch, "cannot record the epoch on the primary: {e}")
                 }
             }
         }
     }
 
-    /// Moves the shard to `epoch` on the same nodes, durably, and freezes lock grants.
-    fn raise_epoch(&mut self, view: &View, epoch: u64, why: &str) {
+    /// Moves the shard to `epoch` on the same nodes, durably, and freezes lock grants; false
+    /// when the state file could not record it (nothing changed then).
+    fn raise_epoch(&mut self, view: &View, epoch: u64, why: &str) -> bool {
         let freeze = self.config.policy.locks.freeze();
         if let Err(e) = self
             .shard
             .begin_epoch(&self.state, epoch, &view.primary.addr, freeze)
         {
             tracing::error!(shard = %self.shard.name, "{e}");
-            return;
+            return false;
         }
         self.shard.view.store(Arc::new(View {
             epoch,
@@ -389,6 +435,7 @@ impl Monitor {
             replicas: view.replicas.clone(),
         }));
         tracing::warn!(shard = %self.shard.name, epoch, freeze_ms = freeze.as_millis() as u64, "{why}");
+        true
     }
 
     /// Redis mode: keeps each replica following the primary.
@@ -525,6 +572,10 @@ impl Monitor {
         // finds the new one recorded and is refused, instead of minting an old-epoch token.
         if let Err(e) = self.shard.record_epoch(&chosen, epoch).await {
             tracing::warn!(shard = %self.shard.name, "cannot record the epoch on the new primary: {e}");
+            // Re-sent there, a parked lock grant would find the old epoch and mint a token of
+            // it: the parked requests fail instead (the next check writes the epoch again).
+            self.unwritten = Some(epoch);
+            self.fail_parked(parking, "the new primary did not take the new epoch record");
         }
         // Parked requests go first, so each client's requests keep their order; any parked
         // in the instant before the switch follow right after it.
@@ -696,13 +747,14 @@ async fn probe(link: Option<Link>, addr: &str, timeout: Duration) -> Result<(Lin
         None => Link::connect(addr, timeout).await?,
     };
     link.call(&[b"PING"]).await?;
-    let info = link::ok(link.call(&[b"INFO", b"replication"]).await?)?;
+    let info = link::ok(link.call(&[b"INFO", b"server", b"replication"]).await?)?;
     let info = link::text(&info).unwrap_or_default();
-    // A failed call leaves the connection out of step: `?` drops it.
+    // A failed call leaves the connection out of step: `?` drops it. An error reply (LOADING)
+    // fails the check rather than reading as "no epoch recorded".
     // MGET rather than GET, so that the GETs a node serves (cmdstat_get) are all clients'.
-    let epoch = match link.call(&[b"MGET", EPOCH_KEY]).await? {
+    let epoch = match link::ok(link.call(&[b"MGET", EPOCH_KEY]).await?)? {
         OwnedFrame::Array(v) => v.first().and_then(link::text).and_then(|t| t.parse().ok()),
-        _ => None,
+        other => return Err(format!("unexpected MGET reply: {other:?}")),
     };
     let mut probe = parse_info(&info);
     probe.epoch = epoch;
@@ -740,6 +792,7 @@ pub(super) fn parse_info(info: &str) -> Probe {
             .and_then(|v| v.parse().ok())
             .unwrap_or(-1),
         epoch: None,
+        run_id: fields.get("run_id").map(|r| r.to_string()),
     }
 }
 
@@ -764,6 +817,7 @@ mod tests {
                 link_up: true,
                 offset: 1234,
                 epoch: None,
+                run_id: None,
             }
         );
         let primary =

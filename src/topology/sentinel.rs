@@ -193,6 +193,13 @@ async fn apply(shard: &Arc<Shard>, config: &Config, state: &StateFile, answer: A
         // new one recorded on the new primary and be refused.
         if let Err(e) = shard.record_epoch(&primary, answer.epoch).await {
             tracing::warn!(shard = %shard.name, "cannot record the epoch on the primary: {e}");
+            // A parked lock grant would find the old epoch there: fail them instead.
+            for p in shard.parking.take() {
+                p.request.fail(crate::backend::BackendError::ShardDown {
+                    shard: shard.name.clone(),
+                    reason: "the new primary did not take the new epoch record".into(),
+                });
+            }
         }
     }
     let replicas = answer
