@@ -13,17 +13,24 @@ const MAX_WRAPPED: usize = 7_000;
 
 /// The plan for a lock command (LOCK.*, FENCE.ADVANCE, FENCED), or `None` for any other.
 pub fn plan(args: &[Bytes], router: &Router, policy: &Policy) -> Option<Plan> {
-    let name = args[0].to_ascii_lowercase();
-    let (arity, name): (std::ops::RangeInclusive<usize>, &str) = match &name[..] {
-        b"lock.acquire" => (4..=4, "lock.acquire"),
-        b"lock.extend" => (5..=5, "lock.extend"),
-        b"lock.release" => (4..=4, "lock.release"),
-        b"lock.status" => (2..=2, "lock.status"),
-        b"lock.token" => (3..=3, "lock.token"),
-        b"fence.advance" => (3..=3, "fence.advance"),
-        b"fenced" => (4..=usize::MAX, "fenced"),
-        _ => return None,
-    };
+    const COMMANDS: [(&str, usize, usize); 7] = [
+        ("lock.acquire", 4, 4),
+        ("lock.extend", 5, 5),
+        ("lock.release", 4, 4),
+        ("lock.status", 2, 2),
+        ("lock.token", 3, 3),
+        ("fence.advance", 3, 3),
+        ("fenced", 4, usize::MAX),
+    ];
+    // Every command passes here: most leave at the first byte, without allocating.
+    let first = args[0].first().map(u8::to_ascii_lowercase);
+    if !matches!(first, Some(b'l' | b'f')) {
+        return None;
+    }
+    let &(name, min, max) = COMMANDS
+        .iter()
+        .find(|(name, _, _)| args[0].eq_ignore_ascii_case(name.as_bytes()))?;
+    let arity = min..=max;
     if !arity.contains(&args.len()) {
         return Some(Plan::Error(wrong_arity(name)));
     }
