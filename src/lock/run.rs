@@ -270,7 +270,12 @@ fn grant(frame: &Bytes) -> Option<Grant> {
 async fn undo(conn: &NodeConn, key: &Bytes, owner: &Bytes, token: FenceToken) {
     let argv = holder(owner, token);
     let rx = conn
-        .send_acked(eval(scripts::UNDO, key, &argv), 0, Wait::Default, Some(0))
+        .send_acked(
+            eval(scripts::RELEASE, key, &argv),
+            0,
+            Wait::Default,
+            Some(0),
+        )
         .await;
     match rx.await {
         Ok(Ok(frame)) if !reply::is_error(&frame) => {}

@@ -69,19 +69,6 @@ return {1, ep, c}
 "#
 );
 
-/// ARGV: owner, token epoch, token counter. Deletes a grant that was not replicated, if it is
-/// still that hold; the high-water mark stays, so its token is never issued again.
-pub const UNDO: &str = concat!(
-    prelude!(),
-    r#"
-local he, hc, se, sc, o = state()
-if not holds(ARGV[1], ARGV[2], ARGV[3], he, hc, se, sc, o) then return 0 end
-redis.call('DEL', KEYS[1])
-save(he, hc, 0, 0, '')
-return 1
-"#
-);
-
 /// ARGV: owner, token epoch, token counter, ttl ms. 1 when extended, 0 when not the holder.
 pub const EXTEND: &str = concat!(
     prelude!(),
@@ -93,7 +80,9 @@ return 1
 "#
 );
 
-/// ARGV: owner, token epoch, token counter. 1 when released, 0 when not the holder.
+/// ARGV: owner, token epoch, token counter. 1 when released, 0 when not the holder. Also
+/// takes back a grant that was not replicated: the high-water mark stays, so its token is
+/// never issued again.
 pub const RELEASE: &str = concat!(
     prelude!(),
     r#"
