@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    info_field, shard_info, try_connect, try_info, wait_for, LogOnPanic, Raw, Redis, Sentinel,
-    ShardInfo, Shardis,
+    info_field, keys_on, router, shard_info, shard_toml, try_connect, try_info, wait_for,
+    LogOnPanic, Raw, Redis, Sentinel, ShardInfo, Shardis,
 };
 use redis::Commands;
 use shardis::routing::Router;
@@ -76,35 +76,6 @@ fn config(health: &str, replication: &str, shards: &[String]) -> String {
         "{BACKEND}{health}[replication]\n{replication}\n{}",
         shards.concat()
     )
-}
-
-/// One `[[shards]]` entry; `extra` holds more of its lines (`replication = "mirror"`).
-fn shard_toml(name: &str, primary: &Redis, replicas: &[&Redis], extra: &str) -> String {
-    let replicas: Vec<String> = replicas
-        .iter()
-        .map(|r| format!("\"{}\"", r.addr()))
-        .collect();
-    format!(
-        "[[shards]]\nname = \"{name}\"\nprimary = \"{}\"\nreplicas = [{}]\n{extra}",
-        primary.addr(),
-        replicas.join(", ")
-    )
-}
-
-/// The proxy's placement of keys, from the same configuration.
-fn router(body: &str) -> Router {
-    shardis::config::Config::from_toml(body)
-        .expect("the test's configuration is valid")
-        .router()
-}
-
-/// `n` keys `{prefix}{i}` that land on shard number `shard`.
-fn keys_on(router: &Router, shard: usize, prefix: &str, n: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|k| router.shard_of(k.as_bytes()) == shard)
-        .take(n)
-        .collect()
 }
 
 fn port_of(addr: &str) -> u16 {

@@ -43,9 +43,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{info_field, shard_info, try_info, wait_for, Redis, ShardInfo, Shardis};
+use common::{
+    info_field, keys_on, router, shard_info, shard_toml, try_info, wait_for, Redis, ShardInfo,
+    Shardis,
+};
 use redis::{RedisResult, Value};
-use shardis::routing::Router;
 
 const BACKEND: &str = "[backend]\nconnect_timeout = \"300ms\"\nreconnect_backoff = \"50ms\"\nreconnect_backoff_max = \"200ms\"\n";
 const HEALTH: &str =
@@ -61,35 +63,6 @@ const RELEASE_SCRIPT: &str = "if redis.call(\"get\",KEYS[1]) == ARGV[1] then ret
 const EPOCH_SHIFT: u32 = 40;
 
 // ---- configuration ----
-
-/// One `[[shards]]` entry.
-fn shard_toml(name: &str, primary: &Redis, replicas: &[&Redis]) -> String {
-    let replicas: Vec<String> = replicas
-        .iter()
-        .map(|r| format!("\"{}\"", r.addr()))
-        .collect();
-    format!(
-        "[[shards]]\nname = \"{name}\"\nprimary = \"{}\"\nreplicas = [{}]\n",
-        primary.addr(),
-        replicas.join(", ")
-    )
-}
-
-/// The proxy's placement of keys, from the same configuration.
-fn router(body: &str) -> Router {
-    shardis::config::Config::from_toml(body)
-        .expect("the test's configuration is valid")
-        .router()
-}
-
-/// `n` keys `{prefix}{i}` that land on shard number `shard`.
-fn keys_on(router: &Router, shard: usize, prefix: &str, n: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|k| router.shard_of(k.as_bytes()) == shard)
-        .take(n)
-        .collect()
-}
 
 /// Waits until shardis shows shard `name` up with `primary`, `replicas` replicas, every node
 /// healthy and every replica readable (following the primary, caught up).
@@ -473,8 +446,8 @@ fn contention_32_clients_100_keys_20000_grants() {
     // Replicas start standalone: shardis points them at their primaries.
     let body = format!(
         "{BACKEND}{HEALTH}{LOCKS}{}{}",
-        shard_toml("a", &a, &[&a1]),
-        shard_toml("b", &b, &[&b1])
+        shard_toml("a", &a, &[&a1], ""),
+        shard_toml("b", &b, &[&b1], "")
     );
     let router = router(&body);
     let proxy = Shardis::start_with(&body);
@@ -611,7 +584,7 @@ fn paused_holder_is_fenced_off() {
     let node = Redis::start();
     let body = format!(
         "{BACKEND}{HEALTH}{LOCKS}max_ttl = \"5s\"\n{}",
-        shard_toml("a", &node, &[])
+        shard_toml("a", &node, &[], "")
     );
     let proxy = Shardis::start_with(&body);
     let _log = proxy.log_on_panic();
@@ -775,8 +748,8 @@ fn lock_commands_refuse_bad_input() {
     let b = Redis::start();
     let body = format!(
         "{BACKEND}{HEALTH}{LOCKS}max_ttl = \"5s\"\n{}{}",
-        shard_toml("a", &a, &[]),
-        shard_toml("b", &b, &[])
+        shard_toml("a", &a, &[], ""),
+        shard_toml("b", &b, &[], "")
     );
     let router = router(&body);
     let proxy = Shardis::start_with(&body);
@@ -1084,7 +1057,7 @@ fn tokens_grow_across_a_failover_that_lost_grants() {
     let body = format!(
         "{BACKEND}{HEALTH}[replication]\nack_timeout = \"300ms\"\n\
          {LOCKS}max_ttl = \"1s\"\nfreeze_margin = \"500ms\"\n{}",
-        shard_toml("a", &p, &[&r])
+        shard_toml("a", &p, &[&r], "")
     );
     let proxy = Shardis::start_with(&body);
     let _log = proxy.log_on_panic();
@@ -1285,7 +1258,7 @@ fn mirror_shard_copies_lock_state_and_fails_over() {
     let r = Redis::start();
     let body = format!(
         "{BACKEND}{HEALTH}{LOCKS}max_ttl = \"1s\"\nfreeze_margin = \"300ms\"\n{}replication = \"mirror\"\n",
-        shard_toml("a", &p, &[&r])
+        shard_toml("a", &p, &[&r], "")
     );
     let proxy = Shardis::start_with(&body);
     let _log = proxy.log_on_panic();
@@ -1366,7 +1339,7 @@ fn primary_restarted_empty_starts_a_new_epoch() {
     let mut p = Redis::start();
     let body = format!(
         "{BACKEND}{HEALTH}{LOCKS}max_ttl = \"1s\"\nfreeze_margin = \"300ms\"\n{}",
-        shard_toml("a", &p, &[])
+        shard_toml("a", &p, &[], "")
     );
     let proxy = Shardis::start_with(&body);
     let _log = proxy.log_on_panic();

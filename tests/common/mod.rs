@@ -667,3 +667,39 @@ impl Sentinel {
         Some(format!("{host}:{port}"))
     }
 }
+
+// ---- configurations with replicas, and key placement ----
+
+/// One `[[shards]]` entry; `extra` holds more of its lines (`replication = "mirror"`).
+pub fn shard_toml(name: &str, primary: &Redis, replicas: &[&Redis], extra: &str) -> String {
+    let replicas: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("\"{}\"", r.addr()))
+        .collect();
+    format!(
+        "[[shards]]\nname = \"{name}\"\nprimary = \"{}\"\nreplicas = [{}]\n{extra}",
+        primary.addr(),
+        replicas.join(", ")
+    )
+}
+
+/// The proxy's placement of keys, from the same configuration.
+pub fn router(body: &str) -> shardis::routing::Router {
+    shardis::config::Config::from_toml(body)
+        .expect("the test's configuration is valid")
+        .router()
+}
+
+/// `n` keys `{prefix}{i}` that land on shard number `shard`.
+pub fn keys_on(
+    router: &shardis::routing::Router,
+    shard: usize,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| router.shard_of(k.as_bytes()) == shard)
+        .take(n)
+        .collect()
+}
