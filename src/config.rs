@@ -46,6 +46,10 @@ struct RawConfig {
     #[serde(default)]
     password: Option<String>,
     #[serde(default)]
+    metrics_listen: Option<String>,
+    #[serde(default)]
+    log: LogSettings,
+    #[serde(default)]
     routing: RawRouting,
     #[serde(default)]
     backend: BackendSettings,
@@ -157,6 +161,8 @@ struct RawLimits {
     max_query_buffer: usize,
     max_pipeline: usize,
     max_output_buffer: usize,
+    #[serde(with = "humantime_serde")]
+    idle_timeout: Duration,
 }
 
 impl Default for RawLimits {
@@ -171,6 +177,7 @@ impl Default for RawLimits {
             max_query_buffer: p.max_query_buffer,
             max_pipeline: c.max_pipeline,
             max_output_buffer: c.max_output_buffer,
+            idle_timeout: c.idle_timeout,
         }
     }
 }
@@ -214,6 +221,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Password clients must give with AUTH (or HELLO ... AUTH default <pw>), if any.
     pub password: Option<String>,
+    /// Where `GET /metrics` (Prometheus text) is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log: LogSettings,
     pub hash: HashFn,
     pub distribution: Distribution,
     pub hash_tag: Option<HashTag>,
@@ -366,6 +376,9 @@ pub struct ClientLimits {
     /// Reply bytes held for a client that is not reading; replies wait (and so does reading)
     /// past this.
     pub max_output_buffer: usize,
+    /// A client that sends nothing for this long, with nothing in flight, is closed (Redis's
+    /// `timeout`); zero means never.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -374,8 +387,35 @@ impl Default for ClientLimits {
             max_clients: 10_000,
             max_pipeline: 4096,
             max_output_buffer: 64 * 1024 * 1024,
+            idle_timeout: Duration::ZERO,
         }
     }
+}
+
+/// The `[log]` section. `RUST_LOG`, when set, overrides `level`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter: `info`, `debug`, `shardis=debug,warn`, ...
+    pub level: String,
+    /// `text` (one line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,6 +506,18 @@ impl RawConfig {
         };
         if self.password.as_deref() == Some("") {
             return Err(invalid("password", "empty; leave it out for no password"));
+        }
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("{addr:?} is not an ip:port address"),
+                )
+            })?),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", format!("{:?}: {e}", self.log.level)));
         }
         let b = self.backend;
         positive("backend.connections", b.connections)?;
@@ -637,6 +689,8 @@ impl RawConfig {
             workers: self.workers,
             shutdown_grace: self.shutdown_grace,
             password: self.password,
+            metrics_listen,
+            log: self.log,
             hash,
             distribution,
             hash_tag,
@@ -651,6 +705,7 @@ impl RawConfig {
                 max_clients: l.max_clients,
                 max_pipeline: l.max_pipeline,
                 max_output_buffer: l.max_output_buffer,
+                idle_timeout: l.idle_timeout,
             },
             policy: Policy {
                 allow_flush: self.commands.allow_flush,

@@ -11,7 +11,15 @@ use crate::resp::{Request as ClientRequest, Value};
 use crate::server::Proxy;
 use crate::topology::Topology;
 
-const SECTIONS: &[&str] = &["server", "clients", "stats", "shards", "locks", "keyspace"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "stats",
+    "commandstats",
+    "shards",
+    "locks",
+    "keyspace",
+];
 
 /// An INFO request whose proxy-side figures were taken when it was planned; the shards' keyspace
 /// lines are merged in when their replies arrive.
@@ -26,11 +34,11 @@ impl Request {
             .iter()
             .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
             .collect();
-        let all = wanted.is_empty()
-            || wanted
-                .iter()
-                .any(|w| w == "all" || w == "everything" || w == "default");
-        let want = |s: &str| all || wanted.iter().any(|w| w == s);
+        let every = wanted.iter().any(|w| w == "all" || w == "everything");
+        let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+        // As on Redis, command statistics are shown only when asked for (or with `all`).
+        let want =
+            |s: &str| every || (default && s != "commandstats") || wanted.iter().any(|w| w == s);
         let mut text = String::new();
         for section in SECTIONS.iter().filter(|s| want(s) && **s != "keyspace") {
             if !text.is_empty() {
@@ -128,6 +136,33 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                 "rejected_connections",
                 &stats.rejected.load(Ordering::Relaxed),
             );
+            let t = &proxy.telemetry;
+            kv(
+                "total_net_input_bytes",
+                &t.net_input.load(Ordering::Relaxed),
+            );
+            kv(
+                "total_net_output_bytes",
+                &t.net_output.load(Ordering::Relaxed),
+            );
+            kv("config_reloads", &t.reloads_ok.load(Ordering::Relaxed));
+            kv(
+                "config_reload_failures",
+                &t.reloads_failed.load(Ordering::Relaxed),
+            );
+        }
+        // Redis's format; `usec` runs from reading the command to its reply being ready.
+        "commandstats" => {
+            for (name, s) in proxy.telemetry.commands() {
+                let calls = s.calls.load(Ordering::Relaxed);
+                let usec = s.usec.load(Ordering::Relaxed);
+                let value = format!(
+                    "calls={calls},usec={usec},usec_per_call={:.2},rejected_calls=0,failed_calls={}",
+                    usec as f64 / calls.max(1) as f64,
+                    s.failed.load(Ordering::Relaxed),
+                );
+                kv(&format!("cmdstat_{name}"), &value);
+            }
         }
         "shards" => {
             kv("shards", &topology.shards.len());
@@ -152,8 +187,9 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                 let nodes = std::iter::once(&view.primary).chain(&view.replicas);
                 for (j, node) in nodes.enumerate() {
                     let h = &node.health;
+                    let n = node.pool.stats();
                     let value = format!(
-                        "addr={},role={},health={},offset={},lag_ms={},readable={}",
+                        "addr={},role={},health={},offset={},lag_ms={},readable={},requests={},errors={},connections={}",
                         node.addr,
                         if j == 0 { "primary" } else { "replica" },
                         if h.is_up() { "up" } else { "down" },
@@ -164,6 +200,9 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                         } else {
                             "no"
                         },
+                        n.requests.load(Ordering::Relaxed),
+                        n.errors.load(Ordering::Relaxed),
+                        node.pool.open(),
                     );
                     kv(&format!("shard{i}_node{j}"), &value);
                 }

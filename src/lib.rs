@@ -29,4 +29,5 @@ pub mod resp;
 pub mod routing;
 pub mod server;
 pub mod socket;
+pub mod telemetry;
 pub mod topology;

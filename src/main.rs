@@ -34,18 +34,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Logs go to stderr (stdout is for what a command prints, e.g. --check-config), with
-    // colours only on a terminal.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
     if let Some(Command::Dev(args)) = cli.command {
+        shardis::telemetry::init_logging(&Default::default());
         return shardis::dev::run(args);
     }
     let mut config = match Config::load(&cli.config) {
@@ -55,6 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    shardis::telemetry::init_logging(&config.log);
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }

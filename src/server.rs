@@ -30,6 +30,8 @@ pub struct Proxy {
     pub stats: Stats,
     /// The connected clients, for CLIENT LIST / INFO / KILL.
     pub clients: Arc<crate::clients::Registry>,
+    /// Per-command figures and the Prometheus recorder.
+    pub telemetry: crate::telemetry::Telemetry,
     /// Turns true when the proxy is shutting down; sessions stop reading and finish.
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -62,6 +64,7 @@ impl Proxy {
 pub struct Server {
     proxy: Arc<Proxy>,
     listener: TcpListener,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -69,6 +72,12 @@ impl Server {
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("metrics_listen {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let topology = Topology::start(&config).map_err(std::io::Error::other)?;
         let proxy = Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
@@ -76,6 +85,7 @@ impl Server {
             listen_addr,
             shutdown: tokio::sync::watch::channel(false).0,
             clients: Arc::default(),
+            telemetry: Default::default(),
             stats: Stats {
                 started: Instant::now(),
                 connections: AtomicU64::new(0),
@@ -84,16 +94,31 @@ impl Server {
                 commands: AtomicU64::new(0),
             },
         });
-        Ok(Server { proxy, listener })
+        Ok(Server {
+            proxy,
+            listener,
+            metrics,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.proxy.listen_addr
     }
 
+    /// Where `/metrics` is served, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Accepts clients until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tracing::info!(listen = %self.proxy.listen_addr, "shardis accepting clients");
+        if let Some(metrics) = self.metrics.take() {
+            if let Ok(addr) = metrics.local_addr() {
+                tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+            }
+            tokio::spawn(crate::telemetry::serve(metrics, self.proxy.clone()));
+        }
         tokio::pin!(shutdown);
         let mut next_id: u64 = 1;
         loop {

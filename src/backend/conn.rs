@@ -45,6 +45,8 @@ pub struct NodeSettings {
     /// A mirror shard's copier: successful writes read on this node, while it is the
     /// primary, are copied to the replicas (and acknowledged by them instead of WAIT).
     pub mirror: Option<Arc<Mirror>>,
+    /// Shared by every connection to the node.
+    pub stats: Arc<super::NodeStats>,
 }
 
 /// A connection that lived this long was working; losing it resets the backoff.
@@ -391,6 +393,9 @@ impl ConnTask {
         });
         // A held write was applied on the primary, but not confirmed: it gets an error, never
         // a silent success.
+        // Held writes were counted when their replies came; the others are counted as failed.
+        let stats = &self.settings.stats;
+        let waiting = waiting.inspect(|_| stats.count(true));
         for reply in held.chain(waiting) {
             let node = self.settings.label.clone();
             let _ = reply.send(Err(match &broken {
@@ -556,6 +561,7 @@ impl ConnTask {
                         reply, ack, tap, ..
                     }) = pending.pop_front()
                     {
+                        self.settings.stats.count(reply::is_error(&frame));
                         match (&self.settings.mirror, tap) {
                             (Some(m), tap) => self.copy(m, tap, reply, ack, frame),
                             (None, _) if ack > 0 && !reply::is_error(&frame) => {

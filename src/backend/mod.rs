@@ -224,6 +224,25 @@ impl NodeConn {
     }
 }
 
+/// What a node's connections counted: INFO shards and the Prometheus endpoint show it.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Requests answered or failed (a batch such as MULTI ... EXEC counts once).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Of those, answered with an error reply or not answered (timeout, connection lost).
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+impl NodeStats {
+    pub(crate) fn count(&self, failed: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// The connections to one node: a set per client protocol, the RESP3 set opened on first use.
 pub struct NodePool {
     settings: NodeSettings,
@@ -267,6 +286,21 @@ impl NodePool {
     /// subscriber). It is never reopened: when it breaks, everything sent on it fails.
     pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> NodeConn {
         conn::spawn(&self.settings, proto, Some(dedicated))
+    }
+
+    /// Requests and errors counted on this node's connections.
+    pub fn stats(&self) -> &NodeStats {
+        &self.settings.stats
+    }
+
+    /// Shared connections open now (both protocols).
+    pub fn open(&self) -> usize {
+        let resp3 = self.resp3.get().map(Vec::as_slice).unwrap_or_default();
+        self.resp2
+            .iter()
+            .chain(resp3)
+            .filter(|c| c.state() == NodeState::Up)
+            .count()
     }
 
     /// The node's state: up if any RESP2 connection is up, down if all are down.

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push, Reply, Wait};
 use crate::clients::{ClientEntry, LastCommand, Registry};
 use crate::command::spec::flags::{READONLY, WRITE};
-use crate::command::{self, printable, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
+use crate::command::{self, printable, CommandId, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::config::ReplicationMode;
 use crate::info;
 use crate::lock;
@@ -177,7 +177,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let mut inbuf = BytesMut::new();
     let mut reader = Reader::default();
     let mut out = BytesMut::new();
-    let mut pending: VecDeque<Slot> = VecDeque::new();
+    let mut pending: VecDeque<Owed> = VecDeque::new();
     // Bytes of pub/sub messages waiting in `pending`.
     let mut message_bytes = 0usize;
     // The client closed its side: nothing more to read, so no lingering needed.
@@ -188,9 +188,16 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     // being dispatched itself (`held`).
     let mut barrier = false;
     let mut held: Option<(Request, Planned)> = None;
+    // `limits.idle_timeout`: one timer, pushed back only when it fires, so reading costs one
+    // clock read rather than a timer per request.
+    let idle = limits.idle_timeout;
+    let mut last_read = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(if idle.is_zero() { IDLE_NEVER } else { idle });
+    tokio::pin!(idle_timer);
 
     loop {
         move_ready(
+            &proxy.telemetry,
             &mut pending,
             &mut out,
             limits.max_output_buffer,
@@ -199,6 +206,10 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
         if !out.is_empty() {
             match stream.try_write(&out) {
                 Ok(n) => {
+                    proxy
+                        .telemetry
+                        .net_output
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     let _ = out.split_to(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -209,9 +220,10 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             barrier = false;
             if let Some((req, planned)) = held.take() {
                 let topology = proxy.topology();
+                let counted = (planned.cmd, planned.since);
                 let slot =
                     dispatch(&proxy, &topology, &mut session, req, planned, &mut closing).await;
-                pending.push_back(slot);
+                pending.push_back(Owed::counted(slot, counted));
                 barrier = true;
                 continue;
             }
@@ -223,15 +235,19 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             let topology = proxy.topology();
             let policy = proxy.policy();
             let mut last: Option<LastCommand> = None;
+            // Requests read together share one start time (one clock read per batch).
+            let since = std::time::Instant::now();
             while pending.len() < limits.max_pipeline && !closing && !barrier {
                 match parser.next(&mut inbuf) {
                     Ok(Some(req)) => {
-                        let (plan, flags) =
+                        let (plan, flags, cmd) =
                             command::plan_and_flags(&req, &topology.router, &policy);
                         let planned = Planned {
                             plan,
                             writes: flags & WRITE != 0,
                             readonly: flags & READONLY != 0 && flags & WRITE == 0,
+                            cmd,
+                            since,
                         };
                         let this = LastCommand::of(req.args());
                         if matches!(
@@ -248,16 +264,17 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                             }
                         }
                         last = Some(this);
+                        let counted = (cmd, since);
                         let slot =
                             dispatch(&proxy, &topology, &mut session, req, planned, &mut closing)
                                 .await;
-                        pending.push_back(slot);
+                        pending.push_back(Owed::counted(slot, counted));
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::info!(peer = %peer, client = id, "protocol error: {e}");
                         let msg = format!("ERR {e}");
-                        pending.push_back(Slot::Ready(encode::error_bytes(&msg)));
+                        pending.push_back(Owed::uncounted(Slot::Ready(encode::error_bytes(&msg))));
                         closing = true;
                     }
                 }
@@ -292,7 +309,12 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                         closing = true;
                         peer_closed = true;
                     }
-                    Ok(_) => {}
+                    Ok(n) => {
+                        proxy.telemetry.net_input.fetch_add(n as u64, Ordering::Relaxed);
+                        if !idle.is_zero() {
+                            last_read = tokio::time::Instant::now();
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
@@ -302,14 +324,14 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                     break;
                 }
             }
-            _ = std::future::poll_fn(|cx| pending.front_mut().map_or(Poll::Pending, |s| s.poll_ready(cx))), if can_collect => {}
+            _ = std::future::poll_fn(|cx| pending.front_mut().map_or(Poll::Pending, |o| o.slot.poll_ready(cx))), if can_collect => {}
             Some(push) = session.pushes.recv() => match session.subs.on_push(push) {
                 Event::None => {}
                 Event::Message(frame) => {
                     // Behind a pending subscription confirmation, a message waits its turn;
                     // otherwise it goes out at once, between whole replies (RESP3 pushes
                     // may come between any two replies, also while a BLPOP is blocked).
-                    let queued = matches!(pending.front(), Some(Slot::Gated { .. }));
+                    let queued = matches!(pending.front().map(|o| &o.slot), Some(Slot::Gated { .. }));
                     if queued {
                         message_bytes += frame.len();
                     }
@@ -323,7 +345,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                         break;
                     }
                     if queued {
-                        pending.push_back(Slot::Message(frame));
+                        pending.push_back(Owed::uncounted(Slot::Message(frame)));
                     } else {
                         out.extend_from_slice(&frame);
                     }
@@ -343,6 +365,17 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             }
             // Shutting down: read nothing more, answer what was read, then close.
             _ = shutdown.changed(), if !closing => closing = true,
+            // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
+            () = &mut idle_timer, if !idle.is_zero() && !closing => {
+                let now = tokio::time::Instant::now();
+                let quiet = pending.is_empty() && held.is_none() && !session.subs.active();
+                if quiet && now >= last_read + idle {
+                    tracing::info!(peer = %peer, client = id, "closed: idle for {idle:?} (limits.idle_timeout)");
+                    break;
+                }
+                let next = if quiet { last_read + idle } else { now + idle };
+                idle_timer.as_mut().reset(next);
+            }
         }
     }
 }
@@ -354,7 +387,36 @@ struct Planned {
     /// Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
     /// acknowledgement (`write_ack`); every other command is treated as a write for both.
     readonly: bool,
+    /// What the command is counted as, and when it was read.
+    cmd: CommandId,
+    since: std::time::Instant,
 }
+
+/// A reply the client is owed, and the command it is counted under once it is ready
+/// (pub/sub messages and protocol errors are not commands).
+struct Owed {
+    slot: Slot,
+    counted: Option<(CommandId, std::time::Instant)>,
+}
+
+impl Owed {
+    fn counted(slot: Slot, counted: (CommandId, std::time::Instant)) -> Owed {
+        Owed {
+            slot,
+            counted: Some(counted),
+        }
+    }
+
+    fn uncounted(slot: Slot) -> Owed {
+        Owed {
+            slot,
+            counted: None,
+        }
+    }
+}
+
+/// A deadline that never comes, for the idle timer when there is no idle timeout.
+const IDLE_NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 
 /// Bytes read ahead while a request runs alone, enough to see the client close.
 const BARRIER_READ: usize = 64 * 1024;
@@ -399,22 +461,34 @@ async fn linger_close(stream: &mut TcpStream) {
 
 /// Moves the replies at the front of the FIFO that are ready into the output buffer.
 fn move_ready(
-    pending: &mut VecDeque<Slot>,
+    telemetry: &crate::telemetry::Telemetry,
+    pending: &mut VecDeque<Owed>,
     out: &mut BytesMut,
     max_output: usize,
     message_bytes: &mut usize,
 ) {
     let mut cx = Context::from_waker(Waker::noop());
+    let mut now = None;
     while out.len() < max_output {
         let Some(front) = pending.front_mut() else {
             return;
         };
-        if front.poll_ready(&mut cx).is_pending() {
+        if front.slot.poll_ready(&mut cx).is_pending() {
             return;
         }
-        match pending.pop_front() {
-            Some(Slot::Ready(bytes)) => out.extend_from_slice(&bytes),
-            Some(Slot::Message(bytes)) => {
+        let Some(owed) = pending.pop_front() else {
+            return;
+        };
+        match owed.slot {
+            Slot::Ready(bytes) => {
+                if let Some((cmd, since)) = owed.counted {
+                    let now = *now.get_or_insert_with(std::time::Instant::now);
+                    let failed = matches!(bytes.first(), Some(b'-' | b'!'));
+                    telemetry.record(cmd, now.saturating_duration_since(since), failed);
+                }
+                out.extend_from_slice(&bytes);
+            }
+            Slot::Message(bytes) => {
                 *message_bytes -= bytes.len();
                 out.extend_from_slice(&bytes);
             }
@@ -439,6 +513,7 @@ async fn dispatch(
         plan,
         writes,
         readonly,
+        ..
     } = planned;
     proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
     if !session.authenticated {

@@ -44,6 +44,55 @@ pub fn all() -> &'static [CommandSpec] {
     table::COMMANDS
 }
 
+/// Which command a request named, for statistics: an entry of the table, one of the proxy's
+/// own commands (locks), or `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandId(u16);
+
+impl CommandId {
+    /// The table entry `spec`, which must come from the table ([`lookup`]).
+    pub fn of(spec: &'static CommandSpec) -> CommandId {
+        let offset = spec as *const CommandSpec as usize - table::COMMANDS.as_ptr() as usize;
+        let index = offset / std::mem::size_of::<CommandSpec>();
+        debug_assert!(index < table::COMMANDS.len());
+        CommandId(index as u16)
+    }
+
+    /// One of the proxy's own commands, by its place in [`crate::lock::COMMANDS`].
+    pub fn own(index: usize) -> CommandId {
+        CommandId((table::COMMANDS.len() + index) as u16)
+    }
+
+    pub fn unknown() -> CommandId {
+        CommandId((table::COMMANDS.len() + crate::lock::COMMANDS.len()) as u16)
+    }
+
+    /// How many ids there are.
+    pub fn count() -> usize {
+        table::COMMANDS.len() + crate::lock::COMMANDS.len() + 1
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    pub fn from_index(index: usize) -> CommandId {
+        CommandId(index as u16)
+    }
+
+    /// Redis's lower-case name (`client|list` for a subcommand), or `unknown`.
+    pub fn name(self) -> &'static str {
+        let i = self.index();
+        let own = crate::lock::COMMANDS;
+        match table::COMMANDS.get(i) {
+            Some(spec) => spec.name,
+            None => own
+                .get(i - table::COMMANDS.len())
+                .map_or("unknown", |c| c.0),
+        }
+    }
+}
+
 impl CommandSpec {
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0

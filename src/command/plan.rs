@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::spec::flags::{ADMIN, CONTAINER, PUBSUB, READONLY, WRITE};
-use super::{is_blocking, key_positions, lookup, lookup_sub, CommandSpec};
+use super::{is_blocking, key_positions, lookup, lookup_sub, CommandId, CommandSpec};
 use crate::resp::{encode, Request};
 use crate::routing::Router;
 
@@ -148,33 +148,38 @@ pub fn plan(req: &Request, router: &Router, policy: &Policy) -> Plan {
 
 /// [`plan`], with the command's flags (`spec::flags`; 0 when it is not a known command), so
 /// the caller need not look the command up again.
-pub fn plan_and_flags(req: &Request, router: &Router, policy: &Policy) -> (Plan, u32) {
+pub fn plan_and_flags(req: &Request, router: &Router, policy: &Policy) -> (Plan, u32, CommandId) {
     plan_args(req.args(), router, policy)
 }
 
 /// [`plan_and_flags`] for a command given as its arguments.
-pub fn plan_args(args: &[Bytes], router: &Router, policy: &Policy) -> (Plan, u32) {
-    if let Some(plan) = crate::lock::plan(args, router, policy) {
+pub fn plan_args(args: &[Bytes], router: &Router, policy: &Policy) -> (Plan, u32, CommandId) {
+    if let Some((plan, id)) = crate::lock::plan(args, router, policy) {
         let flags = match &plan {
             Plan::Lock(l) if !l.op.writes() => READONLY,
             _ => WRITE,
         };
-        return (plan, flags);
+        return (plan, flags, id);
     }
     match resolve(args) {
-        Ok(spec) => (route(spec, args, router, policy), spec.flags),
-        Err(plan) => (plan, 0),
+        Ok(spec) => (
+            route(spec, args, router, policy),
+            spec.flags,
+            CommandId::of(spec),
+        ),
+        Err((plan, id)) => (plan, 0, id),
     }
 }
 
 /// The command (or subcommand) `args` names, with its arity checked; else the plan that
 /// answers without one.
-fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Plan> {
+fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, (Plan, CommandId)> {
     let Some(spec) = lookup(&args[0]) else {
-        return Err(Plan::Error(unknown_command(args)));
+        return Err((Plan::Error(unknown_command(args)), CommandId::unknown()));
     };
+    let id = CommandId::of(spec);
     if !spec.arity_ok(args.len()) {
-        return Err(Plan::Error(wrong_arity(spec.name)));
+        return Err((Plan::Error(wrong_arity(spec.name)), id));
     }
     if !spec.has(CONTAINER) || args.len() == 1 {
         return Ok(spec);
@@ -182,21 +187,23 @@ fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Plan> {
     // CLIENT SETINFO (Redis 7.2, sent by redis-py 5) is answered here even though the
     // table, taken from Redis 7.0, does not list it.
     if spec.name == "client" && args[1].eq_ignore_ascii_case(b"setinfo") {
-        return Err(if args.len() == 4 {
+        let plan = if args.len() == 4 {
             Plan::Local(Local::ClientSetInfo)
         } else {
             Plan::Error(wrong_arity("client|setinfo"))
-        });
+        };
+        return Err((plan, id));
     }
     let Some(sub) = lookup_sub(spec, &args[1]) else {
-        return Err(Plan::Error(format!(
+        let msg = format!(
             "ERR unknown subcommand '{}'. Try {} HELP.",
             printable(&args[1], 128),
             spec.name.to_ascii_uppercase()
-        )));
+        );
+        return Err((Plan::Error(msg), id));
     };
     if !sub.arity_ok(args.len()) {
-        return Err(Plan::Error(wrong_arity(sub.name)));
+        return Err((Plan::Error(wrong_arity(sub.name)), CommandId::of(sub)));
     }
     Ok(sub)
 }

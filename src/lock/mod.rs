@@ -22,7 +22,7 @@ pub mod scripts;
 
 use bytes::Bytes;
 
-pub use plan::{plan, plan_set, reserved_key};
+pub use plan::{plan, plan_set, reserved_key, COMMANDS};
 pub use run::{dispatch, LockStats};
 
 /// Keys whose names start with this belong to shardis; clients can neither name nor see them.

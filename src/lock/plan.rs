@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{is_reserved, FenceToken, LockCommand, LockOp};
-use crate::command::{plan_args, printable, wrong_arity, Plan, Policy, CROSSSLOT};
+use crate::command::{plan_args, printable, wrong_arity, CommandId, Plan, Policy, CROSSSLOT};
 use crate::resp::parse_i64;
 use crate::routing::Router;
 
@@ -12,32 +12,37 @@ use crate::routing::Router;
 const MAX_WRAPPED: usize = 7_000;
 
 /// The plan for a lock command (LOCK.*, FENCE.ADVANCE, FENCED), or `None` for any other.
-pub fn plan(args: &[Bytes], router: &Router, policy: &Policy) -> Option<Plan> {
-    const COMMANDS: [(&str, usize, usize); 7] = [
-        ("lock.acquire", 4, 4),
-        ("lock.extend", 5, 5),
-        ("lock.release", 4, 4),
-        ("lock.status", 2, 2),
-        ("lock.token", 3, 3),
-        ("fence.advance", 3, 3),
-        ("fenced", 4, usize::MAX),
-    ];
+/// The lock commands: name, fewest and most arguments (name included).
+pub const COMMANDS: [(&str, usize, usize); 7] = [
+    ("lock.acquire", 4, 4),
+    ("lock.extend", 5, 5),
+    ("lock.release", 4, 4),
+    ("lock.status", 2, 2),
+    ("lock.token", 3, 3),
+    ("fence.advance", 3, 3),
+    ("fenced", 4, usize::MAX),
+];
+
+pub fn plan(args: &[Bytes], router: &Router, policy: &Policy) -> Option<(Plan, CommandId)> {
     // Every command passes here: most leave at the first byte, without allocating.
     let first = args[0].first().map(u8::to_ascii_lowercase);
     if !matches!(first, Some(b'l' | b'f')) {
         return None;
     }
-    let &(name, min, max) = COMMANDS
+    let (index, &(name, min, max)) = COMMANDS
         .iter()
-        .find(|(name, _, _)| args[0].eq_ignore_ascii_case(name.as_bytes()))?;
+        .enumerate()
+        .find(|(_, (name, _, _))| args[0].eq_ignore_ascii_case(name.as_bytes()))?;
+    let id = CommandId::own(index);
     let arity = min..=max;
     if !arity.contains(&args.len()) {
-        return Some(Plan::Error(wrong_arity(name)));
+        return Some((Plan::Error(wrong_arity(name)), id));
     }
-    Some(match parse(name, args, router, policy) {
+    let plan = match parse(name, args, router, policy) {
         Ok(op) => routed(args[1].clone(), op, router),
         Err(e) => Plan::Error(e),
-    })
+    };
+    Some((plan, id))
 }
 
 fn parse(name: &str, args: &[Bytes], router: &Router, policy: &Policy) -> Result<LockOp, String> {
@@ -150,7 +155,7 @@ fn wrapped(
         return Err(format!("ERR FENCED wraps at most {MAX_WRAPPED} arguments"));
     }
     let shard = router.shard_of(lock_key);
-    let (plan, _) = plan_args(command, router, policy);
+    let (plan, ..) = plan_args(command, router, policy);
     match plan {
         Plan::Forward(s) if s == shard => Ok(()),
         Plan::AnyShard => Ok(()),

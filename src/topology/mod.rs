@@ -318,6 +318,7 @@ fn new_node(
             parking: Some(wiring.parking),
             ack_timeout: wiring.ack_timeout,
             mirror: wiring.mirror,
+            stats: Default::default(),
         }),
         health: Health::default(),
     })

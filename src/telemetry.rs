@@ -1,0 +1,286 @@
+//! What the proxy counts, and the Prometheus endpoint that shows it.
+//!
+//! The figures live in the proxy's own atomics (per command here, per node in the backend, per
+//! shard in the topology), which INFO reads directly. A scrape copies the same atomics into the
+//! `metrics` recorder (counters set to their absolute value, gauges set) and renders it, so
+//! INFO and `/metrics` show one set of numbers. Latency histograms are recorded into the
+//! recorder as requests complete. Every metric name is a constant in [`names`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use metrics::{Histogram, Label};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::command::CommandId;
+use crate::server::Proxy;
+
+/// Every metric the proxy exports, in one place.
+pub mod names {
+    /// Commands answered, by command (`cmd`, Redis's lower-case name; `unknown` for a name
+    /// Redis does not know).
+    pub const COMMANDS: &str = "shardis_commands_total";
+    /// Commands answered with an error reply, by command.
+    pub const COMMAND_ERRORS: &str = "shardis_command_errors_total";
+    /// Seconds from reading a command to its reply being ready to write, by command.
+    pub const COMMAND_DURATION: &str = "shardis_command_duration_seconds";
+    /// Requests a node answered or failed (sub-requests of a split command count once per
+    /// node), by `shard` and `node`.
+    pub const BACKEND_REQUESTS: &str = "shardis_backend_requests_total";
+    /// Those answered with an error reply or not answered at all (timeout, connection lost).
+    pub const BACKEND_ERRORS: &str = "shardis_backend_errors_total";
+    /// Shared backend connections currently open, by `shard` and `node`.
+    pub const BACKEND_CONNECTIONS: &str = "shardis_backend_connections";
+    /// 1 while the health checks see a node up, else 0, by `shard`, `node` and `role`.
+    pub const NODE_UP: &str = "shardis_node_up";
+    /// Primary changes, by `shard`.
+    pub const FAILOVERS: &str = "shardis_failovers_total";
+    /// The shard's epoch (grows with every failover), by `shard`.
+    pub const EPOCH: &str = "shardis_shard_epoch";
+    /// Clients connected now.
+    pub const CLIENTS: &str = "shardis_connected_clients";
+    /// Client connections accepted since start (refused ones included).
+    pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections_total";
+    /// Client connections refused at `max_clients`.
+    pub const CLIENTS_REJECTED: &str = "shardis_rejected_connections_total";
+    /// Bytes read from clients.
+    pub const NET_INPUT: &str = "shardis_net_input_bytes_total";
+    /// Bytes written to clients.
+    pub const NET_OUTPUT: &str = "shardis_net_output_bytes_total";
+    /// Lock grants, by `shard`.
+    pub const LOCK_GRANTS: &str = "shardis_lock_grants_total";
+    /// Lock requests refused, by `shard` and `reason` (`contended`, `frozen`,
+    /// `not_replicated`, `stale_token`).
+    pub const LOCK_REJECTIONS: &str = "shardis_lock_rejections_total";
+    /// Configuration reloads, by `result` (`ok`, `error`).
+    pub const RELOADS: &str = "shardis_config_reloads_total";
+}
+
+/// Histogram bucket bounds for command latency, in seconds (100 µs to 2.5 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// One command's figures: what INFO commandstats shows.
+#[derive(Default)]
+pub struct CommandStats {
+    pub calls: AtomicU64,
+    pub failed: AtomicU64,
+    pub usec: AtomicU64,
+    latency: OnceLock<Histogram>,
+}
+
+/// The proxy's counters and its Prometheus recorder.
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    commands: Box<[CommandStats]>,
+    pub net_input: AtomicU64,
+    pub net_output: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(names::COMMAND_DURATION.into()),
+                LATENCY_BUCKETS,
+            )
+            .expect("bucket bounds are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        Telemetry {
+            recorder,
+            handle,
+            commands: (0..CommandId::count())
+                .map(|_| CommandStats::default())
+                .collect(),
+            net_input: AtomicU64::new(0),
+            net_output: AtomicU64::new(0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Telemetry {
+    /// Counts one answered command: its latency and whether the reply was an error.
+    pub fn record(&self, cmd: CommandId, elapsed: Duration, failed: bool) {
+        let stats = &self.commands[cmd.index()];
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats
+            .usec
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        if failed {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        stats
+            .latency
+            .get_or_init(|| {
+                metrics::with_local_recorder(
+                    &self.recorder,
+                    || metrics::histogram!(names::COMMAND_DURATION, "cmd" => cmd.name()),
+                )
+            })
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Every command called at least once, with its figures.
+    pub fn commands(&self) -> impl Iterator<Item = (&'static str, &CommandStats)> {
+        self.commands
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.calls.load(Ordering::Relaxed) > 0)
+            .map(|(i, s)| (CommandId::from_index(i).name(), s))
+    }
+
+    /// The Prometheus text of every figure, read now.
+    pub fn render(&self, proxy: &Proxy) -> String {
+        metrics::with_local_recorder(&self.recorder, || publish(self, proxy));
+        self.handle.render()
+    }
+}
+
+/// Copies the proxy's atomics into the recorder.
+fn publish(t: &Telemetry, proxy: &Proxy) {
+    use metrics::{counter, gauge};
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    for (name, s) in t.commands() {
+        counter!(names::COMMANDS, "cmd" => name).absolute(n(&s.calls));
+        counter!(names::COMMAND_ERRORS, "cmd" => name).absolute(n(&s.failed));
+    }
+    let stats = &proxy.stats;
+    gauge!(names::CLIENTS).set(stats.connected.load(Ordering::Relaxed) as f64);
+    counter!(names::CLIENT_CONNECTIONS).absolute(n(&stats.connections));
+    counter!(names::CLIENTS_REJECTED).absolute(n(&stats.rejected));
+    counter!(names::NET_INPUT).absolute(n(&t.net_input));
+    counter!(names::NET_OUTPUT).absolute(n(&t.net_output));
+    counter!(names::RELOADS, "result" => "ok").absolute(n(&t.reloads_ok));
+    counter!(names::RELOADS, "result" => "error").absolute(n(&t.reloads_failed));
+    let topology = proxy.topology();
+    for shard in &topology.shards {
+        let name = shard.name.to_string();
+        let view = shard.view();
+        let by_shard = [Label::new("shard", name.clone())];
+        counter!(names::FAILOVERS, by_shard.iter()).absolute(shard.failovers());
+        gauge!(names::EPOCH, by_shard.iter()).set(view.epoch as f64);
+        let l = &shard.lock_stats;
+        counter!(names::LOCK_GRANTS, by_shard.iter()).absolute(n(&l.grants));
+        for (reason, c) in [
+            ("contended", &l.contended),
+            ("frozen", &l.frozen),
+            ("not_replicated", &l.not_replicated),
+            ("stale_token", &l.stale),
+        ] {
+            counter!(names::LOCK_REJECTIONS, "shard" => name.clone(), "reason" => reason)
+                .absolute(n(c));
+        }
+        let nodes = std::iter::once(&view.primary).chain(&view.replicas);
+        for (j, node) in nodes.enumerate() {
+            let by_node = [
+                Label::new("shard", name.clone()),
+                Label::new("node", node.addr.clone()),
+            ];
+            let role = if j == 0 { "primary" } else { "replica" };
+            let s = node.pool.stats();
+            counter!(names::BACKEND_REQUESTS, by_node.iter()).absolute(n(&s.requests));
+            counter!(names::BACKEND_ERRORS, by_node.iter()).absolute(n(&s.errors));
+            gauge!(names::BACKEND_CONNECTIONS, by_node.iter()).set(node.pool.open() as f64);
+            gauge!(names::NODE_UP, "shard" => name.clone(), "node" => node.addr.clone(), "role" => role)
+                .set(if node.health.is_up() { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+/// Starts logging to stderr (stdout is for what a command prints, e.g. --check-config), at
+/// `RUST_LOG` when set, else at the configured level, as text (colours only on a terminal) or
+/// JSON lines.
+pub fn init_logging(log: &crate::config::LogSettings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = match log.format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        crate::config::LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Longest HTTP request head accepted on the metrics port.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Serves `GET /metrics` on `listener` until the proxy shuts down. One request per
+/// connection (`Connection: close`); anything else gets 404 or 405.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    let mut shutdown = proxy.shutdown_notice();
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let head = tokio::time::timeout_at(deadline.into(), read_head(&mut stream)).await;
+            let response = match head {
+                Ok(Some(head)) => respond(&head, &proxy),
+                _ => return,
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), stream.write_all(&response)).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Reads up to the blank line ending an HTTP request head.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return None;
+        }
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Some(head)
+}
+
+fn respond(head: &[u8], proxy: &Proxy) -> Vec<u8> {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (parts.next(), parts.next());
+    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
+    let (status, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => ("200 OK", proxy.telemetry.render(proxy)),
+        (Some(b"GET"), _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
