@@ -314,6 +314,11 @@ fn read_header(
         }
         return Ok(None);
     };
+    // Past the limit, even when the line ends right at the edge of the window (the '\n' after
+    // it would lie outside the window, and the header would wait for more input forever).
+    if cr > MAX_HEADER_LINE {
+        return Err(too_big);
+    }
     match window.get(cr + 1) {
         None => Ok(None),
         Some(b'\n') => {

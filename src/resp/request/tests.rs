@@ -242,3 +242,32 @@ mod props {
         }
     }
 }
+
+/// Found by the `request_parser` fuzz target's whole-versus-split check: a header line of
+/// exactly one byte over the limit ended at the edge of the window the parser looks at, so
+/// the parser waited for more input forever instead of refusing it.
+#[test]
+fn a_header_one_byte_over_the_limit_is_refused_not_waited_on() {
+    for len in [MAX_HEADER_LINE + 1, MAX_HEADER_LINE + 2] {
+        let digits = vec![b'1'; len];
+        let multibulk = [&b"*"[..], &digits, b"\r\n"].concat();
+        assert_eq!(
+            parse_all(&mut parser(), &mut BytesMut::from(&multibulk[..])).unwrap_err(),
+            ProtocolError::MultibulkHeaderTooBig,
+            "{len} digits"
+        );
+        let bulk = [&b"*1\r\n$"[..], &digits, b"\r\n"].concat();
+        assert_eq!(
+            parse_all(&mut parser(), &mut BytesMut::from(&bulk[..])).unwrap_err(),
+            ProtocolError::BulkHeaderTooBig,
+            "{len} digits"
+        );
+    }
+    // At the limit the header is read, and its value judged on its own (64 digits overflow).
+    let digits = vec![b'1'; MAX_HEADER_LINE];
+    let at_limit = [&b"*1\r\n$"[..], &digits, b"\r\n"].concat();
+    assert_eq!(
+        parse_all(&mut parser(), &mut BytesMut::from(&at_limit[..])).unwrap_err(),
+        ProtocolError::InvalidBulkLength
+    );
+}
