@@ -31,3 +31,4 @@ pub mod server;
 pub mod socket;
 pub mod telemetry;
 pub mod topology;
+pub mod twemproxy;

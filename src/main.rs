@@ -23,6 +23,10 @@ struct Cli {
     /// Listen address, overriding the configuration's `listen`.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Print the shardis configuration equivalent to a twemproxy (nutcracker) YAML file, and
+    /// exit. Keys land on the same servers as under twemproxy.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    from_twemproxy: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,6 +39,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(yaml) = &cli.from_twemproxy {
+        return shardis::twemproxy::run(yaml);
+    }
     if let Some(Command::Dev(args)) = cli.command {
         shardis::telemetry::init_logging(&Default::default());
         return shardis::dev::run(args);

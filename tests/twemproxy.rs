@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{free_port, Proc, Redis, Shardis};
@@ -13,30 +14,35 @@ struct Pool {
     named: bool,
 }
 
-fn nutcracker(nodes: &[Redis], pool: &Pool, dir: &std::path::Path) -> Proc {
+/// The nutcracker.yml of `pool` over `nodes`, listening on `port`: servers named a, b, c ...
+/// when `pool.named`.
+fn nutcracker_yaml(port: u16, nodes: &[Redis], pool: &Pool) -> String {
+    let servers: String = nodes
+        .iter()
+        .zip(pool.weights)
+        .enumerate()
+        .map(|(i, (n, w))| {
+            let name = if pool.named {
+                format!(" {}", (b'a' + i as u8) as char)
+            } else {
+                String::new()
+            };
+            format!("   - {}:{w}{name}\n", n.addr())
+        })
+        .collect();
+    format!(
+        "pool:\n  listen: 127.0.0.1:{port}\n  hash: {}\n  distribution: {}\n  hash_tag: \"{{}}\"\n  redis: true\n  auto_eject_hosts: false\n  timeout: 2000\n  servers:\n{servers}",
+        pool.hash, pool.distribution
+    )
+}
+
+fn nutcracker(nodes: &[Redis], pool: &Pool, dir: &Path) -> Proc {
     let bin =
         common::which("nutcracker").expect("nutcracker is installed by scripts/install-deps.sh");
     for _ in 0..10 {
         let port = free_port();
-        let servers: String = nodes
-            .iter()
-            .zip(pool.weights)
-            .enumerate()
-            .map(|(i, (n, w))| {
-                let name = if pool.named {
-                    format!(" {}", (b'a' + i as u8) as char)
-                } else {
-                    String::new()
-                };
-                format!("   - {}:{w}{name}\n", n.addr())
-            })
-            .collect();
-        let yaml = format!(
-            "pool:\n  listen: 127.0.0.1:{port}\n  hash: {}\n  distribution: {}\n  hash_tag: \"{{}}\"\n  redis: true\n  auto_eject_hosts: false\n  timeout: 2000\n  servers:\n{servers}",
-            pool.hash, pool.distribution
-        );
         let conf = dir.join("nutcracker.yml");
-        std::fs::write(&conf, yaml).unwrap();
+        std::fs::write(&conf, nutcracker_yaml(port, nodes, pool)).unwrap();
         let mut child = Command::new(&bin)
             .arg("-c")
             .arg(&conf)
@@ -80,6 +86,71 @@ fn keys(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Writes every key through nutcracker running `pool`, then reads each back through shardis
+/// configured with `shardis_body` (the harness adds its listen line): every key must be found,
+/// so it is where nutcracker put it.
+fn assert_placed_like_nutcracker(
+    nodes: &[Redis],
+    pool: &Pool,
+    dir: &Path,
+    keys: &[Vec<u8>],
+    shardis_body: &str,
+) {
+    for n in nodes {
+        let _: () = redis::cmd("FLUSHALL").query(&mut n.conn()).unwrap();
+    }
+    let twem = nutcracker(nodes, pool, dir);
+    // Raw RESP: the redis crate's connection handshake (CLIENT SETINFO) makes nutcracker
+    // close the connection.
+    let mut via_twem = common::Raw::connect(twem.port);
+    let wire: Vec<u8> = keys
+        .iter()
+        .flat_map(|k| common::encode(&[b"SET", k, k]))
+        .collect();
+    via_twem.send(&wire);
+    for k in keys {
+        assert_eq!(
+            via_twem.reply(),
+            b"+OK\r\n",
+            "SET {:?} via nutcracker",
+            String::from_utf8_lossy(k)
+        );
+    }
+
+    let proxy = Shardis::start_with(shardis_body);
+    let _log = proxy.log_on_panic();
+    let mut via_shardis = proxy.conn();
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("GET").arg(k);
+    }
+    let got: Vec<Option<Vec<u8>>> = pipe.query(&mut via_shardis).unwrap();
+    let misplaced = keys
+        .iter()
+        .zip(&got)
+        .filter(|(k, v)| v.as_deref() != Some(&k[..]))
+        .count();
+    assert_eq!(
+        misplaced,
+        0,
+        "{}/{} weights {:?} named {}: {misplaced} of {} keys placed differently from nutcracker",
+        pool.hash,
+        pool.distribution,
+        pool.weights,
+        pool.named,
+        keys.len()
+    );
+    // And every node got a share, so the comparison means something.
+    for n in nodes {
+        let count: i64 = redis::cmd("DBSIZE").query(&mut n.conn()).unwrap();
+        assert!(
+            count > keys.len() as i64 / 20,
+            "a node holds only {count} of {} keys",
+            keys.len()
+        );
+    }
+}
+
 #[test]
 fn every_key_lands_where_nutcracker_puts_it() {
     let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
@@ -118,27 +189,6 @@ fn every_key_lands_where_nutcracker_puts_it() {
     ];
     let keys = keys(10_000);
     for pool in &pools {
-        for n in &nodes {
-            let _: () = redis::cmd("FLUSHALL").query(&mut n.conn()).unwrap();
-        }
-        let twem = nutcracker(&nodes, pool, dir.path());
-        // Raw RESP: the redis crate's connection handshake (CLIENT SETINFO) makes nutcracker
-        // close the connection.
-        let mut via_twem = common::Raw::connect(twem.port);
-        let wire: Vec<u8> = keys
-            .iter()
-            .flat_map(|k| common::encode(&[b"SET", k, k]))
-            .collect();
-        via_twem.send(&wire);
-        for k in &keys {
-            assert_eq!(
-                via_twem.reply(),
-                b"+OK\r\n",
-                "SET {:?} via nutcracker",
-                String::from_utf8_lossy(k)
-            );
-        }
-
         let shards: String = nodes
             .iter()
             .zip(pool.weights)
@@ -155,30 +205,87 @@ fn every_key_lands_where_nutcracker_puts_it() {
                 )
             })
             .collect();
-        let proxy = Shardis::start_with(&format!(
+        let body = format!(
             "[routing]\nhash = \"{}\"\ndistribution = \"{}\"\nhash_tag = \"{{}}\"\n{shards}",
             pool.hash, pool.distribution
-        ));
-        let mut via_shardis = proxy.conn();
-        let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.cmd("GET").arg(k);
-        }
-        let got: Vec<Option<Vec<u8>>> = pipe.query(&mut via_shardis).unwrap();
-        let misplaced = keys
-            .iter()
-            .zip(&got)
-            .filter(|(k, v)| v.as_deref() != Some(&k[..]))
-            .count();
-        assert_eq!(
-            misplaced, 0,
-            "{}/{} weights {:?} named {}: {misplaced} of {} keys placed differently from nutcracker",
-            pool.hash, pool.distribution, pool.weights, pool.named, keys.len()
         );
-        // And every node got a share, so the comparison means something.
-        for n in &nodes {
-            let count: i64 = redis::cmd("DBSIZE").query(&mut n.conn()).unwrap();
-            assert!(count > 1_000, "a node holds only {count} keys");
-        }
+        assert_placed_like_nutcracker(&nodes, pool, dir.path(), &keys, &body);
     }
+}
+
+/// `shardis --from-twemproxy` on the nutcracker.yml nutcracker runs gives a configuration that
+/// places every key where nutcracker does.
+#[test]
+fn converted_configuration_places_keys_like_nutcracker() {
+    let nodes: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let dir = tempfile::TempDir::new().unwrap();
+    let pools = [
+        Pool {
+            hash: "fnv1a_64",
+            distribution: "ketama",
+            weights: [1, 2, 3],
+            named: true,
+        },
+        // Unnamed: twemproxy names them host:port on the ring.
+        Pool {
+            hash: "fnv1a_64",
+            distribution: "ketama",
+            weights: [2, 1, 1],
+            named: false,
+        },
+        Pool {
+            hash: "md5",
+            distribution: "ketama",
+            weights: [1, 1, 2],
+            named: true,
+        },
+    ];
+    let keys = keys(2_000);
+    for pool in &pools {
+        let yaml = dir.path().join("to-convert.yml");
+        std::fs::write(&yaml, nutcracker_yaml(22121, &nodes, pool)).unwrap();
+        let out = Command::new(common::shardis_bin())
+            .arg("--from-twemproxy")
+            .arg(&yaml)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shardis --from-twemproxy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let toml = String::from_utf8(out.stdout).unwrap();
+        assert!(toml.contains("listen = \"127.0.0.1:22121\"\n"), "{toml}");
+        assert!(toml.contains("timeout = \"2000ms\"\n"), "{toml}");
+        // The harness writes its own listen line, on a free port.
+        let body: String = toml
+            .lines()
+            .filter(|l| !l.starts_with("listen = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_placed_like_nutcracker(&nodes, pool, dir.path(), &keys, &body);
+    }
+}
+
+#[test]
+fn from_twemproxy_names_the_file_and_what_cannot_be_converted() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let yaml = dir.path().join("memcached.yml");
+    std::fs::write(
+        &yaml,
+        "cache:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:11211:1\n",
+    )
+    .unwrap();
+    let out = Command::new(common::shardis_bin())
+        .arg("--from-twemproxy")
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("shardis: {}: pool cache: redis:", yaml.display())),
+        "{err}"
+    );
 }

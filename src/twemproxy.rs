@@ -1,0 +1,860 @@
+//! `shardis --from-twemproxy nutcracker.yml`: a twemproxy (nutcracker 0.5.0) configuration
+//! turned into shardis configuration that places every key on the same server.
+//!
+//! Each twemproxy pool becomes one shardis configuration (one shardis process serves one pool).
+//! What decides where a key goes (hash, distribution, hash tag, and each server's name on the
+//! ring and weight) is carried over exactly, or the conversion fails: a configuration that would
+//! quietly move keys is never printed. Settings with a shardis counterpart are mapped; those
+//! without one are listed in comments. Every configuration printed has passed shardis' own
+//! validation.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::config::{BackendSettings, Config};
+
+/// twemproxy's hash functions that shardis does not implement.
+const OTHER_HASHES: &[&str] = &[
+    "one_at_a_time",
+    "fnv1_64",
+    "fnv1_32",
+    "fnv1a_32",
+    "hsieh",
+    "murmur",
+    "jenkins",
+    "crc16",
+    "crc32",
+    "crc32a",
+];
+
+/// twemproxy's port for memcached: a server on it is named on the ring by its host alone.
+const KETAMA_PORT: u16 = 11211;
+
+/// `shardis --from-twemproxy FILE`: prints the converted configuration on stdout, or
+/// `shardis: FILE: <why>` on stderr.
+pub fn run(path: &Path) -> ExitCode {
+    let converted = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| convert(&text));
+    let printed = match converted {
+        Ok(toml) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(toml.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| format!("cannot print the configuration: {e}"))
+        }
+        Err(e) => Err(e),
+    };
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardis: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Converts a twemproxy YAML configuration into shardis TOML: one configuration per pool, each
+/// headed by a `# pool <name>` line; several are separated by a blank line and a `# ---` line.
+/// The error names the pool and the twemproxy key at fault.
+pub fn convert(yaml: &str) -> Result<String, String> {
+    let docs = YamlLoader::load_from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
+    let pools = match docs.as_slice() {
+        [Yaml::Hash(pools)] if !pools.is_empty() => pools,
+        [] | [Yaml::Hash(_) | Yaml::Null | Yaml::BadValue] => {
+            return Err("no pool: the file is empty".into())
+        }
+        [_] => return Err("expected a mapping of pool names to their settings".into()),
+        _ => return Err("several YAML documents; twemproxy reads one".into()),
+    };
+    let mut documents = Vec::with_capacity(pools.len());
+    for (name, settings) in pools.iter() {
+        let name = scalar_text(name).ok_or("a pool's name is not a plain word")?;
+        let shown = comment_text(&name);
+        let pool = read_pool(settings).map_err(|e| format!("pool {shown}: {e}"))?;
+        let document = render(&shown, &pool);
+        if let Err(e) = Config::from_toml(&document) {
+            return Err(format!(
+                "pool {shown}: shardis refuses the converted configuration: {e}"
+            ));
+        }
+        documents.push(document);
+    }
+    if documents.len() == 1 {
+        return Ok(documents.concat());
+    }
+    let n = documents.len();
+    let mut out = format!(
+        "# {n} twemproxy pools, so {n} shardis configurations, separated by \"# ---\" lines.\n\
+         # One shardis process serves one configuration: save each part as its own file and run a\n\
+         # shardis for each pool.\n\n"
+    );
+    out.push_str(&documents.join("\n# ---\n"));
+    Ok(out)
+}
+
+/// One twemproxy pool, read and checked.
+#[derive(Debug)]
+struct Pool {
+    listen: String,
+    hash: &'static str,
+    distribution: &'static str,
+    /// Two characters, or empty for none.
+    hash_tag: String,
+    password: Option<String>,
+    timeout_ms: Option<u64>,
+    retry_ms: Option<u64>,
+    connections: Option<u64>,
+    auto_eject: bool,
+    shards: Vec<Shard>,
+    /// twemproxy settings left out, each with the reason.
+    ignored: Vec<String>,
+}
+
+/// One twemproxy server as a shardis shard.
+#[derive(Debug, PartialEq, Eq)]
+struct Shard {
+    /// Its identity on the ring, as twemproxy derives it.
+    name: String,
+    primary: String,
+    weight: u32,
+}
+
+fn read_pool(settings: &Yaml) -> Result<Pool, String> {
+    let Yaml::Hash(map) = settings else {
+        return Err("expected a mapping of settings".into());
+    };
+    let mut listen = None;
+    let mut hash = None;
+    let mut distribution = None;
+    let mut hash_tag = None;
+    // twemproxy's defaults: a memcached pool, database 0, no timeout, no ejection.
+    let mut redis = false;
+    let mut redis_db = 0;
+    let mut password = None;
+    let mut timeout_ms = None;
+    let mut retry_ms = None;
+    let mut connections = None;
+    let mut auto_eject = false;
+    let mut servers = None;
+    let mut ignored = Vec::new();
+    for (key, value) in map.iter() {
+        let key = scalar_text(key).ok_or("a setting's name is not a plain word")?;
+        let key = key.as_str();
+        match key {
+            "listen" => listen = Some(text(key, value)?),
+            "hash" => hash = Some(text(key, value)?),
+            "distribution" => distribution = Some(text(key, value)?),
+            "hash_tag" => hash_tag = Some(text(key, value)?),
+            "redis" => redis = boolean(key, value)?,
+            "redis_db" => redis_db = number(key, value)?,
+            "redis_auth" => password = Some(text(key, value)?),
+            "timeout" => timeout_ms = Some(number(key, value)?),
+            "server_retry_timeout" => retry_ms = Some(number(key, value)?),
+            "server_connections" => connections = Some(number(key, value)?),
+            "auto_eject_hosts" => auto_eject = boolean(key, value)?,
+            "servers" => servers = Some(value),
+            "backlog" | "tcpkeepalive" => {
+                ignored.push(format!("{key}: shardis has no such setting"))
+            }
+            "preconnect" => ignored.push(format!(
+                "{key}: shardis connects to every node when it starts"
+            )),
+            "client_connections" => ignored.push(format!(
+                "{key}: not carried over; [limits] max_clients caps clients in shardis"
+            )),
+            "server_failure_limit" => ignored.push(format!(
+                "{key}: it counts failures for auto_eject_hosts, and shardis never ejects"
+            )),
+            other => ignored.push(format!(
+                "{}: not a twemproxy 0.5.0 setting",
+                comment_text(other)
+            )),
+        }
+    }
+
+    if !redis {
+        return Err(
+            "redis: not true, so this is a memcached pool (twemproxy's default); \
+             shardis speaks the Redis protocol only"
+                .into(),
+        );
+    }
+    if redis_db != 0 {
+        return Err(format!(
+            "redis_db: {redis_db}: shardis serves database 0 only"
+        ));
+    }
+    let listen = listen.ok_or("listen: missing")?;
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(if listen.starts_with('/') {
+            format!("listen: {listen:?} is a unix socket; shardis listens on TCP ip:port only")
+        } else {
+            format!("listen: {listen:?} is not ip:port; shardis needs a numeric address")
+        });
+    }
+    let hash = match hash.as_deref() {
+        // twemproxy's default.
+        None | Some("fnv1a_64") => "fnv1a_64",
+        Some("md5") => "md5",
+        Some(h) if OTHER_HASHES.contains(&h) => {
+            return Err(format!(
+                "hash: {h}: shardis places keys as twemproxy does only with fnv1a_64 and md5 \
+                 (and has xxh3 for new fleets); another hash would move keys"
+            ))
+        }
+        Some(h) => return Err(format!("hash: {h:?} is not a twemproxy hash")),
+    };
+    let distribution = match distribution.as_deref() {
+        // twemproxy's default.
+        None | Some("ketama") => "ketama",
+        Some("modula") => "modula",
+        Some("random") => {
+            return Err(
+                "distribution: random sends each request to any server; shardis places every \
+                 key by its hash (ketama or modula)"
+                    .into(),
+            )
+        }
+        Some(d) => {
+            return Err(format!(
+                "distribution: {d:?} is not a twemproxy distribution"
+            ))
+        }
+    };
+    // No hash_tag in twemproxy: whole keys are hashed ("" in shardis).
+    let hash_tag = hash_tag.unwrap_or_default();
+    let two_ascii = hash_tag.len() == 2 && hash_tag.is_ascii();
+    if !hash_tag.is_empty() && !two_ascii {
+        return Err(format!(
+            "hash_tag: {hash_tag:?}: expected two characters (shardis: two ASCII characters)"
+        ));
+    }
+    if connections == Some(0) {
+        return Err("server_connections: 0; at least 1 is needed".into());
+    }
+    let servers = match servers {
+        Some(Yaml::Array(list)) if !list.is_empty() => list,
+        Some(Yaml::Array(_)) | Some(Yaml::Null) => {
+            return Err("servers: empty; give at least one".into())
+        }
+        Some(_) => return Err("servers: expected a list of \"host:port:weight [name]\"".into()),
+        None => return Err("servers: missing".into()),
+    };
+    let mut shards = Vec::with_capacity(servers.len());
+    for (i, server) in servers.iter().enumerate() {
+        let Yaml::String(spec) = server else {
+            return Err(format!(
+                "servers[{i}]: expected a \"host:port:weight [name]\" string"
+            ));
+        };
+        shards.push(parse_server(spec).map_err(|e| format!("servers[{i}]: {spec:?}: {e}"))?);
+    }
+    Ok(Pool {
+        listen,
+        hash,
+        distribution,
+        hash_tag,
+        // An empty redis_auth is no password in twemproxy.
+        password: password.filter(|p| !p.is_empty()),
+        // 0 is no timeout in twemproxy, as is leaving it out.
+        timeout_ms: timeout_ms.filter(|&t| t > 0),
+        retry_ms: retry_ms.filter(|&t| t > 0),
+        connections,
+        auto_eject,
+        shards,
+        ignored,
+    })
+}
+
+/// One `servers` entry: `host:port:weight` and an optional ` name`, read the way twemproxy
+/// reads it (the name after the last space, then weight and port from the right).
+fn parse_server(spec: &str) -> Result<Shard, String> {
+    const FORMAT: &str = "expected \"host:port:weight [name]\"";
+    let (address, name) = match spec.rsplit_once(' ') {
+        Some((address, name)) => (address, Some(name)),
+        None => (spec, None),
+    };
+    if address.starts_with('/') {
+        return Err("a unix socket; shardis connects to nodes over TCP only".into());
+    }
+    let (host_port, weight) = address.rsplit_once(':').ok_or(FORMAT)?;
+    let (host, port) = host_port.rsplit_once(':').ok_or(FORMAT)?;
+    if host.is_empty() || host.contains(|c: char| c == ':' || c.is_whitespace()) {
+        return Err(FORMAT.into());
+    }
+    let port_number = whole_number(port)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("port {port:?} is not a number from 1 to 65535"))?;
+    let weight = whole_number(weight)
+        .and_then(|w| u32::try_from(w).ok())
+        .filter(|&w| w > 0)
+        .ok_or_else(|| format!("weight {weight:?} is not a whole number of at least 1"))?;
+    let name = match name {
+        Some("") => return Err("empty name after the space".into()),
+        Some(name) => name.to_string(),
+        // twemproxy names an unnamed server "host:port" on the ring, but just "host" on
+        // memcached's port (libmemcached's habit).
+        None if port_number == KETAMA_PORT => host.to_string(),
+        None => format!("{host}:{port}"),
+    };
+    Ok(Shard {
+        name,
+        primary: format!("{host}:{port_number}"),
+        weight,
+    })
+}
+
+/// One pool as a shardis configuration.
+fn render(pool_name: &str, p: &Pool) -> String {
+    let mut out = String::new();
+    let mut line = |text: &str| {
+        out.push_str(text);
+        out.push('\n');
+    };
+    line(&format!("# pool {pool_name}"));
+    line("# Converted by `shardis --from-twemproxy`: the same hash, distribution, hash tag, shard");
+    line("# names and weights as twemproxy, so every key lands on the same server.");
+    if p.timeout_ms.is_none() {
+        line("# timeout: twemproxy had none (it waits for ever); shardis' [backend] timeout");
+        line("# default applies.");
+    }
+    if p.auto_eject {
+        line("# auto_eject_hosts: true is not carried over: shardis never ejects a node, so keys");
+        line("# never move when one fails. Give shards replicas to keep them available.");
+    }
+    if p.password.is_some() {
+        line("# redis_auth became password: clients must AUTH with it. shardis does not send");
+        line("# AUTH to the nodes yet: they must accept shardis without a password.");
+    }
+    for ignored in &p.ignored {
+        line(&format!("# Ignored: {ignored}."));
+    }
+    line(&format!("listen = {}", toml_string(&p.listen)));
+    if let Some(password) = &p.password {
+        line(&format!("password = {}", toml_string(password)));
+    }
+    line("");
+    line("[routing]");
+    line(&format!("hash = {}", toml_string(p.hash)));
+    line(&format!("distribution = {}", toml_string(p.distribution)));
+    line(&format!("hash_tag = {}", toml_string(&p.hash_tag)));
+    if p.timeout_ms.is_some() || p.connections.is_some() || p.retry_ms.is_some() {
+        line("");
+        line("[backend]");
+        if let Some(ms) = p.timeout_ms {
+            line("# twemproxy timeout");
+            line(&format!("timeout = \"{ms}ms\""));
+        }
+        if let Some(n) = p.connections {
+            line("# twemproxy server_connections");
+            line(&format!("connections = {n}"));
+        }
+        if let Some(ms) = p.retry_ms {
+            line("# twemproxy server_retry_timeout");
+            line(&format!("reconnect_backoff = \"{ms}ms\""));
+            if Duration::from_millis(ms) > BackendSettings::default().reconnect_backoff_max {
+                line(&format!("reconnect_backoff_max = \"{ms}ms\""));
+            }
+        }
+    }
+    for shard in &p.shards {
+        line("");
+        line("[[shards]]");
+        line(&format!("name = {}", toml_string(&shard.name)));
+        line(&format!("primary = {}", toml_string(&shard.primary)));
+        line(&format!("weight = {}", shard.weight));
+    }
+    out
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Text for a comment line or a message: control characters escaped, so it stays one line.
+fn comment_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A scalar's text, as twemproxy (which reads every value as text) would see it.
+fn scalar_text(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn text(key: &str, value: &Yaml) -> Result<String, String> {
+    scalar_text(value).ok_or_else(|| format!("{key}: expected a single value"))
+}
+
+/// `true` or `false`, as twemproxy accepts them.
+fn boolean(key: &str, value: &Yaml) -> Result<bool, String> {
+    match value {
+        Yaml::Boolean(b) => Ok(*b),
+        Yaml::String(s) if s == "true" => Ok(true),
+        Yaml::String(s) if s == "false" => Ok(false),
+        _ => Err(format!("{key}: expected true or false")),
+    }
+}
+
+/// A whole number of zero or more, as twemproxy accepts it.
+fn number(key: &str, value: &Yaml) -> Result<u64, String> {
+    let n = match value {
+        Yaml::Integer(i) => u64::try_from(*i).ok(),
+        Yaml::String(s) => whole_number(s),
+        _ => None,
+    };
+    n.ok_or_else(|| format!("{key}: expected a whole number"))
+}
+
+/// Decimal digits only (no sign, no spaces).
+fn whole_number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{Distribution, HashFn, HashTag};
+
+    /// A file with the one pool `alpha` holding `settings`, each line indented under it.
+    fn alpha(settings: &[&str]) -> String {
+        let mut yaml = String::from("alpha:\n");
+        for s in settings {
+            yaml.push_str("  ");
+            yaml.push_str(s);
+            yaml.push('\n');
+        }
+        yaml
+    }
+
+    const LISTEN: &str = "listen: 127.0.0.1:22121";
+    const REDIS: &str = "redis: true";
+    const SERVERS: &str = "servers: [\"127.0.0.1:6379:1\"]";
+
+    /// `alpha` with listen, redis and one server, plus `extra`.
+    fn minimal_with(extra: &[&str]) -> String {
+        let mut settings = vec![LISTEN, REDIS, SERVERS];
+        settings.extend_from_slice(extra);
+        alpha(&settings)
+    }
+
+    fn parsed(yaml: &str) -> (String, Config) {
+        let out = convert(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let config = Config::from_toml(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        (out, config)
+    }
+
+    fn err(yaml: &str) -> String {
+        match convert(yaml) {
+            Ok(out) => panic!("converted, but should not have been:\n{yaml}\n->\n{out}"),
+            Err(e) => e,
+        }
+    }
+
+    fn names(config: &Config) -> Vec<&str> {
+        config.shards.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_pool_with_named_servers() {
+        let yaml = alpha(&[
+            "listen: 127.0.0.1:22121",
+            "hash: fnv1a_64",
+            "hash_tag: \"{}\"",
+            "distribution: ketama",
+            "auto_eject_hosts: false",
+            "redis: true",
+            "timeout: 400",
+            "server_connections: 3",
+            "server_retry_timeout: 500",
+            "servers:",
+            " - 127.0.0.1:6379:1 a",
+            " - 127.0.0.1:6380:2 b",
+            " - 10.0.0.7:6381:3 cache-c",
+        ]);
+        let (out, c) = parsed(&yaml);
+        assert!(out.starts_with("# pool alpha\n"), "{out}");
+        assert_eq!(c.listen, "127.0.0.1:22121".parse().unwrap());
+        assert_eq!(c.hash, HashFn::Fnv1a64);
+        assert_eq!(c.distribution, Distribution::Ketama);
+        assert_eq!(c.hash_tag, HashTag::parse("{}"));
+        assert_eq!(names(&c), ["a", "b", "cache-c"]);
+        let primaries: Vec<&str> = c.shards.iter().map(|s| s.primary.as_str()).collect();
+        assert_eq!(
+            primaries,
+            ["127.0.0.1:6379", "127.0.0.1:6380", "10.0.0.7:6381"]
+        );
+        let weights: Vec<u32> = c.shards.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [1_u32, 2, 3]);
+        assert_eq!(c.backend.timeout, Duration::from_millis(400));
+        assert_eq!(c.backend.connections, 3);
+        assert_eq!(c.backend.reconnect_backoff, Duration::from_millis(500));
+        assert_eq!(
+            c.backend.reconnect_backoff_max,
+            BackendSettings::default().reconnect_backoff_max
+        );
+        assert_eq!(c.password, None);
+        assert!(!out.contains("Ignored"), "{out}");
+        assert!(!out.contains("auto_eject_hosts"), "{out}");
+    }
+
+    #[test]
+    fn unnamed_servers_are_named_as_twemproxy_names_them() {
+        let yaml = alpha(&[
+            LISTEN,
+            REDIS,
+            "servers:",
+            " - 127.0.0.1:6379:1",
+            " - 127.0.0.1:11211:2",
+            " - cache-1.internal:11211:1",
+            " - cache-2.internal:6379:1",
+        ]);
+        let (out, c) = parsed(&yaml);
+        assert_eq!(
+            names(&c),
+            [
+                "127.0.0.1:6379",
+                "127.0.0.1",
+                "cache-1.internal",
+                "cache-2.internal:6379"
+            ]
+        );
+        assert_eq!(c.shards[1].primary, "127.0.0.1:11211");
+        assert_eq!(c.shards[2].primary, "cache-1.internal:11211");
+        // Explicit names, also where they equal shardis' default.
+        assert!(out.contains("name = \"127.0.0.1:6379\"\n"), "{out}");
+        assert!(out.contains("name = \"127.0.0.1\"\n"), "{out}");
+    }
+
+    #[test]
+    fn the_name_is_what_follows_the_last_space() {
+        assert_eq!(
+            parse_server("127.0.0.1:6379:10 server-1"),
+            Ok(Shard {
+                name: "server-1".into(),
+                primary: "127.0.0.1:6379".into(),
+                weight: 10
+            })
+        );
+        // twemproxy keeps the port's text in the name, and 011211 is port 11211.
+        assert_eq!(parse_server("h:06379:1").unwrap().name, "h:06379");
+        assert_eq!(parse_server("h:06379:1").unwrap().primary, "h:6379");
+        assert_eq!(parse_server("h:011211:1").unwrap().name, "h");
+    }
+
+    #[test]
+    fn twemproxy_defaults() {
+        let (out, c) = parsed(&minimal_with(&[]));
+        // twemproxy's defaults: fnv1a_64, ketama, no hash tag.
+        assert_eq!(c.hash, HashFn::Fnv1a64);
+        assert_eq!(c.distribution, Distribution::Ketama);
+        assert_eq!(c.hash_tag, None);
+        assert!(out.contains("hash_tag = \"\"\n"), "{out}");
+        // No timeout there (it waits for ever): shardis' default applies, and a comment says so.
+        assert_eq!(c.backend, BackendSettings::default());
+        assert!(!out.contains("\n[backend]\n"), "{out}");
+        assert!(out.contains("# timeout: twemproxy had none"), "{out}");
+        assert_eq!(names(&c), ["127.0.0.1:6379"]);
+        assert_eq!(c.shards[0].weight, 1);
+        // timeout: 0 is no timeout too.
+        let (_, c) = parsed(&minimal_with(&["timeout: 0"]));
+        assert_eq!(c.backend.timeout, BackendSettings::default().timeout);
+    }
+
+    #[test]
+    fn md5_and_modula() {
+        let (_, c) = parsed(&minimal_with(&[
+            "hash: md5",
+            "distribution: modula",
+            "hash_tag: \"<>\"",
+        ]));
+        assert_eq!(c.hash, HashFn::Md5);
+        assert_eq!(c.distribution, Distribution::Modula);
+        assert_eq!(c.hash_tag, HashTag::parse("<>"));
+    }
+
+    #[test]
+    fn a_long_retry_raises_the_backoff_limit() {
+        let (_, c) = parsed(&minimal_with(&["server_retry_timeout: 30000"]));
+        assert_eq!(c.backend.reconnect_backoff, Duration::from_secs(30));
+        assert_eq!(c.backend.reconnect_backoff_max, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn redis_auth_becomes_the_client_password() {
+        let (out, c) = parsed(&minimal_with(&[r#"redis_auth: "s3\"cr\\et""#]));
+        assert_eq!(c.password.as_deref(), Some("s3\"cr\\et"));
+        assert!(out.contains("shardis does not send"), "{out}");
+        // Quoted as TOML needs, whatever it holds.
+        let (_, c) = parsed(&minimal_with(&[r#"redis_auth: "tab\there\u0001""#]));
+        assert_eq!(c.password.as_deref(), Some("tab\there\u{1}"));
+        // An empty one is none.
+        let (_, c) = parsed(&minimal_with(&["redis_auth: \"\""]));
+        assert_eq!(c.password, None);
+        // A number is text to twemproxy.
+        let (_, c) = parsed(&minimal_with(&["redis_auth: 12345"]));
+        assert_eq!(c.password.as_deref(), Some("12345"));
+    }
+
+    #[test]
+    fn what_is_not_carried_over_is_said() {
+        let (out, _) = parsed(&minimal_with(&[
+            "auto_eject_hosts: true",
+            "server_failure_limit: 3",
+            "backlog: 1024",
+            "preconnect: true",
+            "client_connections: 100",
+            "tcpkeepalive: true",
+            "colour: blue",
+        ]));
+        assert!(
+            out.contains("# auto_eject_hosts: true is not carried over"),
+            "{out}"
+        );
+        for key in [
+            "server_failure_limit",
+            "backlog",
+            "preconnect",
+            "client_connections",
+            "tcpkeepalive",
+        ] {
+            assert!(out.contains(&format!("# Ignored: {key}: ")), "{key}: {out}");
+        }
+        assert!(
+            out.contains("# Ignored: colour: not a twemproxy 0.5.0 setting."),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn several_pools_make_several_configurations() {
+        let yaml = concat!(
+            "alpha:\n",
+            "  listen: 127.0.0.1:22121\n",
+            "  redis: true\n",
+            "  servers:\n",
+            "   - 127.0.0.1:6379:1 a\n",
+            "beta:\n",
+            "  listen: 127.0.0.1:22122\n",
+            "  redis: true\n",
+            "  hash: md5\n",
+            "  servers:\n",
+            "   - 127.0.0.1:6479:1 b\n",
+            "   - 127.0.0.1:6480:1 c\n",
+        );
+        let out = convert(yaml).unwrap();
+        let parts: Vec<&str> = out.split("\n# ---\n").collect();
+        assert_eq!(parts.len(), 2, "{out}");
+        assert!(out.starts_with("# 2 twemproxy pools"), "{out}");
+        assert!(parts[0].contains("\n# pool alpha\n"), "{out}");
+        assert!(parts[1].starts_with("# pool beta\n"), "{out}");
+        // A blank line before each separator.
+        assert!(out.contains("weight = 1\n\n# ---\n# pool beta\n"), "{out}");
+        let a = Config::from_toml(parts[0]).unwrap();
+        let b = Config::from_toml(parts[1]).unwrap();
+        assert_eq!(a.listen, "127.0.0.1:22121".parse().unwrap());
+        assert_eq!(names(&a), ["a"]);
+        assert_eq!(b.listen, "127.0.0.1:22122".parse().unwrap());
+        assert_eq!(b.hash, HashFn::Md5);
+        assert_eq!(names(&b), ["b", "c"]);
+    }
+
+    #[test]
+    fn memcached_pools_are_refused() {
+        let e = err(&alpha(&[LISTEN, "redis: false", SERVERS]));
+        assert!(e.starts_with("pool alpha: redis:"), "{e}");
+        assert!(e.contains("memcached"), "{e}");
+        // twemproxy's default is memcached.
+        let e = err(&alpha(&[LISTEN, SERVERS]));
+        assert!(e.starts_with("pool alpha: redis:"), "{e}");
+        let e = err(&alpha(&[LISTEN, "redis: yes", SERVERS]));
+        assert!(
+            e.starts_with("pool alpha: redis: expected true or false"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_hashes_are_refused() {
+        for hash in OTHER_HASHES {
+            let e = err(&minimal_with(&[format!("hash: {hash}").as_str()]));
+            assert!(e.starts_with(&format!("pool alpha: hash: {hash}:")), "{e}");
+            assert!(e.contains("fnv1a_64 and md5"), "{e}");
+        }
+        let e = err(&minimal_with(&["hash: sha256"]));
+        assert!(e.contains("not a twemproxy hash"), "{e}");
+    }
+
+    #[test]
+    fn other_distributions_are_refused() {
+        let e = err(&minimal_with(&["distribution: random"]));
+        assert!(e.starts_with("pool alpha: distribution: random"), "{e}");
+        let e = err(&minimal_with(&["distribution: circle"]));
+        assert!(e.starts_with("pool alpha: distribution:"), "{e}");
+    }
+
+    #[test]
+    fn listen_must_be_ip_port() {
+        let e = err(&alpha(&[
+            "listen: /var/run/nutcracker.sock 0666",
+            REDIS,
+            SERVERS,
+        ]));
+        assert!(e.starts_with("pool alpha: listen:"), "{e}");
+        assert!(
+            e.contains("/var/run/nutcracker.sock") && e.contains("unix"),
+            "{e}"
+        );
+        let e = err(&alpha(&["listen: localhost:22121", REDIS, SERVERS]));
+        assert!(e.starts_with("pool alpha: listen:"), "{e}");
+        assert!(e.contains("localhost:22121"), "{e}");
+        let e = err(&alpha(&[REDIS, SERVERS]));
+        assert!(e.starts_with("pool alpha: listen: missing"), "{e}");
+    }
+
+    #[test]
+    fn other_databases_are_refused() {
+        let e = err(&minimal_with(&["redis_db: 2"]));
+        assert!(e.starts_with("pool alpha: redis_db: 2:"), "{e}");
+        parsed(&minimal_with(&["redis_db: 0"]));
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        for (setting, key) in [
+            ("hash_tag: \"{\"", "hash_tag"),
+            ("hash_tag: \"{}}\"", "hash_tag"),
+            ("hash_tag: \"«»\"", "hash_tag"),
+            ("server_connections: 0", "server_connections"),
+            ("server_connections: many", "server_connections"),
+            ("timeout: -1", "timeout"),
+            ("timeout: 1.5", "timeout"),
+            ("server_retry_timeout: [1]", "server_retry_timeout"),
+            ("listen: [1, 2]", "listen"),
+        ] {
+            let yaml = if key == "listen" {
+                alpha(&[setting, REDIS, SERVERS])
+            } else {
+                minimal_with(&[setting])
+            };
+            let e = err(&yaml);
+            assert!(
+                e.starts_with(&format!("pool alpha: {key}:")),
+                "{setting}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_servers_are_refused() {
+        let e = err(&alpha(&[LISTEN, REDIS]));
+        assert!(e.starts_with("pool alpha: servers: missing"), "{e}");
+        let e = err(&alpha(&[LISTEN, REDIS, "servers: []"]));
+        assert!(e.starts_with("pool alpha: servers: empty"), "{e}");
+        let e = err(&alpha(&[LISTEN, REDIS, "servers:"]));
+        assert!(e.starts_with("pool alpha: servers: empty"), "{e}");
+        let e = err(&alpha(&[LISTEN, REDIS, "servers: 127.0.0.1:6379:1"]));
+        assert!(e.starts_with("pool alpha: servers: expected a list"), "{e}");
+        for (server, problem) in [
+            ("/tmp/redis.sock:1 a", "unix socket"),
+            ("127.0.0.1:6379", "expected \"host:port:weight [name]\""),
+            ("127.0.0.1:6379:0", "weight"),
+            ("127.0.0.1:6379:x", "weight"),
+            ("127.0.0.1:6379:1:2", "expected"),
+            ("127.0.0.1:0:1", "port"),
+            ("127.0.0.1:70000:1", "port"),
+            ("127.0.0.1::1", "port"),
+            (":6379:1", "expected"),
+            ("127.0.0.1:6379:1  a", "weight"),
+        ] {
+            let servers = format!("servers: [\"{server}\"]");
+            let e = err(&alpha(&[LISTEN, REDIS, servers.as_str()]));
+            assert!(
+                e.starts_with("pool alpha: servers[0]:") && e.contains(problem),
+                "{server}: {e}"
+            );
+        }
+        let e = err(&alpha(&[
+            LISTEN,
+            REDIS,
+            "servers: [\"127.0.0.1:6379:1\", 7]",
+        ]));
+        assert!(e.starts_with("pool alpha: servers[1]:"), "{e}");
+    }
+
+    #[test]
+    fn what_shardis_refuses_is_not_printed() {
+        // Two servers with one name: twemproxy refuses it too.
+        let e = err(&alpha(&[
+            LISTEN,
+            REDIS,
+            "servers:",
+            " - 127.0.0.1:6379:1 a",
+            " - 127.0.0.1:6380:1 a",
+        ]));
+        assert!(e.starts_with("pool alpha: shardis refuses"), "{e}");
+        assert!(e.contains("shards[1].name"), "{e}");
+    }
+
+    #[test]
+    fn files_that_are_not_pools_are_refused() {
+        assert!(err("").contains("empty"));
+        assert!(err("# only a comment\n").contains("empty"));
+        assert!(err("{}").contains("empty"));
+        assert!(err("alpha: [").starts_with("not valid YAML"));
+        assert!(err("- a\n- b\n").contains("mapping of pool names"));
+        assert!(err("alpha: 1\n").starts_with("pool alpha: expected a mapping"));
+        assert!(err("a: {}\n---\nb: {}\n").contains("several YAML documents"));
+        // A later pool's error names that pool.
+        let yaml = format!("{}beta:\n  listen: 127.0.0.1:1\n", minimal_with(&[]));
+        assert!(err(&yaml).starts_with("pool beta: "));
+    }
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        assert_eq!(toml_string("plain"), "\"plain\"");
+        assert_eq!(toml_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(toml_string("\n\u{7f}"), "\"\\n\\u007F\"");
+        assert_eq!(comment_text("a\nb"), "a\\nb");
+    }
+}
