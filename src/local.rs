@@ -72,6 +72,10 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
             Bytes::from_static(encode::OK)
         }
         Local::ConfigGet => config_get(session, &args[2..]),
+        Local::Reload => match proxy.reload() {
+            Ok(report) => session.reply(Value::Bulk(Bytes::from(report))),
+            Err(e) => error(&format!("ERR reload refused: {e}")),
+        },
         Local::ClientList => client_list(proxy, session, &args[2..]),
         Local::ClientInfo => {
             let line = proxy

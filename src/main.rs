@@ -66,10 +66,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    serve(config)
+    let source = shardis::server::ConfigSource {
+        path: cli.config.clone(),
+        listen: cli.listen,
+    };
+    serve(config, source)
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, source: shardis::server::ConfigSource) -> ExitCode {
     let runtime = match shardis::server::runtime(config.workers) {
         Ok(rt) => rt,
         Err(e) => {
@@ -79,7 +83,7 @@ fn serve(config: Config) -> ExitCode {
     };
     runtime.block_on(async {
         let listen = config.listen;
-        let server = match Server::bind(config).await {
+        let server = match Server::bind_from(config, Some(source)).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("shardis: cannot listen on {listen}: {e}");

@@ -34,6 +34,16 @@ pub struct Proxy {
     pub telemetry: crate::telemetry::Telemetry,
     /// Turns true when the proxy is shutting down; sessions stop reading and finish.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Where a reload reads the configuration from; one reload at a time.
+    source: Option<ConfigSource>,
+    reloading: std::sync::Mutex<()>,
+}
+
+/// The file the configuration came from, and the command-line override applied over it.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    pub listen: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -54,6 +64,45 @@ impl Proxy {
         self.listen_addr
     }
 
+    /// Reads the configuration file again and applies it (SIGHUP, `SHARDIS RELOAD`): new
+    /// shards, weights, timeouts and limits, without dropping a client. An invalid file, or a
+    /// change that needs a restart, is refused with the reason and the running configuration
+    /// stays. Returns what changed.
+    pub fn reload(&self) -> Result<String, String> {
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.reload_now();
+        match &result {
+            Ok(report) => {
+                self.telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("configuration reloaded: {report}");
+            }
+            Err(e) => {
+                self.telemetry
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("configuration reload refused, the running one stays: {e}");
+            }
+        }
+        result
+    }
+
+    fn reload_now(&self) -> Result<String, String> {
+        let source = self
+            .source
+            .as_ref()
+            .ok_or("the proxy was not started from a configuration file")?;
+        let mut new =
+            Config::load(&source.path).map_err(|e| format!("{}: {e}", source.path.display()))?;
+        if let Some(listen) = source.listen {
+            new.listen = listen;
+        }
+        let old = self.config();
+        let reloaded = self.topology().reload(&old, &new)?;
+        self.config.store(Arc::new(new));
+        self.topology.store(Arc::new(reloaded.topology));
+        Ok(reloaded.report)
+    }
+
     /// A receiver whose value turns true when the proxy starts shutting down.
     pub fn shutdown_notice(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
@@ -70,6 +119,14 @@ pub struct Server {
 impl Server {
     /// Binds the listen address and starts connecting to the backends. Needs a tokio runtime.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
+        Self::bind_from(config, None).await
+    }
+
+    /// [`Server::bind`] for a configuration read from `source`, which reloads read again.
+    pub async fn bind_from(
+        config: Config,
+        source: Option<ConfigSource>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
         let metrics = match config.metrics_listen {
@@ -84,6 +141,8 @@ impl Server {
             topology: ArcSwap::from_pointee(topology),
             listen_addr,
             shutdown: tokio::sync::watch::channel(false).0,
+            source,
+            reloading: Default::default(),
             clients: Arc::default(),
             telemetry: Default::default(),
             stats: Stats {
@@ -119,6 +178,7 @@ impl Server {
             }
             tokio::spawn(crate::telemetry::serve(metrics, self.proxy.clone()));
         }
+        let reloads = tokio::spawn(reload_on_sighup(self.proxy.clone()));
         tokio::pin!(shutdown);
         let mut next_id: u64 = 1;
         loop {
@@ -157,6 +217,7 @@ impl Server {
                 crate::client::serve(proxy, stream, peer, id).await;
             });
         }
+        reloads.abort();
         self.drain().await;
     }
 
@@ -209,6 +270,22 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
         b
     };
     builder.enable_all().thread_name("shardis").build()
+}
+
+/// Reloads the configuration on every SIGHUP.
+async fn reload_on_sighup(proxy: Arc<Proxy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP, reload with SHARDIS RELOAD: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = proxy.reload();
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

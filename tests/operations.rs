@@ -240,3 +240,223 @@ fn idle_clients_are_closed_after_the_idle_timeout() {
         c.proxy.log()
     );
 }
+
+/// Rewrites the running proxy's configuration file: its `listen` line, then `body`.
+fn rewrite_config(proxy: &common::Shardis, body: &str) {
+    let path = proxy.dir.path().join("shardis.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = text.lines().next().unwrap();
+    std::fs::write(&path, format!("{listen}\n{body}")).unwrap();
+}
+
+fn admin_reload(port: u16) -> Result<String, String> {
+    let reply = Raw::connect(port).call(&[b"SHARDIS", b"RELOAD"]);
+    let text = String::from_utf8(reply).unwrap();
+    match text.strip_prefix('-') {
+        Some(err) => Err(err.trim_end().to_string()),
+        None => Ok(text),
+    }
+}
+
+/// `N of 100000 sample keys move` in a reload report.
+fn moved(report: &str) -> usize {
+    let (before, _) = report.split_once(" of 100000 sample keys move").unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn reload_under_load_adds_a_shard_without_an_error_or_a_dropped_client() {
+    let nodes: Vec<common::Redis> = (0..3).map(|_| common::Redis::start()).collect();
+    let refs: Vec<&common::Redis> = nodes.iter().collect();
+    let two = common::shards_toml(&refs[..2]);
+    let three = common::shards_toml(&refs);
+    let proxy = common::Shardis::start_with(&two);
+    let _log = proxy.log_on_panic();
+    // A client connected before the reload keeps its connection and its identity.
+    let mut before = Raw::connect(proxy.port());
+    let id = before.call(&[b"CLIENT", b"ID"]);
+
+    let bench = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &proxy.port().to_string()])
+        .args(["-n", "300000", "-c", "20", "-P", "8", "-r", "100000", "-e"])
+        .args(["-t", "set,get", "-q"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-benchmark is installed by scripts/install-deps.sh");
+    std::thread::sleep(Duration::from_millis(300));
+    // An invalid file is refused with the reason; the running configuration stays.
+    rewrite_config(
+        &proxy,
+        &format!("{three}\n[[shards]]\nprimary = \"nowhere\"\n"),
+    );
+    let err = admin_reload(proxy.port()).unwrap_err();
+    assert!(
+        err.starts_with("ERR reload refused: ") && err.contains("shards[3].primary"),
+        "{err}"
+    );
+    // SIGHUP applies a third shard while the load runs.
+    rewrite_config(&proxy, &three);
+    proxy.proc.signal("HUP");
+    common::wait_for("the reload", Duration::from_secs(10), || {
+        let log = proxy.log();
+        log.contains("configuration reloaded: 3 shards")
+            .then_some(())
+            .ok_or(log)
+    });
+    let out = bench.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        !stdout.to_lowercase().contains("error"),
+        "redis-benchmark saw errors:\n{stdout}"
+    );
+    // Keys written after the reload reached the new shard.
+    let on_third: i64 = redis::cmd("DBSIZE").query(&mut nodes[2].conn()).unwrap();
+    assert!(on_third > 0, "nothing reached the added shard");
+    assert_eq!(before.call(&[b"CLIENT", b"ID"]), id);
+    let info = String::from_utf8(before.call(&[b"INFO", b"stats"])).unwrap();
+    assert_eq!(info_field(&info, "config_reloads").as_deref(), Some("1"));
+    assert_eq!(
+        info_field(&info, "config_reload_failures").as_deref(),
+        Some("1")
+    );
+    // Two equal shards to three: about a third of the sample keys move.
+    let log = proxy.log();
+    let report = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap();
+    let n = moved(report);
+    assert!((25_000..42_000).contains(&n), "{report}");
+}
+
+#[test]
+fn reload_changes_weights_and_limits_and_refuses_what_needs_a_restart() {
+    let nodes: Vec<common::Redis> = (0..2).map(|_| common::Redis::start()).collect();
+    let refs: Vec<&common::Redis> = nodes.iter().collect();
+    let shards = common::shards_toml(&refs);
+    let proxy = common::Shardis::start_with(&shards);
+    let _log = proxy.log_on_panic();
+    // Nothing changed: nothing moves.
+    let report = admin_reload(proxy.port()).unwrap();
+    assert!(report.contains("2 shards: 2 kept, 0 rebuilt"), "{report}");
+    assert_eq!(moved(&report), 0);
+    // A heavier second shard takes keys from the first; both are kept.
+    let heavier = shards.replacen(
+        &format!("primary = \"{}\"\n", nodes[1].addr()),
+        &format!("primary = \"{}\"\nweight = 3\n", nodes[1].addr()),
+        1,
+    );
+    rewrite_config(&proxy, &heavier);
+    let report = admin_reload(proxy.port()).unwrap();
+    assert!(report.contains("2 shards: 2 kept"), "{report}");
+    assert!(moved(&report) > 20_000, "{report}");
+    let info = String::from_utf8(Raw::connect(proxy.port()).call(&[b"INFO", b"shards"])).unwrap();
+    assert!(info.contains(",weight=3,"), "{info}");
+    // A new backend timeout rebuilds the shards' connections, keeping their epochs.
+    rewrite_config(&proxy, &format!("[backend]\ntimeout = \"3s\"\n{heavier}"));
+    let report = admin_reload(proxy.port()).unwrap();
+    assert!(report.contains("2 shards: 0 kept, 2 rebuilt"), "{report}");
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    // A lower client limit applies to the next client.
+    rewrite_config(
+        &proxy,
+        &format!("[limits]\nmax_clients = 1\n[backend]\ntimeout = \"3s\"\n{heavier}"),
+    );
+    admin_reload(proxy.port()).unwrap();
+    let mut extra = Raw::connect(proxy.port());
+    assert_eq!(extra.reply(), b"-ERR max number of clients reached\r\n");
+    drop(c);
+    // What needs a restart is refused, naming the key.
+    let text = std::fs::read_to_string(proxy.dir.path().join("shardis.toml")).unwrap();
+    std::fs::write(
+        proxy.dir.path().join("shardis.toml"),
+        format!(
+            "listen = \"127.0.0.1:1\"\n{}",
+            text.split_once('\n').unwrap().1
+        ),
+    )
+    .unwrap();
+    common::wait_for("a free place", Duration::from_secs(5), || {
+        admin_reload(proxy.port())
+            .map_err(|e| e.to_string())
+            .or_else(|e| {
+                if e.contains("listen cannot change without a restart") {
+                    Ok(e)
+                } else {
+                    Err(e)
+                }
+            })
+    });
+}
+
+#[test]
+fn a_reload_that_moves_lock_keys_raises_their_new_shard_above_every_token() {
+    let nodes: Vec<common::Redis> = (0..3).map(|_| common::Redis::start()).collect();
+    let refs: Vec<&common::Redis> = nodes.iter().collect();
+    let locks = "[locks]\nmax_ttl = \"1s\"\nfreeze_margin = \"200ms\"\n";
+    let proxy = common::Shardis::start_with(&format!("{locks}{}", common::shards_toml(&refs[..2])));
+    let _log = proxy.log_on_panic();
+    let mut c = proxy.conn();
+    let acquire = |c: &mut redis::Connection, key: &str| -> redis::Value {
+        redis::cmd("LOCK.ACQUIRE")
+            .arg(key)
+            .arg("me")
+            .arg(500)
+            .query(c)
+            .unwrap_or_else(|e| redis::Value::SimpleString(e.to_string()))
+    };
+    let token = |v: &redis::Value| -> Option<i64> {
+        match v {
+            redis::Value::Array(items) => match items[0] {
+                redis::Value::Int(t) => Some(t),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    // Each lock granted (and released) a few times on the two shards.
+    let keys: Vec<String> = (0..200).map(|i| format!("lock:{{r{i}}}")).collect();
+    let mut before = Vec::new();
+    for key in &keys {
+        let mut last = 0;
+        for _ in 0..3 {
+            let t = token(&acquire(&mut c, key)).unwrap();
+            let _: i64 = redis::cmd("LOCK.RELEASE")
+                .arg(key)
+                .arg("me")
+                .arg(t)
+                .query(&mut c)
+                .unwrap();
+            last = t;
+        }
+        before.push(last);
+    }
+    let three = format!("{locks}{}", common::shards_toml(&refs));
+    rewrite_config(&proxy, &three);
+    let report = admin_reload(proxy.port()).unwrap();
+    assert!(report.contains("epochs raised on c"), "{report}");
+    // Keys now on the new shard wait out the freeze, then get tokens above any before.
+    let ring = common::router(&three);
+    let (moved, stayed): (Vec<usize>, Vec<usize>) =
+        (0..keys.len()).partition(|&i| ring.shard_of(keys[i].as_bytes()) == 2);
+    assert!(!moved.is_empty() && !stayed.is_empty());
+    // Shards that only lost keys go on granting.
+    let t = token(&acquire(&mut c, &keys[stayed[0]])).expect("no freeze where keys stayed");
+    assert!(t > before[stayed[0]]);
+    let frozen = acquire(&mut c, &keys[moved[0]]);
+    assert!(
+        matches!(&frozen, redis::Value::SimpleString(e) if e.contains("is in a new epoch")),
+        "{frozen:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    for &i in &moved {
+        let t = common::wait_for("a grant after the freeze", Duration::from_secs(5), || {
+            token(&acquire(&mut c, &keys[i])).ok_or_else(|| keys[i].clone())
+        });
+        assert!(t > before[i], "{}: {t} after {}", keys[i], before[i]);
+    }
+}

@@ -63,13 +63,18 @@ impl CommandId {
         CommandId((table::COMMANDS.len() + index) as u16)
     }
 
-    pub fn unknown() -> CommandId {
+    /// `SHARDIS ...`, the proxy's administration command.
+    pub fn admin() -> CommandId {
         CommandId((table::COMMANDS.len() + crate::lock::COMMANDS.len()) as u16)
+    }
+
+    pub fn unknown() -> CommandId {
+        CommandId(Self::admin().0 + 1)
     }
 
     /// How many ids there are.
     pub fn count() -> usize {
-        table::COMMANDS.len() + crate::lock::COMMANDS.len() + 1
+        Self::unknown().index() + 1
     }
 
     pub fn index(self) -> usize {
@@ -86,6 +91,7 @@ impl CommandId {
         let own = crate::lock::COMMANDS;
         match table::COMMANDS.get(i) {
             Some(spec) => spec.name,
+            None if self == Self::admin() => "shardis",
             None => own
                 .get(i - table::COMMANDS.len())
                 .map_or("unknown", |c| c.0),

@@ -137,6 +137,8 @@ pub enum Local {
     /// CLIENT NO-EVICT: accepted; the proxy never evicts its clients anyway.
     ClientNoEvict,
     ConfigGet,
+    /// `SHARDIS RELOAD`: re-read the configuration file (as SIGHUP does).
+    Reload,
 }
 
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -161,6 +163,9 @@ pub fn plan_args(args: &[Bytes], router: &Router, policy: &Policy) -> (Plan, u32
         };
         return (plan, flags, id);
     }
+    if args[0].eq_ignore_ascii_case(b"shardis") {
+        return (admin(args), ADMIN, CommandId::admin());
+    }
     match resolve(args) {
         Ok(spec) => (
             route(spec, args, router, policy),
@@ -168,6 +173,23 @@ pub fn plan_args(args: &[Bytes], router: &Router, policy: &Policy) -> (Plan, u32
             CommandId::of(spec),
         ),
         Err((plan, id)) => (plan, 0, id),
+    }
+}
+
+/// `SHARDIS <subcommand>`: the proxy's own administration.
+fn admin(args: &[Bytes]) -> Plan {
+    match args.get(1) {
+        None => Plan::Error(wrong_arity("shardis")),
+        Some(sub) if sub.eq_ignore_ascii_case(b"reload") && args.len() == 2 => {
+            Plan::Local(Local::Reload)
+        }
+        Some(sub) if sub.eq_ignore_ascii_case(b"reload") => {
+            Plan::Error(wrong_arity("shardis|reload"))
+        }
+        Some(sub) => Plan::Error(format!(
+            "ERR unknown subcommand '{}'. Try SHARDIS RELOAD.",
+            printable(sub, 128)
+        )),
     }
 }
 

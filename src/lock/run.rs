@@ -58,7 +58,7 @@ pub async fn dispatch(
                     Value::Null.to_bytes(proto)
                 } else {
                     encode::error_bytes(&format!(
-                        "TRYAGAIN shard '{}' failed over: no lock is granted on it for another {} ms",
+                        "TRYAGAIN shard '{}' is in a new epoch (failover or ring change): no lock is granted on it for another {} ms",
                         shard.name,
                         left.as_millis()
                     ))

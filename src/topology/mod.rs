@@ -20,6 +20,7 @@
 
 mod link;
 mod monitor;
+mod reload;
 mod sentinel;
 mod state;
 
@@ -36,6 +37,7 @@ use crate::config::{Config, ReadFrom, ReplicationMode, ShardConfig, WriteAck};
 use crate::resp::Proto;
 use crate::routing::Router;
 
+pub use reload::Reloaded;
 pub use state::StateFile;
 
 /// A node's role as it last reported it.
@@ -289,6 +291,95 @@ impl Shard {
     }
 }
 
+/// Starts one shard: its nodes' connections and its monitor(s). `carried` names the epoch,
+/// primary and lock freeze to start from (the state file's record, or the shard a reload
+/// replaces); a carried primary that is not one of the shard's nodes is ignored.
+fn build_shard(
+    s: &ShardConfig,
+    config: &Config,
+    state: &Arc<StateFile>,
+    carried: Option<Carried>,
+) -> (Arc<Shard>, Vec<tokio::task::AbortHandle>) {
+    let members: Vec<&String> = std::iter::once(&s.primary).chain(&s.replicas).collect();
+    let primary_addr = match carried.as_ref().and_then(|c| c.primary.as_ref()) {
+        Some(p) if members.contains(&p) => p.clone(),
+        _ => s.primary.clone(),
+    };
+    let alarm = Arc::new(Notify::new());
+    let parking = Arc::new(Parking::default());
+    let mirror = (s.replication == ReplicationMode::Mirror)
+        .then(|| Arc::new(Mirror::new(Arc::from(s.name.as_str()), config.ack_timeout)));
+    let wiring = || Wiring {
+        alarm: alarm.clone(),
+        parking: parking.clone(),
+        ack_timeout: config.ack_timeout,
+        mirror: mirror.clone(),
+    };
+    let nodes: Vec<Arc<Node>> = std::iter::once(&primary_addr)
+        .chain(members.into_iter().filter(|a| **a != primary_addr))
+        .map(|a| new_node(&s.name, a, &config.backend, wiring()))
+        .collect();
+    // Requests park during a failover only where there is something to fail over to.
+    if nodes.len() > 1 || s.sentinel.is_some() {
+        parking.accept_from(Some(Arc::from(primary_addr.as_str())));
+    }
+    if let Some(m) = &mirror {
+        m.set_source(&primary_addr);
+        for replica in &nodes[1..] {
+            m.add_target(&replica.addr, replica.pool.conn(Proto::Resp2, 0).clone());
+        }
+    }
+    // Until its first check, the primary is taken to be up: traffic flows at once and a dead
+    // one fails through its connections meanwhile.
+    nodes[0].health.up.store(true, Ordering::Relaxed);
+    let view = View {
+        epoch: carried.as_ref().map_or(0, |c| c.epoch),
+        primary: nodes[0].clone(),
+        replicas: nodes[1..].to_vec(),
+    };
+    let lock_stats = crate::lock::LockStats::default();
+    if let Some(c) = &carried {
+        let l = &lock_stats;
+        for (counter, v) in [
+            &l.grants,
+            &l.contended,
+            &l.frozen,
+            &l.not_replicated,
+            &l.stale,
+        ]
+        .into_iter()
+        .zip(c.lock_stats)
+        {
+            counter.store(v, Ordering::Relaxed);
+        }
+    }
+    let shard = Arc::new(Shard {
+        name: Arc::from(s.name.as_str()),
+        config: s.clone(),
+        view: ArcSwap::from_pointee(view),
+        nodes: Mutex::new(nodes),
+        failovers: AtomicU64::new(carried.as_ref().map_or(0, |c| c.failovers)),
+        park_extra_ms: AtomicU64::new(0),
+        alarm,
+        parking,
+        mirror,
+        ack_timeout: config.ack_timeout,
+        locks_frozen_until_ms: AtomicU64::new(
+            carried.as_ref().map_or(0, |c| c.locks_frozen_until_ms),
+        ),
+        lock_stats,
+    });
+    let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
+    if s.sentinel.is_some() {
+        monitors.push(sentinel::spawn(
+            shard.clone(),
+            config.clone(),
+            state.clone(),
+        ));
+    }
+    (shard, monitors)
+}
+
 /// What every node connection of a shard shares with the shard.
 struct Wiring {
     alarm: Arc<Notify>,
@@ -342,14 +433,47 @@ pub fn failed(error: BackendError) -> oneshot::Receiver<Reply> {
 pub struct Topology {
     pub router: Router,
     pub shards: Vec<Arc<Shard>>,
-    /// Stops the monitors when the topology is dropped.
-    _monitors: Vec<tokio::task::AbortHandle>,
+    /// Each shard's monitor tasks, by shard index. Stopped when the topology is dropped,
+    /// unless a reload took them over for the shards it kept.
+    monitors: Mutex<Vec<Vec<tokio::task::AbortHandle>>>,
+    state: Arc<StateFile>,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for m in &self._monitors {
+        let monitors = self.monitors.get_mut().unwrap_or_else(|e| e.into_inner());
+        for m in monitors.iter().flatten() {
             m.abort();
+        }
+    }
+}
+
+/// What a shard rebuilt by a reload keeps from the shard it replaces.
+struct Carried {
+    epoch: u64,
+    primary: Option<String>,
+    locks_frozen_until_ms: u64,
+    failovers: u64,
+    lock_stats: [u64; 5],
+}
+
+impl Carried {
+    fn from(shard: &Shard) -> Carried {
+        let view = shard.view();
+        let l = &shard.lock_stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Carried {
+            epoch: view.epoch,
+            primary: Some(view.primary.addr.clone()),
+            locks_frozen_until_ms: n(&shard.locks_frozen_until_ms),
+            failovers: shard.failovers(),
+            lock_stats: [
+                n(&l.grants),
+                n(&l.contended),
+                n(&l.frozen),
+                n(&l.not_replicated),
+                n(&l.stale),
+            ],
         }
     }
 }
@@ -360,81 +484,26 @@ impl Topology {
     /// recorded primary that is no longer one of the shard's nodes is ignored. Needs a tokio
     /// runtime.
     pub fn start(config: &Config) -> Result<Topology, String> {
-        let router = config.router();
         let state = Arc::new(StateFile::open(config.state_file.clone())?);
-        let mut shards = Vec::with_capacity(config.shards.len());
-        let mut monitors = Vec::with_capacity(config.shards.len());
-        for s in &config.shards {
-            let recorded = state.get(&s.name);
-            let members: Vec<&String> = std::iter::once(&s.primary).chain(&s.replicas).collect();
-            let primary_addr = match &recorded {
-                Some(r) if s.sentinel.is_none() && members.contains(&&r.primary) => {
-                    r.primary.clone()
-                }
-                _ => s.primary.clone(),
-            };
-            let alarm = Arc::new(Notify::new());
-            let parking = Arc::new(Parking::default());
-            let mirror = (s.replication == ReplicationMode::Mirror)
-                .then(|| Arc::new(Mirror::new(Arc::from(s.name.as_str()), config.ack_timeout)));
-            let wiring = || Wiring {
-                alarm: alarm.clone(),
-                parking: parking.clone(),
-                ack_timeout: config.ack_timeout,
-                mirror: mirror.clone(),
-            };
-            let nodes: Vec<Arc<Node>> = std::iter::once(&primary_addr)
-                .chain(members.into_iter().filter(|a| **a != primary_addr))
-                .map(|a| new_node(&s.name, a, &config.backend, wiring()))
-                .collect();
-            // Requests park during a failover only where there is something to fail over to.
-            if nodes.len() > 1 || s.sentinel.is_some() {
-                parking.accept_from(Some(Arc::from(primary_addr.as_str())));
-            }
-            if let Some(m) = &mirror {
-                m.set_source(&primary_addr);
-                for replica in &nodes[1..] {
-                    m.add_target(&replica.addr, replica.pool.conn(Proto::Resp2, 0).clone());
-                }
-            }
-            // Until its first check, the primary is taken to be up: traffic flows at once
-            // and a dead one fails through its connections meanwhile.
-            nodes[0].health.up.store(true, Ordering::Relaxed);
-            let view = View {
-                epoch: recorded.as_ref().map_or(0, |r| r.epoch),
-                primary: nodes[0].clone(),
-                replicas: nodes[1..].to_vec(),
-            };
-            let shard = Arc::new(Shard {
-                name: Arc::from(s.name.as_str()),
-                config: s.clone(),
-                view: ArcSwap::from_pointee(view),
-                nodes: Mutex::new(nodes),
-                failovers: AtomicU64::new(0),
-                park_extra_ms: AtomicU64::new(0),
-                alarm,
-                parking,
-                mirror,
-                ack_timeout: config.ack_timeout,
-                locks_frozen_until_ms: AtomicU64::new(
-                    recorded.as_ref().map_or(0, |r| r.locks_frozen_until_ms),
-                ),
-                lock_stats: Default::default(),
-            });
-            monitors.push(monitor::spawn(shard.clone(), config.clone(), state.clone()));
-            if s.sentinel.is_some() {
-                monitors.push(sentinel::spawn(
-                    shard.clone(),
-                    config.clone(),
-                    state.clone(),
-                ));
-            }
-            shards.push(shard);
-        }
+        let (shards, monitors) = config
+            .shards
+            .iter()
+            .map(|s| {
+                let carried = state.get(&s.name).map(|r| Carried {
+                    epoch: r.epoch,
+                    primary: s.sentinel.is_none().then_some(r.primary),
+                    locks_frozen_until_ms: r.locks_frozen_until_ms,
+                    failovers: 0,
+                    lock_stats: [0; 5],
+                });
+                build_shard(s, config, &state, carried)
+            })
+            .unzip();
         Ok(Topology {
-            router,
+            router: config.router(),
             shards,
-            _monitors: monitors,
+            monitors: Mutex::new(monitors),
+            state,
         })
     }
 
