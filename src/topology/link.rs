@@ -12,10 +12,13 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::resp::encode;
+use crate::resp::{encode, ReplyFramer};
 
 /// Largest reply accepted on a control connection (INFO, SENTINEL REPLICAS).
 const MAX_REPLY: usize = 4 * 1024 * 1024;
+
+/// Deepest reply accepted on a control connection.
+const MAX_DEPTH: usize = 16;
 
 pub struct Link {
     stream: TcpStream,
@@ -71,8 +74,19 @@ impl Link {
     /// The next frame, however long it takes.
     pub async fn read(&mut self) -> Result<OwnedFrame, String> {
         loop {
-            if let Some((frame, used)) = decode(&self.rbuf).map_err(|e| e.to_string())? {
-                let _ = self.rbuf.split_to(used);
+            // Framed first, depth-limited: redis-protocol's decoder recurses once per nesting
+            // level, so a node (or anything listening on its port) answering a reply nested a
+            // million deep would overflow the stack. What a health check reads nests a level or
+            // two.
+            let framed = ReplyFramer::new(MAX_DEPTH)
+                .frame_len(&self.rbuf)
+                .map_err(|e| e.to_string())?;
+            if let Some(len) = framed {
+                let frame = match decode(&self.rbuf[..len]).map_err(|e| e.to_string())? {
+                    Some((frame, _)) => frame,
+                    None => return Err("the framer and the decoder disagree".into()),
+                };
+                let _ = self.rbuf.split_to(len);
                 return Ok(frame);
             }
             if self.rbuf.len() > MAX_REPLY {
