@@ -44,7 +44,7 @@ struct RawConfig {
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     shutdown_grace: Duration,
     #[serde(default)]
-    password: Option<String>,
+    password: Option<Secret>,
     #[serde(default)]
     metrics_listen: Option<String>,
     #[serde(default)]
@@ -220,7 +220,7 @@ pub struct Config {
     /// On SIGTERM/SIGINT: how long sessions may take to finish their in-flight requests.
     pub shutdown_grace: Duration,
     /// Password clients must give with AUTH (or HELLO ... AUTH default <pw>), if any.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Where `GET /metrics` (Prometheus text) is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogSettings,
@@ -335,8 +335,26 @@ pub struct SentinelConfig {
     pub addresses: Vec<String>,
 }
 
+/// A password: compared and sent, never printed (its `Debug` is `<redacted>`), so it cannot
+/// reach a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The `[backend]` section, read as is (durations in humantime form: "500ms", "2s").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendSettings {
     /// Multiplexed connections per node (per client protocol: RESP2 and RESP3 each get a set).
@@ -353,6 +371,23 @@ pub struct BackendSettings {
     pub reconnect_backoff_max: Duration,
     /// Requests queued per backend connection before senders wait.
     pub queue_depth: usize,
+    /// Sent with AUTH on every connection to a node (data and health checks), with
+    /// `username` when set (Redis 6 ACL users). Not sent to Sentinels.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl BackendSettings {
+    /// The AUTH command a new node connection sends first, if any.
+    pub fn auth_args(&self) -> Option<Vec<&[u8]>> {
+        let password = self.password.as_ref()?;
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &self.username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.expose().as_bytes());
+        Some(args)
+    }
 }
 
 impl Default for BackendSettings {
@@ -364,6 +399,8 @@ impl Default for BackendSettings {
             reconnect_backoff: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(2),
             queue_depth: 16 * 1024,
+            username: None,
+            password: None,
         }
     }
 }
@@ -504,7 +541,11 @@ impl RawConfig {
                 )
             })?),
         };
-        if self.password.as_deref() == Some("") {
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
             return Err(invalid("password", "empty; leave it out for no password"));
         }
         let metrics_listen = match &self.metrics_listen {
@@ -520,6 +561,12 @@ impl RawConfig {
             return Err(invalid("log.level", format!("{:?}: {e}", self.log.level)));
         }
         let b = self.backend;
+        if b.password.as_ref().is_some_and(|p| p.expose().is_empty()) {
+            return Err(invalid("backend.password", "empty; leave it out for none"));
+        }
+        if b.username.is_some() && b.password.is_none() {
+            return Err(invalid("backend.username", "set without backend.password"));
+        }
         positive("backend.connections", b.connections)?;
         positive("backend.queue_depth", b.queue_depth)?;
         for (key, d) in [

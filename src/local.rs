@@ -235,7 +235,7 @@ fn check_password(proxy: &Proxy, user: Option<&[u8]>, password: &[u8]) -> bool {
     let config = proxy.config();
     let user_ok = user.is_none_or(|u| u == b"default");
     match &config.password {
-        Some(expected) => user_ok && expected.as_bytes() == password,
+        Some(expected) => user_ok && expected.expose().as_bytes() == password,
         // No password configured: the default user needs none (as Redis's `nopass`).
         None => user_ok,
     }

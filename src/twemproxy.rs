@@ -623,17 +623,20 @@ mod tests {
     #[test]
     fn redis_auth_becomes_the_client_password() {
         let (out, c) = parsed(&minimal_with(&[r#"redis_auth: "s3\"cr\\et""#]));
-        assert_eq!(c.password.as_deref(), Some("s3\"cr\\et"));
+        assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("s3\"cr\\et"));
         assert!(out.contains("shardis does not send"), "{out}");
         // Quoted as TOML needs, whatever it holds.
         let (_, c) = parsed(&minimal_with(&[r#"redis_auth: "tab\there\u0001""#]));
-        assert_eq!(c.password.as_deref(), Some("tab\there\u{1}"));
+        assert_eq!(
+            c.password.as_ref().map(|p| p.expose()),
+            Some("tab\there\u{1}")
+        );
         // An empty one is none.
         let (_, c) = parsed(&minimal_with(&["redis_auth: \"\""]));
         assert_eq!(c.password, None);
         // A number is text to twemproxy.
         let (_, c) = parsed(&minimal_with(&["redis_auth: 12345"]));
-        assert_eq!(c.password.as_deref(), Some("12345"));
+        assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("12345"));
     }
 
     #[test]

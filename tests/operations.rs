@@ -460,3 +460,59 @@ fn a_reload_that_moves_lock_keys_raises_their_new_shard_above_every_token() {
         assert!(t > before[i], "{}: {t} after {}", keys[i], before[i]);
     }
 }
+
+/// Nodes that require an ACL user: shardis authenticates every connection (data, health
+/// checks), and the password shows nowhere.
+#[test]
+fn backend_credentials_are_sent_and_never_shown() {
+    const SECRET: &str = "b4ck3nd-s3cret";
+    let password = format!(">{SECRET}");
+    let acl = ["--user", "shardis", "on", &password, "~*", "&*", "+@all"];
+    let nodes: Vec<common::Redis> = (0..2)
+        .map(|_| {
+            common::Redis::start_with(&[&["--requirepass", "not-this-one"][..], &acl].concat())
+        })
+        .collect();
+    let refs: Vec<&common::Redis> = nodes.iter().collect();
+    let shards = common::shards_toml(&refs);
+    let proxy = common::Shardis::start_with(&format!(
+        "[backend]\nusername = \"shardis\"\npassword = \"{SECRET}\"\n{shards}"
+    ));
+    let _log = proxy.log_on_panic();
+    let mut c = proxy.conn();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let got: Vec<i64> = redis::cmd("MGET")
+        .arg((0..50).map(|i| format!("k{i}")).collect::<Vec<_>>())
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, (0..50).collect::<Vec<i64>>());
+    // The health checks authenticate too: both nodes are seen up.
+    common::wait_for("nodes up", Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();
+        (info.matches("health=up").count() == 2)
+            .then_some(())
+            .ok_or(info)
+    });
+    let info: String = redis::cmd("INFO").arg("everything").query(&mut c).unwrap();
+    assert!(!info.contains(SECRET));
+    // A wrong password: the node's own error, naming no secret, reaches the client.
+    let wrong = common::Shardis::start_with(&format!(
+        "[backend]\nusername = \"shardis\"\npassword = \"wrong-{SECRET}\"\n{shards}"
+    ));
+    let err = redis::cmd("GET")
+        .arg("k1")
+        .query::<Option<String>>(&mut wrong.conn())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("WRONGPASS"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+    for log in [proxy.log(), wrong.log()] {
+        assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
+    }
+}

@@ -281,6 +281,10 @@ impl ConnTask {
         let mut rbuf = BytesMut::new();
         let mut reader = Reader::default();
         let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
+        if let Some(auth) = self.settings.backend.auth_args() {
+            encode::command(&mut wbuf, auth.into_iter());
+            pending.push_back(Waiter::Handshake);
+        }
         if self.proto == Proto::Resp3 {
             encode::command(&mut wbuf, [&b"HELLO"[..], b"3"].into_iter());
             pending.push_back(Waiter::Handshake);
@@ -602,7 +606,7 @@ impl ConnTask {
                     pending.pop_front();
                     if reply::is_error(&frame) {
                         return Err(format!(
-                            "HELLO 3 refused: {}",
+                            "connection setup (AUTH, HELLO 3) refused: {}",
                             String::from_utf8_lossy(&frame).trim_end()
                         ));
                     }

@@ -12,6 +12,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::BackendSettings;
 use crate::resp::{encode, ReplyFramer};
 
 /// Largest reply accepted on a control connection (INFO, SENTINEL REPLICAS).
@@ -43,6 +44,20 @@ impl Link {
                 timeout.as_millis()
             )),
         }
+    }
+
+    /// [`Link::connect`] to a Redis node, then AUTH when `backend` has a password.
+    pub async fn open(
+        addr: &str,
+        timeout: Duration,
+        backend: &BackendSettings,
+    ) -> Result<Link, String> {
+        let mut link = Link::connect(addr, timeout).await?;
+        if let Some(auth) = backend.auth_args() {
+            // Redis's error names no secret ("WRONGPASS invalid username-password pair ...").
+            ok(link.call(&auth).await?).map_err(|e| format!("AUTH refused: {e}"))?;
+        }
+        Ok(link)
     }
 
     /// Sends one command and reads its reply. An error reply is `Ok(OwnedFrame::Error)`.

@@ -394,7 +394,7 @@ fn new_node(
     backend: &crate::config::BackendSettings,
     wiring: Wiring,
 ) -> Arc<Node> {
-    let mut backend = *backend;
+    let mut backend = backend.clone();
     if wiring.mirror.is_some() {
         // One connection per protocol: copies then follow the order the primary ran them in.
         backend.connections = 1;

@@ -28,7 +28,7 @@ use super::state::ShardState;
 use super::{Node, Role, Shard, StateFile, View};
 use crate::backend::mirror::{Sync, DUMP_SCRIPT};
 use crate::backend::{BackendError, Mirror, Parking, Target};
-use crate::config::{Config, ReplicationMode};
+use crate::config::{BackendSettings, Config, ReplicationMode};
 use crate::resp::{encode, Proto};
 
 use crate::lock::EPOCH_KEY;
@@ -184,8 +184,9 @@ impl Monitor {
         for (i, node) in nodes.iter().enumerate() {
             let addr = node.addr.clone();
             let link = self.links.remove(&addr);
+            let backend = self.config.backend.clone();
             set.spawn(async move {
-                let result = probe(link, &addr, timeout).await;
+                let result = probe(link, &addr, timeout, &backend).await;
                 (i, addr, result)
             });
         }
@@ -260,7 +261,7 @@ impl Monitor {
                     mirror.clone(),
                     target.clone(),
                     view.primary.clone(),
-                    self.config.backend.timeout,
+                    self.config.backend.clone(),
                 ));
                 self.resyncs.insert(node.addr.clone(), task);
             }
@@ -479,7 +480,7 @@ impl Monitor {
         let timeout = self.config.backend.timeout;
         let mut link = match self.links.remove(addr) {
             Some(l) => l,
-            None => Link::connect(addr, timeout).await?,
+            None => Link::open(addr, timeout, &self.config.backend).await?,
         };
         let reply = link::ok(link.call(args).await?)?;
         self.links.insert(addr.to_string(), link);
@@ -662,10 +663,10 @@ async fn resync(
     mirror: Arc<Mirror>,
     target: Arc<Target>,
     primary: Arc<Node>,
-    timeout: Duration,
+    backend: BackendSettings,
 ) {
     tracing::warn!(shard = %shard, node = %target.addr, "mirror replica resync started");
-    match resync_steps(&mirror, &target, &primary, timeout).await {
+    match resync_steps(&mirror, &target, &primary, &backend).await {
         Ok(keys) => {
             tracing::warn!(shard = %shard, node = %target.addr, keys, "mirror replica in sync")
         }
@@ -679,13 +680,14 @@ async fn resync_steps(
     mirror: &Mirror,
     target: &Arc<Target>,
     primary: &Node,
-    timeout: Duration,
+    backend: &BackendSettings,
 ) -> Result<usize, String> {
     target.set_state(Sync::Resyncing);
     let mut flush = bytes::BytesMut::new();
     encode::command(&mut flush, [&b"FLUSHALL"[..]].into_iter());
     mirror.push_to(target, flush.freeze());
-    let mut link = Link::connect(&primary.addr, timeout).await?;
+    let timeout = backend.timeout;
+    let mut link = Link::open(&primary.addr, timeout, backend).await?;
     let conn = primary.pool.conn(Proto::Resp2, 0).clone();
     let mut cursor = b"0".to_vec();
     let mut copied = 0;
@@ -741,10 +743,15 @@ async fn resync_steps(
 
 /// One health check: PING, INFO replication and the recorded epoch, on the node's control
 /// connection (opened when there is none). Any reply to PING means the node is alive.
-async fn probe(link: Option<Link>, addr: &str, timeout: Duration) -> Result<(Link, Probe), String> {
+async fn probe(
+    link: Option<Link>,
+    addr: &str,
+    timeout: Duration,
+    backend: &BackendSettings,
+) -> Result<(Link, Probe), String> {
     let mut link = match link {
         Some(l) => l,
-        None => Link::connect(addr, timeout).await?,
+        None => Link::open(addr, timeout, backend).await?,
     };
     link.call(&[b"PING"]).await?;
     let info = link::ok(link.call(&[b"INFO", b"server", b"replication"]).await?)?;
