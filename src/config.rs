@@ -123,6 +123,7 @@ impl Default for RawReplication {
 #[serde(deny_unknown_fields, default)]
 struct RawCommands {
     allow_flush: bool,
+    allow_keys: bool,
 }
 
 fn default_listen() -> String {
@@ -756,6 +757,7 @@ impl RawConfig {
             },
             policy: Policy {
                 allow_flush: self.commands.allow_flush,
+                allow_keys: self.commands.allow_keys,
                 locks,
             },
             health: h,

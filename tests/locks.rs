@@ -747,7 +747,7 @@ fn lock_commands_refuse_bad_input() {
     let a = Redis::start();
     let b = Redis::start();
     let body = format!(
-        "{BACKEND}{HEALTH}{LOCKS}max_ttl = \"5s\"\n{}{}",
+        "[commands]\nallow_keys = true\n{BACKEND}{HEALTH}{LOCKS}max_ttl = \"5s\"\n{}{}",
         shard_toml("a", &a, &[], ""),
         shard_toml("b", &b, &[], "")
     );

@@ -516,3 +516,39 @@ fn backend_credentials_are_sent_and_never_shown() {
         assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
     }
 }
+
+/// Dangerous and admin commands are refused with one error shape, naming what allows them
+/// where something does; the connection stays usable.
+#[test]
+fn dangerous_commands_are_refused_unless_allowed() {
+    let c = Cluster::start("");
+    let mut raw = Raw::connect(c.proxy.port());
+    assert_eq!(
+        raw.call(&[b"KEYS", b"*"]),
+        b"-ERR shardis does not support 'keys': it walks every key of every shard, blocking each; use SCAN, or set [commands] allow_keys = true to allow it\r\n".to_vec()
+    );
+    assert_eq!(
+        raw.call(&[b"FLUSHALL"]),
+        b"-ERR shardis does not support 'flushall': it empties every shard; set [commands] allow_flush = true to allow it\r\n".to_vec()
+    );
+    for cmd in [
+        &[&b"CONFIG"[..], b"SET", b"maxmemory", b"1"][..],
+        &[b"DEBUG", b"SLEEP", b"0"],
+        &[b"SHUTDOWN"],
+    ] {
+        let reply = String::from_utf8(raw.call(cmd)).unwrap();
+        let name = String::from_utf8_lossy(cmd[0]).to_lowercase();
+        assert!(
+            reply.starts_with(&format!("-ERR shardis does not support '{name}")),
+            "{reply}"
+        );
+    }
+    assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
+    // Allowed, KEYS runs on every shard.
+    let c = Cluster::start("[commands]\nallow_keys = true\nallow_flush = true");
+    let mut raw = Raw::connect(c.proxy.port());
+    assert_eq!(raw.call(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"KEYS", b"*"]), b"*1\r\n$1\r\na\r\n");
+    assert_eq!(raw.call(&[b"FLUSHALL"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"KEYS", b"*"]), b"*0\r\n");
+}

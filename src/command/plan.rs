@@ -73,6 +73,8 @@ pub enum PubSubCommand {
 pub struct Policy {
     /// FLUSHDB and FLUSHALL, sent to every shard.
     pub allow_flush: bool,
+    /// KEYS (it walks every key of every shard, blocking each) is refused unless allowed.
+    pub allow_keys: bool,
     pub locks: crate::config::LockSettings,
 }
 
@@ -357,7 +359,11 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
             crate::lock::plan_set(args, router, policy)
         }
         "scan" => Plan::Scan,
-        "keys" => Plan::Broadcast(Merge::Concat),
+        "keys" if policy.allow_keys => Plan::Broadcast(Merge::Concat),
+        "keys" => Plan::Error(
+            "ERR shardis does not support 'keys': it walks every key of every shard, blocking each; use SCAN, or set [commands] allow_keys = true to allow it"
+                .into(),
+        ),
         "randomkey" => Plan::Broadcast(Merge::RandomKey),
         "flushdb" | "flushall" if policy.allow_flush => Plan::Broadcast(Merge::AllOk),
         "flushdb" | "flushall" => Plan::Error(format!(
