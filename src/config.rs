@@ -64,6 +64,8 @@ struct RawConfig {
     #[serde(default)]
     locks: RawLocks,
     #[serde(default)]
+    users: Vec<crate::acl::User>,
+    #[serde(default)]
     shards: Vec<RawShard>,
 }
 
@@ -222,6 +224,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Password clients must give with AUTH (or HELLO ... AUTH default <pw>), if any.
     pub password: Option<Secret>,
+    /// Client users (`[[users]]`): AUTH <name> <password>, with a role and key prefixes.
+    pub users: Vec<crate::acl::User>,
     /// Where `GET /metrics` (Prometheus text) is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogSettings,
@@ -472,6 +476,11 @@ pub struct ShardConfig {
 }
 
 impl Config {
+    /// Whether clients are served without AUTH: no password and no users.
+    pub fn open_to_all(&self) -> bool {
+        self.password.is_none() && self.users.is_empty()
+    }
+
     /// Reads `path` (TOML), applies `SHARDIS__...` environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = config::Config::builder()
@@ -548,6 +557,27 @@ impl RawConfig {
             .is_some_and(|p| p.expose().is_empty())
         {
             return Err(invalid("password", "empty; leave it out for no password"));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if u.name.is_empty() || u.name.contains(|c: char| c.is_whitespace()) {
+                return Err(invalid(format!("{key}.name"), "empty or has spaces"));
+            }
+            if u.password.expose().is_empty() {
+                return Err(invalid(format!("{key}.password"), "empty"));
+            }
+            if u.name == "default" && self.password.is_some() {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "\"default\" is the user of the top-level password",
+                ));
+            }
+            if self.users[..i].iter().any(|o| o.name == u.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is named twice", u.name),
+                ));
+            }
         }
         let metrics_listen = match &self.metrics_listen {
             None => None,
@@ -737,6 +767,7 @@ impl RawConfig {
             workers: self.workers,
             shutdown_grace: self.shutdown_grace,
             password: self.password,
+            users: self.users,
             metrics_listen,
             log: self.log,
             hash,

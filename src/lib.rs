@@ -16,6 +16,7 @@
 //! connection; a key's shard depends on configuration alone, never on node health.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod backend;
 pub mod client;
 pub mod clients;

@@ -1,6 +1,8 @@
 //! Commands the proxy answers itself: connection state (HELLO, AUTH, SELECT, CLIENT ...) and the
 //! few CONFIG GET parameters clients ask about on connect.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::client::Session;
@@ -37,7 +39,8 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
         Local::Reset => {
             session.proto = Proto::Resp2;
             session.name = None;
-            session.authenticated = proxy.config().password.is_none();
+            session.authenticated = proxy.config().open_to_all();
+            session.user = None;
             Bytes::from_static(b"+RESET\r\n")
         }
         Local::ClientSetName => match set_name(session, &args[2]) {
@@ -231,20 +234,32 @@ fn error(msg: &str) -> Bytes {
     encode::error_bytes(msg)
 }
 
-fn check_password(proxy: &Proxy, user: Option<&[u8]>, password: &[u8]) -> bool {
+/// Who `user`/`password` authenticate as: `Some(None)` for the default user (the top-level
+/// password; with no password and no users, anyone, as Redis's `nopass`), `Some(Some(u))` for
+/// a `[[users]]` entry, `None` when nobody.
+fn check_password(
+    proxy: &Proxy,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> Option<Option<Arc<crate::acl::User>>> {
     let config = proxy.config();
-    let user_ok = user.is_none_or(|u| u == b"default");
-    match &config.password {
-        Some(expected) => user_ok && expected.expose().as_bytes() == password,
-        // No password configured: the default user needs none (as Redis's `nopass`).
-        None => user_ok,
+    match user {
+        None | Some(b"default") => match &config.password {
+            Some(expected) => (expected.expose().as_bytes() == password).then_some(None),
+            None => config.users.is_empty().then_some(None),
+        },
+        Some(name) => config
+            .users
+            .iter()
+            .find(|u| u.name.as_bytes() == name && u.password.expose().as_bytes() == password)
+            .map(|u| Some(Arc::new(u.clone()))),
     }
 }
 
 fn auth(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Bytes {
     let (user, password) = match args {
         [password] => {
-            if proxy.config().password.is_none() {
+            if proxy.config().open_to_all() {
                 return error(NOPASS_AUTH);
             }
             (None, password)
@@ -252,11 +267,13 @@ fn auth(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Bytes {
         [user, password] => (Some(&user[..]), password),
         _ => return error("ERR syntax error"),
     };
-    if check_password(proxy, user, password) {
-        session.authenticated = true;
-        Bytes::from_static(encode::OK)
-    } else {
-        error(WRONGPASS)
+    match check_password(proxy, user, password) {
+        Some(who) => {
+            session.authenticated = true;
+            session.user = who;
+            Bytes::from_static(encode::OK)
+        }
+        None => error(WRONGPASS),
     }
 }
 
@@ -274,11 +291,13 @@ fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Bytes {
     let mut i = 1;
     let mut name = None;
     let mut authenticated = session.authenticated;
+    let mut user = None;
     while i < args.len() {
         let opt = &args[i];
         if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
-            if !check_password(proxy, Some(&args[i + 1]), &args[i + 2]) {
-                return error(WRONGPASS);
+            match check_password(proxy, Some(&args[i + 1]), &args[i + 2]) {
+                Some(who) => user = Some(who),
+                None => return error(WRONGPASS),
             }
             authenticated = true;
             i += 3;
@@ -301,6 +320,9 @@ fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Bytes {
         }
     }
     session.authenticated = true;
+    if let Some(who) = user {
+        session.user = who;
+    }
     session.proto = proto;
     let value = Value::Map(vec![
         (Value::bulk("server"), Value::bulk("redis")),

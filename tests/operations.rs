@@ -552,3 +552,83 @@ fn dangerous_commands_are_refused_unless_allowed() {
     assert_eq!(raw.call(&[b"FLUSHALL"]), b"+OK\r\n");
     assert_eq!(raw.call(&[b"KEYS", b"*"]), b"*0\r\n");
 }
+
+#[test]
+fn users_have_roles_and_key_prefixes() {
+    let c = Cluster::start(
+        "[[users]]\nname = \"reader\"\npassword = \"r-pass\"\nrole = \"read-only\"\n\
+         [[users]]\nname = \"app\"\npassword = \"a-pass\"\nrole = \"read-write\"\nkey_prefixes = [\"app:\", \"lock:{app}\"]\n\
+         [[users]]\nname = \"ops\"\npassword = \"o-pass\"\nrole = \"admin\"\n",
+    );
+    let _log = c.proxy.log_on_panic();
+    let mut raw = Raw::connect(c.proxy.port());
+    assert_eq!(
+        raw.call(&[b"GET", b"app:1"]),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    let wrongpass = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    assert_eq!(raw.call(&[b"AUTH", b"app", b"nope"]), wrongpass);
+    // With users and no top-level password, the default user is disabled.
+    assert_eq!(raw.call(&[b"AUTH", b"anything"]), wrongpass);
+
+    assert_eq!(raw.call(&[b"AUTH", b"reader", b"r-pass"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"GET", b"x"]), b"$-1\r\n");
+    assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
+    assert_eq!(
+        raw.call(&[b"SET", b"x", b"1"]),
+        b"-NOPERM User reader has no permissions to run the 'set' command\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"SHARDIS", b"RELOAD"]),
+        b"-NOPERM User reader has no permissions to run the 'shardis' command\r\n"
+    );
+
+    assert_eq!(raw.call(&[b"AUTH", b"app", b"a-pass"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"SET", b"app:1", b"v"]), b"+OK\r\n");
+    let nokey =
+        b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n";
+    assert_eq!(raw.call(&[b"SET", b"other", b"v"]), nokey);
+    assert_eq!(raw.call(&[b"MSET", b"app:2", b"v", b"other", b"v"]), nokey);
+    assert_eq!(
+        raw.call(&[b"MGET", b"app:1", b"app:2"]),
+        b"*2\r\n$1\r\nv\r\n$-1\r\n"
+    );
+    let scan = String::from_utf8(raw.call(&[b"SCAN", b"0"])).unwrap();
+    assert!(
+        scan.starts_with("-NOPERM User app has no permissions to run the 'scan'"),
+        "{scan}"
+    );
+    assert_eq!(
+        raw.call(&[b"CLIENT", b"KILL", b"ID", b"1"]),
+        b"-NOPERM User app has no permissions to run the 'client|kill' command\r\n"
+    );
+    // Lock commands check the lock key, and FENCED the keys of what it wraps.
+    let granted = raw.call(&[b"LOCK.ACQUIRE", b"lock:{app}", b"me", b"5000"]);
+    assert!(granted.starts_with(b"*2\r\n:"), "{granted:?}");
+    assert_eq!(
+        raw.call(&[b"LOCK.ACQUIRE", b"lock:{x}", b"me", b"5000"]),
+        nokey
+    );
+    assert_eq!(
+        raw.call(&[b"FENCED", b"lock:{app}", b"1", b"SET", b"other{app}", b"v"]),
+        nokey
+    );
+    // Inside a transaction the check is made when the command is queued.
+    assert_eq!(raw.call(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"SET", b"other", b"v"]), nokey);
+    assert_eq!(raw.call(&[b"DISCARD"]), b"+OK\r\n");
+    // HELLO's AUTH authenticates as the user too.
+    let mut resp3 = Raw::connect(c.proxy.port());
+    let hello = resp3.call(&[b"HELLO", b"3", b"AUTH", b"app", b"a-pass"]);
+    assert_eq!(hello[0], b'%');
+    assert_eq!(resp3.call(&[b"SET", b"other", b"v"]), nokey);
+
+    assert_eq!(raw.call(&[b"AUTH", b"ops", b"o-pass"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"SET", b"other", b"v"]), b"+OK\r\n");
+    let reload = raw.call(&[b"SHARDIS", b"RELOAD"]);
+    assert!(
+        reload.starts_with(b"$"),
+        "{}",
+        String::from_utf8_lossy(&reload)
+    );
+}

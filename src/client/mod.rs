@@ -51,6 +51,9 @@ pub struct Session {
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
     pub authenticated: bool,
+    /// The `[[users]]` entry it authenticated as; `None` for the default user (the top-level
+    /// password, or no password), who may run everything.
+    pub user: Option<Arc<crate::acl::User>>,
     /// This session in the proxy's client registry.
     pub entry: Arc<ClientEntry>,
     /// Set by a CLIENT KILL of this very session: it closes after the reply.
@@ -83,6 +86,7 @@ impl Session {
             lib_name: None,
             lib_ver: None,
             authenticated,
+            user: None,
             entry,
             close_after_reply: false,
             tx: None,
@@ -167,7 +171,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let registration = Registry::register(&proxy.clients, id, peer, laddr);
     let config = proxy.config();
     let limits = config.client;
-    let mut session = Session::new(id, config.password.is_none(), registration.entry.clone());
+    let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
     let mut shutdown = proxy.shutdown_notice();
@@ -244,6 +248,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                             command::plan_and_flags(&req, &topology.router, &policy);
                         let planned = Planned {
                             plan,
+                            flags,
                             writes: flags & WRITE != 0,
                             readonly: flags & READONLY != 0 && flags & WRITE == 0,
                             cmd,
@@ -383,6 +388,8 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
 /// A planned request, and whether the command writes (WAIT asks the shards written to).
 struct Planned {
     plan: Plan,
+    /// Redis's flags for the command (`spec::flags`).
+    flags: u32,
     writes: bool,
     /// Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
     /// acknowledgement (`write_ack`); every other command is treated as a write for both.
@@ -511,8 +518,10 @@ async fn dispatch(
 ) -> Slot {
     let Planned {
         plan,
+        flags,
         writes,
         readonly,
+        cmd,
         ..
     } = planned;
     proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
@@ -523,6 +532,12 @@ async fn dispatch(
         );
         if !allowed {
             return Slot::Ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
+        }
+    }
+    // A user's role and key prefixes, checked before the command is queued or sent.
+    if let (Some(user), false) = (&session.user, matches!(plan, Plan::Error(_))) {
+        if let Err(msg) = user.check(req.args(), cmd, flags) {
+            return Slot::Ready(encode::error_bytes(&msg));
         }
     }
     if session.subs.active() {

@@ -39,6 +39,21 @@ fn errors_name_the_key() {
     assert!(err(&with("[routing]\nhash_tag = \"{\"")).starts_with("routing.hash_tag:"));
     assert!(err(&with("[backend]\nconnections = 0")).starts_with("backend.connections:"));
     assert!(err(&with("[backend]\ntimeout = \"0s\"")).starts_with("backend.timeout:"));
+    assert!(err(&with("[backend]\nusername = \"u\"")).starts_with("backend.username:"));
+    assert!(err(&with("[backend]\npassword = \"\"")).starts_with("backend.password:"));
+    assert!(err(&with("metrics_listen = \"x\"")).starts_with("metrics_listen:"));
+    assert!(err(&with("[log]\nlevel = \"[[\"")).starts_with("log.level:"));
+    let user =
+        |name: &str| format!("[[users]]\nname = \"{name}\"\npassword = \"p\"\nrole = \"admin\"\n");
+    assert!(err(&with(&format!("{}{}", user("a"), user("a")))).starts_with("users[1].name:"));
+    assert!(
+        err(&with(&format!("password = \"x\"\n{}", user("default")))).starts_with("users[0].name:")
+    );
+    assert!(err(&with(&user("a b"))).starts_with("users[0].name:"));
+    assert!(err(&with(
+        "[[users]]\nname = \"a\"\npassword = \"p\"\nrole = \"root\""
+    ))
+    .contains("root"));
     assert!(err("").starts_with("shards:"));
     assert!(err("[[shards]]\nprimary = \"localhost\"").starts_with("shards[0].primary:"));
     assert!(err("[[shards]]\nprimary = \"a:1\"\nweight = 0").starts_with("shards[0].weight:"));

@@ -1,0 +1,160 @@
+//! Client users: who may run what, on which keys.
+//!
+//! A user has a password, a role and, optionally, key prefixes. The roles are coarse, as
+//! predixy's are: `read-only` runs commands Redis declares read-only; `read-write` runs any
+//! data command; `admin` also runs the proxy's and the fleet's administration (SHARDIS RELOAD,
+//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL, CONFIG GET ...). With key prefixes,
+//! every key a command names must start with one of them, and commands that walk the whole
+//! keyspace (SCAN, KEYS, RANDOMKEY) are refused. The checks run when a command is read, before
+//! it is queued in a transaction or sent anywhere.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::command::spec::flags::{ADMIN, READONLY, WRITE};
+use crate::command::{key_positions, lookup, lookup_sub, CommandId, CommandSpec};
+use crate::config::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ReadOnly,
+    ReadWrite,
+    Admin,
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: Secret,
+    pub role: Role,
+    /// Keys this user may name; empty for every key.
+    #[serde(default)]
+    pub key_prefixes: Vec<String>,
+}
+
+/// Commands that act on the whole fleet or on other clients: `admin` only.
+const ADMIN_ONLY: &[&str] = &[
+    "flushall",
+    "flushdb",
+    "keys",
+    "client|kill",
+    "client|list",
+    "config|get",
+];
+
+/// Commands that walk every key: refused to a user limited to key prefixes.
+const WHOLE_KEYSPACE: &[&str] = &["scan", "keys", "randomkey"];
+
+impl User {
+    /// `Err(reply)` when this user may not run `args` (named `cmd`, with Redis's flags
+    /// `flags`).
+    pub fn check(&self, args: &[Bytes], cmd: CommandId, flags: u32) -> Result<(), String> {
+        let name = cmd.name();
+        let admin = cmd == CommandId::admin() || flags & ADMIN != 0 || ADMIN_ONLY.contains(&name);
+        let allowed = match self.role {
+            Role::Admin => true,
+            Role::ReadWrite => !admin,
+            Role::ReadOnly => {
+                !admin && (flags & READONLY != 0 && flags & WRITE == 0 || keyless_harmless(name))
+            }
+        };
+        if !allowed {
+            return Err(format!(
+                "NOPERM User {} has no permissions to run the '{name}' command",
+                self.name
+            ));
+        }
+        if self.key_prefixes.is_empty() {
+            return Ok(());
+        }
+        if WHOLE_KEYSPACE.contains(&name) {
+            return Err(format!(
+                "NOPERM User {} has no permissions to run the '{name}' command: it is limited to key prefixes",
+                self.name
+            ));
+        }
+        let outside = keys_named(args).iter().any(|k| {
+            !self
+                .key_prefixes
+                .iter()
+                .any(|p| k.starts_with(p.as_bytes()))
+        });
+        if outside {
+            return Err(
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Connection and introspection commands Redis flags neither read-only nor write, which a
+/// read-only user still needs (PING, HELLO, AUTH, CLIENT SETNAME, MULTI, ...): anything
+/// without the WRITE flag that is not an admin command passes the role check by its flags;
+/// these are the keyless ones Redis leaves unflagged.
+fn keyless_harmless(name: &str) -> bool {
+    let base = name.split('|').next().unwrap_or(name);
+    matches!(
+        base,
+        "ping"
+            | "echo"
+            | "hello"
+            | "auth"
+            | "quit"
+            | "reset"
+            | "select"
+            | "client"
+            | "command"
+            | "info"
+            | "multi"
+            | "exec"
+            | "discard"
+            | "watch"
+            | "unwatch"
+            | "subscribe"
+            | "unsubscribe"
+            | "psubscribe"
+            | "punsubscribe"
+            | "ssubscribe"
+            | "sunsubscribe"
+            | "wait"
+            | "time"
+            | "lolwut"
+            | "lock.status"
+            | "lock.token"
+    )
+}
+
+/// Every key `args` names, as the command table locates them; the lock commands name their
+/// lock key, and FENCED also the keys of the command it wraps.
+pub fn keys_named(args: &[Bytes]) -> Vec<Bytes> {
+    if let Some(&(name, _, _)) = crate::lock::COMMANDS
+        .iter()
+        .find(|(n, _, _)| args[0].eq_ignore_ascii_case(n.as_bytes()))
+    {
+        let mut keys: Vec<Bytes> = args.get(1).cloned().into_iter().collect();
+        if name == "fenced" && args.len() > 3 {
+            keys.extend(keys_named(&args[3..]));
+        }
+        return keys;
+    }
+    let Some(spec) = resolve(args) else {
+        return Vec::new();
+    };
+    match key_positions(spec, args) {
+        Ok(positions) => positions.into_iter().map(|i| args[i].clone()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn resolve(args: &[Bytes]) -> Option<&'static CommandSpec> {
+    let spec = lookup(&args[0])?;
+    match args.get(1) {
+        Some(sub) if spec.has(crate::command::spec::flags::CONTAINER) => lookup_sub(spec, sub),
+        _ => Some(spec),
+    }
+}
