@@ -73,7 +73,7 @@ impl Proxy {
         let result = self.reload_now();
         match &result {
             Ok(report) => {
-                self.telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.telemetry.reloads_ok.fetch_add(1, Ordering::Release);
                 tracing::info!("configuration reloaded: {report}");
             }
             Err(e) => {

@@ -339,6 +339,9 @@ fn reload_changes_weights_and_limits_and_refuses_what_needs_a_restart() {
     let shards = common::shards_toml(&refs);
     let proxy = common::Shardis::start_with(&shards);
     let _log = proxy.log_on_panic();
+    // Connected before every reload below: a new idle_timeout reaches it too.
+    let mut early = Raw::connect(proxy.port());
+    assert_eq!(early.call(&[b"PING"]), b"+PONG\r\n");
     // Nothing changed: nothing moves.
     let report = admin_reload(proxy.port()).unwrap();
     assert!(report.contains("2 shards: 2 kept, 0 rebuilt"), "{report}");
@@ -364,12 +367,18 @@ fn reload_changes_weights_and_limits_and_refuses_what_needs_a_restart() {
     // A lower client limit applies to the next client.
     rewrite_config(
         &proxy,
-        &format!("[limits]\nmax_clients = 1\n[backend]\ntimeout = \"3s\"\n{heavier}"),
+        &format!("[limits]\nmax_clients = 2\nidle_timeout = \"300ms\"\n[backend]\ntimeout = \"3s\"\n{heavier}"),
     );
     admin_reload(proxy.port()).unwrap();
+    // `early` and `c` hold the two places.
     let mut extra = Raw::connect(proxy.port());
     assert_eq!(extra.reply(), b"-ERR max number of clients reached\r\n");
     drop(c);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        early.is_closed(),
+        "the new idle_timeout did not reach a connected client"
+    );
     // What needs a restart is refused, naming the key.
     let text = std::fs::read_to_string(proxy.dir.path().join("shardis.toml")).unwrap();
     std::fs::write(

@@ -170,7 +170,9 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let laddr = stream.local_addr().unwrap_or(proxy.listen_addr());
     let registration = Registry::register(&proxy.clients, id, peer, laddr);
     let config = proxy.config();
-    let limits = config.client;
+    let mut limits = config.client;
+    // Limits are read again after a reload (the count of reloads tells, one load per turn).
+    let mut reloads_seen = proxy.telemetry.reloads_ok.load(Ordering::Relaxed);
     let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
@@ -194,12 +196,24 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     let mut held: Option<(Request, Planned)> = None;
     // `limits.idle_timeout`: one timer, pushed back only when it fires, so reading costs one
     // clock read rather than a timer per request.
-    let idle = limits.idle_timeout;
+    let mut idle = limits.idle_timeout;
     let mut last_read = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep(if idle.is_zero() { IDLE_NEVER } else { idle });
     tokio::pin!(idle_timer);
 
     loop {
+        let reloads = proxy.telemetry.reloads_ok.load(Ordering::Acquire);
+        if reloads != reloads_seen {
+            reloads_seen = reloads;
+            limits = proxy.config().client;
+            if limits.idle_timeout != idle {
+                idle = limits.idle_timeout;
+                let wait = if idle.is_zero() { IDLE_NEVER } else { idle };
+                idle_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + wait);
+            }
+        }
         move_ready(
             &proxy.telemetry,
             &mut pending,
