@@ -19,10 +19,25 @@ use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}")]
+    #[error("{}", without_source(.0))]
     Load(#[from] config::ConfigError),
     #[error("{key}: {problem}")]
     Invalid { key: String, problem: String },
+}
+
+/// A parse error's text without the lines quoting the file (`3 | password = "...`): the
+/// quoted line may hold a password, and errors reach logs and the SHARDIS RELOAD reply. The
+/// line and column stay.
+fn without_source(e: &config::ConfigError) -> String {
+    e.to_string()
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let gutter = t.trim_start_matches(|c: char| c.is_ascii_digit());
+            !gutter.trim_start().starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {

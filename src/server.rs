@@ -37,6 +37,9 @@ pub struct Proxy {
     /// Where a reload reads the configuration from; one reload at a time.
     source: Option<ConfigSource>,
     reloading: std::sync::Mutex<()>,
+    /// Counts applied reloads; sessions wake on it to take new limits and drop per-shard
+    /// state the reload invalidated.
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 /// The file the configuration came from, and the command-line override applied over it.
@@ -69,11 +72,20 @@ impl Proxy {
     /// change that needs a restart, is refused with the reason and the running configuration
     /// stays. Returns what changed.
     pub fn reload(&self) -> Result<String, String> {
-        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.reload_now();
+        let result = match self.reloading.try_lock() {
+            Ok(_one) => self.reload_now(),
+            Err(std::sync::TryLockError::Poisoned(one)) => {
+                let _one = one.into_inner();
+                self.reload_now()
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                Err("a reload is already running".to_string())
+            }
+        };
         match &result {
             Ok(report) => {
-                self.telemetry.reloads_ok.fetch_add(1, Ordering::Release);
+                let n = self.telemetry.reloads_ok.fetch_add(1, Ordering::Release) + 1;
+                self.reloaded.send_replace(n);
                 tracing::info!("configuration reloaded: {report}");
             }
             Err(e) => {
@@ -104,6 +116,10 @@ impl Proxy {
     }
 
     /// A receiver whose value turns true when the proxy starts shutting down.
+    pub fn reload_notice(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
     pub fn shutdown_notice(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
@@ -143,6 +159,7 @@ impl Server {
             shutdown: tokio::sync::watch::channel(false).0,
             source,
             reloading: Default::default(),
+            reloaded: tokio::sync::watch::channel(0).0,
             clients: Arc::default(),
             telemetry: Default::default(),
             stats: Stats {

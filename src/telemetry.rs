@@ -1,7 +1,7 @@
 //! What the proxy counts, and the Prometheus endpoint that shows it.
 //!
 //! The figures live in the proxy's own atomics (per command here, per node in the backend, per
-//! shard in the topology), which INFO reads directly. A scrape copies the same atomics into the
+//! shard in the topology), which INFO reads directly. A scrape copies the same atomics into a
 //! `metrics` recorder (counters set to their absolute value, gauges set) and renders it, so
 //! INFO and `/metrics` show one set of numbers. Latency histograms are recorded into the
 //! recorder as requests complete. Every metric name is a constant in [`names`].
@@ -34,8 +34,10 @@ pub mod names {
     pub const BACKEND_ERRORS: &str = "shardis_backend_errors_total";
     /// Shared backend connections currently open, by `shard` and `node`.
     pub const BACKEND_CONNECTIONS: &str = "shardis_backend_connections";
-    /// 1 while the health checks see a node up, else 0, by `shard`, `node` and `role`.
+    /// 1 while the health checks see a node up, else 0, by `shard` and `node`.
     pub const NODE_UP: &str = "shardis_node_up";
+    /// 1 for the node that is its shard's primary now, 0 for its replicas.
+    pub const NODE_PRIMARY: &str = "shardis_node_primary";
     /// Primary changes, by `shard`.
     pub const FAILOVERS: &str = "shardis_failovers_total";
     /// The shard's epoch (grows with every failover), by `shard`.
@@ -139,10 +141,15 @@ impl Telemetry {
             .map(|(i, s)| (CommandId::from_index(i).name(), s))
     }
 
-    /// The Prometheus text of every figure, read now.
+    /// The Prometheus text of every figure, read now. Counters and gauges go through a
+    /// recorder made for this scrape, so a shard or node a reload removed leaves no stale
+    /// series behind; the latency histograms live in the long-lived one.
     pub fn render(&self, proxy: &Proxy) -> String {
-        metrics::with_local_recorder(&self.recorder, || publish(self, proxy));
-        self.handle.render()
+        let now = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&now, || publish(self, proxy));
+        let mut text = now.handle().render();
+        text.push_str(&self.handle.render());
+        text
     }
 }
 
@@ -186,13 +193,12 @@ fn publish(t: &Telemetry, proxy: &Proxy) {
                 Label::new("shard", name.clone()),
                 Label::new("node", node.addr.clone()),
             ];
-            let role = if j == 0 { "primary" } else { "replica" };
             let s = node.pool.stats();
             counter!(names::BACKEND_REQUESTS, by_node.iter()).absolute(n(&s.requests));
             counter!(names::BACKEND_ERRORS, by_node.iter()).absolute(n(&s.errors));
             gauge!(names::BACKEND_CONNECTIONS, by_node.iter()).set(node.pool.open() as f64);
-            gauge!(names::NODE_UP, "shard" => name.clone(), "node" => node.addr.clone(), "role" => role)
-                .set(if node.health.is_up() { 1.0 } else { 0.0 });
+            gauge!(names::NODE_UP, by_node.iter()).set(if node.health.is_up() { 1.0 } else { 0.0 });
+            gauge!(names::NODE_PRIMARY, by_node.iter()).set(if j == 0 { 1.0 } else { 0.0 });
         }
     }
 }
@@ -216,6 +222,9 @@ pub fn init_logging(log: &crate::config::LogSettings) {
     };
 }
 
+/// Metrics connections served at once.
+const MAX_SCRAPERS: usize = 16;
+
 /// Longest HTTP request head accepted on the metrics port.
 const MAX_HEAD: usize = 8 * 1024;
 
@@ -223,6 +232,9 @@ const MAX_HEAD: usize = 8 * 1024;
 /// connection (`Connection: close`); anything else gets 404 or 405.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
     let mut shutdown = proxy.shutdown_notice();
+    // A scraper or two is normal; many open connections are not, and file descriptors are
+    // shared with the client listener: past this many, new ones are closed at once.
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
     loop {
         let (mut stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -235,8 +247,12 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            continue;
+        };
         let proxy = proxy.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let deadline = Instant::now() + Duration::from_secs(5);
             let head = tokio::time::timeout_at(deadline.into(), read_head(&mut stream)).await;
             let response = match head {

@@ -331,8 +331,8 @@ fn render(pool_name: &str, p: &Pool) -> String {
         line("# never move when one fails. Give shards replicas to keep them available.");
     }
     if p.password.is_some() {
-        line("# redis_auth became password: clients must AUTH with it. shardis does not send");
-        line("# AUTH to the nodes yet: they must accept shardis without a password.");
+        line("# redis_auth became both password (clients must AUTH with it) and");
+        line("# [backend] password (shardis sends it to the nodes), as twemproxy uses it.");
     }
     for ignored in &p.ignored {
         line(&format!("# Ignored: {ignored}."));
@@ -346,9 +346,17 @@ fn render(pool_name: &str, p: &Pool) -> String {
     line(&format!("hash = {}", toml_string(p.hash)));
     line(&format!("distribution = {}", toml_string(p.distribution)));
     line(&format!("hash_tag = {}", toml_string(&p.hash_tag)));
-    if p.timeout_ms.is_some() || p.connections.is_some() || p.retry_ms.is_some() {
+    if p.timeout_ms.is_some()
+        || p.connections.is_some()
+        || p.retry_ms.is_some()
+        || p.password.is_some()
+    {
         line("");
         line("[backend]");
+        if let Some(password) = &p.password {
+            line("# twemproxy redis_auth");
+            line(&format!("password = {}", toml_string(password)));
+        }
         if let Some(ms) = p.timeout_ms {
             line("# twemproxy timeout");
             line(&format!("timeout = \"{ms}ms\""));
@@ -624,7 +632,11 @@ mod tests {
     fn redis_auth_becomes_the_client_password() {
         let (out, c) = parsed(&minimal_with(&[r#"redis_auth: "s3\"cr\\et""#]));
         assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("s3\"cr\\et"));
-        assert!(out.contains("shardis does not send"), "{out}");
+        assert!(out.contains("shardis sends it to the nodes"), "{out}");
+        assert_eq!(
+            c.backend.password.as_ref().map(|p| p.expose()),
+            Some("s3\"cr\\et")
+        );
         // Quoted as TOML needs, whatever it holds.
         let (_, c) = parsed(&minimal_with(&[r#"redis_auth: "tab\there\u0001""#]));
         assert_eq!(

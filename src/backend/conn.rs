@@ -170,8 +170,8 @@ enum Waiter {
         deadline: Option<Instant>,
         want: u8,
     },
-    /// The reply to a command the connection sent itself on connect (HELLO 3).
-    Handshake,
+    /// AUTH or HELLO 3, sent first on a new connection; answered within `backend.timeout`.
+    Handshake { deadline: Instant },
 }
 
 impl ConnTask {
@@ -239,6 +239,7 @@ impl ConnTask {
                                 None => Some(req),
                             };
                             if let Some(req) = req {
+                                self.settings.stats.count(true);
                                 req.fail(BackendError::Unavailable {
                                     node: self.settings.label.clone(),
                                     reason: failure.clone(),
@@ -283,11 +284,15 @@ impl ConnTask {
         let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
         if let Some(auth) = self.settings.backend.auth_args() {
             encode::command(&mut wbuf, auth.into_iter());
-            pending.push_back(Waiter::Handshake);
+            pending.push_back(Waiter::Handshake {
+                deadline: Instant::now() + self.settings.backend.timeout,
+            });
         }
         if self.proto == Proto::Resp3 {
             encode::command(&mut wbuf, [&b"HELLO"[..], b"3"].into_iter());
-            pending.push_back(Waiter::Handshake);
+            pending.push_back(Waiter::Handshake {
+                deadline: Instant::now() + self.settings.backend.timeout,
+            });
         }
         // Requests this connection parked while its node was unreachable go first, so each
         // client's requests keep their order.
@@ -370,6 +375,7 @@ impl ConnTask {
                     // Replies come in order, so the front waiter is the one overdue first.
                     let deadline = match pending.front_mut() {
                         Some(Waiter::Client { deadline, .. }) => *deadline,
+                        Some(Waiter::Handshake { deadline }) => Some(*deadline),
                         // A WAIT's time starts when it is the oldest request: WAITs run one
                         // after another, and a WAIT after a BLPOP starts when BLPOP returns.
                         Some(Waiter::Ack { deadline, .. }) => {
@@ -445,7 +451,7 @@ impl ConnTask {
             && held.iter().all(|h| h.reply.is_closed())
             && pending.iter().all(|w| match w {
                 Waiter::Client { reply, .. } => reply.is_closed(),
-                Waiter::Handshake | Waiter::Ack { .. } => true,
+                Waiter::Handshake { .. } | Waiter::Ack { .. } => true,
             })
     }
 
@@ -544,7 +550,7 @@ impl ConnTask {
     ) -> Result<(), String> {
         while let Some(len) = framer.frame_len(rbuf).map_err(|e| e.to_string())? {
             let frame = rbuf.split_to(len).freeze();
-            let handshake = matches!(pending.front(), Some(Waiter::Handshake));
+            let handshake = matches!(pending.front(), Some(Waiter::Handshake { .. }));
             if let Some(dedicated) = self.dedicated.as_ref().filter(|_| !handshake) {
                 if frame[0] == b'>' || dedicated.subscriber {
                     let _ = dedicated.push.send(Push::Frame {
@@ -602,7 +608,7 @@ impl ConnTask {
                         );
                     }
                 }
-                Some(Waiter::Handshake) => {
+                Some(Waiter::Handshake { .. }) => {
                     pending.pop_front();
                     if reply::is_error(&frame) {
                         return Err(format!(

@@ -293,6 +293,11 @@ impl NodePool {
         &self.settings.stats
     }
 
+    /// The same counters, to hand to the node that replaces this one in a reload.
+    pub fn stats_shared(&self) -> Arc<NodeStats> {
+        self.settings.stats.clone()
+    }
+
     /// Shared connections open now (both protocols).
     pub fn open(&self) -> usize {
         let resp3 = self.resp3.get().map(Vec::as_slice).unwrap_or_default();

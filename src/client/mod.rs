@@ -54,6 +54,8 @@ pub struct Session {
     /// The `[[users]]` entry it authenticated as; `None` for the default user (the top-level
     /// password, or no password), who may run everything.
     pub user: Option<Arc<crate::acl::User>>,
+    /// The topology generation its per-shard state (below) was made under.
+    generation: u64,
     /// This session in the proxy's client registry.
     pub entry: Arc<ClientEntry>,
     /// Set by a CLIENT KILL of this very session: it closes after the reply.
@@ -87,6 +89,7 @@ impl Session {
             lib_ver: None,
             authenticated,
             user: None,
+            generation: 0,
             entry,
             close_after_reply: false,
             tx: None,
@@ -156,6 +159,15 @@ impl Session {
         });
     }
 
+    /// Whether it holds state tied to shard positions or nodes: a transaction, a WATCH,
+    /// blocking connections, subscriptions.
+    fn holds_shard_state(&self) -> bool {
+        self.tx.is_some()
+            || self.pinned.is_some()
+            || self.blocking.iter().any(Option::is_some)
+            || self.subs.active()
+    }
+
     fn touch(&mut self, shards: usize, shard: usize) {
         if self.touched.len() != shards {
             self.touched.resize(shards, false);
@@ -174,9 +186,11 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     // Limits are read again after a reload (the count of reloads tells, one load per turn).
     let mut reloads_seen = proxy.telemetry.reloads_ok.load(Ordering::Relaxed);
     let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
+    session.generation = proxy.topology().generation;
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
     let mut shutdown = proxy.shutdown_notice();
+    let mut reloaded = proxy.reload_notice();
     // Set after QUIT, a protocol error, EOF or shutdown: no more reading; flush what is owed,
     // then close. A session that starts after shutdown began takes no command.
     let mut closing = *shutdown.borrow_and_update();
@@ -205,6 +219,24 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
         let reloads = proxy.telemetry.reloads_ok.load(Ordering::Acquire);
         if reloads != reloads_seen {
             reloads_seen = reloads;
+            let generation = proxy.topology().generation;
+            if generation != session.generation {
+                // Shard positions and nodes changed under it: what it holds on them (and a
+                // request planned on the old ring) cannot be carried over. It gets the replies
+                // it is owed, then the connection closes, so that its library reconnects and
+                // subscribes or retries again.
+                if session.holds_shard_state() || held.is_some() {
+                    tracing::info!(
+                        peer = %peer,
+                        client = id,
+                        "closing: a reload changed the shards its transaction, WATCH, blocking connections or subscriptions were on"
+                    );
+                    held = None;
+                    closing = true;
+                }
+                session.generation = generation;
+                session.touched.clear();
+            }
             limits = proxy.config().client;
             if limits.idle_timeout != idle {
                 idle = limits.idle_timeout;
@@ -214,13 +246,17 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
                     .reset(tokio::time::Instant::now() + wait);
             }
         }
-        move_ready(
+        let replied = move_ready(
             &proxy.telemetry,
             &mut pending,
             &mut out,
             limits.max_output_buffer,
             &mut message_bytes,
         );
+        // Idle time counts from the last request read or reply given, as on Redis.
+        if let Some(at) = replied {
+            last_read = tokio::time::Instant::from_std(at);
+        }
         if !out.is_empty() {
             match stream.try_write(&out) {
                 Ok(n) => {
@@ -384,6 +420,8 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             }
             // Shutting down: read nothing more, answer what was read, then close.
             _ = shutdown.changed(), if !closing => closing = true,
+            // Only wakes the loop: the check at its top does the work.
+            _ = reloaded.changed() => {}
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = &mut idle_timer, if !idle.is_zero() && !closing => {
                 let now = tokio::time::Instant::now();
@@ -480,25 +518,26 @@ async fn linger_close(stream: &mut TcpStream) {
     .await;
 }
 
-/// Moves the replies at the front of the FIFO that are ready into the output buffer.
+/// Moves the replies at the front of the FIFO that are ready into the output buffer; returns
+/// when, if it moved a reply to a command.
 fn move_ready(
     telemetry: &crate::telemetry::Telemetry,
     pending: &mut VecDeque<Owed>,
     out: &mut BytesMut,
     max_output: usize,
     message_bytes: &mut usize,
-) {
+) -> Option<std::time::Instant> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut now = None;
     while out.len() < max_output {
         let Some(front) = pending.front_mut() else {
-            return;
+            return now;
         };
         if front.slot.poll_ready(&mut cx).is_pending() {
-            return;
+            return now;
         }
         let Some(owed) = pending.pop_front() else {
-            return;
+            return now;
         };
         match owed.slot {
             Slot::Ready(bytes) => {
@@ -516,6 +555,7 @@ fn move_ready(
             _ => {}
         }
     }
+    now
 }
 
 const SUBSCRIBER_MODE: &str =

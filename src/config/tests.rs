@@ -138,3 +138,13 @@ fn lock_settings_and_their_errors() {
     assert!(err(&format!("[locks]\nmax_ttl = \"400days\"\n{MINIMAL}")).contains("locks.max_ttl"));
     assert!(err(&format!("[locks]\nttl = \"1s\"\n{MINIMAL}")).contains("ttl"));
 }
+
+/// A parse error names the line and column, never the line's text (it may hold a password).
+#[test]
+fn parse_errors_do_not_quote_the_file() {
+    let e = Config::from_toml("password = \"hunter2\n[[shards]]\nprimary = \"a:1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 1"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}

@@ -127,6 +127,8 @@ pub struct Shard {
     ack_timeout: std::time::Duration,
     /// Unix time in ms until which no lock is granted (the freeze after a failover).
     locks_frozen_until_ms: AtomicU64,
+    /// An epoch a reload asked the shard to move to (0: none); the monitor moves it.
+    pub(crate) epoch_floor: AtomicU64,
     pub lock_stats: crate::lock::LockStats,
 }
 
@@ -276,7 +278,7 @@ impl Shard {
         if let Some(n) = nodes.iter().find(|n| n.addr == addr) {
             return n.clone();
         }
-        let node = new_node(&self.name, addr, backend, self.wiring());
+        let node = new_node(&self.name, addr, backend, self.wiring(), None);
         nodes.push(node.clone());
         node
     }
@@ -317,7 +319,12 @@ fn build_shard(
     };
     let nodes: Vec<Arc<Node>> = std::iter::once(&primary_addr)
         .chain(members.into_iter().filter(|a| **a != primary_addr))
-        .map(|a| new_node(&s.name, a, &config.backend, wiring()))
+        .map(|a| {
+            let stats = carried
+                .as_ref()
+                .and_then(|c| c.node_stats.get(a.as_str()).cloned());
+            new_node(&s.name, a, &config.backend, wiring(), stats)
+        })
         .collect();
     // Requests park during a failover only where there is something to fail over to.
     if nodes.len() > 1 || s.sentinel.is_some() {
@@ -367,6 +374,7 @@ fn build_shard(
         locks_frozen_until_ms: AtomicU64::new(
             carried.as_ref().map_or(0, |c| c.locks_frozen_until_ms),
         ),
+        epoch_floor: AtomicU64::new(0),
         lock_stats,
     });
     let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
@@ -388,11 +396,13 @@ struct Wiring {
     mirror: Option<Arc<Mirror>>,
 }
 
+/// `stats`: the counters of the node this one replaces in a reload, so they keep counting.
 fn new_node(
     shard: &str,
     addr: &str,
     backend: &crate::config::BackendSettings,
     wiring: Wiring,
+    stats: Option<Arc<crate::backend::NodeStats>>,
 ) -> Arc<Node> {
     let mut backend = backend.clone();
     if wiring.mirror.is_some() {
@@ -409,7 +419,7 @@ fn new_node(
             parking: Some(wiring.parking),
             ack_timeout: wiring.ack_timeout,
             mirror: wiring.mirror,
-            stats: Default::default(),
+            stats: stats.unwrap_or_default(),
         }),
         health: Health::default(),
     })
@@ -432,6 +442,9 @@ pub fn failed(error: BackendError) -> oneshot::Receiver<Reply> {
 
 pub struct Topology {
     pub router: Router,
+    /// Grows when a reload changes the shards or the ring: sessions holding per-shard state
+    /// (subscriptions, a WATCH, a transaction, blocking connections) from an older one close.
+    pub generation: u64,
     pub shards: Vec<Arc<Shard>>,
     /// Each shard's monitor tasks, by shard index. Stopped when the topology is dropped,
     /// unless a reload took them over for the shards it kept.
@@ -455,9 +468,23 @@ struct Carried {
     locks_frozen_until_ms: u64,
     failovers: u64,
     lock_stats: [u64; 5],
+    /// The nodes' request counters, by address.
+    node_stats: std::collections::HashMap<String, Arc<crate::backend::NodeStats>>,
 }
 
 impl Carried {
+    /// What the state file recorded for the shard, if anything.
+    fn recorded(state: &StateFile, s: &ShardConfig) -> Option<Carried> {
+        state.get(&s.name).map(|r| Carried {
+            epoch: r.epoch,
+            primary: s.sentinel.is_none().then_some(r.primary),
+            locks_frozen_until_ms: r.locks_frozen_until_ms,
+            failovers: 0,
+            lock_stats: [0; 5],
+            node_stats: Default::default(),
+        })
+    }
+
     fn from(shard: &Shard) -> Carried {
         let view = shard.view();
         let l = &shard.lock_stats;
@@ -467,6 +494,13 @@ impl Carried {
             primary: Some(view.primary.addr.clone()),
             locks_frozen_until_ms: n(&shard.locks_frozen_until_ms),
             failovers: shard.failovers(),
+            node_stats: shard
+                .nodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|n| (n.addr.clone(), n.pool.stats_shared()))
+                .collect(),
             lock_stats: [
                 n(&l.grants),
                 n(&l.contended),
@@ -488,19 +522,11 @@ impl Topology {
         let (shards, monitors) = config
             .shards
             .iter()
-            .map(|s| {
-                let carried = state.get(&s.name).map(|r| Carried {
-                    epoch: r.epoch,
-                    primary: s.sentinel.is_none().then_some(r.primary),
-                    locks_frozen_until_ms: r.locks_frozen_until_ms,
-                    failovers: 0,
-                    lock_stats: [0; 5],
-                });
-                build_shard(s, config, &state, carried)
-            })
+            .map(|s| build_shard(s, config, &state, Carried::recorded(&state, s)))
             .unzip();
         Ok(Topology {
             router: config.router(),
+            generation: 0,
             shards,
             monitors: Mutex::new(monitors),
             state,

@@ -346,7 +346,15 @@ impl Monitor {
             self.primary_run = Some((view.primary.addr.clone(), run.clone()));
         }
         let lost = restarted || (probe.epoch.is_none() && self.epoch_seen);
+        let floor = self.shard.epoch_floor.load(Ordering::Relaxed);
         let write = match probe.epoch {
+            // A reload moved keys (locks) onto this shard: above every shard's epoch.
+            _ if floor > view.epoch && !sentinel => {
+                if !self.raise_epoch(view, floor, "the ring changed in a reload: new epoch") {
+                    return;
+                }
+                Some(floor)
+            }
             Some(e) if e > view.epoch && !sentinel && !restarted => {
                 self.raise_epoch(view, e, "epoch taken from the primary");
                 None

@@ -8,10 +8,11 @@
 //! freeze lock grants, so a lock key that lands on another shard never gets a token below one
 //! issued for it before, nor a grant while a lease given elsewhere may still run.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use super::{build_shard, unix_ms, Carried, Shard, Topology, View};
+use super::{build_shard, unix_ms, Carried, Shard, Topology};
 use crate::config::{Config, ShardConfig};
 
 /// Sample keys a reload routes through both rings to count how many move.
@@ -45,6 +46,7 @@ fn same_shard(a: &ShardConfig, b: &ShardConfig) -> bool {
 impl Topology {
     /// Builds the topology for `new`, taking over what it can from this one (built from
     /// `old`). Refuses changes that need a restart. Needs a tokio runtime.
+    /// Nothing fails once shards are built, so a refused reload leaves everything as it was.
     pub fn reload(&self, old: &Config, new: &Config) -> Result<Reloaded, String> {
         for (key, changed) in [
             ("listen", old.listen != new.listen),
@@ -87,7 +89,9 @@ impl Topology {
                     rebuilt += 1;
                 }
                 None => {
-                    let (shard, m) = build_shard(s, new, &self.state, None);
+                    // A shard added back keeps what the state file recorded for it.
+                    let recorded = Carried::recorded(&self.state, s);
+                    let (shard, m) = build_shard(s, new, &self.state, recorded);
                     shards.push(shard);
                     monitors.push(m);
                     added += 1;
@@ -110,20 +114,30 @@ impl Topology {
             "{} shards: {kept} kept, {rebuilt} rebuilt, {added} added, {removed} removed",
             shards.len()
         );
-        let (moved, gaining) = moved_keys(self, &router, &shards);
+        let moved = moved_keys(self, &router, &shards);
         report.push_str(&format!("; {moved} of {SAMPLE_KEYS} sample keys move"));
-        if !gaining.is_empty() {
-            let raised = raise_epochs(self, &shards, &gaining, new)?;
-            if !raised.is_empty() {
-                report.push_str(&format!(
-                    "; lock grants frozen and epochs raised on {}",
-                    raised.join(", ")
-                ));
-            }
+        let ring_changed = ring_of(old) != ring_of(new);
+        if ring_changed {
+            let frozen = raise_epochs(self, &shards, new);
+            report.push_str(&format!(
+                "; the ring changed: lock grants frozen on every shard, and epochs raised on {}",
+                if frozen.is_empty() {
+                    "none (all follow Sentinel)".to_string()
+                } else {
+                    frozen.join(", ")
+                }
+            ));
         }
+        let shards_changed = ring_changed
+            || shards.len() != self.shards.len()
+            || shards
+                .iter()
+                .zip(&self.shards)
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
         Ok(Reloaded {
             topology: Topology {
                 router,
+                generation: self.generation + u64::from(shards_changed),
                 shards,
                 monitors: Mutex::new(monitors),
                 state: self.state.clone(),
@@ -133,65 +147,63 @@ impl Topology {
     }
 }
 
-/// Routes the sample keys through both rings: how many change shard, and which shards
-/// (indexes into `shards`) gain some.
-fn moved_keys(
-    old: &Topology,
-    router: &crate::routing::Router,
-    shards: &[Arc<Shard>],
-) -> (usize, BTreeSet<usize>) {
-    let mut moved = 0;
-    let mut gaining = BTreeSet::new();
-    for i in 0..SAMPLE_KEYS {
-        let key = format!("key:{i}");
-        let was = &old.shards[old.router.shard_of(key.as_bytes())].name;
-        let now = router.shard_of(key.as_bytes());
-        if shards[now].name != *was {
-            moved += 1;
-            gaining.insert(now);
-        }
-    }
-    (moved, gaining)
+/// What places keys: the hash settings and each shard's name and weight, in order (modula
+/// depends on the order).
+fn ring_of(
+    c: &Config,
+) -> (
+    crate::routing::HashFn,
+    crate::routing::Distribution,
+    Option<crate::routing::HashTag>,
+    Vec<(&str, u32)>,
+) {
+    (
+        c.hash,
+        c.distribution,
+        c.hash_tag,
+        c.shards
+            .iter()
+            .map(|s| (s.name.as_str(), s.weight))
+            .collect(),
+    )
 }
 
-/// Moves every shard in `gaining` to one epoch above every shard's, old and new, and freezes
-/// its lock grants for `max_ttl + freeze_margin`. Sentinel shards take their epoch from
-/// Sentinel: they only freeze. Returns the shards' names.
-fn raise_epochs(
-    old: &Topology,
-    shards: &[Arc<Shard>],
-    gaining: &BTreeSet<usize>,
-    config: &Config,
-) -> Result<Vec<String>, String> {
+/// Routes the sample keys through both rings: how many change shard (for the report: a
+/// sample can miss a small arc, so epochs are raised on any ring change, not on these).
+fn moved_keys(old: &Topology, router: &crate::routing::Router, shards: &[Arc<Shard>]) -> usize {
+    (0..SAMPLE_KEYS)
+        .filter(|i| {
+            let key = format!("key:{i}");
+            let was = &old.shards[old.router.shard_of(key.as_bytes())].name;
+            shards[router.shard_of(key.as_bytes())].name != *was
+        })
+        .count()
+}
+
+/// After a ring change any lock key may have moved: every shard freezes lock grants for
+/// `max_ttl + freeze_margin` at once, and is asked to move to one epoch above every shard's,
+/// old and new. The shard's monitor makes that move (durably, and on the primary) at its next
+/// check, in the same task as its failovers, so the two never race. Sentinel shards take their
+/// epoch from Sentinel: they only freeze. Returns the shards whose epoch is raised.
+fn raise_epochs(old: &Topology, shards: &[Arc<Shard>], config: &Config) -> Vec<String> {
     let top = old
         .shards
         .iter()
         .chain(shards)
-        .map(|s| s.view().epoch)
+        .map(|s| s.view().epoch.max(s.epoch_floor.load(Ordering::Relaxed)))
         .max()
         .unwrap_or(0);
-    let freeze = config.policy.locks.freeze();
+    let until = unix_ms() + config.policy.locks.freeze().as_millis() as u64;
     let mut names = Vec::new();
-    for &i in gaining {
-        let shard = &shards[i];
-        let view = shard.view();
-        if shard.config.sentinel.is_some() {
-            let until = unix_ms() + freeze.as_millis() as u64;
-            shard
-                .locks_frozen_until_ms
-                .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            shard.begin_epoch(&old.state, top + 1, &view.primary.addr, freeze)?;
-            shard.view.store(Arc::new(View {
-                epoch: top + 1,
-                primary: view.primary.clone(),
-                replicas: view.replicas.clone(),
-            }));
-            // The monitor writes the new epoch on the primary at its next check; grants wait
-            // for it (a primary whose record differs from the proxy's epoch grants nothing).
+    for shard in shards {
+        shard
+            .locks_frozen_until_ms
+            .fetch_max(until, Ordering::Relaxed);
+        if shard.config.sentinel.is_none() {
+            shard.epoch_floor.fetch_max(top + 1, Ordering::Relaxed);
             shard.alarm.notify_one();
+            names.push(shard.name.to_string());
         }
-        names.push(shard.name.to_string());
     }
-    Ok(names)
+    names
 }
