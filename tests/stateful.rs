@@ -300,7 +300,7 @@ fn scripts_and_functions_reach_every_shard() {
 
 #[test]
 fn scan_keys_randomkey_and_flush_cover_every_shard() {
-    let c = Cluster::start("");
+    let c = Cluster::start("[commands]\nallow_keys = true");
     let mut conn = c.proxy.conn();
     let random: Option<String> = redis::cmd("RANDOMKEY").query(&mut conn).unwrap();
     assert_eq!(random, None);

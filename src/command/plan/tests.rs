@@ -285,7 +285,7 @@ fn stateful_and_fan_out_commands() {
         Plan::Broadcast(Merge::Same)
     );
     assert_eq!(plan(&req("SCAN 0"), &r), Plan::Scan);
-    assert_eq!(plan(&req("KEYS *"), &r), Plan::Broadcast(Merge::Concat));
+    assert!(matches!(plan(&req("KEYS *"), &r), Plan::Error(e) if e.contains("allow_keys")));
     assert_eq!(
         plan(&req("PUBLISH chan m"), &r),
         Plan::Forward(r.shard_of(b"chan"))
@@ -301,6 +301,14 @@ fn stateful_and_fan_out_commands() {
     assert_eq!(
         super::plan(&req("FLUSHALL"), &r, &allow),
         Plan::Broadcast(Merge::AllOk)
+    );
+    let allow = Policy {
+        allow_keys: true,
+        ..Policy::default()
+    };
+    assert_eq!(
+        super::plan(&req("KEYS *"), &r, &allow),
+        Plan::Broadcast(Merge::Concat)
     );
 }
 
