@@ -126,30 +126,18 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
             kv("maxclients", &config.client.max_clients);
         }
         "stats" => {
-            let connections = stats.connections.load(Ordering::Relaxed);
-            kv("total_connections_received", &connections);
-            kv(
-                "total_commands_processed",
-                &stats.commands.load(Ordering::Relaxed),
-            );
-            kv(
-                "rejected_connections",
-                &stats.rejected.load(Ordering::Relaxed),
-            );
             let t = &proxy.telemetry;
-            kv(
-                "total_net_input_bytes",
-                &t.net_input.load(Ordering::Relaxed),
-            );
-            kv(
-                "total_net_output_bytes",
-                &t.net_output.load(Ordering::Relaxed),
-            );
-            kv("config_reloads", &t.reloads_ok.load(Ordering::Relaxed));
-            kv(
-                "config_reload_failures",
-                &t.reloads_failed.load(Ordering::Relaxed),
-            );
+            for (name, counter) in [
+                ("total_connections_received", &stats.connections),
+                ("total_commands_processed", &stats.commands),
+                ("rejected_connections", &stats.rejected),
+                ("total_net_input_bytes", &t.net_input),
+                ("total_net_output_bytes", &t.net_output),
+                ("config_reloads", &t.reloads_ok),
+                ("config_reload_failures", &t.reloads_failed),
+            ] {
+                kv(name, &counter.load(Ordering::Relaxed));
+            }
         }
         // Redis's format; `usec` runs from reading the command to its reply being ready.
         "commandstats" => {

@@ -43,6 +43,19 @@ fn sum(body: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// redis-benchmark's SET and GET tests against 127.0.0.1:`port`, started in the background.
+fn benchmark(port: u16, args: &[&str]) -> std::process::Child {
+    Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .args(["-t", "set,get", "-q"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-benchmark is installed by scripts/install-deps.sh")
+}
+
 fn with_metrics() -> (Cluster, u16) {
     let port = free_port();
     let c = Cluster::start(&format!("metrics_listen = \"127.0.0.1:{port}\""));
@@ -54,15 +67,11 @@ fn metrics_during_load_count_exactly_the_requests_sent() {
     let (c, mport) = with_metrics();
     let _log = c.proxy.log_on_panic();
     const N: u64 = 20_000;
-    let mut bench = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &c.proxy.port().to_string()])
-        .args(["-n", &N.to_string(), "-c", "10", "-P", "4", "-r", "10000"])
-        .args(["-t", "set,get", "-q"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("redis-benchmark is installed by scripts/install-deps.sh");
+    let n = N.to_string();
+    let mut bench = benchmark(
+        c.proxy.port(),
+        &["-n", &n, "-c", "10", "-P", "4", "-r", "10000"],
+    );
     // Scrapes while the load runs: counters only grow and never pass what was sent.
     let mut last_set = 0.0;
     let mut scrapes = 0;
@@ -272,15 +281,10 @@ fn reload_under_load_adds_a_shard_without_an_error_or_a_dropped_client() {
     let mut before = Raw::connect(proxy.port());
     let id = before.call(&[b"CLIENT", b"ID"]);
 
-    let bench = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &proxy.port().to_string()])
-        .args(["-n", "300000", "-c", "20", "-P", "8", "-r", "100000", "-e"])
-        .args(["-t", "set,get", "-q"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("redis-benchmark is installed by scripts/install-deps.sh");
+    let bench = benchmark(
+        proxy.port(),
+        &["-n", "300000", "-c", "20", "-P", "8", "-r", "100000", "-e"],
+    );
     std::thread::sleep(Duration::from_millis(300));
     // An invalid file is refused with the reason; the running configuration stays.
     rewrite_config(
