@@ -65,6 +65,8 @@ struct RawConfig {
     #[serde(default)]
     log: LogSettings,
     #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
     routing: RawRouting,
     #[serde(default)]
     backend: BackendSettings,
@@ -82,6 +84,25 @@ struct RawConfig {
     users: Vec<crate::acl::User>,
     #[serde(default)]
     shards: Vec<RawShard>,
+}
+
+/// The `[tls]` section: a listener for TLS clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+/// TLS for clients: where, and with which certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    /// PEM certificate chain, server certificate first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 /// The `[locks]` section: fenced locks.
@@ -243,6 +264,8 @@ pub struct Config {
     pub users: Vec<crate::acl::User>,
     /// Where `GET /metrics` (Prometheus text) is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// A second listener, for clients speaking TLS.
+    pub tls: Option<TlsSettings>,
     pub log: LogSettings,
     pub hash: HashFn,
     pub distribution: Distribution,
@@ -395,6 +418,11 @@ pub struct BackendSettings {
     /// `username` when set (Redis 6 ACL users). Not sent to Sentinels.
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// TLS to every node (data and health checks), verifying their certificates against
+    /// `tls_ca` for `tls_server_name` (default: the host of the node's address).
+    pub tls: bool,
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_server_name: Option<String>,
 }
 
 impl BackendSettings {
@@ -421,6 +449,9 @@ impl Default for BackendSettings {
             queue_depth: 16 * 1024,
             username: None,
             password: None,
+            tls: false,
+            tls_ca: None,
+            tls_server_name: None,
         }
     }
 }
@@ -593,6 +624,35 @@ impl RawConfig {
                     format!("{:?} is named twice", u.name),
                 ));
             }
+        }
+        let tls = match self.tls {
+            None => None,
+            Some(t) => {
+                let listen = t.listen.parse().map_err(|_| {
+                    invalid(
+                        "tls.listen",
+                        format!("{:?} is not an ip:port address", t.listen),
+                    )
+                })?;
+                crate::tls::acceptor(&t.cert, &t.key).map_err(|e| invalid("tls", e))?;
+                Some(TlsSettings {
+                    listen,
+                    cert: t.cert,
+                    key: t.key,
+                })
+            }
+        };
+        match (&self.backend.tls, &self.backend.tls_ca) {
+            (true, None) => {
+                return Err(invalid(
+                    "backend.tls_ca",
+                    "needed with backend.tls: the CA that signs the nodes' certificates",
+                ))
+            }
+            (true, Some(ca)) => {
+                crate::tls::client_config(ca).map_err(|e| invalid("backend.tls_ca", e))?;
+            }
+            (false, _) => {}
         }
         let metrics_listen = match &self.metrics_listen {
             None => None,
@@ -784,6 +844,7 @@ impl RawConfig {
             password: self.password,
             users: self.users,
             metrics_listen,
+            tls,
             log: self.log,
             hash,
             distribution,

@@ -31,5 +31,6 @@ pub mod routing;
 pub mod server;
 pub mod socket;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod twemproxy;

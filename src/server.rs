@@ -84,7 +84,7 @@ impl Proxy {
         };
         match &result {
             Ok(report) => {
-                let n = self.telemetry.reloads_ok.fetch_add(1, Ordering::Release) + 1;
+                let n = self.telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed) + 1;
                 self.reloaded.send_replace(n);
                 tracing::info!("configuration reloaded: {report}");
             }
@@ -130,7 +130,12 @@ pub struct Server {
     proxy: Arc<Proxy>,
     listener: TcpListener,
     metrics: Option<TcpListener>,
+    /// The TLS client listener and its acceptor, when `[tls]` is set.
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
+
+/// How long a TLS client may take over its handshake.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     /// Binds the listen address and starts connecting to the backends. Needs a tokio runtime.
@@ -145,6 +150,17 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            Some(t) => {
+                let acceptor =
+                    crate::tls::acceptor(&t.cert, &t.key).map_err(std::io::Error::other)?;
+                let listener = TcpListener::bind(t.listen).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("tls.listen {}: {e}", t.listen))
+                })?;
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
         let metrics = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("metrics_listen {addr}: {e}"))
@@ -174,11 +190,17 @@ impl Server {
             proxy,
             listener,
             metrics,
+            tls,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.proxy.listen_addr
+    }
+
+    /// Where TLS clients connect, when `[tls]` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Where `/metrics` is served, when `metrics_listen` is set.
@@ -196,42 +218,79 @@ impl Server {
             tokio::spawn(crate::telemetry::serve(metrics, self.proxy.clone()));
         }
         let reloads = tokio::spawn(reload_on_sighup(self.proxy.clone()));
+        if let Some((listener, _)) = &self.tls {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "accepting TLS clients");
+            }
+        }
         tokio::pin!(shutdown);
         let mut next_id: u64 = 1;
         loop {
-            let (mut stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let plain = self.listener.accept();
+            let tls = async {
+                match &self.tls {
+                    Some((listener, acceptor)) => (listener.accept().await, acceptor.clone()),
+                    None => std::future::pending().await,
+                }
+            };
+            let (accepted, acceptor) = tokio::select! {
+                accepted = plain => (accepted, None),
+                (accepted, acceptor) = tls => (accepted, Some(acceptor)),
                 _ = &mut shutdown => break,
             };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
             let proxy = self.proxy.clone();
             let stats = &proxy.stats;
             stats.connections.fetch_add(1, Ordering::Relaxed);
             let max = proxy.config().client.max_clients;
-            if stats.connected.fetch_add(1, Ordering::AcqRel) >= max {
+            let refused = stats.connected.fetch_add(1, Ordering::AcqRel) >= max;
+            if refused {
                 stats.connected.fetch_sub(1, Ordering::AcqRel);
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %peer, max, "client limit reached; connection refused");
-                tokio::spawn(async move {
-                    let _ = stream
-                        .write_all(b"-ERR max number of clients reached\r\n")
-                        .await;
-                });
-                continue;
             }
             let id = next_id;
             next_id += 1;
             tokio::spawn(async move {
                 // Counted out on drop, so a session that ends any way frees its place.
-                let _slot = ClientSlot(proxy.clone());
-                crate::client::serve(proxy, stream, peer, id).await;
+                let _slot = (!refused).then(|| ClientSlot(proxy.clone()));
+                let laddr = stream.local_addr().unwrap_or(proxy.listen_addr());
+                match acceptor {
+                    None if refused => refuse(stream).await,
+                    None => crate::client::serve(proxy, stream, peer, laddr, id).await,
+                    Some(acceptor) => {
+                        let tls = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
+                        let tls = match tls.await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(peer = %peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(peer = %peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        if refused {
+                            return refuse(tls).await;
+                        }
+                        match crate::tls::bridge(tls) {
+                            Ok(socket) => {
+                                crate::client::serve(proxy, socket, peer, laddr, id).await
+                            }
+                            Err(e) => tracing::warn!(peer = %peer, "TLS bridge: {e}"),
+                        }
+                    }
+                }
             });
         }
         reloads.abort();
@@ -263,6 +322,14 @@ impl Server {
         }
         tracing::info!("all clients finished");
     }
+}
+
+/// Tells a client past `max_clients` so, and closes.
+async fn refuse(mut stream: impl tokio::io::AsyncWrite + Unpin) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
 }
 
 /// One place under `max_clients`, given back when the session ends.

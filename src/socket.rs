@@ -8,12 +8,50 @@
 //! readiness only if no new readiness event arrived since it was observed, so data that lands
 //! right after the read still wakes the task.
 
+use std::future::Future;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 
 use bytes::BytesMut;
 use socket2::SockRef;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
+
+/// What the client session and the backend connection loops need of a socket: readiness and
+/// non-blocking reads and writes. A TCP socket, or the proxy's end of a socket pair whose
+/// other end a TLS bridge serves (see `tls`).
+pub trait Socket: AsFd + AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+macro_rules! socket {
+    ($t:ty) => {
+        impl Socket for $t {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::readable(self)
+            }
+            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::writable(self)
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+            fn try_io<R>(
+                &self,
+                interest: Interest,
+                f: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                <$t>::try_io(self, interest, f)
+            }
+        }
+    };
+}
+
+socket!(TcpStream);
+socket!(UnixStream);
 
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
@@ -33,7 +71,7 @@ impl Default for Reader {
 impl Reader {
     /// Reads what is available into `buf` without blocking. `Ok(0)` is end of stream;
     /// `WouldBlock` means nothing was there.
-    pub fn try_read(&mut self, stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    pub fn try_read(&mut self, stream: &impl Socket, buf: &mut BytesMut) -> io::Result<usize> {
         let start = buf.len();
         let room = self.size;
         // The read needs initialised memory (no unsafe here); zeroing a few KiB costs far less

@@ -26,7 +26,13 @@ use super::mirror::{self, Mirror, Target};
 use super::{BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait};
 use crate::config::BackendSettings;
 use crate::resp::{encode, reply, Proto, ReplyFramer};
-use crate::socket::Reader;
+use crate::socket::{Reader, Socket};
+
+/// A node connection: plain TCP, or the socket of a TLS bridge.
+enum Connected {
+    Tcp(TcpStream),
+    Tls(tokio::net::UnixStream),
+}
 
 /// How to reach and treat one node.
 #[derive(Debug, Clone)]
@@ -183,7 +189,11 @@ impl ConnTask {
                 Ok(stream) => {
                     self.set_state(NodeState::Up);
                     let since = Instant::now();
-                    match self.serve(stream).await {
+                    let served = match stream {
+                        Connected::Tcp(s) => self.serve(s).await,
+                        Connected::Tls(s) => self.serve(s).await,
+                    };
+                    match served {
                         // Every handle is gone: the proxy no longer uses this node.
                         None => return,
                         Some(lost) => {
@@ -258,23 +268,36 @@ impl ConnTask {
         self.state.store(state as u8, Ordering::Relaxed);
     }
 
-    async fn connect(&self) -> Result<TcpStream, String> {
+    async fn connect(&self) -> Result<Connected, String> {
+        let backend = &self.settings.backend;
         let connecting = TcpStream::connect(&self.settings.addr);
-        match tokio::time::timeout(self.settings.backend.connect_timeout, connecting).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(stream)
+        let stream = match tokio::time::timeout(backend.connect_timeout, connecting).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "connect timed out after {} ms",
+                    backend.connect_timeout.as_millis()
+                ))
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "connect timed out after {} ms",
-                self.settings.backend.connect_timeout.as_millis()
-            )),
+        };
+        let _ = stream.set_nodelay(true);
+        match (&backend.tls_ca, backend.tls) {
+            (Some(ca), true) => crate::tls::connect(
+                stream,
+                &self.settings.addr,
+                ca,
+                backend.tls_server_name.as_deref(),
+                backend.connect_timeout,
+            )
+            .await
+            .map(Connected::Tls),
+            _ => Ok(Connected::Tcp(stream)),
         }
     }
 
     /// Runs one connection until it fails (`Some(reason)`) or the proxy drops the node (`None`).
-    async fn serve(&mut self, stream: TcpStream) -> Option<String> {
+    async fn serve(&mut self, stream: impl Socket) -> Option<String> {
         let mut pending: VecDeque<Waiter> = VecDeque::new();
         // Write replies waiting for the WAIT after their batch.
         let mut held: VecDeque<Held> = VecDeque::new();

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push, Reply, Wait};
@@ -31,7 +30,7 @@ use crate::info;
 use crate::lock;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
-use crate::socket::Reader;
+use crate::socket::{Reader, Socket};
 use crate::topology::{failed, Topology};
 
 mod pubsub;
@@ -177,19 +176,22 @@ impl Session {
 }
 
 /// Serves one client until it quits, breaks the protocol or disconnects.
-pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
-    let _ = stream.set_nodelay(true);
-    let laddr = stream.local_addr().unwrap_or(proxy.listen_addr());
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    mut stream: impl Socket,
+    peer: SocketAddr,
+    laddr: SocketAddr,
+    id: u64,
+) {
     let registration = Registry::register(&proxy.clients, id, peer, laddr);
     let config = proxy.config();
     let mut limits = config.client;
-    // Limits are read again after a reload (the count of reloads tells, one load per turn).
-    let mut reloads_seen = proxy.telemetry.reloads_ok.load(Ordering::Relaxed);
     let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
     session.generation = proxy.topology().generation;
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
     let mut shutdown = proxy.shutdown_notice();
+    // Limits and per-shard state are looked at again after a reload.
     let mut reloaded = proxy.reload_notice();
     // Set after QUIT, a protocol error, EOF or shutdown: no more reading; flush what is owed,
     // then close. A session that starts after shutdown began takes no command.
@@ -216,9 +218,8 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
     tokio::pin!(idle_timer);
 
     loop {
-        let reloads = proxy.telemetry.reloads_ok.load(Ordering::Acquire);
-        if reloads != reloads_seen {
-            reloads_seen = reloads;
+        if reloaded.has_changed().unwrap_or(false) {
+            reloaded.borrow_and_update();
             let generation = proxy.topology().generation;
             if generation != session.generation {
                 // Shard positions and nodes changed under it: what it holds on them (and a
@@ -420,7 +421,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr, i
             }
             // Shutting down: read nothing more, answer what was read, then close.
             _ = shutdown.changed(), if !closing => closing = true,
-            // Only wakes the loop: the check at its top does the work.
+            // Only wakes the loop: the check at its top does the work (and marks it seen).
             _ = reloaded.changed() => {}
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = &mut idle_timer, if !idle.is_zero() && !closing => {
@@ -506,7 +507,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Closes after the last reply (QUIT, a protocol error) without losing it: closing a socket
 /// with unread input makes the kernel send a reset, which can destroy the reply still in
 /// flight. So send FIN first, then discard what the client still sends, for a bounded time.
-async fn linger_close(stream: &mut TcpStream) {
+async fn linger_close(stream: &mut impl Socket) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if stream.shutdown().await.is_err() {
         return;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::BackendSettings;
@@ -22,37 +22,66 @@ const MAX_REPLY: usize = 4 * 1024 * 1024;
 const MAX_DEPTH: usize = 16;
 
 pub struct Link {
-    stream: TcpStream,
+    /// TCP, or the socket of a TLS bridge.
+    stream: Box<dyn LinkStream>,
     rbuf: BytesMut,
     timeout: Duration,
 }
 
+trait LinkStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> LinkStream for T {}
+
+async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Err(_) => Err(format!(
+            "connect timed out after {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
 impl Link {
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Link, String> {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(Link {
-                    stream,
-                    rbuf: BytesMut::new(),
-                    timeout,
-                })
-            }
-            Ok(Err(e)) => Err(format!("connect: {e}")),
-            Err(_) => Err(format!(
-                "connect timed out after {} ms",
-                timeout.as_millis()
-            )),
+    fn over(stream: impl LinkStream + 'static, timeout: Duration) -> Link {
+        Link {
+            stream: Box::new(stream),
+            rbuf: BytesMut::new(),
+            timeout,
         }
     }
 
-    /// [`Link::connect`] to a Redis node, then AUTH when `backend` has a password.
+    /// A plain connection (to a Sentinel).
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Link, String> {
+        Ok(Link::over(tcp(addr, timeout).await?, timeout))
+    }
+
+    /// Connects to a Redis node (over TLS with `backend.tls`), then AUTH when `backend` has a
+    /// password.
     pub async fn open(
         addr: &str,
         timeout: Duration,
         backend: &BackendSettings,
     ) -> Result<Link, String> {
-        let mut link = Link::connect(addr, timeout).await?;
+        let stream = tcp(addr, timeout).await?;
+        let mut link = match (backend.tls, &backend.tls_ca) {
+            (true, Some(ca)) => {
+                let tls = crate::tls::connect(
+                    stream,
+                    addr,
+                    ca,
+                    backend.tls_server_name.as_deref(),
+                    timeout,
+                )
+                .await?;
+                Link::over(tls, timeout)
+            }
+            _ => Link::over(stream, timeout),
+        };
         if let Some(auth) = backend.auth_args() {
             // Redis's error names no secret ("WRONGPASS invalid username-password pair ...").
             ok(link.call(&auth).await?).map_err(|e| format!("AUTH refused: {e}"))?;

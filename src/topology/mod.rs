@@ -374,7 +374,7 @@ fn build_shard(
         locks_frozen_until_ms: AtomicU64::new(
             carried.as_ref().map_or(0, |c| c.locks_frozen_until_ms),
         ),
-        epoch_floor: AtomicU64::new(0),
+        epoch_floor: AtomicU64::new(carried.as_ref().map_or(0, |c| c.epoch_floor)),
         lock_stats,
     });
     let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
@@ -468,6 +468,8 @@ struct Carried {
     locks_frozen_until_ms: u64,
     failovers: u64,
     lock_stats: [u64; 5],
+    /// An epoch a reload asked for that the monitor had not applied yet.
+    epoch_floor: u64,
     /// The nodes' request counters, by address.
     node_stats: std::collections::HashMap<String, Arc<crate::backend::NodeStats>>,
 }
@@ -481,6 +483,7 @@ impl Carried {
             locks_frozen_until_ms: r.locks_frozen_until_ms,
             failovers: 0,
             lock_stats: [0; 5],
+            epoch_floor: 0,
             node_stats: Default::default(),
         })
     }
@@ -494,6 +497,7 @@ impl Carried {
             primary: Some(view.primary.addr.clone()),
             locks_frozen_until_ms: n(&shard.locks_frozen_until_ms),
             failovers: shard.failovers(),
+            epoch_floor: shard.epoch_floor.load(Ordering::Relaxed),
             node_stats: shard
                 .nodes
                 .lock()

@@ -45,13 +45,15 @@ fn same_shard(a: &ShardConfig, b: &ShardConfig) -> bool {
 
 impl Topology {
     /// Builds the topology for `new`, taking over what it can from this one (built from
-    /// `old`). Refuses changes that need a restart. Needs a tokio runtime.
-    /// Nothing fails once shards are built, so a refused reload leaves everything as it was.
+    /// `old`). Refuses changes that need a restart, before anything is built or stopped:
+    /// nothing fails after that, so a refused reload leaves everything as it was. Needs a
+    /// tokio runtime.
     pub fn reload(&self, old: &Config, new: &Config) -> Result<Reloaded, String> {
         for (key, changed) in [
             ("listen", old.listen != new.listen),
             ("workers", old.workers != new.workers),
             ("metrics_listen", old.metrics_listen != new.metrics_listen),
+            ("tls", old.tls != new.tls),
             ("log", old.log != new.log),
             ("replication.state_file", old.state_file != new.state_file),
         ] {
