@@ -261,12 +261,16 @@ impl Server {
             let id = next_id;
             next_id += 1;
             tokio::spawn(async move {
-                // Counted out on drop, so a session that ends any way frees its place.
-                let _slot = (!refused).then(|| ClientSlot(proxy.clone()));
+                // Counted out on drop, so a session that ends any way frees its place (for a
+                // TLS client, when its bridge ends).
+                let slot = (!refused).then(|| ClientSlot(proxy.clone()));
                 let laddr = stream.local_addr().unwrap_or(proxy.listen_addr());
                 match acceptor {
                     None if refused => refuse(stream).await,
-                    None => crate::client::serve(proxy, stream, peer, laddr, id).await,
+                    None => {
+                        let _slot = slot;
+                        crate::client::serve(proxy, stream, peer, laddr, id).await
+                    }
                     Some(acceptor) => {
                         let tls = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
                         let tls = match tls.await {
@@ -283,7 +287,7 @@ impl Server {
                         if refused {
                             return refuse(tls).await;
                         }
-                        match crate::tls::bridge(tls) {
+                        match crate::tls::bridge(tls, slot) {
                             Ok(socket) => {
                                 crate::client::serve(proxy, socket, peer, laddr, id).await
                             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The provider every config uses (ring: no C toolchain beyond a C compiler).
@@ -95,19 +95,47 @@ pub async fn connect(
         .await
         .map_err(|_| format!("TLS handshake timed out after {} ms", timeout.as_millis()))?
         .map_err(|e| format!("TLS handshake: {e}"))?;
-    bridge(tls).map_err(|e| format!("TLS bridge: {e}"))
+    bridge(tls, ()).map_err(|e| format!("TLS bridge: {e}"))
 }
 
-/// Hands `tls` to a bridge task; returns the socket that carries its plaintext.
-pub fn bridge<T>(tls: T) -> std::io::Result<UnixStream>
+/// After the proxy's side of a bridge ends, how long the peer's side may still take (its
+/// close_notify, or bytes it still sends) before the bridge drops the connection.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Hands `tls` to a bridge task; returns the socket that carries its plaintext. `guard` lives
+/// as long as the bridge (a client's place under `max_clients`: the connection, with its
+/// file descriptors, is the bridge, and it may outlive the session by the time it takes to
+/// deliver the last replies).
+pub fn bridge<T>(tls: T, guard: impl Send + 'static) -> std::io::Result<UnixStream>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (ours, theirs) = UnixStream::pair()?;
     tokio::spawn(async move {
-        let (mut tls, mut theirs) = (tls, theirs);
-        // Ends when either side closes or fails; dropping both closes the other.
-        let _ = tokio::io::copy_bidirectional(&mut tls, &mut theirs).await;
+        let _guard = guard;
+        let (mut tls_read, mut tls_write) = tokio::io::split(tls);
+        let (mut pair_read, mut pair_write) = theirs.into_split();
+        // Peer to proxy; at the peer's end of stream the proxy's side sees it too.
+        let inbound = async {
+            let _ = tokio::io::copy(&mut tls_read, &mut pair_write).await;
+            let _ = pair_write.shutdown().await;
+        };
+        // Proxy to peer: everything the proxy wrote, then close_notify.
+        let outbound = async {
+            let _ = tokio::io::copy(&mut pair_read, &mut tls_write).await;
+            let _ = tokio::time::timeout(DRAIN, tls_write.shutdown()).await;
+        };
+        tokio::pin!(inbound, outbound);
+        tokio::select! {
+            // The proxy is done with the connection (its replies are out): the peer gets a
+            // bounded time to finish, not forever.
+            () = &mut outbound => {
+                let _ = tokio::time::timeout(DRAIN, &mut inbound).await;
+            }
+            // The peer is done sending: the proxy answers what it was sent and closes (the
+            // session ends on its own), so this side runs to its end.
+            () = &mut inbound => outbound.await,
+        }
     });
     Ok(ours)
 }

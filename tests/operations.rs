@@ -330,6 +330,7 @@ fn reload_under_load_adds_a_shard_without_an_error_or_a_dropped_client() {
         .unwrap();
     let n = moved(report);
     assert!((25_000..42_000).contains(&n), "{report}");
+    eprintln!("{report}\nredis-benchmark during the reload:\n{stdout}");
 }
 
 #[test]

@@ -122,6 +122,15 @@ fn clients_speak_tls_on_the_tls_listener() {
         redis_cli_tls(&pki.ca, tls_port, &["PING"]),
         (true, "PONG".to_string())
     );
+    // Every TLS client's place under max_clients is given back once it is gone (the place
+    // is held by its TLS bridge, which ends with the connection).
+    let mut plain = common::Raw::connect(proxy.port());
+    common::wait_for("TLS clients counted out", Duration::from_secs(5), || {
+        let info = String::from_utf8(plain.call(&[b"INFO", b"clients"])).unwrap();
+        (common::info_field(&info, "connected_clients").as_deref() == Some("1"))
+            .then_some(())
+            .ok_or(info)
+    });
 }
 
 /// A redis-server that listens on a TLS port only.

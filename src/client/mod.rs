@@ -184,6 +184,8 @@ pub async fn serve(
     id: u64,
 ) {
     let registration = Registry::register(&proxy.clients, id, peer, laddr);
+    // Subscribed before the configuration is read, so a reload in between is not missed.
+    let mut reloaded = proxy.reload_notice();
     let config = proxy.config();
     let mut limits = config.client;
     let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
@@ -191,8 +193,9 @@ pub async fn serve(
     let mut parser = RequestParser::new(config.protocol);
     drop(config);
     let mut shutdown = proxy.shutdown_notice();
-    // Limits and per-shard state are looked at again after a reload.
-    let mut reloaded = proxy.reload_notice();
+    // Limits and per-shard state are looked at again after a reload: `changed()` below marks
+    // the reload seen as it wakes the loop, so it leaves a note for the top of the loop.
+    let mut reload_due = false;
     // Set after QUIT, a protocol error, EOF or shutdown: no more reading; flush what is owed,
     // then close. A session that starts after shutdown began takes no command.
     let mut closing = *shutdown.borrow_and_update();
@@ -218,7 +221,8 @@ pub async fn serve(
     tokio::pin!(idle_timer);
 
     loop {
-        if reloaded.has_changed().unwrap_or(false) {
+        if reload_due || reloaded.has_changed().unwrap_or(false) {
+            reload_due = false;
             reloaded.borrow_and_update();
             let generation = proxy.topology().generation;
             if generation != session.generation {
@@ -421,8 +425,7 @@ pub async fn serve(
             }
             // Shutting down: read nothing more, answer what was read, then close.
             _ = shutdown.changed(), if !closing => closing = true,
-            // Only wakes the loop: the check at its top does the work (and marks it seen).
-            _ = reloaded.changed() => {}
+            _ = reloaded.changed() => reload_due = true,
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = &mut idle_timer, if !idle.is_zero() && !closing => {
                 let now = tokio::time::Instant::now();

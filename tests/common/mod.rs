@@ -397,9 +397,18 @@ impl Raw {
     }
 
     /// Whether the peer closed the connection (reads EOF within the timeout).
+    /// Whether the proxy closed the connection (end of stream or a reset), waiting up to the
+    /// read timeout. A timeout is not a close, and neither is data.
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 64];
-        matches!(self.stream.read(&mut buf), Ok(0) | Err(_))
+        match self.stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 }
 
