@@ -3,7 +3,7 @@
 //! A user has a password, a role and, optionally, key prefixes. The roles are coarse, as
 //! predixy's are: `read-only` runs commands Redis declares read-only; `read-write` runs any
 //! data command; `admin` also runs the proxy's and the fleet's administration (SHARDIS RELOAD,
-//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL, CONFIG GET ...). With key prefixes,
+//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL and LIST). With key prefixes,
 //! every key a command names must start with one of them, and commands that walk the whole
 //! keyspace (SCAN, KEYS, RANDOMKEY) are refused. The checks run when a command is read, before
 //! it is queued in a transaction or sent anywhere.
@@ -36,14 +36,7 @@ pub struct User {
 }
 
 /// Commands that act on the whole fleet or on other clients: `admin` only.
-const ADMIN_ONLY: &[&str] = &[
-    "flushall",
-    "flushdb",
-    "keys",
-    "client|kill",
-    "client|list",
-    "config|get",
-];
+const ADMIN_ONLY: &[&str] = &["flushall", "flushdb", "keys", "client|kill", "client|list"];
 
 /// Commands that walk every key: refused to a user limited to key prefixes.
 const WHOLE_KEYSPACE: &[&str] = &["scan", "keys", "randomkey"];
