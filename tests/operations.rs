@@ -495,18 +495,7 @@ fn backend_credentials_are_sent_and_never_shown() {
     ));
     let _log = proxy.log_on_panic();
     let mut c = proxy.conn();
-    for i in 0..50 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
-    let got: Vec<i64> = redis::cmd("MGET")
-        .arg((0..50).map(|i| format!("k{i}")).collect::<Vec<_>>())
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(got, (0..50).collect::<Vec<i64>>());
+    common::set_and_read_back(&mut c, 50);
     // The health checks authenticate too: both nodes are seen up.
     common::wait_for("nodes up", Duration::from_secs(10), || {
         let info: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();

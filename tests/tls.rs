@@ -172,35 +172,14 @@ fn shardis_reaches_nodes_over_tls() {
     let dir = tempfile::TempDir::new().unwrap();
     let pki = make_pki(dir.path());
     let nodes: Vec<common::Proc> = (0..2).map(|_| tls_redis(&pki, dir.path())).collect();
-    let shards: String = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            format!(
-                "[[shards]]\nname = \"{}\"\nprimary = \"127.0.0.1:{}\"\n",
-                (b'a' + i as u8) as char,
-                n.port
-            )
-        })
-        .collect();
+    let shards = common::shards_at(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
     let proxy = Shardis::start_with(&format!(
         "[backend]\ntls = true\ntls_ca = \"{}\"\n{shards}",
         pki.ca.display()
     ));
     let _log = proxy.log_on_panic();
     let mut c = proxy.conn();
-    for i in 0..50 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
-    let got: Vec<i64> = redis::cmd("MGET")
-        .arg((0..50).map(|i| format!("k{i}")).collect::<Vec<_>>())
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(got, (0..50).collect::<Vec<i64>>());
+    common::set_and_read_back(&mut c, 50);
     // Both nodes hold keys (read over TLS by redis-cli), and the health checks (over TLS too)
     // see them up.
     for n in &nodes {

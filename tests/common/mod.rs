@@ -295,17 +295,37 @@ impl Drop for LogOnPanic {
 
 /// `[[shards]]` entries named a, b, c ... for `nodes`.
 pub fn shards_toml(nodes: &[&Redis]) -> String {
-    nodes
-        .iter()
+    shards_at(nodes.iter().map(|n| n.addr()))
+}
+
+/// `[[shards]]` entries named a, b, c ... with these primaries (`host:port`).
+pub fn shards_at(primaries: impl IntoIterator<Item = String>) -> String {
+    primaries
+        .into_iter()
         .enumerate()
-        .map(|(i, n)| {
+        .map(|(i, addr)| {
             format!(
-                "[[shards]]\nname = \"{}\"\nprimary = \"{}\"\n",
-                (b'a' + i as u8) as char,
-                n.addr()
+                "[[shards]]\nname = \"{}\"\nprimary = \"{addr}\"\n",
+                (b'a' + i as u8) as char
             )
         })
         .collect()
+}
+
+/// SETs `k0` .. `k{n-1}` to their numbers through `c`, and reads them back with one MGET.
+pub fn set_and_read_back(c: &mut redis::Connection, n: i64) {
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(c)
+            .unwrap();
+    }
+    let got: Vec<i64> = redis::cmd("MGET")
+        .arg((0..n).map(|i| format!("k{i}")).collect::<Vec<_>>())
+        .query(c)
+        .unwrap();
+    assert_eq!(got, (0..n).collect::<Vec<i64>>());
 }
 
 /// Three Redis nodes and shardis in front of them.
