@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     info_field, keys_on, router, shard_info, shard_toml, try_connect, try_info, wait_for,
-    LogOnPanic, Raw, Redis, Sentinel, ShardInfo, Shardis,
+    wait_ready, LogOnPanic, Raw, Redis, Sentinel, ShardInfo, Shardis,
 };
 use redis::Commands;
 use shardis::routing::Router;
@@ -107,28 +107,6 @@ fn failed_over(port: u16, name: &str, before: &ShardInfo, replicas: &[&Redis]) -
 }
 
 // ---- waiting for a state ----
-
-/// Waits until shardis shows shard `name` up with `primary`, `replicas` replicas, every node
-/// healthy and every replica readable (following the primary, caught up).
-fn wait_ready(proxy: &Shardis, name: &str, primary: &str, replicas: usize) -> ShardInfo {
-    wait_for(
-        &format!("shard {name} ready with primary {primary} and {replicas} replicas"),
-        Duration::from_secs(15),
-        || {
-            let s = shard_info(proxy.port(), name);
-            let ready = s.primary == primary
-                && s.state == "up"
-                && s.nodes.len() == replicas + 1
-                && s.nodes.iter().all(|n| n.health == "up")
-                && s.replicas().iter().all(|n| n.readable);
-            if ready {
-                Ok(s)
-            } else {
-                Err(format!("{s:?}"))
-            }
-        },
-    )
-}
 
 /// Waits until writes to each shard are acknowledged (with the replicas `write_ack` asks for).
 fn wait_writable(proxy: &Shardis, router: &Router, shards: usize) {

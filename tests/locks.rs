@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    info_field, keys_on, router, shard_info, shard_toml, try_info, wait_for, Redis, ShardInfo,
+    info_field, keys_on, router, shard_info, shard_toml, try_info, wait_for, wait_ready, Redis,
     Shardis,
 };
 use redis::{RedisResult, Value};
@@ -63,28 +63,6 @@ const RELEASE_SCRIPT: &str = "if redis.call(\"get\",KEYS[1]) == ARGV[1] then ret
 const EPOCH_SHIFT: u32 = 40;
 
 // ---- configuration ----
-
-/// Waits until shardis shows shard `name` up with `primary`, `replicas` replicas, every node
-/// healthy and every replica readable (following the primary, caught up).
-fn wait_ready(proxy: &Shardis, name: &str, primary: &str, replicas: usize) -> ShardInfo {
-    wait_for(
-        &format!("shard {name} ready with primary {primary} and {replicas} replicas"),
-        Duration::from_secs(15),
-        || {
-            let s = shard_info(proxy.port(), name);
-            let ready = s.primary == primary
-                && s.state == "up"
-                && s.nodes.len() == replicas + 1
-                && s.nodes.iter().all(|n| n.health == "up")
-                && s.replicas().iter().all(|n| n.readable);
-            if ready {
-                Ok(s)
-            } else {
-                Err(format!("{s:?}"))
-            }
-        },
-    )
-}
 
 // ---- talking to shardis ----
 

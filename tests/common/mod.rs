@@ -625,6 +625,28 @@ pub fn shard_info(proxy_port: u16, name: &str) -> ShardInfo {
         .unwrap_or_else(|| panic!("no shard {name:?} in INFO shards: {shards:?}"))
 }
 
+/// Waits until shardis shows shard `name` up with `primary`, `replicas` replicas, every node
+/// healthy and every replica readable (following the primary, caught up).
+pub fn wait_ready(proxy: &Shardis, name: &str, primary: &str, replicas: usize) -> ShardInfo {
+    wait_for(
+        &format!("shard {name} ready with primary {primary} and {replicas} replicas"),
+        Duration::from_secs(15),
+        || {
+            let s = shard_info(proxy.port(), name);
+            let ready = s.primary == primary
+                && s.state == "up"
+                && s.nodes.len() == replicas + 1
+                && s.nodes.iter().all(|n| n.health == "up")
+                && s.replicas().iter().all(|n| n.readable);
+            if ready {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+}
+
 /// A Redis Sentinel (`redis-server <conf> --sentinel`) on a free port, killed on drop. Its
 /// configuration file lives in its own directory: Sentinel rewrites it.
 pub struct Sentinel {
