@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::command::spec::flags::{ADMIN, READONLY, WRITE};
-use crate::command::{key_positions, lookup, lookup_sub, CommandId, CommandSpec};
+use crate::command::{identify, key_positions, CommandId};
 use crate::config::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -69,7 +69,7 @@ impl User {
                 self.name
             ));
         }
-        let outside = keys_named(args).iter().any(|k| {
+        let outside = keys_named(args, cmd).iter().any(|k| {
             !self
                 .key_prefixes
                 .iter()
@@ -122,21 +122,22 @@ fn keyless_harmless(name: &str) -> bool {
     )
 }
 
-/// Every key `args` names, as the command table locates them; the lock commands name their
-/// lock key, and FENCED also the keys of the command it wraps.
-pub fn keys_named(args: &[Bytes]) -> Vec<Bytes> {
-    if let Some(&(name, _, _)) = crate::lock::COMMANDS
-        .iter()
-        .find(|(n, _, _)| args[0].eq_ignore_ascii_case(n.as_bytes()))
-    {
+/// Every key `args` (the command `cmd`) names, as the command table locates them; the lock
+/// commands name their lock key, and FENCED also the keys of the command it wraps.
+pub fn keys_named(args: &[Bytes], cmd: CommandId) -> Vec<Bytes> {
+    let Some(spec) = cmd.spec() else {
+        // Not in the table: a lock command, or SHARDIS (keyless).
+        if !crate::lock::COMMANDS
+            .iter()
+            .any(|(name, ..)| *name == cmd.name())
+        {
+            return Vec::new();
+        }
         let mut keys: Vec<Bytes> = args.get(1).cloned().into_iter().collect();
-        if name == "fenced" && args.len() > 3 {
-            keys.extend(keys_named(&args[3..]));
+        if cmd.name() == "fenced" && args.len() > 3 {
+            keys.extend(keys_named(&args[3..], identify(&args[3..])));
         }
         return keys;
-    }
-    let Some(spec) = resolve(args) else {
-        return Vec::new();
     };
     match key_positions(spec, args) {
         Ok(positions) => positions.into_iter().map(|i| args[i].clone()).collect(),
@@ -144,10 +145,37 @@ pub fn keys_named(args: &[Bytes]) -> Vec<Bytes> {
     }
 }
 
-fn resolve(args: &[Bytes]) -> Option<&'static CommandSpec> {
-    let spec = lookup(&args[0])?;
-    match args.get(1) {
-        Some(sub) if spec.has(crate::command::spec::flags::CONTAINER) => lookup_sub(spec, sub),
-        _ => Some(spec),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(line: &str) -> Vec<String> {
+        let args: Vec<Bytes> = line
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        // The id the session has: from planning, which knows the proxy's own commands.
+        let router = crate::config::Config::from_toml("[[shards]]\nprimary = \"127.0.0.1:1\"")
+            .unwrap()
+            .router();
+        let (_, _, cmd) = crate::command::plan_args(&args, &router, &Default::default());
+        keys_named(&args, cmd)
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn keys_named_follows_the_table_the_lock_commands_and_fenced() {
+        assert_eq!(keys("SET a 1"), ["a"]);
+        assert_eq!(keys("MSET a 1 b 2"), ["a", "b"]);
+        assert_eq!(keys("OBJECT ENCODING k"), ["k"]);
+        assert_eq!(keys("LOCK.ACQUIRE lock:x me 100"), ["lock:x"]);
+        assert_eq!(
+            keys("FENCED lock:{x} 7 MSET d:{x} 1 e:{x} 2"),
+            ["lock:{x}", "d:{x}", "e:{x}"]
+        );
+        assert!(keys("SHARDIS RELOAD").is_empty());
+        assert!(keys("PING").is_empty());
     }
 }

@@ -5,8 +5,8 @@ pub mod spec;
 mod table;
 
 pub use plan::{
-    plan, plan_and_flags, plan_args, printable, wrong_arity, Local, Merge, Part, Plan, Policy,
-    PubSubCommand, TxCommand, CROSSSLOT,
+    identify, plan, plan_and_flags, plan_args, printable, wrong_arity, Local, Merge, Part, Plan,
+    Policy, PubSubCommand, TxCommand, CROSSSLOT,
 };
 pub use spec::CommandSpec;
 
@@ -75,6 +75,11 @@ impl CommandId {
     /// How many ids there are.
     pub fn count() -> usize {
         Self::unknown().index() + 1
+    }
+
+    /// The table entry, for a command of the table.
+    pub fn spec(self) -> Option<&'static CommandSpec> {
+        table::COMMANDS.get(self.index())
     }
 
     pub fn index(self) -> usize {

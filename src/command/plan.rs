@@ -195,6 +195,14 @@ fn admin(args: &[Bytes]) -> Plan {
     }
 }
 
+/// Which command of the table (or subcommand) `args` names, as [`plan_args`] would count it.
+pub fn identify(args: &[Bytes]) -> CommandId {
+    match resolve(args) {
+        Ok(spec) => CommandId::of(spec),
+        Err((_, id)) => id,
+    }
+}
+
 /// The command (or subcommand) `args` names, with its arity checked; else the plan that
 /// answers without one.
 fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, (Plan, CommandId)> {
