@@ -304,8 +304,6 @@ pub async fn serve(
                         let planned = Planned {
                             plan,
                             flags,
-                            writes: flags & WRITE != 0,
-                            readonly: flags & READONLY != 0 && flags & WRITE == 0,
                             cmd,
                             since,
                         };
@@ -441,15 +439,12 @@ pub async fn serve(
     }
 }
 
-/// A planned request, and whether the command writes (WAIT asks the shards written to).
+/// A planned request, with the flags that say whether it writes (WAIT asks the shards written
+/// to) or only reads.
 struct Planned {
     plan: Plan,
     /// Redis's flags for the command (`spec::flags`).
     flags: u32,
-    writes: bool,
-    /// Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
-    /// acknowledgement (`write_ack`); every other command is treated as a write for both.
-    readonly: bool,
     /// What the command is counted as, and when it was read.
     cmd: CommandId,
     since: std::time::Instant,
@@ -575,13 +570,12 @@ async fn dispatch(
     closing: &mut bool,
 ) -> Slot {
     let Planned {
-        plan,
-        flags,
-        writes,
-        readonly,
-        cmd,
-        ..
+        plan, flags, cmd, ..
     } = planned;
+    let writes = flags & WRITE != 0;
+    // Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
+    // acknowledgement (`write_ack`); every other command is treated as a write for both.
+    let readonly = flags & READONLY != 0 && !writes;
     proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
     if !session.authenticated {
         let allowed = matches!(
