@@ -3,10 +3,12 @@
 # machine, and only what is missing:
 #
 #   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker, tmux,
-#   python3 with venv
+#   iptables, python3 with venv
 #   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker, tmux,
-#   python3-venv; tmux drives an interactive redis-cli in the tests, and the
-#   client-library test installs redis-py from PyPI into a virtualenv)
+#   iptables, python3-venv; tmux drives an interactive redis-cli in the tests,
+#   the partition test drops one proxy's packets to one node with an iptables
+#   rule it removes again, and the client-library test installs redis-py from
+#   PyPI into a virtualenv)
 #
 # and check that a Rust toolchain (cargo) is available. Safe to run again:
 # when every command is already present it does not touch apt at all.
@@ -28,11 +30,12 @@ declare -A package_of=(
     [redis-sentinel]=redis-sentinel
     [nutcracker]=nutcracker
     [tmux]=tmux
+    [iptables]=iptables
 )
 
 # Collect the packages behind the missing commands, each once.
 missing=()
-for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux; do
+for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux iptables; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         pkg=${package_of[$cmd]}
         if [[ " ${missing[*]-} " != *" $pkg "* ]]; then
@@ -83,7 +86,7 @@ if ((${#missing[@]} > 0)); then
 
     # Verify: a package that installed but did not provide the command
     # (e.g. a renamed package) should fail here, not deep inside a test.
-    for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux; do
+    for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux iptables; do
         if ! command -v "$cmd" >/dev/null 2>&1; then
             echo "install-deps: '$cmd' is still missing after install" >&2
             exit 1

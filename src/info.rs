@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::backend::NodeState;
 use crate::local::REDIS_COMPAT_VERSION;
 use crate::resp::{Request as ClientRequest, Value};
 use crate::server::Proxy;
@@ -156,18 +155,14 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
             kv("shards", &topology.shards.len());
             for (i, shard) in topology.shards.iter().enumerate() {
                 let view = shard.view();
-                let state = match (view.primary.health.is_up(), view.primary.pool.state()) {
-                    (false, _) => "down",
-                    (true, NodeState::Up) => "up",
-                    (true, NodeState::Down) => "down",
-                    (true, NodeState::Connecting) => "connecting",
-                };
+                let state = shard.state();
                 let weight = config.shards.get(i).map_or(1, |s| s.weight);
                 let value = format!(
-                    "name={},epoch={},primary={},state={state},weight={weight},replicas={},failovers={}",
+                    "name={},epoch={},primary={},state={state},problem={},weight={weight},replicas={},failovers={}",
                     shard.name,
                     view.epoch,
                     view.primary.addr,
+                    shard.problem().code(),
                     view.replicas.len(),
                     shard.failovers(),
                 );
@@ -180,7 +175,7 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                         "addr={},role={},health={},offset={},lag_ms={},readable={},requests={},errors={},connections={}",
                         node.addr,
                         if j == 0 { "primary" } else { "replica" },
-                        if h.is_up() { "up" } else { "down" },
+                        h.describe(),
                         h.offset(),
                         h.lag_ms(),
                         if (j == 0 && h.is_up()) || h.is_readable() {

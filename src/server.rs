@@ -168,6 +168,17 @@ impl Server {
             None => None,
         };
         let topology = Topology::start(&config).map_err(std::io::Error::other)?;
+        // Clients wait (their connections queue in the listener's backlog) until every shard's
+        // first round of checks has said which node is primary and which replicas are
+        // readable: serving from the config file's guess could write to a node that is now a
+        // replica, or find no readable replica yet.
+        let bound = config.backend.connect_timeout + config.backend.timeout;
+        if !topology.discovered(bound).await {
+            tracing::warn!(
+                "not every shard has finished its first checks after {} ms; serving anyway",
+                bound.as_millis()
+            );
+        }
         let proxy = Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
             topology: ArcSwap::from_pointee(topology),

@@ -42,6 +42,10 @@ pub mod names {
     pub const FAILOVERS: &str = "shardis_failovers_total";
     /// The shard's epoch (grows with every failover), by `shard`.
     pub const EPOCH: &str = "shardis_shard_epoch";
+    /// 1 while something keeps the shard from serving as it should, by `shard` and `problem`
+    /// (`two_primaries`, `no_primary`, `no_replica_in_sync`, `primary_unreachable`,
+    /// `primary_down`); absent while there is nothing.
+    pub const SHARD_PROBLEM: &str = "shardis_shard_problem";
     /// Clients connected now.
     pub const CLIENTS: &str = "shardis_connected_clients";
     /// Client connections accepted since start (refused ones included).
@@ -176,6 +180,11 @@ fn publish(t: &Telemetry, proxy: &Proxy) {
         let by_shard = [Label::new("shard", name.clone())];
         counter!(names::FAILOVERS, by_shard.iter()).absolute(shard.failovers());
         gauge!(names::EPOCH, by_shard.iter()).set(view.epoch as f64);
+        let problem = shard.problem();
+        if problem != crate::topology::Problem::None {
+            gauge!(names::SHARD_PROBLEM, "shard" => name.clone(), "problem" => problem.code())
+                .set(1.0);
+        }
         let l = &shard.lock_stats;
         counter!(names::LOCK_GRANTS, by_shard.iter()).absolute(n(&l.grants));
         for (reason, c) in [

@@ -53,7 +53,14 @@ pub struct NodeSettings {
     pub mirror: Option<Arc<Mirror>>,
     /// Shared by every connection to the node.
     pub stats: Arc<super::NodeStats>,
+    /// Closed while the node, replaced as primary, must take no more writes.
+    pub gate: Arc<super::Gate>,
+    /// Notified when the node answers again after being down: ends the reconnect backoff.
+    pub wake: Arc<tokio::sync::Notify>,
 }
+
+/// Why a connection to a replaced primary failed what it had in flight.
+const DEPOSED: &str = "it was replaced as the shard's primary while the request was in flight; it may or may not have run there, and the node is made a replica";
 
 /// A connection that lived this long was working; losing it resets the backoff.
 const STABLE: Duration = Duration::from_secs(1);
@@ -148,6 +155,8 @@ struct Held {
     reply: oneshot::Sender<Reply>,
     frame: bytes::Bytes,
     ack: u8,
+    /// The node's gate closes when its request was written.
+    gate: u64,
 }
 
 /// Why a connection stopped being usable.
@@ -169,6 +178,9 @@ enum Waiter {
         /// Replicas that must acknowledge it before the reply is delivered.
         ack: u8,
         tap: Tap,
+        /// The node's gate closes when it was written: if the gate has closed since (the node
+        /// was replaced as primary), its reply is not delivered as a success.
+        gate: u64,
     },
     /// The WAIT closing a batch of writes that need replica acknowledgements.
     Ack {
@@ -239,9 +251,16 @@ impl ConnTask {
             let retry = tokio::time::sleep(backoff);
             tokio::pin!(retry);
             backoff = (backoff * 2).min(self.settings.backend.reconnect_backoff_max);
-            // Fail fast until it is time to retry.
+            // Fail fast until it is time to retry, or until the monitor hears the node again.
+            let wake = self.settings.wake.clone();
+            let woken = wake.notified();
+            tokio::pin!(woken);
             loop {
                 tokio::select! {
+                    _ = &mut woken => {
+                        backoff = self.settings.backend.reconnect_backoff;
+                        break;
+                    }
                     req = self.rx.recv() => match req {
                         Some(req) => {
                             let req = match &self.settings.parking {
@@ -451,6 +470,14 @@ impl ConnTask {
         })
     }
 
+    /// The error for a request whose node was replaced as primary while it was in flight.
+    fn deposed(&self) -> BackendError {
+        BackendError::Lost {
+            node: self.settings.label.clone(),
+            reason: DEPOSED.into(),
+        }
+    }
+
     /// Ends a batch that has writes needing `ack` replica acknowledgements with one WAIT: it
     /// covers every write of the batch (and before), as Redis counts acknowledgements up to
     /// this connection's last write.
@@ -496,6 +523,14 @@ impl ConnTask {
         if reply.is_closed() {
             return 0;
         }
+        if self.settings.gate.is_closed() {
+            self.settings.stats.count(true);
+            let _ = reply.send(Err(BackendError::Unavailable {
+                node: self.settings.label.clone(),
+                reason: "it is no longer the shard's primary".into(),
+            }));
+            return 0;
+        }
         wbuf.extend_from_slice(&req.bytes);
         let deadline = match req.wait {
             Wait::Default => Some(now + self.settings.backend.timeout),
@@ -513,6 +548,7 @@ impl ConnTask {
             skip: req.skip,
             ack: req.ack,
             tap,
+            gate: self.settings.gate.closes(),
         });
         // A mirror shard's replicas acknowledge copies themselves; no WAIT.
         if self.settings.mirror.is_some() {
@@ -591,14 +627,27 @@ impl ConnTask {
                 Some(Waiter::Client { skip, .. }) if *skip > 0 => *skip -= 1,
                 Some(Waiter::Client { .. }) => {
                     if let Some(Waiter::Client {
-                        reply, ack, tap, ..
+                        reply,
+                        ack,
+                        tap,
+                        gate,
+                        ..
                     }) = pending.pop_front()
                     {
                         self.settings.stats.count(reply::is_error(&frame));
+                        if gate != self.settings.gate.closes() {
+                            let _ = reply.send(Err(self.deposed()));
+                            continue;
+                        }
                         match (&self.settings.mirror, tap) {
                             (Some(m), tap) => self.copy(m, tap, reply, ack, frame),
                             (None, _) if ack > 0 && !reply::is_error(&frame) => {
-                                held.push_back(Held { reply, frame, ack });
+                                held.push_back(Held {
+                                    reply,
+                                    frame,
+                                    ack,
+                                    gate,
+                                });
                             }
                             (None, _) => {
                                 let _ = reply.send(Ok(frame));
@@ -610,8 +659,10 @@ impl ConnTask {
                     let want = *want;
                     pending.pop_front();
                     let got = reply::integer(&frame);
+                    let closes = self.settings.gate.closes();
                     for h in held.drain(..) {
                         let result = match got {
+                            _ if h.gate != closes => Err(self.deposed()),
                             Some(n) if n >= i64::from(h.ack) => Ok(h.frame),
                             _ => Err(BackendError::NotAcknowledged {
                                 node: self.settings.label.clone(),

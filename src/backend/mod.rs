@@ -7,7 +7,7 @@
 
 mod conn;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -82,6 +82,39 @@ impl BackendRequest {
         if let Some(reply) = self.reply {
             let _ = reply.send(Err(error));
         }
+    }
+}
+
+/// Whether a node may still be written to as its shard's primary.
+///
+/// When a failover (or the fleet) replaces a primary, its gate closes: requests sent to it
+/// from then on fail without being written, and a connection that reads a reply after the
+/// close fails everything it had in flight, since the node is about to become a replica and
+/// lose what it wrote meanwhile: such a write gets an error, never an acknowledgement. The gate
+/// opens again once the node is seen replicating from the new primary.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: AtomicBool,
+    /// Grows at every close; a connection compares it with the value it started with.
+    closes: AtomicU64,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        self.closes.fetch_add(1, Ordering::AcqRel);
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn closes(&self) -> u64 {
+        self.closes.load(Ordering::Acquire)
     }
 }
 
@@ -286,6 +319,17 @@ impl NodePool {
     /// subscriber). It is never reopened: when it breaks, everything sent on it fails.
     pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> NodeConn {
         conn::spawn(&self.settings, proto, Some(dedicated))
+    }
+
+    /// The node's gate (see [`Gate`]).
+    pub fn gate(&self) -> &Gate {
+        &self.settings.gate
+    }
+
+    /// Ends the reconnect backoff of every connection waiting in it: the node answers again,
+    /// so requests go to it at once instead of failing until the backoff has passed.
+    pub fn wake(&self) {
+        self.settings.wake.notify_waiters();
     }
 
     /// Requests and errors counted on this node's connections.

@@ -41,6 +41,9 @@ pub fn is_reserved(key: &[u8]) -> bool {
 /// Low bits of a token: the per-lock counter.
 const COUNTER_BITS: u32 = 40;
 
+/// The highest epoch a token can carry.
+pub const MAX_EPOCH: u64 = (1 << (63 - COUNTER_BITS)) - 1;
+
 /// A fencing token: the shard's epoch in the high bits, a per-lock counter in the low ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FenceToken(u64);
@@ -51,6 +54,13 @@ impl FenceToken {
     pub fn new(epoch: u64, counter: u64) -> Option<FenceToken> {
         let ok = epoch < 1 << (63 - COUNTER_BITS) && (1..1 << COUNTER_BITS).contains(&counter);
         ok.then_some(FenceToken(epoch << COUNTER_BITS | counter))
+    }
+
+    /// Whether the proxy may take `epoch` from a node's record: a token can carry it and the
+    /// epoch after it, so the shard can still fail over. A larger record was not written by
+    /// shardis and is never adopted.
+    pub fn holds_epoch(epoch: u64) -> bool {
+        epoch < MAX_EPOCH
     }
 
     /// A token as a client sends it: a positive decimal integer.
@@ -137,5 +147,8 @@ mod tests {
         for bad in [&b"0"[..], b"-5", b"x", b"", b"1099511627776"] {
             assert_eq!(FenceToken::parse(bad), None, "{bad:?}");
         }
+        assert!(FenceToken::holds_epoch(MAX_EPOCH - 1));
+        assert!(FenceToken::new(MAX_EPOCH, 1).is_some());
+        assert!(!FenceToken::holds_epoch(MAX_EPOCH));
     }
 }

@@ -3,6 +3,10 @@
 //! The data path never uses it. Replies are parsed into whole frames (redis-protocol), which is
 //! fine here: the peers are the operator's own Redis nodes and sentinels, the replies are small
 //! and the buffer is capped.
+//!
+//! Its errors say what a failure is evidence of ([`LinkError`]): a refused or reset connection
+//! says the node is down; a connection or reply that did not come in time says nothing either
+//! way (a node busy in a long script keeps its socket and answers late).
 
 use std::time::Duration;
 
@@ -21,6 +25,34 @@ const MAX_REPLY: usize = 4 * 1024 * 1024;
 /// Deepest reply accepted on a control connection.
 const MAX_DEPTH: usize = 16;
 
+/// Why a control connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// Refused, reset or closed by the peer, or a broken reply: evidence that the node is down
+    /// or unusable.
+    #[error("{0}")]
+    Refused(String),
+    /// No connection, or no reply, within the time allowed: silence, which a slow node and a
+    /// cut-off one share.
+    #[error("{0}")]
+    Silent(String),
+}
+
+impl From<LinkError> for String {
+    fn from(e: LinkError) -> String {
+        e.to_string()
+    }
+}
+
+impl LinkError {
+    fn io(e: std::io::Error) -> LinkError {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => LinkError::Silent(e.to_string()),
+            _ => LinkError::Refused(e.to_string()),
+        }
+    }
+}
+
 pub struct Link {
     /// TCP, or the socket of a TLS bridge.
     stream: Box<dyn LinkStream>,
@@ -32,17 +64,20 @@ trait LinkStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> LinkStream for T {}
 
-async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, LinkError> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(stream)
         }
-        Ok(Err(e)) => Err(format!("connect: {e}")),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(match LinkError::io(e) {
+            LinkError::Refused(e) => LinkError::Refused(format!("connect: {e}")),
+            LinkError::Silent(e) => LinkError::Silent(format!("connect: {e}")),
+        }),
+        Err(_) => Err(LinkError::Silent(format!(
             "connect timed out after {} ms",
             timeout.as_millis()
-        )),
+        ))),
     }
 }
 
@@ -56,17 +91,18 @@ impl Link {
     }
 
     /// A plain connection (to a Sentinel).
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Link, String> {
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Link, LinkError> {
         Ok(Link::over(tcp(addr, timeout).await?, timeout))
     }
 
     /// Connects to a Redis node (over TLS with `backend.tls`), then AUTH when `backend` has a
-    /// password.
+    /// password. `timeout` bounds the connection and every reply, until
+    /// [`set_timeout`](Self::set_timeout) changes the latter.
     pub async fn open(
         addr: &str,
         timeout: Duration,
         backend: &BackendSettings,
-    ) -> Result<Link, String> {
+    ) -> Result<Link, LinkError> {
         let stream = tcp(addr, timeout).await?;
         let mut link = match (backend.tls, &backend.tls_ca) {
             (true, Some(ca)) => {
@@ -77,69 +113,89 @@ impl Link {
                     backend.tls_server_name.as_deref(),
                     timeout,
                 )
-                .await?;
+                .await
+                .map_err(LinkError::Refused)?;
                 Link::over(tls, timeout)
             }
             _ => Link::over(stream, timeout),
         };
         if let Some(auth) = backend.auth_args() {
             // Redis's error names no secret ("WRONGPASS invalid username-password pair ...").
-            ok(link.call(&auth).await?).map_err(|e| format!("AUTH refused: {e}"))?;
+            ok(link.call(&auth).await?)
+                .map_err(|e| LinkError::Refused(format!("AUTH refused: {e}")))?;
         }
         Ok(link)
     }
 
+    /// How long a reply may take from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Sends one command and reads its reply. An error reply is `Ok(OwnedFrame::Error)`.
-    pub async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, String> {
+    pub async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, LinkError> {
+        let mut replies = self.call_many(&[args]).await?;
+        Ok(replies.remove(0))
+    }
+
+    /// Sends several commands in one write and reads their replies, in order, all within the
+    /// reply timeout.
+    pub async fn call_many(&mut self, commands: &[&[&[u8]]]) -> Result<Vec<OwnedFrame>, LinkError> {
         let mut out = BytesMut::new();
-        encode::command(&mut out, args.iter().copied());
+        for args in commands {
+            encode::command(&mut out, args.iter().copied());
+        }
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, async {
-            self.stream
-                .write_all(&out)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.read().await
-        })
-        .await
-        {
+        let exchange = async {
+            self.stream.write_all(&out).await.map_err(LinkError::io)?;
+            let mut replies = Vec::with_capacity(commands.len());
+            for _ in commands {
+                replies.push(self.read().await?);
+            }
+            Ok(replies)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no reply within {} ms", timeout.as_millis())),
+            Err(_) => Err(LinkError::Silent(format!(
+                "no reply within {} ms",
+                timeout.as_millis()
+            ))),
         }
     }
 
     /// Sends a command whose replies come as a stream of frames (SUBSCRIBE).
-    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), String> {
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), LinkError> {
         let mut out = BytesMut::new();
         encode::command(&mut out, args.iter().copied());
-        self.stream.write_all(&out).await.map_err(|e| e.to_string())
+        self.stream.write_all(&out).await.map_err(LinkError::io)
     }
 
     /// The next frame, however long it takes.
-    pub async fn read(&mut self) -> Result<OwnedFrame, String> {
+    pub async fn read(&mut self) -> Result<OwnedFrame, LinkError> {
         loop {
             // Framed first, depth-limited: redis-protocol's decoder recurses once per nesting
             // level, so a node (or anything listening on its port) answering a reply nested a
             // million deep would overflow the stack. What a health check reads nests a level or
             // two.
+            let broken = |e: String| LinkError::Refused(e);
             let framed = ReplyFramer::new(MAX_DEPTH)
                 .frame_len(&self.rbuf)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| broken(e.to_string()))?;
             if let Some(len) = framed {
-                let frame = match decode(&self.rbuf[..len]).map_err(|e| e.to_string())? {
+                let frame = match decode(&self.rbuf[..len]).map_err(|e| broken(e.to_string()))? {
                     Some((frame, _)) => frame,
-                    None => return Err("the framer and the decoder disagree".into()),
+                    None => return Err(broken("the framer and the decoder disagree".into())),
                 };
                 let _ = self.rbuf.split_to(len);
                 return Ok(frame);
             }
             if self.rbuf.len() > MAX_REPLY {
-                return Err(format!("reply longer than {MAX_REPLY} bytes"));
+                return Err(broken(format!("reply longer than {MAX_REPLY} bytes")));
             }
             match self.stream.read_buf(&mut self.rbuf).await {
-                Ok(0) => return Err("closed by the peer".into()),
+                Ok(0) => return Err(broken("closed by the peer".into())),
                 Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(LinkError::io(e)),
             }
         }
     }

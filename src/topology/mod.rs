@@ -53,6 +53,8 @@ pub enum Role {
 #[derive(Debug, Default)]
 pub struct Health {
     up: AtomicBool,
+    /// How it answers while up: 0 normally, 1 with errors (BUSY, LOADING), 2 late (suspect).
+    manner: AtomicU8,
     readable: AtomicBool,
     role: AtomicU8,
     /// Replication offset (the primary's own, or how far a replica got).
@@ -63,6 +65,19 @@ pub struct Health {
 impl Health {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// `up`, `busy` (answering BUSY or LOADING), `suspect` (silent or refusing, not for long
+    /// enough to be down) or `down`.
+    pub fn describe(&self) -> &'static str {
+        if !self.is_up() {
+            return "down";
+        }
+        match self.manner.load(Ordering::Relaxed) {
+            1 => "busy",
+            2 => "suspect",
+            _ => "up",
+        }
     }
 
     /// A replica that may serve reads: up, following the current primary, within the lag limit.
@@ -88,6 +103,54 @@ impl Health {
 
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+    }
+}
+
+/// Why a shard is not serving as it should, as its monitor last judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Problem {
+    None = 0,
+    /// More than one node answers as primary.
+    TwoPrimaries = 1,
+    /// No node answers as primary (the nodes follow each other, or one that is gone).
+    NoPrimary = 2,
+    /// The primary is down and no replica was in sync with it: the shard waits for it.
+    NoReplicaInSync = 3,
+    /// The primary does not answer this proxy, but its replicas still hear from it: it is not
+    /// replaced.
+    PrimaryUnreachable = 4,
+    /// The primary is down and the shard has no replica.
+    PrimaryDown = 5,
+}
+
+impl Problem {
+    fn from_u8(v: u8) -> Problem {
+        match v {
+            1 => Problem::TwoPrimaries,
+            2 => Problem::NoPrimary,
+            3 => Problem::NoReplicaInSync,
+            4 => Problem::PrimaryUnreachable,
+            5 => Problem::PrimaryDown,
+            _ => Problem::None,
+        }
+    }
+
+    /// The name INFO and the metrics give it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Problem::None => "none",
+            Problem::TwoPrimaries => "two_primaries",
+            Problem::NoPrimary => "no_primary",
+            Problem::NoReplicaInSync => "no_replica_in_sync",
+            Problem::PrimaryUnreachable => "primary_unreachable",
+            Problem::PrimaryDown => "primary_down",
+        }
+    }
+
+    /// The nodes disagree about who is primary.
+    pub fn is_conflict(self) -> bool {
+        matches!(self, Problem::TwoPrimaries | Problem::NoPrimary)
     }
 }
 
@@ -130,6 +193,10 @@ pub struct Shard {
     /// An epoch a reload asked the shard to move to (0: none); the monitor moves it.
     pub(crate) epoch_floor: AtomicU64,
     pub lock_stats: crate::lock::LockStats,
+    /// What keeps the shard from serving as it should ([`Problem`]), set by the monitor.
+    problem: AtomicU8,
+    /// True once the monitor's first round of checks has said which node is primary.
+    discovered: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shard {
@@ -141,6 +208,34 @@ impl Shard {
         self.failovers.load(Ordering::Relaxed)
     }
 
+    pub fn problem(&self) -> Problem {
+        Problem::from_u8(self.problem.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_problem(&self, problem: Problem) {
+        self.problem.store(problem as u8, Ordering::Relaxed);
+    }
+
+    /// INFO's word for the shard: `up`, `down`, `connecting`, or `conflict` while its nodes
+    /// disagree about who is primary.
+    pub fn state(&self) -> &'static str {
+        if self.problem().is_conflict() {
+            return "conflict";
+        }
+        let view = self.view.load();
+        match (view.primary.health.is_up(), view.primary.pool.state()) {
+            (false, _) | (true, NodeState::Down) => "down",
+            (true, NodeState::Up) => "up",
+            (true, NodeState::Connecting) => "connecting",
+        }
+    }
+
+    /// Waits until the monitor's first round of checks is done.
+    async fn discovered(&self) {
+        let mut rx = self.discovered.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
     /// How much longer the shard grants no lock, if it is in the freeze after a failover.
     pub fn lock_freeze_left(&self) -> Option<std::time::Duration> {
         let until = self.locks_frozen_until_ms.load(Ordering::Relaxed);
@@ -148,8 +243,9 @@ impl Shard {
         (until > now).then(|| std::time::Duration::from_millis(until - now))
     }
 
-    /// Replicas a lock grant waits for: those up and replicating (redis mode), or in sync
-    /// (mirror mode).
+    /// Replicas a lock grant waits for: those following the primary with their link up and
+    /// within the lag limit (redis mode; one in a full resync could not acknowledge it), or in
+    /// sync (mirror mode).
     pub fn healthy_replicas(&self) -> u8 {
         let n = match &self.mirror {
             Some(m) => m.in_sync(),
@@ -157,7 +253,7 @@ impl Shard {
                 let view = self.view.load();
                 view.replicas
                     .iter()
-                    .filter(|n| n.health.is_up() && n.health.role() == Role::Replica)
+                    .filter(|n| n.health.is_readable())
                     .count()
             }
         };
@@ -336,9 +432,11 @@ fn build_shard(
             m.add_target(&replica.addr, replica.pool.conn(Proto::Resp2, 0).clone());
         }
     }
-    // Until its first check, the primary is taken to be up: traffic flows at once and a dead
-    // one fails through its connections meanwhile.
-    nodes[0].health.up.store(true, Ordering::Relaxed);
+    // Until the first checks say otherwise, every node is taken to be up (the proxy does not
+    // take clients before they have spoken, see `Topology::discovered`).
+    for n in &nodes {
+        n.health.up.store(true, Ordering::Relaxed);
+    }
     let view = View {
         epoch: carried.as_ref().map_or(0, |c| c.epoch),
         primary: nodes[0].clone(),
@@ -376,6 +474,8 @@ fn build_shard(
         ),
         epoch_floor: AtomicU64::new(carried.as_ref().map_or(0, |c| c.epoch_floor)),
         lock_stats,
+        problem: AtomicU8::new(0),
+        discovered: tokio::sync::watch::channel(false).0,
     });
     let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
     if s.sentinel.is_some() {
@@ -420,6 +520,8 @@ fn new_node(
             ack_timeout: wiring.ack_timeout,
             mirror: wiring.mirror,
             stats: stats.unwrap_or_default(),
+            gate: Default::default(),
+            wake: Default::default(),
         }),
         health: Health::default(),
     })
@@ -535,6 +637,17 @@ impl Topology {
             monitors: Mutex::new(monitors),
             state,
         })
+    }
+
+    /// Waits until every shard's first round of checks has said which node is primary and
+    /// which replicas are readable, or `bound` has passed; false if it had to stop waiting.
+    pub async fn discovered(&self, bound: std::time::Duration) -> bool {
+        let all = async {
+            for s in &self.shards {
+                s.discovered().await;
+            }
+        };
+        tokio::time::timeout(bound, all).await.is_ok()
     }
 
     /// A shard to send a keyless command to: the first whose primary is up, else the first.

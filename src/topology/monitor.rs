@@ -1,37 +1,49 @@
-//! Each shard's monitor: health checks, replica lag, replication management and failover.
+//! Each shard's monitor: health checks, which node is primary, replica lag, replication
+//! management and failover.
 //!
-//! Every `interval` (sooner when a data connection just failed) the monitor sends each node
-//! PING and INFO replication on its own control connection. `failure_threshold` failed checks
-//! in a row make a node down, `success_threshold` good ones bring it back. Then, in order:
-//! - a replica is readable when it is up, follows the current primary and is within `max_lag`
-//!   (the time since the primary's offset passed the replica's, from a short offset history);
-//! - redis mode: a replica that follows no one or another node is pointed at the primary
-//!   (`manage_replication`), and a node that answers as a second primary is always demoted;
-//! - the primary down: the healthy replica with the largest offset is promoted, the epoch grows
-//!   and is written to the state file before any write reaches the new primary, the other
-//!   replicas follow it, and requests parked meanwhile are sent there.
+//! The nodes are the truth; the config file (and the state file) only say where to start.
+//! Every `interval` (sooner when a data connection just failed) the monitor checks every node
+//! of the shard ([`probe`]): its role, whom it follows, its link and sync state, its offset, its
+//! epoch record, whether it holds data. Then, by the rules in [`judge`]:
+//! - **Dead is not slow.** A refused or reset connection is evidence: `failure_threshold` of
+//!   them in a row make a node dead. Silence is not: a node that keeps its connection and does
+//!   not answer (a long script, a huge reply, a fork) is dead only after `down_after`, and a
+//!   node answering BUSY or LOADING is alive. A dead node that answers again serves at once.
+//! - **The fleet names the primary** (redis mode): of the nodes that answer as primary, the one
+//!   with the highest epoch record (then data over none, then the configured primary, then the
+//!   lowest address). The shard follows it, taking its epoch, or starting a new one when it
+//!   records none newer than the shard's. Other primaries are made its replicas; a node is
+//!   never pointed at a replica, a node recording a newer epoch is never touched, and a node
+//!   holding data never follows an empty one of the same epoch.
+//! - **Only a dead primary is replaced, by a replica that was in sync.** Not while a replica
+//!   still hears from the primary (then this proxy alone is cut off from it), and only by a
+//!   replica that followed it, link up, not in a full resync and within `max_lag`, when it last
+//!   answered. When none qualifies the shard waits, unavailable, and says why.
 //!
-//! In Sentinel mode the monitor only checks health and lag: Sentinel picks primaries.
+//! In mirror mode the proxy's own copies decide which replica is whole; in Sentinel mode the
+//! monitor only checks health and lag: Sentinel picks primaries.
+
+mod epoch;
+mod failover;
+mod judge;
+mod mirror;
+mod probe;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use redis_protocol::resp2::types::OwnedFrame;
-
-use super::link::{self, split_addr, Link};
-use super::state::ShardState;
-use super::{Node, Role, Shard, StateFile, View};
-use crate::backend::mirror::{Sync, DUMP_SCRIPT};
-use crate::backend::{BackendError, Mirror, Parking, Target};
-use crate::config::{BackendSettings, Config, ReplicationMode};
-use crate::resp::{encode, Proto};
-
-use crate::lock::EPOCH_KEY;
+use self::judge::{Liveness, Patience, Track};
+use self::probe::Probe;
+use self::probe::Prober;
+use super::link::{self, Link};
+use super::{Node, Problem, Role, Shard, StateFile, View};
+use crate::backend::{BackendError, Parking};
+use crate::config::{Config, ReplicationMode};
 
 /// Primary offsets kept for lag estimates.
 const HISTORY: usize = 512;
@@ -41,10 +53,11 @@ pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortH
         shard,
         config,
         state,
-        links: HashMap::new(),
-        counts: HashMap::new(),
+        started: Instant::now(),
+        rounds: 0,
+        probers: HashMap::new(),
+        tracks: HashMap::new(),
         history: VecDeque::new(),
-        deposed: HashSet::new(),
         reported: HashSet::new(),
         resyncs: HashMap::new(),
         epoch_seen: false,
@@ -54,38 +67,19 @@ pub fn spawn(shard: Arc<Shard>, config: Config, state: Arc<StateFile>) -> AbortH
     tokio::spawn(monitor.run()).abort_handle()
 }
 
-/// What one check of a node found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Probe {
-    pub role: Role,
-    /// The primary a replica follows, `host:port`.
-    pub master: Option<String>,
-    pub link_up: bool,
-    /// A primary's own offset; how far a replica got.
-    pub offset: i64,
-    /// The epoch recorded on the node, if any.
-    pub epoch: Option<u64>,
-    /// The node process's id (INFO server): it changes when the node restarts.
-    pub run_id: Option<String>,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Counts {
-    fails: u32,
-    oks: u32,
-}
-
-struct Monitor {
+pub(super) struct Monitor {
     shard: Arc<Shard>,
     config: Config,
     state: Arc<StateFile>,
-    links: HashMap<String, Link>,
-    counts: HashMap<String, Counts>,
+    /// When this monitor started: silence is counted from here for a node never heard.
+    started: Instant,
+    rounds: u64,
+    /// Each node's control connection and running check, by address.
+    probers: HashMap<String, Prober>,
+    /// What the checks heard from each node, by address.
+    tracks: HashMap<String, Track>,
     /// (when, primary offset), oldest first.
     history: VecDeque<(Instant, i64)>,
-    /// Nodes this monitor demoted from primary: put back as replicas even without
-    /// `manage_replication`.
-    deposed: HashSet<String>,
     /// Problems already logged, so each is logged once until it changes.
     reported: HashSet<String>,
     /// Mirror mode: replicas being resynced.
@@ -102,10 +96,13 @@ struct Monitor {
 impl Monitor {
     async fn run(mut self) {
         let interval = self.config.health.interval;
-        let parking = self.shard.parking.clone();
         loop {
             let started = Instant::now();
-            self.tick(&parking).await;
+            self.tick().await;
+            self.rounds += 1;
+            if self.rounds == 1 {
+                self.shard.discovered.send_replace(true);
+            }
             let next = started + interval;
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -122,200 +119,262 @@ impl Monitor {
         self.shard.config.sentinel.is_some()
     }
 
-    async fn tick(&mut self, parking: &Parking) {
+    fn mode(&self) -> ReplicationMode {
+        self.shard.config.replication
+    }
+
+    fn patience(&self) -> Patience {
+        let h = self.config.health;
+        Patience {
+            failure_threshold: h.failure_threshold,
+            success_threshold: h.success_threshold,
+            down_after: h.down_after,
+            suspect_after: h.interval * h.failure_threshold,
+        }
+    }
+
+    async fn tick(&mut self) {
+        let parking = self.shard.parking.clone();
         let view = self.shard.view();
-        let nodes: Vec<Arc<Node>> = std::iter::once(view.primary.clone())
-            .chain(view.replicas.iter().cloned())
-            .collect();
-        let probes = self.probe_all(&nodes).await;
-        let now = Instant::now();
-        let mut primary_failed = false;
-        for (i, (node, probe)) in nodes.iter().zip(&probes).enumerate() {
-            let failed = self.count(node, probe.as_ref().ok(), i == 0);
-            primary_failed |= i == 0 && failed;
-        }
-        // The primary's offset history, for replica lag.
-        if let Ok(p) = &probes[0] {
-            if p.role == Role::Primary {
-                self.history.push_back((now, p.offset));
-                if self.history.len() > HISTORY {
-                    self.history.pop_front();
-                }
-            }
-            if p.role == Role::Primary {
-                self.check_epoch(&view, p).await;
-            }
-        }
-        if let Some(mirror) = self.shard.mirror.clone() {
-            self.judge_mirrors(&mirror, &view);
-        } else {
-            for (node, probe) in nodes.iter().zip(&probes).skip(1) {
-                self.judge_replica(&view, node, probe.as_ref().ok(), now);
-            }
-        }
+        let round = self.check_all(&view).await;
+        self.judge_health(&view);
         if self.sentinel() {
             // Sentinel decides; requests park until it names a new primary, or until the
             // failover bound.
-            self.settle_parked(parking, &view);
+            self.observe(&view, round).await;
+            self.settle_parked(&parking, &view);
             return;
         }
-        if primary_failed {
-            self.failover(&view, parking).await;
-        } else if self.shard.config.replication == ReplicationMode::Redis {
-            for (node, probe) in nodes.iter().zip(&probes).skip(1) {
-                if let Ok(p) = probe {
-                    self.manage(&view, node, p).await;
-                }
+        let view = match self.mode() {
+            ReplicationMode::Redis => self.follow_the_fleet(&view, &parking).await,
+            ReplicationMode::Mirror => view,
+        };
+        self.observe(&view, round).await;
+        let problem = if self.track(&view.primary.addr).dead {
+            self.failover(&view, &parking, round).await
+        } else {
+            if self.mode() == ReplicationMode::Redis {
+                self.manage(&view).await;
             }
-        }
-        self.settle_parked(parking, &self.shard.view());
+            self.conflict(&view)
+        };
+        let view = self.shard.view();
+        // The primary takes writes; a node replaced as primary takes them again only once it
+        // is seen following (see `observe`).
+        view.primary.pool.gate().open();
+        self.settle_parked(&parking, &view);
+        self.shard.set_problem(problem);
     }
 
-    /// Checks every node at once; a node that does not answer within the interval (or the
-    /// backend timeout, if shorter) failed its check.
-    async fn probe_all(&mut self, nodes: &[Arc<Node>]) -> Vec<Result<Probe, String>> {
-        let timeout = self
-            .config
-            .health
-            .interval
-            .min(self.config.backend.timeout)
-            .max(Duration::from_millis(50));
-        let mut set = JoinSet::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let addr = node.addr.clone();
-            let link = self.links.remove(&addr);
-            let backend = self.config.backend.clone();
-            set.spawn(async move {
-                let result = probe(link, &addr, timeout, &backend).await;
-                (i, addr, result)
-            });
+    /// Checks every node of the shard at once and takes in what comes back by the end of the
+    /// round; a check that takes longer keeps running and is looked at next round. Returns
+    /// when the round started.
+    async fn check_all(&mut self, view: &View) -> Instant {
+        let round = Instant::now();
+        let backend = &self.config.backend;
+        let h = self.config.health;
+        // The first round waits for the nodes up to the connect timeout: the proxy takes no
+        // client before it has heard them. Later ones wait an interval at most.
+        let wait = if self.rounds == 0 {
+            backend.connect_timeout.max(h.interval.min(backend.timeout))
+        } else {
+            h.interval.min(backend.timeout)
         }
-        let mut results: Vec<Result<Probe, String>> = (0..nodes.len())
-            .map(|_| Err("not checked".into()))
-            .collect();
-        while let Some(joined) = set.join_next().await {
-            let Ok((i, addr, result)) = joined else {
+        .max(Duration::from_millis(50));
+        let deadline = round + wait;
+        let nodes: Vec<Arc<Node>> = members(view).cloned().collect();
+        for node in &nodes {
+            self.probers.entry(node.addr.clone()).or_default().start(
+                &node.addr,
+                backend,
+                backend.connect_timeout,
+                h.down_after,
+            );
+        }
+        for node in &nodes {
+            let Some(prober) = self.probers.get_mut(&node.addr) else {
                 continue;
             };
-            results[i] = match result {
-                Ok((link, probe)) => {
-                    self.links.insert(addr, link);
-                    Ok(probe)
-                }
-                Err(e) => Err(e),
-            };
+            if let Some(outcome) = prober.finish_by(deadline).await {
+                self.tracks
+                    .entry(node.addr.clone())
+                    .or_default()
+                    .record(outcome, Instant::now());
+            }
         }
-        results
+        let keep: HashSet<&String> = nodes.iter().map(|n| &n.addr).collect();
+        self.probers.retain(|a, _| keep.contains(a));
+        self.tracks.retain(|a, _| keep.contains(a));
+        round
     }
 
-    /// Counts one check; flips the node's health past a threshold. A primary is not marked
-    /// down here: it stays the target (its requests park) until a failover replaces it or
-    /// there is nothing to fail over to. Returns whether the node is past its failure
-    /// threshold.
-    fn count(&mut self, node: &Node, probe: Option<&Probe>, is_primary: bool) -> bool {
-        let h = self.config.health;
-        let counts = self.counts.entry(node.addr.clone()).or_default();
-        let up = node.health.is_up();
-        match probe {
-            Some(p) => {
-                counts.fails = 0;
-                counts.oks = counts.oks.saturating_add(1);
-                node.health.role.store(p.role as u8, Ordering::Relaxed);
-                node.health.offset.store(p.offset, Ordering::Relaxed);
-                if !up && counts.oks >= h.success_threshold {
-                    node.health.up.store(true, Ordering::Relaxed);
+    fn track(&mut self, addr: &str) -> &mut Track {
+        self.tracks.entry(addr.to_string()).or_default()
+    }
+
+    /// Turns what the checks heard into each node's health. A replica found dead is marked
+    /// down at once; the primary is left up (its requests park) for the failover to settle.
+    fn judge_health(&mut self, view: &View) {
+        let patience = self.patience();
+        let (since, now) = (self.started, Instant::now());
+        for (i, node) in members(view).enumerate() {
+            let track = self.tracks.entry(node.addr.clone()).or_default();
+            let was_dead = track.dead;
+            let liveness = track.judge(&patience, since, now);
+            let h = &node.health;
+            let manner = match liveness {
+                Liveness::Busy => 1,
+                Liveness::Suspect => 2,
+                _ => 0,
+            };
+            h.manner.store(manner, Ordering::Relaxed);
+            if let Some(p) = &track.answer {
+                h.role.store(p.role as u8, Ordering::Relaxed);
+                h.offset.store(p.offset, Ordering::Relaxed);
+            }
+            let dead = liveness == Liveness::Dead;
+            if !dead && !h.is_up() {
+                h.up.store(true, Ordering::Relaxed);
+                // Requests go to it at once, not after its connections' backoff.
+                node.pool.wake();
+                if was_dead {
                     tracing::warn!(shard = %self.shard.name, node = %node.addr, "node up");
                 }
-                false
-            }
-            None => {
-                counts.oks = 0;
-                counts.fails = counts.fails.saturating_add(1);
-                let failed = counts.fails >= h.failure_threshold;
-                if up && failed && !is_primary {
-                    mark_down(&self.shard.name, node, counts.fails);
-                }
-                failed
+            } else if dead && i > 0 && h.is_up() {
+                let why = track.missed.clone().unwrap_or_default();
+                mark_down(&self.shard.name, node, &why);
             }
         }
     }
-}
 
-impl Monitor {
-    /// Mirror mode: a replica is readable while in sync; one that is down turns stale, and a
-    /// stale one that is up gets resynced.
-    fn judge_mirrors(&mut self, mirror: &Arc<Mirror>, view: &View) {
-        self.resyncs.retain(|_, task| !task.is_finished());
+    /// Offsets, replica lag and readability, the epoch check on the primary, and which
+    /// replicas were in sync at the primary's answer in this round.
+    async fn observe(&mut self, view: &View, round: Instant) {
+        let now = Instant::now();
+        let primary = self.track(&view.primary.addr).fresh(round).cloned();
+        if let Some(p) = primary.as_ref().filter(|p| p.role == Role::Primary) {
+            self.history.push_back((now, p.offset));
+            if self.history.len() > HISTORY {
+                self.history.pop_front();
+            }
+            self.check_epoch(view, p).await;
+        }
+        if let Some(mirror) = self.shard.mirror.clone() {
+            self.judge_mirrors(&mirror, view);
+            return;
+        }
+        let primary_answered = primary.is_some_and(|p| p.role == Role::Primary);
+        let max_lag = self.config.max_lag;
         for node in &view.replicas {
-            let Some(target) = mirror.target(&node.addr) else {
-                continue;
-            };
+            let lag = self.read_lag(node.health.offset(), now);
+            // For promotion, a lag that is not known is too much.
+            let sync_lag = self.lag(node.health.offset(), now).unwrap_or(Duration::MAX);
             node.health
-                .offset
-                .store(target.applied() as i64, Ordering::Relaxed);
-            if !node.health.is_up() {
-                target.mark_stale(&self.shard.name, "down");
-            } else if target.state() == Sync::Stale && !self.resyncs.contains_key(&node.addr) {
-                let task = tokio::spawn(resync(
-                    self.shard.name.clone(),
-                    mirror.clone(),
-                    target.clone(),
-                    view.primary.clone(),
-                    self.config.backend.clone(),
-                ));
-                self.resyncs.insert(node.addr.clone(), task);
+                .lag_ms
+                .store(lag.as_millis() as u64, Ordering::Relaxed);
+            let track = self.tracks.entry(node.addr.clone()).or_default();
+            let fresh = track.fresh(round).cloned();
+            let follows = match &fresh {
+                Some(p) => judge::in_sync(&view.primary.addr, p, Duration::ZERO, Duration::MAX),
+                // Not answering this time: judged by what it last said, and its lag grows.
+                None => node.health.is_readable(),
+            };
+            if primary_answered {
+                track.in_sync = match &fresh {
+                    Some(p) => judge::in_sync(&view.primary.addr, p, sync_lag, max_lag),
+                    // Silent this round: in sync while what it last had is recent enough
+                    // (its lag grows as the primary moves on).
+                    None => track.in_sync && sync_lag <= max_lag,
+                };
             }
-            let readable = node.health.is_up() && target.state() == Sync::InSync;
+            if track.dead {
+                track.in_sync = false;
+            }
+            if follows {
+                // A node replaced as primary takes writes again only as a replica.
+                node.pool.gate().open();
+            }
+            let readable = node.health.is_up() && follows && lag <= max_lag;
             node.health.readable.store(readable, Ordering::Relaxed);
-        }
-    }
-
-    /// Decides whether a replica may serve reads, from its last check and the primary's
-    /// offset history.
-    fn judge_replica(&mut self, view: &View, node: &Node, probe: Option<&Probe>, now: Instant) {
-        let lag = self.lag(node.health.offset(), now);
-        node.health
-            .lag_ms
-            .store(lag.as_millis() as u64, Ordering::Relaxed);
-        let follows = match probe {
-            Some(p) => {
-                let ok = p.role == Role::Replica
-                    && p.master.as_deref() == Some(view.primary.addr.as_str())
-                    && p.link_up;
-                if !ok && self.shard.config.replication == ReplicationMode::Redis {
+            if let (Some(p), ReplicationMode::Redis) = (&fresh, self.mode()) {
+                if !follows {
                     let what = match (&p.role, &p.master) {
                         (Role::Replica, Some(m)) if *m != view.primary.addr => {
-                            format!("follows {m}, not the primary {}", view.primary.addr)
+                            format!("replica follows {m}, not the primary {}", view.primary.addr)
                         }
-                        (Role::Replica, _) => "has its replication link down".to_string(),
-                        _ => "is not a replica".to_string(),
+                        (Role::Replica, _) if p.syncing => "replica is in a full resync".into(),
+                        (Role::Replica, _) => "replica has its replication link down".into(),
+                        _ => "replica answers as a primary".into(),
                     };
-                    self.report(&node.addr, &format!("replica {what}"));
+                    self.report(&node.addr, &what);
                 } else {
-                    self.reported.remove(&node.addr);
+                    self.reported.retain(|r| !r.starts_with(&node.addr));
                 }
-                ok
             }
-            // Not answering this time: judged by what it last said, and its lag grows.
-            None => node.health.is_readable(),
-        };
-        let readable = node.health.is_up() && follows && lag <= self.config.max_lag;
-        node.health.readable.store(readable, Ordering::Relaxed);
+        }
     }
 
     /// How long ago the primary passed `offset`: zero when the replica has everything the
-    /// primary had at its last check.
-    fn lag(&self, offset: i64, now: Instant) -> Duration {
+    /// primary had at its last check; `None` when it is behind every offset sampled (since the
+    /// primary last changed), so how far behind is not known.
+    fn lag(&self, offset: i64, now: Instant) -> Option<Duration> {
         let Some(&(_, latest)) = self.history.back() else {
-            return Duration::ZERO;
+            return Some(Duration::ZERO);
         };
         if offset >= latest {
-            return Duration::ZERO;
+            return Some(Duration::ZERO);
         }
-        match self.history.iter().find(|(_, o)| *o > offset) {
-            Some((at, _)) => now.saturating_duration_since(*at),
-            None => Duration::ZERO,
+        match self.history.iter().position(|(_, o)| *o > offset) {
+            Some(0) => None,
+            Some(i) => Some(now.saturating_duration_since(self.history[i].0)),
+            None => Some(Duration::ZERO),
         }
+    }
+
+    /// [`Self::lag`] for reads: behind every sample counts as behind since the oldest.
+    fn read_lag(&self, offset: i64, now: Instant) -> Duration {
+        self.lag(offset, now).unwrap_or_else(|| {
+            self.history
+                .front()
+                .map_or(Duration::ZERO, |(at, _)| now.saturating_duration_since(*at))
+        })
+    }
+
+    /// Whether the nodes disagree about who is primary (redis mode): two answer as primary,
+    /// or none does while the one the shard follows answers as a replica.
+    fn conflict(&mut self, view: &View) -> Problem {
+        if self.mode() != ReplicationMode::Redis {
+            return Problem::None;
+        }
+        let primaries: Vec<&str> = members(view)
+            .filter(|n| {
+                self.tracks
+                    .get(&n.addr)
+                    .and_then(Track::live_answer)
+                    .is_some_and(|p| p.role == Role::Primary)
+            })
+            .map(|n| n.addr.as_str())
+            .collect();
+        let problem = match primaries.len() {
+            0 if self
+                .tracks
+                .get(&view.primary.addr)
+                .and_then(Track::live_answer)
+                .is_some_and(|p| p.role == Role::Replica) =>
+            {
+                Problem::NoPrimary
+            }
+            0 | 1 => Problem::None,
+            _ => Problem::TwoPrimaries,
+        };
+        if problem != Problem::None {
+            let text = format!(
+                "the nodes disagree about the primary ({}): {primaries:?}",
+                problem.code()
+            );
+            self.report("shard", &text);
+        }
+        problem
     }
 
     fn report(&mut self, addr: &str, what: &str) {
@@ -325,297 +384,36 @@ impl Monitor {
         }
     }
 
-    /// Compares the epoch the primary records with the proxy's. The primary's record is what
-    /// lock grants check, and it is replicated with the data, so:
-    /// - higher: another proxy failed over, or our state file was lost: take it (and freeze
-    ///   grants), so epochs never go back;
-    /// - lower, or missing where this monitor's own write of it failed: write it (again);
-    /// - missing on a fresh fleet (epoch 0, never seen): write it;
-    /// - missing after it was seen or with a recorded epoch, or the primary restarted (a new
-    ///   `run_id`, so it may have loaded older data): the lock counters may have gone back
-    ///   with its data. A new epoch keeps tokens growing (redis and mirror modes). In Sentinel
-    ///   mode the epoch is Sentinel's: it is only reported.
-    async fn check_epoch(&mut self, view: &View, probe: &Probe) {
-        let name = self.shard.name.clone();
-        let sentinel = self.sentinel();
-        let restarted = match (&self.primary_run, &probe.run_id) {
-            (Some((addr, before)), Some(now)) => *addr == view.primary.addr && before != now,
-            _ => false,
-        };
-        if let Some(run) = &probe.run_id {
-            self.primary_run = Some((view.primary.addr.clone(), run.clone()));
-        }
-        let lost = restarted || (probe.epoch.is_none() && self.epoch_seen);
-        let floor = self.shard.epoch_floor.load(Ordering::Relaxed);
-        let write = match probe.epoch {
-            // A reload moved keys (locks) onto this shard: above every shard's epoch.
-            _ if floor > view.epoch && !sentinel => {
-                if !self.raise_epoch(view, floor, "the ring changed in a reload: new epoch") {
-                    return;
-                }
-                Some(floor)
-            }
-            Some(e) if e > view.epoch && !sentinel && !restarted => {
-                self.raise_epoch(view, e, "epoch taken from the primary");
-                None
-            }
-            Some(e) if e > view.epoch && sentinel => {
-                self.report(
-                    &view.primary.addr,
-                    "primary records an epoch above Sentinel's: lock grants refused",
-                );
-                None
-            }
-            _ if self.unwritten == Some(view.epoch) && probe.epoch != Some(view.epoch) => {
-                Some(view.epoch)
-            }
-            // Left without a record, the primary refuses grants (until Sentinel fails over).
-            _ if lost && sentinel => {
-                self.report(
-                    &view.primary.addr,
-                    "primary restarted or lost its epoch record: its lock counters may have gone back (Sentinel mode cannot start a new epoch)",
-                );
-                None
-            }
-            // Not a fresh fleet: this shard had an epoch recorded before, by this run or by
-            // the state file, and the primary has none.
-            _ if !sentinel
-                && (lost || (probe.epoch.is_none() && self.state.get(&name).is_some())) =>
-            {
-                let stored = self.state.get(&name).map_or(0, |s| s.epoch);
-                let epoch = view.epoch.max(stored).max(probe.epoch.unwrap_or(0)) + 1;
-                if !self.raise_epoch(
-                    view,
-                    epoch,
-                    "the primary restarted or lost its epoch record: new epoch",
-                ) {
-                    return;
-                }
-                Some(epoch)
-            }
-            Some(e) if e < view.epoch => Some(view.epoch),
-            None => {
-                // A fresh fleet: recorded, so that a later start finds it is not fresh.
-                if !sentinel {
-                    let record = ShardState {
-                        epoch: view.epoch,
-                        primary: view.primary.addr.clone(),
-                        locks_frozen_until_ms: 0,
-                    };
-                    if let Err(e) = self.state.set(&name, record) {
-                        tracing::error!(shard = %name, "{e}");
-                        return;
-                    }
-                }
-                Some(view.epoch)
-            }
-            Some(_) => None,
-        };
-        self.epoch_seen |= probe.epoch.is_some();
-        if let Some(epoch) = write {
-            match self.shard.record_epoch(&view.primary, epoch).await {
-                Ok(()) => {
-                    self.epoch_seen = true;
-                    self.unwritten = None;
-                }
-                Err(e) => {
-                    // Written again at the next check, not raised again.
-                    self.unwritten = Some(epoch);
-                    tracing::warn!(shard = %name, epoch, "cannot record the epoch on the primary: {e}")
-                }
-            }
-        }
-    }
-
-    /// Moves the shard to `epoch` on the same nodes, durably, and freezes lock grants; false
-    /// when the state file could not record it (nothing changed then).
-    fn raise_epoch(&mut self, view: &View, epoch: u64, why: &str) -> bool {
-        let freeze = self.config.policy.locks.freeze();
-        if let Err(e) = self
-            .shard
-            .begin_epoch(&self.state, epoch, &view.primary.addr, freeze)
-        {
-            tracing::error!(shard = %self.shard.name, "{e}");
-            return false;
-        }
-        self.shard.view.store(Arc::new(View {
-            epoch,
-            primary: view.primary.clone(),
-            replicas: view.replicas.clone(),
-        }));
-        tracing::warn!(shard = %self.shard.name, epoch, freeze_ms = freeze.as_millis() as u64, "{why}");
-        true
-    }
-
-    /// Redis mode: keeps each replica following the primary.
-    async fn manage(&mut self, view: &View, node: &Node, probe: &Probe) {
-        let follows = probe.role == Role::Replica
-            && probe.master.as_deref() == Some(view.primary.addr.as_str());
-        if follows {
-            self.deposed.remove(&node.addr);
-            return;
-        }
-        let allowed = self.shard.config.manage_replication
-            || probe.role == Role::Primary && self.deposed.contains(&node.addr);
-        if !allowed {
-            return;
-        }
-        let (host, port) = split_addr(&view.primary.addr);
-        match self
-            .command(
-                &node.addr,
-                &[b"REPLICAOF", host.as_bytes(), port.as_bytes()],
-            )
-            .await
-        {
-            Ok(_) => tracing::warn!(
-                shard = %self.shard.name,
-                node = %node.addr,
-                "pointed at the primary {}",
-                view.primary.addr
-            ),
-            Err(e) => tracing::warn!(
-                shard = %self.shard.name,
-                node = %node.addr,
-                "REPLICAOF {} failed: {e}",
-                view.primary.addr
-            ),
-        }
-    }
-
-    /// One command on a node's control connection.
+    /// One command on a node's control connection (a new one if a check is using it).
     async fn command(&mut self, addr: &str, args: &[&[u8]]) -> Result<String, String> {
         let timeout = self.config.backend.timeout;
-        let mut link = match self.links.remove(addr) {
-            Some(l) => l,
-            None => Link::open(addr, timeout, &self.config.backend).await?,
+        let prober = self.probers.entry(addr.to_string()).or_default();
+        let link = match prober.take_idle() {
+            Some(mut l) => {
+                l.set_timeout(timeout);
+                l
+            }
+            None => {
+                Link::open(
+                    addr,
+                    self.config.backend.connect_timeout,
+                    &self.config.backend,
+                )
+                .await?
+            }
         };
+        let mut link = link;
+        link.set_timeout(timeout);
         let reply = link::ok(link.call(args).await?)?;
-        self.links.insert(addr.to_string(), link);
-        Ok(link::text(&reply).unwrap_or_default())
-    }
-
-    /// The primary failed its checks: promote the healthy replica with the most data.
-    async fn failover(&mut self, view: &View, parking: &Parking) {
-        let mirror = self.shard.config.replication == ReplicationMode::Mirror;
-        let mut best: Option<(&Arc<Node>, i64)> = None;
-        for node in &view.replicas {
-            if !node.health.is_up() {
-                continue;
-            }
-            // In mirror mode a stale replica has lost writes; it must not become primary.
-            if mirror && !node.health.is_readable() {
-                continue;
-            }
-            let offset = node.health.offset();
-            if best.is_none_or(|(_, o)| offset > o) {
-                best = Some((node, offset));
-            }
+        if let Some(p) = self.probers.get_mut(addr) {
+            p.put_idle(link);
         }
-        let Some((chosen, offset)) = best else {
-            if view.primary.health.is_up() {
-                self.mark_down(&view.primary);
-                tracing::error!(
-                    shard = %self.shard.name,
-                    "primary {} down and no healthy replica to promote",
-                    view.primary.addr
-                );
+        Ok(match &reply {
+            redis_protocol::resp2::types::OwnedFrame::Array(items) => {
+                items.first().and_then(link::text).unwrap_or_default()
             }
-            self.fail_parked(parking, "its primary is down and no replica can take over");
-            return;
-        };
-        let chosen = chosen.clone();
-        if let Some(m) = &self.shard.mirror {
-            // Every copy the old primary's replies queued for it must land first.
-            let Some(target) = m.target(&chosen.addr) else {
-                return;
-            };
-            let drained = tokio::time::timeout(self.config.backend.timeout, m.barrier(&target));
-            if !matches!(drained.await, Ok(Ok(Ok(_)))) || target.state() != Sync::InSync {
-                tracing::error!(shard = %self.shard.name, node = %chosen.addr, "cannot promote: its copies did not drain");
-                return;
-            }
-        }
-        if !mirror {
-            if let Err(e) = self
-                .command(&chosen.addr, &[b"REPLICAOF", b"NO", b"ONE"])
-                .await
-            {
-                tracing::error!(
-                    shard = %self.shard.name,
-                    node = %chosen.addr,
-                    "cannot promote: REPLICAOF NO ONE failed: {e}"
-                );
-                return;
-            }
-        }
-        let stored = self.state.get(&self.shard.name).map_or(0, |s| s.epoch);
-        let epoch = view.epoch.max(stored) + 1;
-        // Durable before any write reaches the new primary; no lock is granted until every
-        // lease the old primary gave has run out.
-        let freeze = self.config.policy.locks.freeze();
-        if let Err(e) = self
-            .shard
-            .begin_epoch(&self.state, epoch, &chosen.addr, freeze)
-        {
-            tracing::error!(shard = %self.shard.name, "cannot record the failover: {e}");
-            return;
-        }
-        let old = view.primary.clone();
-        self.mark_down(&old);
-        let replicas: Vec<Arc<Node>> = view
-            .replicas
-            .iter()
-            .filter(|n| !Arc::ptr_eq(n, &chosen))
-            .cloned()
-            .chain(std::iter::once(old.clone()))
-            .collect();
-        chosen.health.readable.store(true, Ordering::Relaxed);
-        if let Some(m) = &self.shard.mirror {
-            m.set_source(&chosen.addr);
-            m.remove_target(&chosen.addr);
-            // The old primary comes back stale and is resynced before it serves.
-            m.add_target(&old.addr, old.pool.conn(Proto::Resp2, 0).clone());
-        }
-        // Before any parked request reaches it: a lock grant parked under the old epoch then
-        // finds the new one recorded and is refused, instead of minting an old-epoch token.
-        if let Err(e) = self.shard.record_epoch(&chosen, epoch).await {
-            tracing::warn!(shard = %self.shard.name, "cannot record the epoch on the new primary: {e}");
-            // Re-sent there, a parked lock grant would find the old epoch and mint a token of
-            // it: the parked requests fail instead (the next check writes the epoch again).
-            self.unwritten = Some(epoch);
-            self.fail_parked(parking, "the new primary did not take the new epoch record");
-        }
-        // Parked requests go first, so each client's requests keep their order; any parked
-        // in the instant before the switch follow right after it.
-        parking.accept_from(Some(Arc::from(chosen.addr.as_str())));
-        self.resend_parked(parking, &chosen).await;
-        self.shard.view.store(Arc::new(View {
-            epoch,
-            primary: chosen.clone(),
-            replicas: replicas.clone(),
-        }));
-        self.shard.failovers.fetch_add(1, Ordering::Relaxed);
-        self.history.clear();
-        self.deposed.insert(old.addr.clone());
-        tracing::warn!(
-            shard = %self.shard.name,
-            from = %old.addr,
-            to = %chosen.addr,
-            epoch,
-            offset,
-            "failover"
-        );
-        self.resend_parked(parking, &chosen).await;
-        if !mirror {
-            let (host, port) = split_addr(&chosen.addr);
-            for node in replicas.iter().filter(|n| n.health.is_up()) {
-                let args: [&[u8]; 3] = [b"REPLICAOF", host.as_bytes(), port.as_bytes()];
-                if let Err(e) = self.command(&node.addr, &args).await {
-                    tracing::warn!(shard = %self.shard.name, node = %node.addr, "REPLICAOF failed: {e}");
-                }
-            }
-        }
+            other => link::text(other).unwrap_or_default(),
+        })
     }
 
     /// Parked requests past the failover bound fail (each connection re-sends its own when it
@@ -629,12 +427,14 @@ impl Monitor {
         let bound = h.interval * h.failure_threshold
             + Duration::from_secs(2)
             + Duration::from_millis(extra);
-        // Each connection sends what it parked itself once it reconnects; here only the
-        // deadline is kept.
         let primary = &view.primary;
         if parking.oldest().is_some_and(|t| t.elapsed() >= bound) {
             if primary.health.is_up() {
-                self.mark_down(primary);
+                mark_down(
+                    &self.shard.name,
+                    primary,
+                    "no primary within the failover time",
+                );
             }
             self.fail_parked(parking, "no primary within the failover time");
         }
@@ -644,12 +444,6 @@ impl Monitor {
         for p in parking.take() {
             to.pool.conn_at(p.proto, p.index).resend(p.request).await;
         }
-    }
-
-    /// Marks `node` down, logging the failed checks counted for it.
-    fn mark_down(&self, node: &Node) {
-        let fails = self.counts.get(&node.addr).map_or(0, |c| c.fails);
-        mark_down(&self.shard.name, node, fails);
     }
 
     fn fail_parked(&self, parking: &Parking, reason: &str) {
@@ -662,185 +456,13 @@ impl Monitor {
     }
 }
 
-/// Mirror mode: rebuilds a stale replica from the primary. It is emptied, then every key is
-/// DUMPed on the primary's data connection (so the RESTOREs are ordered with the writes
-/// copied meanwhile, which it gets again from now on), and it is in sync once all of that is
-/// confirmed.
-async fn resync(
-    shard: Arc<str>,
-    mirror: Arc<Mirror>,
-    target: Arc<Target>,
-    primary: Arc<Node>,
-    backend: BackendSettings,
-) {
-    tracing::warn!(shard = %shard, node = %target.addr, "mirror replica resync started");
-    match resync_steps(&mirror, &target, &primary, &backend).await {
-        Ok(keys) => {
-            tracing::warn!(shard = %shard, node = %target.addr, keys, "mirror replica in sync")
-        }
-        Err(e) => {
-            target.mark_stale(&shard, &format!("resync failed: {e}"));
-        }
-    }
+/// The shard's nodes: the primary first, then the replicas.
+fn members(view: &View) -> impl Iterator<Item = &Arc<Node>> {
+    std::iter::once(&view.primary).chain(&view.replicas)
 }
 
-async fn resync_steps(
-    mirror: &Mirror,
-    target: &Arc<Target>,
-    primary: &Node,
-    backend: &BackendSettings,
-) -> Result<usize, String> {
-    target.set_state(Sync::Resyncing);
-    let mut flush = bytes::BytesMut::new();
-    encode::command(&mut flush, [&b"FLUSHALL"[..]].into_iter());
-    mirror.push_to(target, flush.freeze());
-    let timeout = backend.timeout;
-    let mut link = Link::open(&primary.addr, timeout, backend).await?;
-    let conn = primary.pool.conn(Proto::Resp2, 0).clone();
-    let mut cursor = b"0".to_vec();
-    let mut copied = 0;
-    loop {
-        let reply = link::ok(link.call(&[b"SCAN", &cursor, b"COUNT", b"200"]).await?)?;
-        let OwnedFrame::Array(parts) = reply else {
-            return Err("SCAN: not an array".into());
-        };
-        let [OwnedFrame::BulkString(next), OwnedFrame::Array(keys)] = &parts[..] else {
-            return Err("SCAN: unexpected reply".into());
-        };
-        let keys: Vec<bytes::Bytes> = keys
-            .iter()
-            .filter_map(|k| match k {
-                OwnedFrame::BulkString(k) => Some(bytes::Bytes::from(k.clone())),
-                _ => None,
-            })
-            .collect();
-        if !keys.is_empty() {
-            copied += keys.len();
-            let count = keys.len().to_string();
-            let mut request = bytes::BytesMut::new();
-            let args: Vec<&[u8]> = [&b"EVAL"[..], DUMP_SCRIPT, count.as_bytes()]
-                .into_iter()
-                .chain(keys.iter().map(|k| &k[..]))
-                .collect();
-            encode::command(&mut request, args.into_iter());
-            let rx = conn
-                .send_resync(request.freeze(), target.clone(), keys)
-                .await;
-            match rx.await {
-                Ok(Ok(frame)) if !crate::resp::reply::is_error(&frame) => {}
-                Ok(Ok(frame)) => {
-                    return Err(String::from_utf8_lossy(&frame).trim_end().to_string())
-                }
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err("the primary connection went away".into()),
-            }
-        }
-        if target.state() == Sync::Stale {
-            return Err("a copy failed meanwhile".into());
-        }
-        if next.as_slice() == b"0" {
-            break;
-        }
-        cursor = next.clone();
-    }
-    match mirror.barrier(target).await {
-        Ok(Ok(_)) if target.finish_resync() => Ok(copied),
-        _ => Err("a copy failed".into()),
-    }
-}
-
-/// One health check: PING, INFO replication and the recorded epoch, on the node's control
-/// connection (opened when there is none). Any reply to PING means the node is alive.
-async fn probe(
-    link: Option<Link>,
-    addr: &str,
-    timeout: Duration,
-    backend: &BackendSettings,
-) -> Result<(Link, Probe), String> {
-    let mut link = match link {
-        Some(l) => l,
-        None => Link::open(addr, timeout, backend).await?,
-    };
-    link.call(&[b"PING"]).await?;
-    let info = link::ok(link.call(&[b"INFO", b"server", b"replication"]).await?)?;
-    let info = link::text(&info).unwrap_or_default();
-    // A failed call leaves the connection out of step: `?` drops it. An error reply (LOADING)
-    // fails the check rather than reading as "no epoch recorded".
-    // MGET rather than GET, so that the GETs a node serves (cmdstat_get) are all clients'.
-    let epoch = match link::ok(link.call(&[b"MGET", EPOCH_KEY]).await?)? {
-        OwnedFrame::Array(v) => v.first().and_then(link::text).and_then(|t| t.parse().ok()),
-        other => return Err(format!("unexpected MGET reply: {other:?}")),
-    };
-    let mut probe = parse_info(&info);
-    probe.epoch = epoch;
-    Ok((link, probe))
-}
-
-/// The fields of INFO replication that matter here.
-pub(super) fn parse_info(info: &str) -> Probe {
-    let mut fields: HashMap<&str, &str> = HashMap::new();
-    for line in info.lines() {
-        if let Some((k, v)) = line.trim_end().split_once(':') {
-            fields.insert(k, v);
-        }
-    }
-    let role = match fields.get("role") {
-        Some(&"master") => Role::Primary,
-        Some(&"slave") => Role::Replica,
-        _ => Role::Unknown,
-    };
-    let master = match (fields.get("master_host"), fields.get("master_port")) {
-        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
-        _ => None,
-    };
-    let offset_field = if role == Role::Replica {
-        "slave_repl_offset"
-    } else {
-        "master_repl_offset"
-    };
-    Probe {
-        role,
-        master,
-        link_up: fields.get("master_link_status") == Some(&"up"),
-        offset: fields
-            .get(offset_field)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1),
-        epoch: None,
-        run_id: fields.get("run_id").map(|r| r.to_string()),
-    }
-}
-
-fn mark_down(shard: &str, node: &Node, fails: u32) {
+fn mark_down(shard: &str, node: &Node, why: &str) {
     node.health.up.store(false, Ordering::Relaxed);
     node.health.readable.store(false, Ordering::Relaxed);
-    tracing::warn!(shard, node = %node.addr, "node down after {fails} failed checks");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn info_replication_of_a_replica_and_a_primary() {
-        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7001\r\nmaster_link_status:up\r\nslave_repl_offset:1234\r\nmaster_repl_offset:1234\r\n";
-        assert_eq!(
-            parse_info(replica),
-            Probe {
-                role: Role::Replica,
-                master: Some("127.0.0.1:7001".into()),
-                link_up: true,
-                offset: 1234,
-                epoch: None,
-                run_id: None,
-            }
-        );
-        let primary =
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:99\r\n";
-        let p = parse_info(primary);
-        assert_eq!(
-            (p.role, p.master, p.link_up, p.offset),
-            (Role::Primary, None, false, 99)
-        );
-    }
+    tracing::warn!(shard, node = %node.addr, "node down: {why}");
 }

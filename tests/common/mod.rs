@@ -210,13 +210,21 @@ pub struct Shardis {
     pub dir: TempDir,
 }
 
-pub fn shardis_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_shardis")
+/// The shardis binary under test: this build's, or `SHARDIS_BIN` when set (to run a test
+/// against another build, e.g. to show that it fails on the code before a change).
+pub fn shardis_bin() -> String {
+    std::env::var("SHARDIS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardis").to_string())
 }
 
 impl Shardis {
     /// Starts shardis with `body` as the configuration, after a `listen` line it adds.
     pub fn start_with(body: &str) -> Shardis {
+        Self::start_as(body, None)
+    }
+
+    /// [`Shardis::start_with`], running the process with group id `gid` when given, so that
+    /// packet filter rules can single out its connections (see [`Partition`]).
+    pub fn start_as(body: &str, gid: Option<u32>) -> Shardis {
         let dir = TempDir::new().unwrap();
         let config = dir.path().join("shardis.toml");
         let log = dir.path().join("shardis.log");
@@ -228,6 +236,9 @@ impl Shardis {
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap());
+            if let Some(gid) = gid {
+                std::os::unix::process::CommandExt::gid(&mut c, gid);
+            }
             c
         });
         Shardis { proc, dir }
@@ -508,6 +519,8 @@ pub struct ShardInfo {
     pub epoch: u64,
     pub primary: String,
     pub state: String,
+    /// What keeps the shard from serving, `none` when nothing does.
+    pub problem: String,
     pub failovers: u64,
     pub nodes: Vec<NodeInfo>,
 }
@@ -587,6 +600,7 @@ pub fn parse_info_shards(text: &str) -> Vec<ShardInfo> {
                 epoch: num(&s, "epoch", &what),
                 primary: get(&s, "primary", &what).to_string(),
                 state: get(&s, "state", &what).to_string(),
+                problem: s.get("problem").cloned().unwrap_or_default(),
                 failovers: num(&s, "failovers", &what),
                 nodes: nodes
                     .into_iter()
@@ -753,4 +767,66 @@ pub fn keys_on(
         .filter(|k| router.shard_of(k.as_bytes()) == shard)
         .take(n)
         .collect()
+}
+
+// ---- network faults ----
+
+/// A packet filter rule that drops every TCP packet processes of group `gid` send to
+/// 127.0.0.1:`port`: a partition between one proxy (started with [`Shardis::start_as`]) and
+/// one node, while everything else still reaches that node. The rule is removed when this
+/// drops, also when the test panics. Needs root and iptables (scripts/install-deps.sh).
+pub struct Partition {
+    rule: Vec<String>,
+}
+
+impl Partition {
+    pub fn drop_from(gid: u32, port: u16) -> Partition {
+        let rule: Vec<String> = [
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "127.0.0.1",
+            "--dport",
+            &port.to_string(),
+            "-m",
+            "owner",
+            "--gid-owner",
+            &gid.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            &format!("shardis-test-partition-{}", std::process::id()),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let status = Command::new(which("iptables").expect("iptables (scripts/install-deps.sh)"))
+            .arg("-I")
+            .args(&rule)
+            .status()
+            .expect("cannot run iptables");
+        assert!(
+            status.success(),
+            "iptables -I {rule:?} failed (run as root)"
+        );
+        Partition { rule }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // No assert: this may run while a panic unwinds.
+        if let Some(iptables) = which("iptables") {
+            let _ = Command::new(iptables).arg("-D").args(&self.rule).status();
+        }
+    }
+}
+
+/// A group id for a proxy that a [`Partition`] singles out: unused by the system, and
+/// different for each test process, so parallel runs do not share rules.
+pub fn partition_gid() -> u32 {
+    40_000 + std::process::id() % 20_000
 }

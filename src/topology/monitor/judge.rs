@@ -1,0 +1,525 @@
+//! The monitor's rules, as pure functions of what the checks heard: when a node is dead
+//! rather than slow, which node the fleet names primary, who may follow whom, and which
+//! replica may be promoted. No I/O here, so every rule is unit-tested below, and every proxy in
+//! front of a fleet computes the same answers from the same facts.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::probe::{Outcome, Probe};
+use crate::topology::Role;
+
+/// How long silence and refusals are tolerated.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// Refused or reset checks in a row that make a node dead.
+    pub failure_threshold: u32,
+    /// Answers in a row that bring a dead node back.
+    pub success_threshold: u32,
+    /// Silence that makes a node dead.
+    pub down_after: Duration,
+    /// Silence that makes a node suspect (still used, shown in INFO).
+    pub suspect_after: Duration,
+}
+
+/// A node's state as the health checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Up,
+    /// Answering with errors (BUSY in a script, LOADING its data): alive.
+    Busy,
+    /// Silent (or refusing) for a while, not long enough to be dead: still used.
+    Suspect,
+    Dead,
+}
+
+/// What the monitor knows of one node between checks.
+#[derive(Debug, Default)]
+pub struct Track {
+    /// When the node last answered anything; a BUSY reply counts.
+    pub heard_at: Option<Instant>,
+    /// Its last full answer, and when it came.
+    pub answer: Option<Probe>,
+    pub answered_at: Option<Instant>,
+    /// The error its last reply was, when it was one.
+    pub busy: Option<String>,
+    /// Checks refused, reset or closed in a row.
+    pub refusals: u32,
+    /// Replies in a row.
+    pub replies: u32,
+    /// Why the last check failed, for the log.
+    pub missed: Option<String>,
+    /// Whether it is held dead now (changes only through [`Track::judge`]).
+    pub dead: bool,
+    /// A replica: whether it followed the primary, link up, not in a full sync and within the
+    /// lag limit, at the primary's latest answer. Only such a replica may be promoted.
+    pub in_sync: bool,
+}
+
+impl Track {
+    /// Takes in one check's outcome.
+    pub fn record(&mut self, outcome: Outcome, now: Instant) {
+        match outcome {
+            Outcome::Answer(p) => {
+                self.heard(now);
+                self.busy = None;
+                self.answer = Some(p);
+                self.answered_at = Some(now);
+            }
+            Outcome::Busy(e) => {
+                self.heard(now);
+                self.busy = Some(e);
+            }
+            Outcome::Refused(e) => {
+                self.refusals = self.refusals.saturating_add(1);
+                self.replies = 0;
+                self.missed = Some(e);
+            }
+            Outcome::Silent(e) => {
+                self.replies = 0;
+                self.missed = Some(e);
+            }
+        }
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.heard_at = Some(now);
+        self.refusals = 0;
+        self.replies = self.replies.saturating_add(1);
+        self.missed = None;
+    }
+
+    /// How long the node has said nothing (counted from `since` if it never has).
+    pub fn silence(&self, since: Instant, now: Instant) -> Duration {
+        now.saturating_duration_since(self.heard_at.unwrap_or(since).max(since))
+    }
+
+    /// Decides whether the node is dead now: refused `failure_threshold` times in a row, or
+    /// silent for `down_after`. A dead node comes back after `success_threshold` replies.
+    /// `since` is when the monitor started watching it.
+    pub fn judge(&mut self, p: &Patience, since: Instant, now: Instant) -> Liveness {
+        let silence = self.silence(since, now);
+        let failing = self.refusals >= p.failure_threshold || silence >= p.down_after;
+        if failing {
+            self.dead = true;
+        } else if self.dead && self.replies >= p.success_threshold {
+            self.dead = false;
+        }
+        if self.dead {
+            Liveness::Dead
+        } else if self.refusals > 0 || silence >= p.suspect_after {
+            Liveness::Suspect
+        } else if self.busy.is_some() {
+            Liveness::Busy
+        } else {
+            Liveness::Up
+        }
+    }
+
+    /// Its last full answer, unless it is dead.
+    pub fn live_answer(&self) -> Option<&Probe> {
+        self.answer.as_ref().filter(|_| !self.dead)
+    }
+
+    /// Its full answer from this round (checks started at `round`).
+    pub fn fresh(&self, round: Instant) -> Option<&Probe> {
+        match self.answered_at {
+            Some(at) if at >= round => self.answer.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A node that answers as a primary.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub addr: &'a str,
+    pub probe: &'a Probe,
+    /// The node the config file names primary.
+    pub configured: bool,
+}
+
+/// How primaries outrank each other: the highest epoch record first; then a node holding data
+/// over an empty one; then the configured primary; then the lowest address. Only facts that
+/// every proxy reads alike go in (not replication offsets, which move between two proxies'
+/// checks: two proxies ranking by them could each demote the other's choice).
+fn rank<'a>(c: &Claim<'a>) -> (Option<u64>, bool, bool, Reverse<&'a str>) {
+    (
+        c.probe.epoch,
+        c.probe.has_data,
+        c.configured,
+        Reverse(c.addr),
+    )
+}
+
+/// The primary the nodes name: the best-ranked of those that claim to be one.
+pub fn authority<'a>(claims: &[Claim<'a>]) -> Option<Claim<'a>> {
+    claims.iter().copied().max_by(|a, b| rank(a).cmp(&rank(b)))
+}
+
+/// Whether `node` may be made a replica of `primary`, from what each last said; else why not.
+/// Never at a node that is not a primary, never a node recording a newer epoch than the
+/// primary, and never a node holding data behind an empty one that records no newer epoch.
+pub fn may_follow(node: &Probe, primary: &Probe) -> Result<(), &'static str> {
+    if primary.role != Role::Primary {
+        return Err("the primary does not answer as one");
+    }
+    if node.epoch > primary.epoch || node.bad_epoch.is_some() {
+        return Err("it records a newer epoch than the primary");
+    }
+    if node.has_data && !primary.has_data && node.epoch == primary.epoch {
+        return Err("it holds data and the primary is empty");
+    }
+    Ok(())
+}
+
+/// Whether a replica's answer shows it following `primary`, link up, not in a full sync, and
+/// `lag` (how long ago the primary had what the replica has) within `max_lag`.
+pub fn in_sync(primary: &str, replica: &Probe, lag: Duration, max_lag: Duration) -> bool {
+    replica.role == Role::Replica
+        && replica.master.as_deref() == Some(primary)
+        && replica.link_up
+        && !replica.syncing
+        && lag <= max_lag
+}
+
+/// Whether a replica's answer shows that `primary` is alive: its link is up and it heard from
+/// the primary less than `down_after` ago. A primary that only this proxy cannot reach is not
+/// replaced.
+pub fn vouches_for(primary: &str, replica: &Probe, down_after: Duration) -> bool {
+    let bound = down_after.as_secs().max(1);
+    replica.role == Role::Replica
+        && replica.master.as_deref() == Some(primary)
+        && replica.link_up
+        && replica.last_io_s.is_some_and(|s| s < bound)
+}
+
+/// A replica considered for promotion.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub addr: &'a str,
+    /// Its answer from this round, if it gave one and is not dead.
+    pub probe: Option<&'a Probe>,
+    pub in_sync: bool,
+}
+
+/// Why a replica may not be promoted.
+pub fn unfit(c: &Candidate, epoch: u64) -> Option<&'static str> {
+    let Some(p) = c.probe else {
+        return Some("it did not answer this check");
+    };
+    if p.role != Role::Replica {
+        return Some("it is not a replica");
+    }
+    if p.syncing {
+        return Some("it is in a full resync");
+    }
+    if !c.in_sync {
+        return Some("it was not in sync when the primary last answered");
+    }
+    if p.epoch.is_some_and(|e| e > epoch) || p.bad_epoch.is_some() {
+        return Some("it records another epoch");
+    }
+    None
+}
+
+/// The replica to promote: of those fit, the one with the most data (the largest replication
+/// offset; the lowest address among equals, so proxies agree); else each one's reason.
+pub fn choose<'a>(
+    candidates: &[Candidate<'a>],
+    epoch: u64,
+) -> Result<Candidate<'a>, Vec<(&'a str, &'static str)>> {
+    let fit = candidates
+        .iter()
+        .filter(|c| unfit(c, epoch).is_none())
+        .max_by_key(|c| (c.probe.map_or(-1, |p| p.offset), Reverse(c.addr)));
+    match fit {
+        Some(c) => Ok(*c),
+        None => Err(candidates
+            .iter()
+            .filter_map(|c| Some((c.addr, unfit(c, epoch)?)))
+            .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn primary(epoch: Option<u64>, has_data: bool) -> Probe {
+        Probe {
+            role: Role::Primary,
+            master: None,
+            link_up: false,
+            syncing: false,
+            last_io_s: None,
+            offset: 100,
+            epoch,
+            bad_epoch: None,
+            run_id: None,
+            has_data,
+        }
+    }
+
+    fn replica_of(master: &str, offset: i64) -> Probe {
+        Probe {
+            role: Role::Replica,
+            master: Some(master.into()),
+            link_up: true,
+            last_io_s: Some(0),
+            offset,
+            ..primary(Some(1), true)
+        }
+    }
+
+    fn patience() -> Patience {
+        Patience {
+            failure_threshold: 3,
+            success_threshold: 1,
+            down_after: Duration::from_secs(5),
+            suspect_after: Duration::from_millis(300),
+        }
+    }
+
+    #[test]
+    fn refusals_kill_at_once_silence_only_after_down_after() {
+        let p = patience();
+        let t0 = Instant::now();
+        let mut refused = Track::default();
+        for i in 0..3 {
+            let now = t0 + Duration::from_millis(100 * i);
+            assert_ne!(refused.judge(&p, t0, now), Liveness::Dead);
+            refused.record(Outcome::Refused("connection refused".into()), now);
+        }
+        assert_eq!(
+            refused.judge(&p, t0, t0 + Duration::from_millis(300)),
+            Liveness::Dead
+        );
+        // Answers again: back at once (success_threshold 1).
+        refused.record(
+            Outcome::Answer(primary(None, false)),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            refused.judge(&p, t0, t0 + Duration::from_secs(1)),
+            Liveness::Up
+        );
+
+        let mut silent = Track::default();
+        silent.record(Outcome::Answer(primary(None, false)), t0);
+        for ms in [400, 1_000, 4_900] {
+            let now = t0 + Duration::from_millis(ms);
+            silent.record(Outcome::Silent("no reply".into()), now);
+            assert_eq!(silent.judge(&p, t0, now), Liveness::Suspect, "{ms} ms");
+        }
+        assert_eq!(
+            silent.judge(&p, t0, t0 + Duration::from_secs(5)),
+            Liveness::Dead
+        );
+
+        // BUSY is life.
+        let mut busy = Track::default();
+        for s in 0..10 {
+            let now = t0 + Duration::from_secs(s);
+            busy.record(Outcome::Busy("BUSY running a script".into()), now);
+            assert_eq!(busy.judge(&p, t0, now), Liveness::Busy);
+        }
+    }
+
+    #[test]
+    fn the_highest_epoch_record_names_the_primary() {
+        let stale_config_primary = primary(None, false);
+        let promoted = primary(Some(1), true);
+        let claims = [
+            Claim {
+                addr: "10.0.0.1:6379",
+                probe: &stale_config_primary,
+                configured: true,
+            },
+            Claim {
+                addr: "10.0.0.2:6379",
+                probe: &promoted,
+                configured: false,
+            },
+        ];
+        assert_eq!(authority(&claims).unwrap().addr, "10.0.0.2:6379");
+        // The old primary, back with data but an older epoch, still loses.
+        let old_with_data = primary(Some(0), true);
+        let claims = [
+            Claim {
+                addr: "10.0.0.1:6379",
+                probe: &old_with_data,
+                configured: true,
+            },
+            Claim {
+                addr: "10.0.0.2:6379",
+                probe: &promoted,
+                configured: false,
+            },
+        ];
+        assert_eq!(authority(&claims).unwrap().addr, "10.0.0.2:6379");
+    }
+
+    #[test]
+    fn equal_epochs_prefer_data_then_the_configured_primary_then_the_lower_address() {
+        let empty = primary(Some(2), false);
+        let full = primary(Some(2), true);
+        let claims = [
+            Claim {
+                addr: "a:1",
+                probe: &empty,
+                configured: true,
+            },
+            Claim {
+                addr: "b:1",
+                probe: &full,
+                configured: false,
+            },
+        ];
+        assert_eq!(authority(&claims).unwrap().addr, "b:1");
+        let fresh = primary(None, false);
+        let claims = [
+            Claim {
+                addr: "a:1",
+                probe: &fresh,
+                configured: false,
+            },
+            Claim {
+                addr: "b:1",
+                probe: &fresh,
+                configured: true,
+            },
+        ];
+        assert_eq!(authority(&claims).unwrap().addr, "b:1");
+        let claims = [
+            Claim {
+                addr: "b:1",
+                probe: &full,
+                configured: false,
+            },
+            Claim {
+                addr: "a:1",
+                probe: &full,
+                configured: false,
+            },
+        ];
+        assert_eq!(authority(&claims).unwrap().addr, "a:1");
+        // The order the claims come in does not matter.
+        let mut reversed = claims;
+        reversed.reverse();
+        assert_eq!(authority(&reversed).unwrap().addr, "a:1");
+        // Offsets do not matter: they move between two proxies' checks.
+        let mut ahead = full.clone();
+        ahead.offset = 1_000_000;
+        let claims = [
+            Claim {
+                addr: "b:1",
+                probe: &ahead,
+                configured: false,
+            },
+            Claim {
+                addr: "a:1",
+                probe: &full,
+                configured: false,
+            },
+        ];
+        assert_eq!(authority(&claims).unwrap().addr, "a:1");
+    }
+
+    #[test]
+    fn who_may_follow_whom() {
+        let p = primary(Some(2), true);
+        assert_eq!(may_follow(&primary(None, false), &p), Ok(()));
+        assert_eq!(may_follow(&primary(Some(1), true), &p), Ok(()));
+        assert!(may_follow(&primary(Some(3), true), &p).is_err());
+        // Never at a replica.
+        assert!(may_follow(&primary(None, false), &replica_of("x:1", 5)).is_err());
+        // Data never follows an empty node of the same epoch.
+        assert!(may_follow(&primary(Some(2), true), &primary(Some(2), false)).is_err());
+        let mut forged = primary(None, false);
+        forged.bad_epoch = Some("8388607".into());
+        assert!(may_follow(&forged, &p).is_err());
+    }
+
+    #[test]
+    fn replicas_vouch_for_a_primary_they_still_hear() {
+        let down_after = Duration::from_secs(5);
+        let mut r = replica_of("p:1", 10);
+        assert!(vouches_for("p:1", &r, down_after));
+        assert!(!vouches_for("q:1", &r, down_after));
+        r.last_io_s = Some(5);
+        assert!(!vouches_for("p:1", &r, down_after));
+        r.last_io_s = Some(0);
+        r.link_up = false;
+        assert!(!vouches_for("p:1", &r, down_after));
+    }
+
+    #[test]
+    fn only_a_replica_in_sync_is_promoted_and_the_most_advanced_wins() {
+        let max_lag = Duration::from_secs(1);
+        let a = replica_of("p:1", 100);
+        let b = replica_of("p:1", 120);
+        let mut resyncing = replica_of("p:1", 500);
+        resyncing.syncing = true;
+        resyncing.link_up = false;
+        assert!(in_sync("p:1", &a, Duration::ZERO, max_lag));
+        assert!(!in_sync("p:1", &a, Duration::from_secs(2), max_lag));
+        assert!(!in_sync("p:1", &resyncing, Duration::ZERO, max_lag));
+        let cands = [
+            Candidate {
+                addr: "a:1",
+                probe: Some(&a),
+                in_sync: true,
+            },
+            Candidate {
+                addr: "b:1",
+                probe: Some(&b),
+                in_sync: true,
+            },
+            Candidate {
+                addr: "c:1",
+                probe: Some(&resyncing),
+                in_sync: false,
+            },
+        ];
+        assert_eq!(choose(&cands, 1).unwrap().addr, "b:1");
+        // The one that was in a resync, however far its offset, waits; so does one that was
+        // not in sync when the primary last answered.
+        let cands = [
+            Candidate {
+                addr: "a:1",
+                probe: Some(&a),
+                in_sync: false,
+            },
+            Candidate {
+                addr: "c:1",
+                probe: Some(&resyncing),
+                in_sync: false,
+            },
+            Candidate {
+                addr: "d:1",
+                probe: None,
+                in_sync: true,
+            },
+        ];
+        let why = choose(&cands, 1).unwrap_err();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert_eq!(why[1], ("c:1", "it is in a full resync"));
+        // Equal offsets: the lower address, as every proxy would choose.
+        let cands = [
+            Candidate {
+                addr: "b:1",
+                probe: Some(&a),
+                in_sync: true,
+            },
+            Candidate {
+                addr: "a:1",
+                probe: Some(&a),
+                in_sync: true,
+            },
+        ];
+        assert_eq!(choose(&cands, 1).unwrap().addr, "a:1");
+    }
+}
