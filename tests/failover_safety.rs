@@ -11,7 +11,7 @@
 //!   heals both proxies write within interval x failure_threshold + 2 s and no acknowledged
 //!   write is lost.
 //! - A primary that is slow, not dead (a 4 s script, a client that never reads 400 replies of
-//!   8 MiB) is not failed over.
+//!   8 MiB) is not failed over; SCRIPT KILL and FUNCTION KILL through the proxy stop a runaway.
 //! - A primary stopped 1.2 s and run 1 s, six times, with write_ack = "primary": no
 //!   acknowledged write is lost, with the shipped `down_after` and with a short one.
 //! - A primary that dies while its only replica is in a full resync is not replaced by it.
@@ -559,6 +559,60 @@ fn a_primary_busy_in_a_long_script_or_a_huge_reply_is_not_failed_over() {
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert_no_failover(&proxy, &primary, epoch);
     assert_still_primary(&primary);
+}
+
+#[test]
+fn script_kill_and_function_kill_through_the_proxy_stop_a_runaway() {
+    // Redis answers BUSY (and accepts SCRIPT KILL) after half a second instead of five.
+    let (primary, replicas) = fleet(1, &["--busy-reply-threshold", "500"]);
+    let proxy = proxy_for(&primary, &replicas[0], "");
+    let _log = proxy.log_on_panic();
+    let epoch = shard_info(proxy.port(), "a").epoch;
+    let mut c = proxy.conn();
+    let idle: redis::RedisResult<String> = redis::cmd("SCRIPT").arg("KILL").query(&mut c);
+    assert!(
+        idle.as_ref().is_err_and(|e| e.code() == Some("NOTBUSY")),
+        "{idle:?}"
+    );
+
+    for (kill, run) in [
+        ("SCRIPT", vec!["EVAL", "while true do end", "0"]),
+        ("FUNCTION", vec!["FCALL", "spin", "0"]),
+    ] {
+        if kill == "FUNCTION" {
+            let _: String = redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("#!lua name=spinlib\nredis.register_function('spin', function() while true do end end)")
+                .query(&mut primary.conn())
+                .unwrap();
+        }
+        let port = primary.port();
+        let runaway = std::thread::spawn(move || {
+            let mut c = common::connect(port);
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut cmd = redis::cmd(run[0]);
+            for a in &run[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query::<redis::Value>(&mut c)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let started = Instant::now();
+        let killed: String = wait_for("the kill to be accepted", Duration::from_secs(5), || {
+            redis::cmd(kill)
+                .arg("KILL")
+                .query::<String>(&mut c)
+                .map_err(|e| e.to_string())
+        });
+        assert_eq!(killed, "OK");
+        let ended = runaway.join().unwrap();
+        assert!(ended.is_err(), "the runaway ended by itself: {ended:?}");
+        println!("{kill} KILL through the proxy: {ended:?}");
+        wait_writable(proxy.port(), Duration::from_secs(2));
+        println!("writable {:?} after the kill", started.elapsed());
+        assert_no_failover(&proxy, &primary, epoch);
+        assert_still_primary(&primary);
+    }
 }
 
 // ---- a flapping primary ----

@@ -34,6 +34,13 @@
 //! - `primary_restarted_empty_starts_a_new_epoch`: a primary restarted without its data (and
 //!   so without its lock counters) moves the shard to a new epoch; the next token is above
 //!   every earlier one.
+//! - `flushall_keeps_the_epoch_record_and_the_lock_state`: FLUSHALL and FLUSHDB through the
+//!   proxy empty the data but keep the epoch record and every lock's high-water mark, so the
+//!   next grant 2.5 s later is granted (no new epoch, no freeze) and is above the earlier ones.
+//! - `forged_tokens_and_epoch_records_are_refused`: FENCED and FENCE.ADVANCE with a token above
+//!   the newest granted are refused and write nothing, and the holder's token still works;
+//!   scripts naming the epoch record are refused; a record forged on the node itself is never
+//!   adopted, and locks work after the next failover.
 //!
 //! The redis-py check in `tests/clients.rs` covers stock clients: redis-py's `Lock` and the docs
 //! recipe under the default prefix, with their tokens from `LOCK.TOKEN`.
@@ -1375,4 +1382,183 @@ fn primary_restarted_empty_starts_a_new_epoch() {
         "token {token} after the restart, {highest} before"
     );
     assert_eq!(token >> EPOCH_SHIFT, after.epoch);
+}
+
+// ---- clients can neither lose nor forge epochs and lock state ----
+
+/// Grants `key` to `owner`, retrying through a freeze (TRYAGAIN) for up to `within`.
+fn granted_within(port: u16, key: &str, owner: &str, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut c = conn(port);
+        match acquire(&mut c, key, owner, 1_000) {
+            Ok(Some((token, _))) => return token,
+            Ok(None) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => panic!("LOCK.ACQUIRE {key} {owner}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn flushall_keeps_the_epoch_record_and_the_lock_state() {
+    let p = Redis::start();
+    let r = Redis::replica_of(&p);
+    // The default max_ttl (30 s): a new epoch would refuse grants for 31 s.
+    let body = format!(
+        "[commands]\nallow_flush = true\n{BACKEND}{HEALTH}{LOCKS}{}",
+        shard_toml("a", &p, &[&r], "")
+    );
+    let proxy = Shardis::start_with(&body);
+    let _log = proxy.log_on_panic();
+    let before = wait_ready(&proxy, "a", &p.addr(), 1);
+    let mut c = conn(proxy.port());
+    let (t1, _) = granted(&mut c, "lock:{f}", "one", 1_000);
+    expect_ok(run(&mut c, &["SET", "data:{f}", "x"]), "SET");
+    expect_ok(run(&mut c, &["FLUSHALL"]), "FLUSHALL");
+    expect_nil(run(&mut c, &["GET", "data:{f}"]), "GET after FLUSHALL");
+    assert_eq!(
+        status(&mut c, "lock:{f}"),
+        None,
+        "the lock key went with the flush"
+    );
+    // Still recorded on both nodes.
+    for node in [&p, &r] {
+        wait_for(
+            "the epoch record to stay",
+            Duration::from_secs(5),
+            || match node_get(node, &["GET", "__shardis__:epoch"]) {
+                Some(e) if e == before.epoch.to_string() => Ok(()),
+                other => Err(format!("{}: {other:?}", node.addr())),
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    // No new epoch, no freeze: granted at once, and above the token granted before the flush
+    // (the lock state outlived it).
+    let (t2, _) = granted(&mut c, "lock:{f}", "two", 1_000);
+    let (t3, _) = granted(&mut c, "lock:{g}", "three", 1_000);
+    assert!(t2 > t1, "token {t2} after FLUSHALL is not above {t1}");
+    let after = shard_info(proxy.port(), "a");
+    assert_eq!(after.epoch, before.epoch, "{after:?}");
+    assert_eq!(t3 >> EPOCH_SHIFT, before.epoch);
+    // FLUSHDB too.
+    expect_ok(run(&mut c, &["FLUSHDB", "ASYNC"]), "FLUSHDB ASYNC");
+    assert_eq!(
+        node_get(&p, &["GET", "__shardis__:epoch"]),
+        Some(before.epoch.to_string())
+    );
+    assert_eq!(
+        expect_int(run(&mut c, &["DBSIZE"]), "DBSIZE"),
+        0,
+        "shardis' own keys are not counted"
+    );
+}
+
+#[test]
+fn forged_tokens_and_epoch_records_are_refused() {
+    let mut p = Redis::start();
+    let r = Redis::replica_of(&p);
+    let body = format!(
+        "{BACKEND}{HEALTH}{LOCKS}max_ttl = \"1s\"\nfreeze_margin = \"300ms\"\n{}",
+        shard_toml("a", &p, &[&r], "")
+    );
+    let proxy = Shardis::start_with(&body);
+    let _log = proxy.log_on_panic();
+    let before = wait_ready(&proxy, "a", &p.addr(), 1);
+    let mut c = conn(proxy.port());
+    let (t, _) = granted(&mut c, "lock:{x}", "holder", 1_000);
+    let ts = t.to_string();
+
+    // A token never granted for the lock: refused, nothing written, and the holder's own token
+    // still works (it is not made stale).
+    for forged in [
+        t + 1,
+        t + 1_000,
+        (1u64 << 40) - 1 + (before.epoch << EPOCH_SHIFT),
+    ] {
+        let f = forged.to_string();
+        expect_error(
+            run(
+                &mut c,
+                &["FENCED", "lock:{x}", &f, "SET", "data:{x}", "evil"],
+            ),
+            "ERR",
+            &format!("FENCED with the forged token {f}"),
+        );
+        expect_error(
+            run(&mut c, &["FENCE.ADVANCE", "lock:{x}", &f]),
+            "ERR",
+            &format!("FENCE.ADVANCE with the forged token {f}"),
+        );
+    }
+    expect_nil(run(&mut c, &["GET", "data:{x}"]), "a forged FENCED wrote");
+    expect_ok(
+        run(
+            &mut c,
+            &["FENCED", "lock:{x}", &ts, "SET", "data:{x}", "mine"],
+        ),
+        "FENCED by the holder",
+    );
+    assert_eq!(
+        expect_int(
+            run(&mut c, &["FENCE.ADVANCE", "lock:{x}", &ts]),
+            "FENCE.ADVANCE"
+        ),
+        1
+    );
+    assert_eq!(release(&mut c, "lock:{x}", "holder", t), 1);
+
+    // Scripts that name the epoch record, as a key or in their code, are refused.
+    let forge = "return redis.call('SET', '__shardis__:epoch', '8388607')";
+    for args in [
+        vec!["EVAL", forge, "0"],
+        vec!["EVAL", forge, "1", "data:{x}"],
+        vec![
+            "EVAL",
+            "return redis.call('SET', KEYS[1], '8388607')",
+            "1",
+            "__shardis__:epoch",
+        ],
+        vec!["SCRIPT", "LOAD", forge],
+    ] {
+        expect_error(run(&mut c, &args), "ERR", &args.join(" "));
+    }
+    assert_eq!(
+        node_get(&p, &["GET", "__shardis__:epoch"]),
+        Some(before.epoch.to_string()),
+        "a refused script reached the primary"
+    );
+
+    // A record forged on the node itself (a script that built the name at run time): never
+    // adopted; the shard moves to an epoch of its own, and after a failover locks still work.
+    let _: () = redis::cmd("SET")
+        .arg("__shardis__:epoch")
+        .arg("8388607")
+        .query(&mut p.conn())
+        .unwrap();
+    let replaced = wait_for(
+        "the forged record to be replaced",
+        Duration::from_secs(5),
+        || {
+            let s = shard_info(proxy.port(), "a");
+            match node_get(&p, &["GET", "__shardis__:epoch"]) {
+                Some(e) if e == s.epoch.to_string() && s.epoch > before.epoch => Ok(s),
+                other => Err(format!("{other:?} {s:?}")),
+            }
+        },
+    );
+    assert!(replaced.epoch < 1_000, "{replaced:?}");
+    let t2 = granted_within(proxy.port(), "lock:{x}", "second", Duration::from_secs(5));
+    assert!(t2 > t, "token {t2} after the forgery, {t} before");
+    assert_eq!(release(&mut c, "lock:{x}", "second", t2), 1);
+    wait_caught_up(&p, &r);
+    p.proc.kill();
+    let t3 = granted_within(proxy.port(), "lock:{x}", "third", Duration::from_secs(15));
+    let after = shard_info(proxy.port(), "a");
+    assert_eq!(after.primary, r.addr(), "{after:?}");
+    assert!(t3 > t2, "token {t3} after the failover, {t2} before");
+    assert_eq!(t3 >> EPOCH_SHIFT, after.epoch);
+    println!("tokens {t}, {t2} (after the forged record), {t3} (after the failover)");
 }

@@ -188,7 +188,7 @@ fn proxy_answers_connection_commands() {
     // Unsupported commands: a clear error naming them, and the connection stays usable.
     let unsupported: &[(&[&[u8]], &str)] = &[
         (&[b"FLUSHALL"], "flushall"),
-        (&[b"SCRIPT", b"KILL"], "script|kill"),
+        (&[b"SCRIPT", b"DEBUG", b"YES"], "script|debug"),
         (&[b"CLUSTER", b"INFO"], "cluster|info"),
         (&[b"MOVE", b"k", b"1"], "move"),
     ];

@@ -639,6 +639,9 @@ async fn dispatch(
                 }
                 Merge::DbSize => (script(lock::scripts::DBSIZE), None),
                 Merge::RandomKey => (script(lock::scripts::RANDOMKEY), None),
+                Merge::Flush => (flush_script(&req), None),
+                // Sent as is to each primary, waiting for no replica: a kill is no write.
+                Merge::Kill => return kill(topology, session, request_bytes(&req)).await,
                 _ => (request_bytes(&req), None),
             };
             let parts = (0..topology.shards.len())
@@ -734,6 +737,42 @@ async fn dispatch(
                 .await
         }
     }
+}
+
+/// FLUSHDB / FLUSHALL as the script that keeps shardis' own keys.
+fn flush_script(req: &Request) -> Bytes {
+    let mut cmd = BytesMut::new();
+    let head = [
+        &b"EVAL"[..],
+        lock::scripts::FLUSH.as_bytes(),
+        b"2",
+        lock::EPOCH_KEY,
+        lock::STATE_KEY,
+    ];
+    let args: Vec<&[u8]> = head
+        .into_iter()
+        .chain(req.args().iter().map(|a| &a[..]))
+        .collect();
+    encode::command(&mut cmd, args.into_iter());
+    cmd.freeze()
+}
+
+/// SCRIPT KILL / FUNCTION KILL on every shard's primary.
+async fn kill(topology: &Topology, session: &Session, request: Bytes) -> Slot {
+    let mut parts = Vec::with_capacity(topology.shards.len());
+    for shard in &topology.shards {
+        let rx = match shard.writer(session.proto, session.id) {
+            Ok(conn) => conn.send(request.clone()).await,
+            Err(e) => failed(e),
+        };
+        parts.push(PartReply::new(rx, Vec::new()));
+    }
+    Slot::Merging(Box::new(Merging {
+        merge: Merge::Kill,
+        parts,
+        proto: session.proto,
+        info: None,
+    }))
 }
 
 fn error(msg: &str) -> Slot {

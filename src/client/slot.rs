@@ -218,6 +218,9 @@ impl Merging {
                 )
             })
             .collect();
+        if self.merge == Merge::Kill {
+            return merge_kill(replies.iter().map(|(r, _)| r));
+        }
         // Any failed or refused part fails the whole command, with that part's error.
         if self.merge != Merge::Info {
             for (reply, _) in &replies {
@@ -232,7 +235,8 @@ impl Merging {
         let mut ok_frames = replies.iter().filter_map(|(r, _)| r.as_ref().ok());
         match self.merge {
             Merge::Mget { len } => merge_mget(len, frames),
-            Merge::AllOk => Bytes::from_static(encode::OK),
+            Merge::AllOk | Merge::Flush => Bytes::from_static(encode::OK),
+            Merge::Kill => unreachable!("merged above"),
             Merge::SumIntegers | Merge::DbSize => fold_integers(ok_frames, 0, i64::saturating_add),
             Merge::Max => fold_integers(ok_frames, 0, i64::max),
             Merge::Min => fold_integers(ok_frames, i64::MAX, i64::min),
@@ -281,6 +285,26 @@ impl Merging {
             Merge::NumSub => merge_numsub(ok_frames),
         }
     }
+}
+
+/// SCRIPT KILL / FUNCTION KILL: what Redis says for the shard where something was running
+/// (`+OK`, or its error such as UNKILLABLE); `-NOTBUSY` only when no shard ran anything.
+fn merge_kill<'a>(replies: impl Iterator<Item = &'a Reply>) -> Bytes {
+    let mut notbusy = None;
+    let mut other = None;
+    for reply in replies {
+        match reply {
+            Ok(frame) if !reply::is_error(frame) => return frame.clone(),
+            Ok(frame) if frame.starts_with(b"-NOTBUSY") => notbusy = Some(frame.clone()),
+            Ok(frame) => {
+                other.get_or_insert_with(|| frame.clone());
+            }
+            Err(e) => {
+                other.get_or_insert_with(|| encode::error_bytes(&format!("ERR {e}")));
+            }
+        }
+    }
+    other.or(notbusy).unwrap_or_else(unexpected)
 }
 
 fn unexpected() -> Bytes {

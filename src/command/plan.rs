@@ -95,6 +95,12 @@ pub enum Merge {
     Mget { len: usize },
     /// MSET: `+OK` when every part says so, else the first error.
     AllOk,
+    /// FLUSHDB / FLUSHALL, sent as a script that keeps shardis' own keys (the epoch record
+    /// and the lock state): `+OK` when every shard says so.
+    Flush,
+    /// SCRIPT KILL / FUNCTION KILL, sent to every primary: `+OK` when one killed something,
+    /// `-NOTBUSY` when none was running one, else the first other error.
+    Kill,
     /// DEL, UNLINK, EXISTS, TOUCH: integers summed.
     SumIntegers,
     /// DBSIZE: each shard's count less shardis' own keys there, summed.
@@ -250,6 +256,18 @@ fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &P
     {
         return Plan::Error(crate::lock::reserved_key(&args[k]));
     }
+    if let Some(at) = script_body(spec.name, args) {
+        if args[at]
+            .windows(RESERVED_NAME.len())
+            .any(|w| w == RESERVED_NAME)
+        {
+            return Plan::Error(format!(
+                "ERR shardis does not run '{}' with code that names its reserved keys ('{}...')",
+                spec.name,
+                String::from_utf8_lossy(RESERVED_NAME)
+            ));
+        }
+    }
     if let Some(plan) = special(spec, args, router, policy) {
         return plan;
     }
@@ -373,7 +391,9 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
                 .into(),
         ),
         "randomkey" => Plan::Broadcast(Merge::RandomKey),
-        "flushdb" | "flushall" if policy.allow_flush => Plan::Broadcast(Merge::AllOk),
+        "flushdb" | "flushall" if policy.allow_flush => Plan::Broadcast(Merge::Flush),
+        // A runaway script is stopped where it runs, without a failover.
+        "script|kill" | "function|kill" => Plan::Broadcast(Merge::Kill),
         "flushdb" | "flushall" => Plan::Error(format!(
             "ERR shardis does not support '{}': it empties every shard; set [commands] allow_flush = true to allow it",
             spec.name
@@ -425,9 +445,7 @@ fn refusal(spec: &CommandSpec) -> Option<&'static str> {
     let name = spec.name;
     let container = name.split('|').next().unwrap_or(name);
     Some(match container {
-        "script" | "function" => {
-            "it would act on the script running on one shard only (SCRIPT/FUNCTION KILL, STATS, DEBUG)"
-        }
+        "script" | "function" => "it would act on one shard only (SCRIPT DEBUG, FUNCTION STATS)",
         "swapdb" | "move" => ONE_DB,
         "cluster" | "readonly" | "readwrite" | "asking" => "shardis is not a Redis Cluster",
         "client" => {
@@ -441,6 +459,24 @@ fn refusal(spec: &CommandSpec) -> Option<&'static str> {
         _ if spec.has(ADMIN) => "administrative commands are not allowed through the proxy",
         _ => return None,
     })
+}
+
+/// What script code must not contain: shardis' reserved key names (the epoch record, the lock
+/// state), which a script could otherwise read or forge. The check is on the code as sent, so
+/// a script that builds the name at run time gets past it; the epoch record is then still
+/// never adopted beyond what a token can carry (see the README).
+const RESERVED_NAME: &[u8] = b"__shardis__";
+
+/// Which argument of a script-carrying command is code: EVAL's script, SCRIPT LOAD's, FUNCTION
+/// LOAD's library (last) and FUNCTION RESTORE's payload.
+fn script_body(name: &str, args: &[Bytes]) -> Option<usize> {
+    let at = match name {
+        "eval" | "eval_ro" => 1,
+        "script|load" | "function|restore" => 2,
+        "function|load" => args.len() - 1,
+        _ => return None,
+    };
+    (at < args.len()).then_some(at)
 }
 
 /// Routes a command whose keys must all live on one shard.

@@ -119,8 +119,10 @@ return {}
 );
 
 /// ARGV: token epoch, token counter, then the wrapped command (none for FENCE.ADVANCE).
-/// A token below the high-water mark gets `-STALETOKEN` and nothing runs; else the command
-/// runs and, if it succeeded, the mark rises to the token. Both in one atomic step.
+/// Only the lock's newest token passes: one below the high-water mark gets `-STALETOKEN`, one
+/// above it was never granted (forged, or from another shard) and gets an error, and in both
+/// cases nothing runs. A token is granted only by the grant script, which raises the mark, so
+/// the mark is the newest token granted for the lock.
 pub const FENCE: &str = concat!(
     prelude!(),
     r#"
@@ -138,15 +140,29 @@ end
 if ne < he or (ne == he and nc < hc) then
   return redis.error_reply(string.format('STALETOKEN token %.0f is older than %.0f, the newest seen for this lock', ne * 1099511627776 + nc, he * 1099511627776 + hc))
 end
-local r = 1
-if #ARGV > 2 then
-  r = redis.pcall(unpack(ARGV, 3))
-  if type(r) == 'table' and r.err then return r end
+if ne > he or nc > hc then
+  return redis.error_reply(string.format('ERR token %.0f was never granted for this lock (the newest granted is %.0f)', ne * 1099511627776 + nc, he * 1099511627776 + hc))
 end
-if ne > he or nc > hc then save(ne, nc, se, sc, o) end
-return r
+if #ARGV > 2 then
+  return redis.pcall(unpack(ARGV, 3))
+end
+return 1
 "#
 );
+
+/// KEYS: the epoch record, the lock state. ARGV: FLUSHDB or FLUSHALL and its arguments. Empties
+/// the database and puts shardis' own keys back, in one atomic step, so a flush neither loses
+/// the epoch (which would start a new one and freeze lock grants) nor sends lock tokens back.
+pub const FLUSH: &str = r#"
+local e = redis.call('GET', KEYS[1])
+local locks = redis.call('HGETALL', KEYS[2])
+redis.call(unpack(ARGV))
+if e then redis.call('SET', KEYS[1], e) end
+for i = 1, #locks, 1000 do
+  redis.call('HSET', KEYS[2], unpack(locks, i, math.min(i + 999, #locks)))
+end
+return redis.status_reply('OK')
+"#;
 
 /// DBSIZE without shardis' own keys (the epoch key and the lock state hash).
 pub const DBSIZE: &str =

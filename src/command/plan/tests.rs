@@ -173,7 +173,7 @@ fn errors_name_the_command() {
     for cmd in [
         "FLUSHALL",
         "FLUSHDB ASYNC",
-        "SCRIPT KILL",
+        "SCRIPT DEBUG YES",
         "FUNCTION STATS",
         "MOVE k 1",
         "CONFIG SET a b",
@@ -300,8 +300,11 @@ fn stateful_and_fan_out_commands() {
     };
     assert_eq!(
         super::plan(&req("FLUSHALL"), &r, &allow),
-        Plan::Broadcast(Merge::AllOk)
+        Plan::Broadcast(Merge::Flush)
     );
+    for kill in ["SCRIPT KILL", "FUNCTION KILL"] {
+        assert_eq!(plan(&req(kill), &r), Plan::Broadcast(Merge::Kill), "{kill}");
+    }
     let allow = Policy {
         allow_keys: true,
         ..Policy::default()
@@ -459,4 +462,28 @@ fn reserved_keys_cannot_be_named() {
             "{cmd}"
         );
     }
+    // Nor named in the code of a script or function.
+    let args = |parts: &[&str]| -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::from(p.to_string())).collect()
+    };
+    let forge = "return redis.call('SET','__shardis__:epoch','8388607')";
+    let lib = "#!lua name=l\nredis.register_function('f', function() return redis.call('DEL', '__shardis__:locks') end)";
+    for cmd in [
+        args(&["EVAL", forge, "1", "k"]),
+        args(&["EVAL_RO", forge, "0"]),
+        args(&["SCRIPT", "LOAD", forge]),
+        args(&["FUNCTION", "LOAD", "REPLACE", lib]),
+        args(&["FUNCTION", "RESTORE", "payload-naming-__shardis__:x"]),
+    ] {
+        let p = super::plan_args(&cmd, &r, &Policy::default()).0;
+        assert!(
+            is_error_starting(&p, "ERR shardis does not run"),
+            "{cmd:?}: {p:?}"
+        );
+    }
+    let fine = args(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "k"]);
+    assert!(matches!(
+        super::plan_args(&fine, &r, &Policy::default()).0,
+        Plan::Forward(_)
+    ));
 }
