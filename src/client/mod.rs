@@ -767,12 +767,7 @@ async fn kill(topology: &Topology, session: &Session, request: Bytes) -> Slot {
         };
         parts.push(PartReply::new(rx, Vec::new()));
     }
-    Slot::Merging(Box::new(Merging {
-        merge: Merge::Kill,
-        parts,
-        proto: session.proto,
-        info: None,
-    }))
+    Slot::merging(Merge::Kill, parts, session.proto)
 }
 
 fn error(msg: &str) -> Slot {
@@ -893,12 +888,7 @@ async fn wait_replicas(
         let rx = conn.send_with(batch.freeze(), marker as u32, wait).await;
         parts.push(PartReply::new(rx, Vec::new()));
     }
-    Slot::Merging(Box::new(Merging {
-        merge: Merge::Min,
-        parts,
-        proto: session.proto,
-        info: None,
-    }))
+    Slot::merging(Merge::Min, parts, session.proto)
 }
 
 /// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: one step on the shard the cursor names.

@@ -61,6 +61,16 @@ impl PartReply {
 }
 
 impl Slot {
+    /// A slot that merges `parts` by `merge` (no INFO sections to render).
+    pub fn merging(merge: Merge, parts: Vec<PartReply>, proto: Proto) -> Slot {
+        Slot::Merging(Box::new(Merging {
+            merge,
+            parts,
+            proto,
+            info: None,
+        }))
+    }
+
     /// Turns the slot ready if its replies have arrived. `Ready` when it is.
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {

@@ -274,6 +274,22 @@ mod tests {
         }
     }
 
+    fn claim<'a>(addr: &'a str, probe: &'a Probe, configured: bool) -> Claim<'a> {
+        Claim {
+            addr,
+            probe,
+            configured,
+        }
+    }
+
+    fn cand<'a>(addr: &'a str, probe: Option<&'a Probe>, in_sync: bool) -> Candidate<'a> {
+        Candidate {
+            addr,
+            probe,
+            in_sync,
+        }
+    }
+
     fn patience() -> Patience {
         Patience {
             failure_threshold: 3,
@@ -333,31 +349,15 @@ mod tests {
         let stale_config_primary = primary(None, false);
         let promoted = primary(Some(1), true);
         let claims = [
-            Claim {
-                addr: "10.0.0.1:6379",
-                probe: &stale_config_primary,
-                configured: true,
-            },
-            Claim {
-                addr: "10.0.0.2:6379",
-                probe: &promoted,
-                configured: false,
-            },
+            claim("10.0.0.1:6379", &stale_config_primary, true),
+            claim("10.0.0.2:6379", &promoted, false),
         ];
         assert_eq!(authority(&claims).unwrap().addr, "10.0.0.2:6379");
         // The old primary, back with data but an older epoch, still loses.
         let old_with_data = primary(Some(0), true);
         let claims = [
-            Claim {
-                addr: "10.0.0.1:6379",
-                probe: &old_with_data,
-                configured: true,
-            },
-            Claim {
-                addr: "10.0.0.2:6379",
-                probe: &promoted,
-                configured: false,
-            },
+            claim("10.0.0.1:6379", &old_with_data, true),
+            claim("10.0.0.2:6379", &promoted, false),
         ];
         assert_eq!(authority(&claims).unwrap().addr, "10.0.0.2:6379");
     }
@@ -366,45 +366,12 @@ mod tests {
     fn equal_epochs_prefer_data_then_the_configured_primary_then_the_lower_address() {
         let empty = primary(Some(2), false);
         let full = primary(Some(2), true);
-        let claims = [
-            Claim {
-                addr: "a:1",
-                probe: &empty,
-                configured: true,
-            },
-            Claim {
-                addr: "b:1",
-                probe: &full,
-                configured: false,
-            },
-        ];
+        let claims = [claim("a:1", &empty, true), claim("b:1", &full, false)];
         assert_eq!(authority(&claims).unwrap().addr, "b:1");
         let fresh = primary(None, false);
-        let claims = [
-            Claim {
-                addr: "a:1",
-                probe: &fresh,
-                configured: false,
-            },
-            Claim {
-                addr: "b:1",
-                probe: &fresh,
-                configured: true,
-            },
-        ];
+        let claims = [claim("a:1", &fresh, false), claim("b:1", &fresh, true)];
         assert_eq!(authority(&claims).unwrap().addr, "b:1");
-        let claims = [
-            Claim {
-                addr: "b:1",
-                probe: &full,
-                configured: false,
-            },
-            Claim {
-                addr: "a:1",
-                probe: &full,
-                configured: false,
-            },
-        ];
+        let claims = [claim("b:1", &full, false), claim("a:1", &full, false)];
         assert_eq!(authority(&claims).unwrap().addr, "a:1");
         // The order the claims come in does not matter.
         let mut reversed = claims;
@@ -413,18 +380,7 @@ mod tests {
         // Offsets do not matter: they move between two proxies' checks.
         let mut ahead = full.clone();
         ahead.offset = 1_000_000;
-        let claims = [
-            Claim {
-                addr: "b:1",
-                probe: &ahead,
-                configured: false,
-            },
-            Claim {
-                addr: "a:1",
-                probe: &full,
-                configured: false,
-            },
-        ];
+        let claims = [claim("b:1", &ahead, false), claim("a:1", &full, false)];
         assert_eq!(authority(&claims).unwrap().addr, "a:1");
     }
 
@@ -468,58 +424,23 @@ mod tests {
         assert!(!in_sync("p:1", &a, Duration::from_secs(2), max_lag));
         assert!(!in_sync("p:1", &resyncing, Duration::ZERO, max_lag));
         let cands = [
-            Candidate {
-                addr: "a:1",
-                probe: Some(&a),
-                in_sync: true,
-            },
-            Candidate {
-                addr: "b:1",
-                probe: Some(&b),
-                in_sync: true,
-            },
-            Candidate {
-                addr: "c:1",
-                probe: Some(&resyncing),
-                in_sync: false,
-            },
+            cand("a:1", Some(&a), true),
+            cand("b:1", Some(&b), true),
+            cand("c:1", Some(&resyncing), false),
         ];
         assert_eq!(choose(&cands, 1).unwrap().addr, "b:1");
         // The one that was in a resync, however far its offset, waits; so does one that was
         // not in sync when the primary last answered.
         let cands = [
-            Candidate {
-                addr: "a:1",
-                probe: Some(&a),
-                in_sync: false,
-            },
-            Candidate {
-                addr: "c:1",
-                probe: Some(&resyncing),
-                in_sync: false,
-            },
-            Candidate {
-                addr: "d:1",
-                probe: None,
-                in_sync: true,
-            },
+            cand("a:1", Some(&a), false),
+            cand("c:1", Some(&resyncing), false),
+            cand("d:1", None, true),
         ];
         let why = choose(&cands, 1).unwrap_err();
         assert_eq!(why.len(), 3, "{why:?}");
         assert_eq!(why[1], ("c:1", "it is in a full resync"));
         // Equal offsets: the lower address, as every proxy would choose.
-        let cands = [
-            Candidate {
-                addr: "b:1",
-                probe: Some(&a),
-                in_sync: true,
-            },
-            Candidate {
-                addr: "a:1",
-                probe: Some(&a),
-                in_sync: true,
-            },
-        ];
+        let cands = [cand("b:1", Some(&a), true), cand("a:1", Some(&a), true)];
         assert_eq!(choose(&cands, 1).unwrap().addr, "a:1");
     }
 }
