@@ -169,13 +169,13 @@ impl Server {
         };
         let topology = Topology::start(&config).map_err(std::io::Error::other)?;
         // Clients wait (their connections queue in the listener's backlog) until every shard's
-        // first round of checks has said which node is primary and which replicas are
-        // readable: serving from the config file's guess could write to a node that is now a
-        // replica, or find no readable replica yet.
+        // checks have said which node is primary and which replicas are readable: serving from
+        // the config file's guess could write to a node that is now a replica, or find no
+        // readable replica yet. A shard still undecided after that answers "unavailable".
         let bound = config.backend.connect_timeout + config.backend.timeout;
         if !topology.discovered(bound).await {
             tracing::warn!(
-                "not every shard has finished its first checks after {} ms; serving anyway",
+                "not every shard knows its primary after {} ms: those answer \"unavailable\" until their nodes have answered",
                 bound.as_millis()
             );
         }

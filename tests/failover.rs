@@ -20,7 +20,7 @@
 //!   write, and ends with Sentinel's primary and config epoch.
 //! - `mirror_mode_failover_keeps_acknowledged_writes`: `replication = "mirror"` copies writes to
 //!   standalone replicas (left standalone), and the 20,000-write run fails over to one of them
-//!   without losing an acknowledged write.
+//!   without losing an acknowledged write; the old primary, back empty, is rebuilt as a copy.
 //! - `unavailable_shard_fails_fast_and_others_serve`: a shard whose only node died answers
 //!   `ERR shard 'b' unavailable ...` at once once it is marked down, the other shard serves
 //!   throughout, and the shard serves again when its node comes back.
@@ -803,7 +803,29 @@ fn mirror_mode_failover_keeps_acknowledged_writes() {
     check_acknowledged_writes(proxy.port(), &run);
     assert_all(proxy.port(), "m:", 1_000);
 
-    failed_over(proxy.port(), "a", &before, &[&m1, &m2]);
+    let after = failed_over(proxy.port(), "a", &before, &[&m1, &m2]);
+
+    // The old primary comes back empty: it is rebuilt as a copy of the new one and serves
+    // reads again, with the new primary's data.
+    p.restart();
+    wait_for(
+        "the old primary to be rebuilt as a readable copy",
+        Duration::from_secs(20),
+        || {
+            let s = shard_info(proxy.port(), "a");
+            match s.node(&p.addr()) {
+                Some(n) if n.readable && n.health == "up" => Ok(()),
+                _ => Err(format!("{s:?}")),
+            }
+        },
+    );
+    let primary = dump(port_of(&after.primary)).unwrap();
+    let rebuilt = dump(p.port()).unwrap();
+    assert_eq!(rebuilt.len(), primary.len(), "keys on the rebuilt copy");
+    assert!(
+        rebuilt == primary,
+        "the rebuilt copy differs from the primary"
+    );
 }
 
 #[test]

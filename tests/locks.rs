@@ -1510,11 +1510,22 @@ fn forged_tokens_and_epoch_records_are_refused() {
     );
     assert_eq!(release(&mut c, "lock:{x}", "holder", t), 1);
 
-    // Scripts that name the epoch record, as a key or in their code, are refused.
+    // Scripts that name the epoch record or the lock state, as a key, in their code or as an
+    // argument, are refused.
     let forge = "return redis.call('SET', '__shardis__:epoch', '8388607')";
+    let by_arg = "return redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])";
     for args in [
         vec!["EVAL", forge, "0"],
         vec!["EVAL", forge, "1", "data:{x}"],
+        vec![
+            "EVAL",
+            by_arg,
+            "1",
+            "lock:{x}",
+            "__shardis__:locks",
+            "lock:{x}",
+            "0 0 0 0 ",
+        ],
         vec![
             "EVAL",
             "return redis.call('SET', KEYS[1], '8388607')",

@@ -523,14 +523,14 @@ impl ConnTask {
         if reply.is_closed() {
             return 0;
         }
-        if self.settings.gate.is_closed() {
+        let Some(gate) = self.settings.gate.admit() else {
             self.settings.stats.count(true);
             let _ = reply.send(Err(BackendError::Unavailable {
                 node: self.settings.label.clone(),
                 reason: "it is no longer the shard's primary".into(),
             }));
             return 0;
-        }
+        };
         wbuf.extend_from_slice(&req.bytes);
         let deadline = match req.wait {
             Wait::Default => Some(now + self.settings.backend.timeout),
@@ -548,7 +548,7 @@ impl ConnTask {
             skip: req.skip,
             ack: req.ack,
             tap,
-            gate: self.settings.gate.closes(),
+            gate,
         });
         // A mirror shard's replicas acknowledge copies themselves; no WAIT.
         if self.settings.mirror.is_some() {

@@ -100,9 +100,17 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Closed first, counted second, and read the other way round ([`Gate::admit`]): a
+    /// request that reads the new count also sees the gate closed.
     pub fn close(&self) {
-        self.closes.fetch_add(1, Ordering::AcqRel);
         self.closed.store(true, Ordering::Release);
+        self.closes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The count to send a request under, or `None` when the gate is closed.
+    fn admit(&self) -> Option<u64> {
+        let closes = self.closes();
+        (!self.is_closed()).then_some(closes)
     }
 
     pub fn open(&self) {

@@ -640,8 +640,8 @@ async fn dispatch(
                 Merge::DbSize => (script(lock::scripts::DBSIZE), None),
                 Merge::RandomKey => (script(lock::scripts::RANDOMKEY), None),
                 Merge::Flush => (flush_script(&req), None),
-                // Sent as is to each primary, waiting for no replica: a kill is no write.
-                Merge::Kill => return kill(topology, session, request_bytes(&req)).await,
+                // To each primary on a connection of its own, waiting for no replica.
+                Merge::Kill => return kill(proxy, topology, session, &req),
                 _ => (request_bytes(&req), None),
             };
             let parts = (0..topology.shards.len())
@@ -758,15 +758,13 @@ fn flush_script(req: &Request) -> Bytes {
 }
 
 /// SCRIPT KILL / FUNCTION KILL on every shard's primary.
-async fn kill(topology: &Topology, session: &Session, request: Bytes) -> Slot {
-    let mut parts = Vec::with_capacity(topology.shards.len());
-    for shard in &topology.shards {
-        let rx = match shard.writer(session.proto, session.id) {
-            Ok(conn) => conn.send(request.clone()).await,
-            Err(e) => failed(e),
-        };
-        parts.push(PartReply::new(rx, Vec::new()));
-    }
+fn kill(proxy: &Proxy, topology: &Topology, session: &Session, req: &Request) -> Slot {
+    let backend = proxy.config().backend.clone();
+    let parts = topology
+        .shards
+        .iter()
+        .map(|shard| PartReply::new(shard.kill_script(req.args().to_vec(), &backend), Vec::new()))
+        .collect();
     Slot::merging(Merge::Kill, parts, session.proto)
 }
 

@@ -256,17 +256,13 @@ fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &P
     {
         return Plan::Error(crate::lock::reserved_key(&args[k]));
     }
-    if let Some(at) = script_body(spec.name, args) {
-        if args[at]
-            .windows(RESERVED_NAME.len())
-            .any(|w| w == RESERVED_NAME)
-        {
-            return Plan::Error(format!(
-                "ERR shardis does not run '{}' with code that names its reserved keys ('{}...')",
-                spec.name,
-                String::from_utf8_lossy(RESERVED_NAME)
-            ));
-        }
+    if let Some(at) = names_reserved(spec.name, args) {
+        return Plan::Error(format!(
+            "ERR shardis does not run '{}' with {} that names its reserved keys ('{}...')",
+            spec.name,
+            if at == 0 { "code" } else { "an argument" },
+            String::from_utf8_lossy(RESERVED_NAME)
+        ));
     }
     if let Some(plan) = special(spec, args, router, policy) {
         return plan;
@@ -461,22 +457,34 @@ fn refusal(spec: &CommandSpec) -> Option<&'static str> {
     })
 }
 
-/// What script code must not contain: shardis' reserved key names (the epoch record, the lock
-/// state), which a script could otherwise read or forge. The check is on the code as sent, so
-/// a script that builds the name at run time gets past it; the epoch record is then still
-/// never adopted beyond what a token can carry (see the README).
+/// What scripts must not be handed: shardis' reserved key names (the epoch record, the lock
+/// state), which a script could otherwise read or rewrite. The check is on what is sent, code
+/// and arguments; a script that builds the name at run time gets past it (see the README).
 const RESERVED_NAME: &[u8] = b"__shardis__";
 
-/// Which argument of a script-carrying command is code: EVAL's script, SCRIPT LOAD's, FUNCTION
-/// LOAD's library (last) and FUNCTION RESTORE's payload.
-fn script_body(name: &str, args: &[Bytes]) -> Option<usize> {
-    let at = match name {
-        "eval" | "eval_ro" => 1,
-        "script|load" | "function|restore" => 2,
-        "function|load" => args.len() - 1,
-        _ => return None,
+/// For a command that runs script code: where it names the reserved prefix, if it does (0 for
+/// the code itself, else the argument's position). The code of EVAL, SCRIPT LOAD, FUNCTION LOAD
+/// and RESTORE, and every argument of EVAL, EVALSHA and FCALL (their `ARGV` can name keys as
+/// well as their `KEYS`).
+fn names_reserved(name: &str, args: &[Bytes]) -> Option<usize> {
+    let has = |a: &Bytes| a.windows(RESERVED_NAME.len()).any(|w| w == RESERVED_NAME);
+    let code = match name {
+        "eval" | "eval_ro" => Some(1),
+        "script|load" | "function|restore" => Some(2),
+        "function|load" => Some(args.len() - 1),
+        _ => None,
     };
-    (at < args.len()).then_some(at)
+    if code.is_some_and(|at| args.get(at).is_some_and(has)) {
+        return Some(0);
+    }
+    let runs = matches!(
+        name,
+        "eval" | "eval_ro" | "evalsha" | "evalsha_ro" | "fcall" | "fcall_ro"
+    );
+    if runs {
+        return args.iter().skip(2).position(has).map(|i| i + 2);
+    }
+    None
 }
 
 /// Routes a command whose keys must all live on one shard.

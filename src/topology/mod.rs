@@ -195,8 +195,11 @@ pub struct Shard {
     pub lock_stats: crate::lock::LockStats,
     /// What keeps the shard from serving as it should ([`Problem`]), set by the monitor.
     problem: AtomicU8,
-    /// True once the monitor's first round of checks has said which node is primary.
-    discovered: tokio::sync::watch::Sender<bool>,
+    /// True once the checks have said which node is primary (see [`Shard::confirm`]); until
+    /// then the shard takes no request.
+    confirmed: AtomicBool,
+    /// The same, for those waiting for it.
+    confirmed_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shard {
@@ -230,9 +233,20 @@ impl Shard {
         }
     }
 
-    /// Waits until the monitor's first round of checks is done.
-    async fn discovered(&self) {
-        let mut rx = self.discovered.subscribe();
+    /// The checks have said which node is primary: the shard serves from now on.
+    pub(crate) fn confirm(&self) {
+        if !self.confirmed.swap(true, Ordering::AcqRel) {
+            self.confirmed_tx.send_replace(true);
+        }
+    }
+
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the shard is confirmed.
+    async fn confirmed(&self) {
+        let mut rx = self.confirmed_tx.subscribe();
         let _ = rx.wait_for(|d| *d).await;
     }
 
@@ -319,6 +333,7 @@ impl Shard {
 
     /// The current primary, unless the health checks hold it down.
     fn up_primary(&self) -> Result<Arc<Node>, BackendError> {
+        self.check_confirmed()?;
         let view = self.view.load();
         if !view.primary.health.is_up() {
             return Err(self.unavailable(format!("primary {} is down", view.primary.addr)));
@@ -333,6 +348,7 @@ impl Shard {
         if self.config.read_from == ReadFrom::Primary {
             return self.writer(proto, client_id);
         }
+        self.check_confirmed()?;
         let view = self.view.load();
         let readable: Vec<&Arc<Node>> = view
             .replicas
@@ -359,6 +375,60 @@ impl Shard {
         dedicated: crate::backend::Dedicated,
     ) -> Result<NodeConn, BackendError> {
         Ok(self.up_primary()?.pool.dedicated(proto, dedicated))
+    }
+
+    /// Sends `command` (SCRIPT KILL, FUNCTION KILL) to the primary on a connection of its own,
+    /// made for it: a shared connection may be queued behind the very script to stop, since
+    /// Redis reads nothing more from the client whose script runs.
+    pub fn kill_script(
+        &self,
+        command: Vec<bytes::Bytes>,
+        backend: &crate::config::BackendSettings,
+    ) -> oneshot::Receiver<Reply> {
+        let primary = match self.up_primary() {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        let (tx, rx) = oneshot::channel();
+        let backend = backend.clone();
+        let label: Arc<str> = Arc::from(format!("shard '{}' node {}", self.name, primary.addr));
+        tokio::spawn(async move {
+            let args: Vec<&[u8]> = command.iter().map(|a| &a[..]).collect();
+            let reply = async {
+                let mut link =
+                    link::Link::open(&primary.addr, backend.connect_timeout, &backend).await?;
+                link.set_timeout(backend.timeout);
+                link.call(&args).await
+            };
+            let reply = match reply.await {
+                Ok(redis_protocol::resp2::types::OwnedFrame::SimpleString(s)) => {
+                    Ok(bytes::Bytes::from([&b"+"[..], &s, b"\r\n"].concat()))
+                }
+                Ok(redis_protocol::resp2::types::OwnedFrame::Error(e)) => {
+                    Ok(crate::resp::encode::error_bytes(&e))
+                }
+                Ok(other) => Ok(crate::resp::encode::error_bytes(&format!(
+                    "ERR unexpected reply from the primary: {other:?}"
+                ))),
+                Err(e) => Err(BackendError::Unavailable {
+                    node: label,
+                    reason: e.to_string(),
+                }),
+            };
+            let _ = tx.send(reply);
+        });
+        rx
+    }
+
+    /// Fails while the checks have not yet said which node is primary: serving from the
+    /// config file's guess could write to a node a failover made a replica, or one about to be.
+    fn check_confirmed(&self) -> Result<(), BackendError> {
+        if self.is_confirmed() {
+            return Ok(());
+        }
+        Err(self.unavailable(
+            "its nodes have not yet all answered which of them is primary".to_string(),
+        ))
     }
 
     fn unavailable(&self, reason: String) -> BackendError {
@@ -391,18 +461,24 @@ impl Shard {
 
 /// Starts one shard: its nodes' connections and its monitor(s). `carried` names the epoch,
 /// primary and lock freeze to start from (the state file's record, or the shard a reload
-/// replaces); a carried primary that is not one of the shard's nodes is ignored.
+/// replaces); a carried primary that is not one of the shard's nodes is ignored. `serving`:
+/// the shard takes requests before its nodes have confirmed its primary (a shard a reload
+/// rebuilds or adds, see the README); a shard of one node, or one Sentinel names, always does.
 fn build_shard(
     s: &ShardConfig,
     config: &Config,
     state: &Arc<StateFile>,
     carried: Option<Carried>,
+    serving: bool,
 ) -> (Arc<Shard>, Vec<tokio::task::AbortHandle>) {
     let members: Vec<&String> = std::iter::once(&s.primary).chain(&s.replicas).collect();
     let primary_addr = match carried.as_ref().and_then(|c| c.primary.as_ref()) {
         Some(p) if members.contains(&p) => p.clone(),
         _ => s.primary.clone(),
     };
+    // One node is its own primary; Sentinel names the primary (until it answers, the
+    // configured one is used).
+    let serving = serving || members.len() == 1 || s.sentinel.is_some();
     let alarm = Arc::new(Notify::new());
     let parking = Arc::new(Parking::default());
     let mirror = (s.replication == ReplicationMode::Mirror)
@@ -432,8 +508,8 @@ fn build_shard(
             m.add_target(&replica.addr, replica.pool.conn(Proto::Resp2, 0).clone());
         }
     }
-    // Until the first checks say otherwise, every node is taken to be up (the proxy does not
-    // take clients before they have spoken, see `Topology::discovered`).
+    // Until the first checks say otherwise, every node is taken to be up (the shard takes no
+    // request before they have spoken, see `Shard::confirm`).
     for n in &nodes {
         n.health.up.store(true, Ordering::Relaxed);
     }
@@ -475,7 +551,8 @@ fn build_shard(
         epoch_floor: AtomicU64::new(carried.as_ref().map_or(0, |c| c.epoch_floor)),
         lock_stats,
         problem: AtomicU8::new(0),
-        discovered: tokio::sync::watch::channel(false).0,
+        confirmed: AtomicBool::new(serving),
+        confirmed_tx: tokio::sync::watch::channel(serving).0,
     });
     let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
     if s.sentinel.is_some() {
@@ -628,7 +705,7 @@ impl Topology {
         let (shards, monitors) = config
             .shards
             .iter()
-            .map(|s| build_shard(s, config, &state, Carried::recorded(&state, s)))
+            .map(|s| build_shard(s, config, &state, Carried::recorded(&state, s), false))
             .unzip();
         Ok(Topology {
             router: config.router(),
@@ -639,12 +716,12 @@ impl Topology {
         })
     }
 
-    /// Waits until every shard's first round of checks has said which node is primary and
-    /// which replicas are readable, or `bound` has passed; false if it had to stop waiting.
+    /// Waits until every shard's checks have said which node is primary and which replicas
+    /// are readable, or `bound` has passed; false if it had to stop waiting.
     pub async fn discovered(&self, bound: std::time::Duration) -> bool {
         let all = async {
             for s in &self.shards {
-                s.discovered().await;
+                s.confirmed().await;
             }
         };
         tokio::time::timeout(bound, all).await.is_ok()

@@ -100,9 +100,6 @@ impl Monitor {
             let started = Instant::now();
             self.tick().await;
             self.rounds += 1;
-            if self.rounds == 1 {
-                self.shard.discovered.send_replace(true);
-            }
             let next = started + interval;
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -149,12 +146,16 @@ impl Monitor {
             ReplicationMode::Redis => self.follow_the_fleet(&view, &parking).await,
             ReplicationMode::Mirror => view,
         };
+        if !self.shard.is_confirmed() && self.primary_is_known(&view) {
+            tracing::info!(shard = %self.shard.name, primary = %view.primary.addr, epoch = view.epoch, "primary confirmed by its nodes: serving");
+            self.shard.confirm();
+        }
         self.observe(&view, round).await;
         let problem = if self.track(&view.primary.addr).dead {
             self.failover(&view, &parking, round).await
         } else {
             if self.mode() == ReplicationMode::Redis {
-                self.manage(&view).await;
+                self.manage(&view, round).await;
             }
             self.conflict(&view)
         };
@@ -233,7 +234,7 @@ impl Monitor {
                 h.offset.store(p.offset, Ordering::Relaxed);
             }
             let dead = liveness == Liveness::Dead;
-            if !dead && !h.is_up() {
+            if !dead && !h.is_up() && track.answered_since_down() {
                 h.up.store(true, Ordering::Relaxed);
                 // Requests go to it at once, not after its connections' backoff.
                 node.pool.wake();
@@ -242,7 +243,7 @@ impl Monitor {
                 }
             } else if dead && i > 0 && h.is_up() {
                 let why = track.missed.clone().unwrap_or_default();
-                mark_down(&self.shard.name, node, &why);
+                self.mark_down(node, &why);
             }
         }
     }
@@ -253,11 +254,20 @@ impl Monitor {
         let now = Instant::now();
         let primary = self.track(&view.primary.addr).fresh(round).cloned();
         if let Some(p) = primary.as_ref().filter(|p| p.role == Role::Primary) {
+            // An offset that went back (the primary restarted) makes the older samples
+            // meaningless.
+            if self.history.back().is_some_and(|&(_, o)| p.offset < o) {
+                self.history.clear();
+            }
             self.history.push_back((now, p.offset));
             if self.history.len() > HISTORY {
                 self.history.pop_front();
             }
-            self.check_epoch(view, p).await;
+            // Until the nodes have confirmed the primary, nothing is written on it: a stale
+            // guess must not get a fresh epoch record.
+            if self.shard.is_confirmed() {
+                self.check_epoch(view, p).await;
+            }
         }
         if let Some(mirror) = self.shard.mirror.clone() {
             self.judge_mirrors(&mirror, view);
@@ -340,6 +350,38 @@ impl Monitor {
         })
     }
 
+    /// Whether the nodes have said enough to serve from the view's primary: it answered as a
+    /// primary, no replica that answered follows another node, and either every node has
+    /// answered (or is dead) or a replica follows it with its link up. A node that has not
+    /// answered could be a primary of a newer epoch (a proxy started from a stale config while
+    /// the real primary is busy); a replica following this one says it is not.
+    fn primary_is_known(&self, view: &View) -> bool {
+        let answer = |addr: &str| self.tracks.get(addr).and_then(Track::live_answer);
+        let Some(primary) = answer(&view.primary.addr) else {
+            return false;
+        };
+        if self.mode() == ReplicationMode::Mirror {
+            return true;
+        }
+        if primary.role != Role::Primary {
+            return false;
+        }
+        let replicas: Vec<&Probe> = view
+            .replicas
+            .iter()
+            .filter_map(|n| answer(&n.addr))
+            .collect();
+        let follows = |p: &&Probe| p.master.as_deref() == Some(view.primary.addr.as_str());
+        let contradicted = replicas
+            .iter()
+            .any(|p| p.role == Role::Replica && !follows(p));
+        let vouched = replicas
+            .iter()
+            .any(|p| p.role == Role::Replica && follows(p) && p.link_up);
+        let all_known = members(view).all(|n| self.tracks.get(&n.addr).is_some_and(Track::known));
+        !contradicted && (all_known || vouched)
+    }
+
     /// Whether the nodes disagree about who is primary (redis mode): two answer as primary,
     /// or none does while the one the shard follows answers as a replica.
     fn conflict(&mut self, view: &View) -> Problem {
@@ -416,6 +458,48 @@ impl Monitor {
         })
     }
 
+    /// A node's role (`master` or `slave`) and epoch record, asked right now. A record that
+    /// is not an epoch shardis writes reads as the largest, so nothing is pointed at it.
+    async fn recheck(&mut self, addr: &str) -> Result<(String, Option<u64>), String> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        let timeout = self.config.backend.timeout;
+        let prober = self.probers.entry(addr.to_string()).or_default();
+        let mut link = match prober.take_idle() {
+            Some(l) => l,
+            None => {
+                Link::open(
+                    addr,
+                    self.config.backend.connect_timeout,
+                    &self.config.backend,
+                )
+                .await?
+            }
+        };
+        link.set_timeout(timeout);
+        let commands: [&[&[u8]]; 2] = [&[b"ROLE"], &[b"MGET", crate::lock::EPOCH_KEY]];
+        let replies = link.call_many(&commands).await?;
+        if let Some(p) = self.probers.get_mut(addr) {
+            p.put_idle(link);
+        }
+        let [role, record] = &replies[..] else {
+            return Err("unexpected replies".into());
+        };
+        let role = match link::ok(role.clone())? {
+            OwnedFrame::Array(items) => items.first().and_then(link::text).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let epoch = match link::ok(record.clone())? {
+            OwnedFrame::Array(v) => v.first().and_then(link::text).map(|r| {
+                r.parse::<u64>()
+                    .ok()
+                    .filter(|e| crate::lock::FenceToken::holds_epoch(*e))
+                    .unwrap_or(u64::MAX)
+            }),
+            _ => return Err("unexpected MGET reply".into()),
+        };
+        Ok((role, epoch))
+    }
+
     /// Parked requests past the failover bound fail (each connection re-sends its own when it
     /// reconnects; a failover re-sends them to the new primary).
     fn settle_parked(&mut self, parking: &Parking, view: &View) {
@@ -430,11 +514,7 @@ impl Monitor {
         let primary = &view.primary;
         if parking.oldest().is_some_and(|t| t.elapsed() >= bound) {
             if primary.health.is_up() {
-                mark_down(
-                    &self.shard.name,
-                    primary,
-                    "no primary within the failover time",
-                );
+                self.mark_down(primary, "no primary within the failover time");
             }
             self.fail_parked(parking, "no primary within the failover time");
         }
@@ -461,8 +541,12 @@ fn members(view: &View) -> impl Iterator<Item = &Arc<Node>> {
     std::iter::once(&view.primary).chain(&view.replicas)
 }
 
-fn mark_down(shard: &str, node: &Node, why: &str) {
-    node.health.up.store(false, Ordering::Relaxed);
-    node.health.readable.store(false, Ordering::Relaxed);
-    tracing::warn!(shard, node = %node.addr, "node down: {why}");
+impl Monitor {
+    /// Marks `node` down: requests to it fail at once until it answers again.
+    fn mark_down(&mut self, node: &Node, why: &str) {
+        node.health.up.store(false, Ordering::Relaxed);
+        node.health.readable.store(false, Ordering::Relaxed);
+        self.track(&node.addr).downed_at = Some(Instant::now());
+        tracing::warn!(shard = %self.shard.name, node = %node.addr, "node down: {why}");
+    }
 }

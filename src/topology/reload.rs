@@ -84,8 +84,10 @@ impl Topology {
                     kept += 1;
                 }
                 Some(i) => {
+                    let old = &self.shards[i];
+                    let serving = old.is_confirmed();
                     let (shard, m) =
-                        build_shard(s, new, &self.state, Some(Carried::from(&self.shards[i])));
+                        build_shard(s, new, &self.state, Some(Carried::from(old)), serving);
                     shards.push(shard);
                     monitors.push(m);
                     rebuilt += 1;
@@ -93,7 +95,9 @@ impl Topology {
                 None => {
                     // A shard added back keeps what the state file recorded for it.
                     let recorded = Carried::recorded(&self.state, s);
-                    let (shard, m) = build_shard(s, new, &self.state, recorded);
+                    // Serves at once, from its configured primary until its first checks: a
+                    // reload cannot wait for them.
+                    let (shard, m) = build_shard(s, new, &self.state, recorded, true);
                     shards.push(shard);
                     monitors.push(m);
                     added += 1;

@@ -474,6 +474,23 @@ fn reserved_keys_cannot_be_named() {
         args(&["SCRIPT", "LOAD", forge]),
         args(&["FUNCTION", "LOAD", "REPLACE", lib]),
         args(&["FUNCTION", "RESTORE", "payload-naming-__shardis__:x"]),
+        // The name handed in as an argument.
+        args(&[
+            "EVAL",
+            "return redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])",
+            "1",
+            "lock:{x}",
+            "__shardis__:locks",
+            "lock:{x}",
+            "0 0 0 0 ",
+        ]),
+        args(&[
+            "EVALSHA",
+            "0123456789012345678901234567890123456789",
+            "0",
+            "__shardis__:epoch",
+        ]),
+        args(&["FCALL", "f", "1", "k", "__shardis__:epoch"]),
     ] {
         let p = super::plan_args(&cmd, &r, &Policy::default()).0;
         assert!(

@@ -16,8 +16,10 @@ use super::{Monitor, Probe};
 
 impl Monitor {
     /// The epoch a new primary starts: above the shard's, the state file's and every record
-    /// a node of the shard showed.
-    pub(super) fn next_epoch(&self, view: &View) -> u64 {
+    /// a node of the shard showed; `None` (logged) when that would pass
+    /// [`MAX_RECORDED_EPOCH`](crate::lock::MAX_RECORDED_EPOCH): the shard then keeps its epoch
+    /// and its primary, since a new primary under an old epoch could repeat tokens.
+    pub(super) fn next_epoch(&self, view: &View) -> Option<u64> {
         let stored = self.state.get(&self.shard.name).map_or(0, |s| s.epoch);
         let seen = self
             .tracks
@@ -25,7 +27,12 @@ impl Monitor {
             .filter_map(|t| t.answer.as_ref()?.epoch)
             .max()
             .unwrap_or(0);
-        view.epoch.max(stored).max(seen) + 1
+        let next = view.epoch.max(stored).max(seen) + 1;
+        if next > crate::lock::MAX_RECORDED_EPOCH {
+            tracing::error!(shard = %self.shard.name, next, "no epoch left to start: the shard keeps its primary");
+            return None;
+        }
+        Some(next)
     }
 
     /// Compares the epoch the primary records with the shard's:
@@ -48,6 +55,13 @@ impl Monitor {
         if let Some(run) = &probe.run_id {
             self.primary_run = Some((view.primary.addr.clone(), run.clone()));
         }
+        if probe.epoch_unread {
+            self.report(
+                &view.primary.addr,
+                "the primary's epoch record cannot be read: left as it is",
+            );
+            return;
+        }
         let lost = restarted || (probe.epoch.is_none() && self.epoch_seen);
         let floor = self.shard.epoch_floor.load(Ordering::Relaxed);
         let write = match probe.epoch {
@@ -58,7 +72,10 @@ impl Monitor {
                 if sentinel {
                     return;
                 }
-                let epoch = self.next_epoch(view).max(floor);
+                let Some(epoch) = self.next_epoch(view) else {
+                    return;
+                };
+                let epoch = epoch.max(floor);
                 if !self.raise_epoch(view, epoch, "new epoch over a forged record") {
                     return;
                 }
@@ -98,7 +115,9 @@ impl Monitor {
             _ if !sentinel
                 && (lost || (probe.epoch.is_none() && self.state.get(&name).is_some())) =>
             {
-                let epoch = self.next_epoch(view);
+                let Some(epoch) = self.next_epoch(view) else {
+                    return;
+                };
                 if !self.raise_epoch(
                     view,
                     epoch,

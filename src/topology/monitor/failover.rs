@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::super::link::split_addr;
 use super::super::{Node, Problem, Role, View};
 use super::judge::{self, Candidate, Claim};
-use super::{mark_down, members, Monitor, Probe};
+use super::{members, Monitor, Probe};
 use crate::backend::mirror::Sync;
 use crate::backend::Parking;
 use crate::config::ReplicationMode;
@@ -74,7 +74,10 @@ impl Monitor {
             Some(e) if e > view.epoch => e,
             // It records no newer epoch than the shard's: it was promoted by hand (or by a
             // proxy that failed to record it), so the lock counters it has may be behind.
-            _ => self.next_epoch(view),
+            _ => match self.next_epoch(view) {
+                Some(e) => e,
+                None => return view.clone(),
+            },
         };
         let why = if recorded.is_some_and(|e| e >= epoch) {
             "following the primary the nodes name, at the epoch it records"
@@ -210,7 +213,7 @@ impl Monitor {
                         }
                     })
                     .collect();
-                match judge::choose(&candidates, view.epoch) {
+                match judge::choose(&candidates, &primary, view.epoch) {
                     Ok(c) => view.replicas.iter().find(|n| n.addr == c.addr).cloned(),
                     Err(reasons) => {
                         let reasons: Vec<String> = reasons
@@ -232,7 +235,7 @@ impl Monitor {
             self.hold_down(view, parking, Problem::NoReplicaInSync, why);
             return Problem::NoReplicaInSync;
         };
-        self.promote(view, &chosen, parking).await;
+        self.promote(view, &chosen, parking, round).await;
         Problem::None
     }
 
@@ -240,7 +243,7 @@ impl Monitor {
     /// it answers again.
     fn hold_down(&mut self, view: &View, parking: &Parking, problem: Problem, why: &str) {
         if view.primary.health.is_up() {
-            mark_down(&self.shard.name, &view.primary, why);
+            self.mark_down(&view.primary, why);
         }
         self.report(&view.primary.addr, &format!("{}: {why}", problem.code()));
         self.fail_parked(parking, why);
@@ -266,8 +269,17 @@ impl Monitor {
     }
 
     /// Makes `chosen` the primary in a new epoch, and the other live replicas its replicas.
-    async fn promote(&mut self, view: &View, chosen: &Arc<Node>, parking: &Parking) {
+    async fn promote(
+        &mut self,
+        view: &View,
+        chosen: &Arc<Node>,
+        parking: &Parking,
+        round: Instant,
+    ) {
         let mirror = self.mode() == ReplicationMode::Mirror;
+        let Some(epoch) = self.next_epoch(view) else {
+            return;
+        };
         // No write of the old primary's may be acknowledged from here on.
         view.primary.pool.gate().close();
         if !mirror {
@@ -279,9 +291,8 @@ impl Monitor {
                 return;
             }
         }
-        let epoch = self.next_epoch(view);
         let old = view.primary.clone();
-        mark_down(&self.shard.name, &old, "replaced as primary");
+        self.mark_down(&old, "replaced as primary");
         if let Some(m) = &self.shard.mirror {
             m.set_source(&chosen.addr);
             m.remove_target(&chosen.addr);
@@ -300,21 +311,23 @@ impl Monitor {
         promoted.role = Role::Primary;
         promoted.epoch = Some(epoch);
         for node in &next.replicas {
-            let answer = self
-                .tracks
-                .get(&node.addr)
-                .and_then(|t| t.live_answer())
-                .cloned();
+            let answer = self.fresh_answer(&node.addr, round);
             if let Some(p) = answer {
                 self.point_at(&next, node, &p, &promoted).await;
             }
         }
     }
 
+    /// A node's answer from this round, unless it is dead: what a REPLICAOF is decided on.
+    fn fresh_answer(&self, addr: &str, round: Instant) -> Option<Probe> {
+        let t = self.tracks.get(addr).filter(|t| !t.dead)?;
+        t.fresh(round).cloned()
+    }
+
     /// Redis mode, primary alive: every other node that answers follows it. Other primaries are
     /// always made replicas (a shard has one); replicas following another node are pointed
     /// at the primary when `manage_replication` is on.
-    pub(super) async fn manage(&mut self, view: &View) {
+    pub(super) async fn manage(&mut self, view: &View, round: Instant) {
         let Some(primary) = self
             .tracks
             .get(&view.primary.addr)
@@ -326,12 +339,7 @@ impl Monitor {
             return;
         };
         for node in &view.replicas {
-            let Some(p) = self
-                .tracks
-                .get(&node.addr)
-                .and_then(|t| t.live_answer())
-                .cloned()
-            else {
+            let Some(p) = self.fresh_answer(&node.addr, round) else {
                 continue;
             };
             let follows =
@@ -356,14 +364,21 @@ impl Monitor {
             // A second primary: whatever it takes from now on it would lose.
             node.pool.gate().close();
         }
-        // The primary may have changed since its check (another proxy, an operator): never
-        // point a node at a replica.
-        match self.command(&view.primary.addr, &[b"ROLE"]).await {
-            Ok(role) if role == "master" => {}
-            other => {
-                tracing::warn!(shard = %self.shard.name, node = %node.addr, "not pointed at {}: it does not answer ROLE as a primary ({other:?})", view.primary.addr);
-                return;
+        // Either may have changed since its check (another proxy, an operator): asked again
+        // right before. Never point a node at a replica, nor one that now records a newer
+        // epoch than the primary, nor one whose role changed since.
+        let primary_now = self.recheck(&view.primary.addr).await;
+        let node_now = self.recheck(&node.addr).await;
+        let fits = match (&primary_now, &node_now) {
+            (Ok((p_role, p_epoch)), Ok((n_role, n_epoch))) => {
+                let same = (n_role == "master") == (answer.role == Role::Primary);
+                p_role == "master" && same && n_epoch <= p_epoch
             }
+            _ => false,
+        };
+        if !fits {
+            tracing::warn!(shard = %self.shard.name, node = %node.addr, "not pointed at {}: changed since the check (primary {primary_now:?}, node {node_now:?})", view.primary.addr);
+            return;
         }
         let (host, port) = split_addr(&view.primary.addr);
         match self

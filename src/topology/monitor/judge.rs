@@ -56,6 +56,8 @@ pub struct Track {
     /// A replica: whether it followed the primary, link up, not in a full sync and within the
     /// lag limit, at the primary's latest answer. Only such a replica may be promoted.
     pub in_sync: bool,
+    /// When the monitor last marked it down: it comes back up only by answering after that.
+    pub downed_at: Option<Instant>,
 }
 
 impl Track {
@@ -121,6 +123,21 @@ impl Track {
     /// Its last full answer, unless it is dead.
     pub fn live_answer(&self) -> Option<&Probe> {
         self.answer.as_ref().filter(|_| !self.dead)
+    }
+
+    /// Whether it answered since the monitor last marked it down (or was never marked down).
+    pub fn answered_since_down(&self) -> bool {
+        match (self.downed_at, self.heard_at) {
+            (None, _) => true,
+            (Some(down), Some(heard)) => heard > down,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Whether it has said enough to be counted on: it answered, or it refused a connection
+    /// (nothing listens there, so it serves no one), or it is dead.
+    pub fn known(&self) -> bool {
+        self.heard_at.is_some() || self.refusals > 0 || self.dead
     }
 
     /// Its full answer from this round (checks started at `round`).
@@ -226,18 +243,37 @@ pub fn unfit(c: &Candidate, epoch: u64) -> Option<&'static str> {
 }
 
 /// The replica to promote: of those fit, the one with the most data (the largest replication
-/// offset; the lowest address among equals, so proxies agree); else each one's reason.
+/// offset; the lowest address among equals, so proxies agree); else each one's reason. When a
+/// replica of `primary` that answered, not in a full resync, has more data than every fit one,
+/// none is promoted: it may hold writes the others lack (acknowledged with
+/// `write_ack = "replicas:N"`), and promoting one of them would drop those. (A replica in a
+/// full resync is about to replace its data wholesale, so what it has counts for nothing.)
 pub fn choose<'a>(
     candidates: &[Candidate<'a>],
+    primary: &str,
     epoch: u64,
 ) -> Result<Candidate<'a>, Vec<(&'a str, &'static str)>> {
+    let offset = |c: &Candidate| c.probe.map_or(-1, |p| p.offset);
+    let key = |c: &&Candidate<'a>| (offset(c), Reverse(c.addr));
     let fit = candidates
         .iter()
         .filter(|c| unfit(c, epoch).is_none())
-        .max_by_key(|c| (c.probe.map_or(-1, |p| p.offset), Reverse(c.addr)));
-    match fit {
-        Some(c) => Ok(*c),
-        None => Err(candidates
+        .max_by_key(key);
+    let most = candidates
+        .iter()
+        .filter(|c| {
+            c.probe.is_some_and(|p| {
+                p.role == Role::Replica && p.master.as_deref() == Some(primary) && !p.syncing
+            })
+        })
+        .max_by_key(key);
+    match (fit, most) {
+        (Some(f), Some(m)) if offset(m) > offset(f) => Err(vec![(
+            m.addr,
+            unfit(m, epoch).unwrap_or("it has more data than every replica fit to promote"),
+        )]),
+        (Some(f), _) => Ok(*f),
+        (None, _) => Err(candidates
             .iter()
             .filter_map(|c| Some((c.addr, unfit(c, epoch)?)))
             .collect()),
@@ -258,6 +294,7 @@ mod tests {
             offset: 100,
             epoch,
             bad_epoch: None,
+            epoch_unread: false,
             run_id: None,
             has_data,
         }
@@ -428,7 +465,7 @@ mod tests {
             cand("b:1", Some(&b), true),
             cand("c:1", Some(&resyncing), false),
         ];
-        assert_eq!(choose(&cands, 1).unwrap().addr, "b:1");
+        assert_eq!(choose(&cands, "p:1", 1).unwrap().addr, "b:1");
         // The one that was in a resync, however far its offset, waits; so does one that was
         // not in sync when the primary last answered.
         let cands = [
@@ -436,11 +473,22 @@ mod tests {
             cand("c:1", Some(&resyncing), false),
             cand("d:1", None, true),
         ];
-        let why = choose(&cands, 1).unwrap_err();
+        let why = choose(&cands, "p:1", 1).unwrap_err();
         assert_eq!(why.len(), 3, "{why:?}");
         assert_eq!(why[1], ("c:1", "it is in a full resync"));
+        // A replica with more data than the fit ones, but not fit itself: wait for it.
+        let mut ahead = a.clone();
+        ahead.offset = 1_000;
+        let cands = [
+            cand("a:1", Some(&a), true),
+            cand("e:1", Some(&ahead), false),
+        ];
+        assert_eq!(
+            choose(&cands, "p:1", 1).unwrap_err(),
+            [("e:1", "it was not in sync when the primary last answered")]
+        );
         // Equal offsets: the lower address, as every proxy would choose.
         let cands = [cand("b:1", Some(&a), true), cand("a:1", Some(&a), true)];
-        assert_eq!(choose(&cands, 1).unwrap().addr, "a:1");
+        assert_eq!(choose(&cands, "p:1", 1).unwrap().addr, "a:1");
     }
 }

@@ -40,6 +40,9 @@ impl Monitor {
             }
             let readable = node.health.is_up() && target.state() == Sync::InSync;
             node.health.readable.store(readable, Ordering::Relaxed);
+            // A replica takes the copies (and the resync) on its connections; a former primary
+            // had its gate closed only to fail what was in flight when it was replaced.
+            node.pool.gate().open();
         }
     }
 }

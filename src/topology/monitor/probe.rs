@@ -36,6 +36,9 @@ pub struct Probe {
     /// A record that is not such an epoch (a number too large, or not a number): never
     /// adopted.
     pub bad_epoch: Option<String>,
+    /// The record could not be read (an error reply: a replica that serves no stale data while
+    /// its link is down answers MASTERDOWN, an ACL may deny it): nothing is known of it.
+    pub epoch_unread: bool,
     /// The node process's id (INFO server): it changes when the node restarts.
     pub run_id: Option<String>,
     /// Whether it holds keys other than shardis' own.
@@ -163,33 +166,35 @@ async fn check(
     (Some(link), outcome)
 }
 
-/// The check's four replies, read.
+/// The check's four replies, read. An error reply to PING or INFO (BUSY, LOADING, ...) proves
+/// the node alive but tells nothing more; one to the record or key count leaves only those
+/// unknown.
 fn read_check(replies: &[OwnedFrame]) -> Outcome {
-    // Any error reply (BUSY, LOADING, ...) proves the node alive but makes the check moot.
-    if let Some(OwnedFrame::Error(e)) = replies.iter().find(|r| matches!(r, OwnedFrame::Error(_))) {
-        return Outcome::Busy(e.clone());
-    }
-    let [_, info, record, own] = replies else {
+    let [ping, info, record, own] = replies else {
         return Outcome::Refused("a check got the wrong number of replies".into());
     };
+    for r in [ping, info] {
+        if let OwnedFrame::Error(e) = r {
+            return Outcome::Busy(e.clone());
+        }
+    }
     let info = link::text(info).unwrap_or_default();
     let mut probe = parse_info(&info);
-    let record = match record {
-        OwnedFrame::Array(v) => v.first().and_then(link::text),
-        other => return Outcome::Refused(format!("unexpected MGET reply: {other:?}")),
-    };
     match record {
-        None => {}
-        Some(r) => match r.parse::<u64>() {
-            Ok(e) if crate::lock::FenceToken::holds_epoch(e) => probe.epoch = Some(e),
-            _ => probe.bad_epoch = Some(r.chars().take(40).collect()),
+        OwnedFrame::Array(v) => match v.first().and_then(link::text) {
+            None => {}
+            Some(r) => match r.parse::<u64>() {
+                Ok(e) if crate::lock::FenceToken::holds_epoch(e) => probe.epoch = Some(e),
+                _ => probe.bad_epoch = Some(r.chars().take(40).collect()),
+            },
         },
+        _ => probe.epoch_unread = true,
     }
-    let own = match own {
-        OwnedFrame::Integer(n) => *n,
-        _ => 0,
+    // Unknown counts as holding data: a node is never made to follow an empty one on a guess.
+    probe.has_data = match own {
+        OwnedFrame::Integer(n) => keys_in_db0(&info) > (*n).max(0) as u64,
+        _ => true,
     };
-    probe.has_data = keys_in_db0(&info) > own.max(0) as u64;
     Outcome::Answer(probe)
 }
 
@@ -238,6 +243,7 @@ pub fn parse_info(info: &str) -> Probe {
             .unwrap_or(-1),
         epoch: None,
         bad_epoch: None,
+        epoch_unread: false,
         run_id: fields.get("run_id").map(|r| r.to_string()),
         has_data: false,
     }
@@ -308,8 +314,8 @@ mod tests {
             panic!()
         };
         assert!(!p.has_data);
-        // A record no token can carry is never read as an epoch.
-        for forged in ["8388607", "99999999999", "x"] {
+        // A record shardis would never write is never read as an epoch.
+        for forged in ["4194305", "8388607", "99999999999", "x"] {
             let Outcome::Answer(p) = read_check(&replies(Some(forged), 1)) else {
                 panic!()
             };
@@ -319,9 +325,20 @@ mod tests {
             panic!()
         };
         assert_eq!((p.epoch, p.has_data), (None, true));
-        // BUSY anywhere: alive, nothing learnt.
+        // BUSY: alive, nothing learnt.
         let mut busy = replies(None, 0);
         busy[0] = OwnedFrame::Error("BUSY Redis is busy running a script.".into());
         assert!(matches!(read_check(&busy), Outcome::Busy(e) if e.starts_with("BUSY")));
+        // A replica that serves no stale data: its role and offset still count.
+        let mut stale = replies(None, 0);
+        stale[2] = OwnedFrame::Error("MASTERDOWN Link with MASTER is down".into());
+        stale[3] = OwnedFrame::Error("MASTERDOWN Link with MASTER is down".into());
+        let Outcome::Answer(p) = read_check(&stale) else {
+            panic!()
+        };
+        assert_eq!(
+            (p.role, p.epoch, p.epoch_unread, p.has_data),
+            (Role::Primary, None, true, true)
+        );
     }
 }
