@@ -32,12 +32,16 @@ pub fn refused_port() -> (socket2::Socket, u16) {
     (socket, port)
 }
 
-/// Waits until something accepts on `port`, or the child exits (`false`).
+/// Waits until something accepts on `port`, or the child exits (`false`). Something else may
+/// have taken the port between `free_port` and the child's bind (another test's server, on a
+/// port the kernel handed out twice): then the child exits at once, which the short wait after
+/// the first accepted connection catches, and the caller tries another port.
 fn wait_listening(port: u16, child: &mut Child, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+            std::thread::sleep(Duration::from_millis(50));
+            return matches!(child.try_wait(), Ok(None));
         }
         if let Ok(Some(_)) = child.try_wait() {
             return false;
