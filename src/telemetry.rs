@@ -44,7 +44,7 @@ pub mod names {
     pub const EPOCH: &str = "shardis_shard_epoch";
     /// 1 while something keeps the shard from serving as it should, by `shard` and `problem`
     /// (`two_primaries`, `no_primary`, `no_replica_in_sync`, `primary_unreachable`,
-    /// `primary_down`); absent while there is nothing.
+    /// `primary_down`, `epochs_exhausted`); absent while there is nothing.
     pub const SHARD_PROBLEM: &str = "shardis_shard_problem";
     /// Clients connected now.
     pub const CLIENTS: &str = "shardis_connected_clients";

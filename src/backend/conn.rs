@@ -523,7 +523,11 @@ impl ConnTask {
         if reply.is_closed() {
             return 0;
         }
-        let Some(gate) = self.settings.gate.admit() else {
+        let admitted = match req.copy {
+            Copy::Mirrored => Some(self.settings.gate.closes()),
+            _ => self.settings.gate.admit(),
+        };
+        let Some(gate) = admitted else {
             self.settings.stats.count(true);
             let _ = reply.send(Err(BackendError::Unavailable {
                 node: self.settings.label.clone(),

@@ -374,9 +374,7 @@ async fn worker(
             }
             continue;
         }
-        let reply = conn
-            .send_with(item.bytes.clone(), item.skip, super::Wait::Default)
-            .await;
+        let reply = conn.send_copy(item.bytes.clone(), item.skip).await;
         if done_tx.send((reply, item)).is_err() {
             break;
         }

@@ -75,6 +75,9 @@ pub enum Copy {
     Write,
     /// A resync's DUMP script for these keys: RESTOREs go to this replica only.
     Resync(Arc<Target>, Vec<Bytes>),
+    /// A copy (or a resync's RESTORE) sent to a mirror replica: it passes a closed gate, since
+    /// a former primary closed its gate to fail its clients' requests, not its copies.
+    Mirrored,
 }
 
 impl BackendRequest {
@@ -183,6 +186,12 @@ impl NodeConn {
             Copy::Nothing
         };
         self.send_request(bytes, skip, wait, write.unwrap_or(0), copy)
+            .await
+    }
+
+    /// A copy to a mirror replica (see [`Copy::Mirrored`]).
+    pub async fn send_copy(&self, bytes: Bytes, skip: u32) -> oneshot::Receiver<Reply> {
+        self.send_request(bytes, skip, Wait::Default, 0, Copy::Mirrored)
             .await
     }
 

@@ -763,7 +763,8 @@ fn kill(proxy: &Proxy, topology: &Topology, session: &Session, req: &Request) ->
     let parts = topology
         .shards
         .iter()
-        .map(|shard| PartReply::new(shard.kill_script(req.args().to_vec(), &backend), Vec::new()))
+        .flat_map(|shard| shard.kill_script(req.args(), &backend))
+        .map(|rx| PartReply::new(rx, Vec::new()))
         .collect();
     Slot::merging(Merge::Kill, parts, session.proto)
 }

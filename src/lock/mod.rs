@@ -44,9 +44,10 @@ const COUNTER_BITS: u32 = 40;
 /// The highest epoch a token can carry.
 pub const MAX_EPOCH: u64 = (1 << (63 - COUNTER_BITS)) - 1;
 
-/// The highest epoch shardis records or takes from a node: half of what a token can carry. An
-/// honest fleet never gets near it (a failover a second for seven weeks), and a record forged
-/// above it is refused, so a forgery can never use up the epochs a shard has left.
+/// The highest epoch shardis takes from a node's record without having followed the shard up
+/// to near it: half of what a token can carry. An honest fleet never gets near it (a failover a
+/// second for seven weeks); a forged record above it is refused, and one at most this high
+/// still leaves the shard as many epochs again.
 pub const MAX_RECORDED_EPOCH: u64 = 1 << (62 - COUNTER_BITS);
 
 /// A fencing token: the shard's epoch in the high bits, a per-lock counter in the low ones.
@@ -59,12 +60,6 @@ impl FenceToken {
     pub fn new(epoch: u64, counter: u64) -> Option<FenceToken> {
         let ok = epoch < 1 << (63 - COUNTER_BITS) && (1..1 << COUNTER_BITS).contains(&counter);
         ok.then_some(FenceToken(epoch << COUNTER_BITS | counter))
-    }
-
-    /// Whether `epoch`, read from a node's record, is one shardis could have written (at most
-    /// [`MAX_RECORDED_EPOCH`]); a larger record is refused, never adopted.
-    pub fn holds_epoch(epoch: u64) -> bool {
-        epoch <= MAX_RECORDED_EPOCH
     }
 
     /// A token as a client sends it: a positive decimal integer.
@@ -151,8 +146,6 @@ mod tests {
         for bad in [&b"0"[..], b"-5", b"x", b"", b"1099511627776"] {
             assert_eq!(FenceToken::parse(bad), None, "{bad:?}");
         }
-        assert!(FenceToken::holds_epoch(MAX_RECORDED_EPOCH));
-        assert!(!FenceToken::holds_epoch(MAX_RECORDED_EPOCH + 1));
         assert!(FenceToken::new(MAX_EPOCH, 1).is_some());
         assert_eq!(MAX_RECORDED_EPOCH * 2, MAX_EPOCH + 1);
     }

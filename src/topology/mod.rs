@@ -122,6 +122,9 @@ pub enum Problem {
     PrimaryUnreachable = 4,
     /// The primary is down and the shard has no replica.
     PrimaryDown = 5,
+    /// The primary is down and no epoch is left to start (only after a forged record, or 2^22
+    /// failovers): promoting under an old epoch could repeat tokens.
+    EpochsExhausted = 6,
 }
 
 impl Problem {
@@ -132,6 +135,7 @@ impl Problem {
             3 => Problem::NoReplicaInSync,
             4 => Problem::PrimaryUnreachable,
             5 => Problem::PrimaryDown,
+            6 => Problem::EpochsExhausted,
             _ => Problem::None,
         }
     }
@@ -145,6 +149,7 @@ impl Problem {
             Problem::NoReplicaInSync => "no_replica_in_sync",
             Problem::PrimaryUnreachable => "primary_unreachable",
             Problem::PrimaryDown => "primary_down",
+            Problem::EpochsExhausted => "epochs_exhausted",
         }
     }
 
@@ -198,9 +203,14 @@ pub struct Shard {
     /// True once the checks have said which node is primary (see [`Shard::confirm`]); until
     /// then the shard takes no request.
     confirmed: AtomicBool,
-    /// The same, for those waiting for it.
+    /// The same, for those waiting for it, sent at the end of the round that confirmed it.
     confirmed_tx: tokio::sync::watch::Sender<bool>,
+    /// SCRIPT KILL / FUNCTION KILL in flight (each opens connections of its own).
+    kills: Arc<tokio::sync::Semaphore>,
 }
+
+/// SCRIPT KILL / FUNCTION KILL a shard runs at once; more get an error at once.
+const KILLS_IN_FLIGHT: usize = 4;
 
 impl Shard {
     pub fn view(&self) -> Arc<View> {
@@ -235,8 +245,16 @@ impl Shard {
 
     /// The checks have said which node is primary: the shard serves from now on.
     pub(crate) fn confirm(&self) {
-        if !self.confirmed.swap(true, Ordering::AcqRel) {
-            self.confirmed_tx.send_replace(true);
+        self.confirmed.store(true, Ordering::Release);
+    }
+
+    /// Tells those waiting for the shard ([`Topology::discovered`]) that it serves, once it
+    /// does; the monitor calls this at the end of a round, when replicas' readability and the
+    /// epoch record are settled too.
+    pub(crate) fn announce(&self) {
+        if self.is_confirmed() {
+            self.confirmed_tx
+                .send_if_modified(|c| !std::mem::replace(c, true));
         }
     }
 
@@ -377,47 +395,43 @@ impl Shard {
         Ok(self.up_primary()?.pool.dedicated(proto, dedicated))
     }
 
-    /// Sends `command` (SCRIPT KILL, FUNCTION KILL) to the primary on a connection of its own,
-    /// made for it: a shared connection may be queued behind the very script to stop, since
-    /// Redis reads nothing more from the client whose script runs.
+    /// Sends `command` (SCRIPT KILL, FUNCTION KILL) to every node of the shard, each on a
+    /// connection of its own made for it: a shared connection may be queued behind the very
+    /// script to stop (Redis reads nothing more from the client whose script runs), and a
+    /// read-only script may run on a replica. Neither the health checks nor the shard's
+    /// confirmation hold it back: a node busy in a script answers nothing else. One receiver
+    /// per node.
     pub fn kill_script(
         &self,
-        command: Vec<bytes::Bytes>,
+        command: &[bytes::Bytes],
         backend: &crate::config::BackendSettings,
-    ) -> oneshot::Receiver<Reply> {
-        let primary = match self.up_primary() {
-            Ok(p) => p,
-            Err(e) => return failed(e),
+    ) -> Vec<oneshot::Receiver<Reply>> {
+        let view = self.view();
+        let nodes: Vec<Arc<Node>> = std::iter::once(view.primary.clone())
+            .chain(view.replicas.iter().cloned())
+            .collect();
+        let Ok(permit) = self.kills.clone().try_acquire_owned() else {
+            return vec![failed(self.unavailable(format!(
+                "{KILLS_IN_FLIGHT} script kills are already in flight on it"
+            )))];
         };
-        let (tx, rx) = oneshot::channel();
-        let backend = backend.clone();
-        let label: Arc<str> = Arc::from(format!("shard '{}' node {}", self.name, primary.addr));
-        tokio::spawn(async move {
-            let args: Vec<&[u8]> = command.iter().map(|a| &a[..]).collect();
-            let reply = async {
-                let mut link =
-                    link::Link::open(&primary.addr, backend.connect_timeout, &backend).await?;
-                link.set_timeout(backend.timeout);
-                link.call(&args).await
-            };
-            let reply = match reply.await {
-                Ok(redis_protocol::resp2::types::OwnedFrame::SimpleString(s)) => {
-                    Ok(bytes::Bytes::from([&b"+"[..], &s, b"\r\n"].concat()))
-                }
-                Ok(redis_protocol::resp2::types::OwnedFrame::Error(e)) => {
-                    Ok(crate::resp::encode::error_bytes(&e))
-                }
-                Ok(other) => Ok(crate::resp::encode::error_bytes(&format!(
-                    "ERR unexpected reply from the primary: {other:?}"
-                ))),
-                Err(e) => Err(BackendError::Unavailable {
-                    node: label,
-                    reason: e.to_string(),
-                }),
-            };
-            let _ = tx.send(reply);
-        });
-        rx
+        let permit = Arc::new(permit);
+        nodes
+            .into_iter()
+            .map(|node| {
+                let (tx, rx) = oneshot::channel();
+                let backend = backend.clone();
+                let command = command.to_vec();
+                let label: Arc<str> =
+                    Arc::from(format!("shard '{}' node {}", self.name, node.addr));
+                let permit = permit.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tx.send(kill_on(&node.addr, &command, &backend, label).await);
+                });
+                rx
+            })
+            .collect()
     }
 
     /// Fails while the checks have not yet said which node is primary: serving from the
@@ -552,7 +566,8 @@ fn build_shard(
         lock_stats,
         problem: AtomicU8::new(0),
         confirmed: AtomicBool::new(serving),
-        confirmed_tx: tokio::sync::watch::channel(serving).0,
+        confirmed_tx: tokio::sync::watch::channel(false).0,
+        kills: tokio::sync::Semaphore::new(KILLS_IN_FLIGHT).into(),
     });
     let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
     if s.sentinel.is_some() {
@@ -610,6 +625,35 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One SCRIPT KILL / FUNCTION KILL on a connection opened for it; Redis's reply, as RESP2.
+async fn kill_on(
+    addr: &str,
+    command: &[bytes::Bytes],
+    backend: &crate::config::BackendSettings,
+    label: Arc<str>,
+) -> Reply {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let args: Vec<&[u8]> = command.iter().map(|a| &a[..]).collect();
+    let reply = async {
+        let mut link = link::Link::open(addr, backend.connect_timeout, backend).await?;
+        link.set_timeout(backend.timeout);
+        link.call(&args).await
+    };
+    match reply.await {
+        Ok(OwnedFrame::SimpleString(s)) => {
+            Ok(bytes::Bytes::from([&b"+"[..], &s, b"\r\n"].concat()))
+        }
+        Ok(OwnedFrame::Error(e)) => Ok(crate::resp::encode::error_bytes(&e)),
+        Ok(other) => Ok(crate::resp::encode::error_bytes(&format!(
+            "ERR unexpected reply: {other:?}"
+        ))),
+        Err(e) => Err(BackendError::Unavailable {
+            node: label,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// A reply receiver that already holds `error`: a request that failed before it was sent.

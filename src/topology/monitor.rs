@@ -140,6 +140,7 @@ impl Monitor {
             // failover bound.
             self.observe(&view, round).await;
             self.settle_parked(&parking, &view);
+            self.shard.announce();
             return;
         }
         let view = match self.mode() {
@@ -154,7 +155,8 @@ impl Monitor {
         let problem = if self.track(&view.primary.addr).dead {
             self.failover(&view, &parking, round).await
         } else {
-            if self.mode() == ReplicationMode::Redis {
+            // Nothing is repointed before the nodes have confirmed the primary.
+            if self.mode() == ReplicationMode::Redis && self.shard.is_confirmed() {
                 self.manage(&view, round).await;
             }
             self.conflict(&view)
@@ -165,6 +167,7 @@ impl Monitor {
         view.primary.pool.gate().open();
         self.settle_parked(&parking, &view);
         self.shard.set_problem(problem);
+        self.shard.announce();
     }
 
     /// Checks every node of the shard at once and takes in what comes back by the end of the
@@ -270,7 +273,10 @@ impl Monitor {
             }
         }
         if let Some(mirror) = self.shard.mirror.clone() {
-            self.judge_mirrors(&mirror, view);
+            // Copies are rebuilt only from a primary that answered, in a confirmed shard: a
+            // rebuild starts by emptying the copy.
+            let source_ok = self.shard.is_confirmed() && primary.is_some();
+            self.judge_mirrors(&mirror, view, source_ok);
             return;
         }
         let primary_answered = primary.is_some_and(|p| p.role == Role::Primary);
@@ -351,10 +357,11 @@ impl Monitor {
     }
 
     /// Whether the nodes have said enough to serve from the view's primary: it answered as a
-    /// primary, no replica that answered follows another node, and either every node has
-    /// answered (or is dead) or a replica follows it with its link up. A node that has not
-    /// answered could be a primary of a newer epoch (a proxy started from a stale config while
-    /// the real primary is busy); a replica following this one says it is not.
+    /// primary, no node that answered records a newer epoch, and either every node has given a
+    /// full answer (or refuses connections, or is dead) or a replica follows it with its link
+    /// up. A node that has not answered could be a primary of a newer epoch (a proxy started
+    /// from a stale config while the real primary is busy or loading); a replica following this
+    /// one says it is not.
     fn primary_is_known(&self, view: &View) -> bool {
         let answer = |addr: &str| self.tracks.get(addr).and_then(Track::live_answer);
         let Some(primary) = answer(&view.primary.addr) else {
@@ -371,15 +378,14 @@ impl Monitor {
             .iter()
             .filter_map(|n| answer(&n.addr))
             .collect();
-        let follows = |p: &&Probe| p.master.as_deref() == Some(view.primary.addr.as_str());
-        let contradicted = replicas
-            .iter()
-            .any(|p| p.role == Role::Replica && !follows(p));
-        let vouched = replicas
-            .iter()
-            .any(|p| p.role == Role::Replica && follows(p) && p.link_up);
         let all_known = members(view).all(|n| self.tracks.get(&n.addr).is_some_and(Track::known));
-        !contradicted && (all_known || vouched)
+        judge::confirms(
+            &view.primary.addr,
+            primary,
+            &replicas,
+            all_known,
+            view.epoch,
+        )
     }
 
     /// Whether the nodes disagree about who is primary (redis mode): two answer as primary,
@@ -458,9 +464,14 @@ impl Monitor {
         })
     }
 
-    /// A node's role (`master` or `slave`) and epoch record, asked right now. A record that
-    /// is not an epoch shardis writes reads as the largest, so nothing is pointed at it.
-    async fn recheck(&mut self, addr: &str) -> Result<(String, Option<u64>), String> {
+    /// A node's role (`master` or `slave`) and epoch record, asked right now: `None` when the
+    /// record cannot be read. A record shardis would not have written reads as the largest, so
+    /// nothing is pointed at it.
+    async fn recheck(
+        &mut self,
+        addr: &str,
+        shard_epoch: u64,
+    ) -> Result<(String, Option<Option<u64>>), String> {
         use redis_protocol::resp2::types::OwnedFrame;
         let timeout = self.config.backend.timeout;
         let prober = self.probers.entry(addr.to_string()).or_default();
@@ -488,13 +499,15 @@ impl Monitor {
             OwnedFrame::Array(items) => items.first().and_then(link::text).unwrap_or_default(),
             _ => String::new(),
         };
-        let epoch = match link::ok(record.clone())? {
-            OwnedFrame::Array(v) => v.first().and_then(link::text).map(|r| {
+        let epoch = match record {
+            OwnedFrame::Array(v) => Some(v.first().and_then(link::text).map(|r| {
                 r.parse::<u64>()
                     .ok()
-                    .filter(|e| crate::lock::FenceToken::holds_epoch(*e))
+                    .filter(|e| judge::credible(*e, shard_epoch))
                     .unwrap_or(u64::MAX)
-            }),
+            })),
+            // A replica with its link down that serves no stale data (MASTERDOWN): unread.
+            OwnedFrame::Error(_) => None,
             _ => return Err("unexpected MGET reply".into()),
         };
         Ok((role, epoch))

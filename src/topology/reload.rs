@@ -85,7 +85,11 @@ impl Topology {
                 }
                 Some(i) => {
                     let old = &self.shards[i];
-                    let serving = old.is_confirmed();
+                    // Serving stays on only if the primary it confirmed is still one of its
+                    // nodes (else the configured one, unchecked, would serve).
+                    let members: Vec<&String> =
+                        std::iter::once(&s.primary).chain(&s.replicas).collect();
+                    let serving = old.is_confirmed() && members.contains(&&old.view().primary.addr);
                     let (shard, m) =
                         build_shard(s, new, &self.state, Some(Carried::from(old)), serving);
                     shards.push(shard);

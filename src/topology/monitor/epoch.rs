@@ -12,27 +12,24 @@ use std::sync::Arc;
 
 use super::super::state::ShardState;
 use super::super::View;
-use super::{Monitor, Probe};
+use super::{judge, Monitor, Probe};
 
 impl Monitor {
-    /// The epoch a new primary starts: above the shard's, the state file's and every record
-    /// a node of the shard showed; `None` (logged) when that would pass
-    /// [`MAX_RECORDED_EPOCH`](crate::lock::MAX_RECORDED_EPOCH): the shard then keeps its epoch
-    /// and its primary, since a new primary under an old epoch could repeat tokens.
+    /// The epoch a new primary starts: above the shard's, the state file's and every credible
+    /// record a node of the shard showed; `None` when a token could not carry it: the shard
+    /// then keeps its epoch and its primary, since a new primary under an old epoch could
+    /// repeat tokens.
     pub(super) fn next_epoch(&self, view: &View) -> Option<u64> {
         let stored = self.state.get(&self.shard.name).map_or(0, |s| s.epoch);
         let seen = self
             .tracks
             .values()
             .filter_map(|t| t.answer.as_ref()?.epoch)
+            .filter(|e| judge::credible(*e, view.epoch))
             .max()
             .unwrap_or(0);
         let next = view.epoch.max(stored).max(seen) + 1;
-        if next > crate::lock::MAX_RECORDED_EPOCH {
-            tracing::error!(shard = %self.shard.name, next, "no epoch left to start: the shard keeps its primary");
-            return None;
-        }
-        Some(next)
+        (next <= crate::lock::MAX_EPOCH).then_some(next)
     }
 
     /// Compares the epoch the primary records with the shard's:
@@ -64,10 +61,20 @@ impl Monitor {
         }
         let lost = restarted || (probe.epoch.is_none() && self.epoch_seen);
         let floor = self.shard.epoch_floor.load(Ordering::Relaxed);
+        // A record no token can carry, or far above anything this shard followed: not one
+        // shardis wrote.
+        let forged = probe.bad_epoch.clone().or_else(|| {
+            probe
+                .epoch
+                .filter(|e| !judge::credible(*e, view.epoch))
+                .map(|e| e.to_string())
+        });
         let write = match probe.epoch {
-            _ if probe.bad_epoch.is_some() => {
-                let forged = probe.bad_epoch.as_deref().unwrap_or_default();
-                let text = format!("the primary's epoch record {forged:?} was not written by shardis (no fencing token can carry it): refused");
+            _ if forged.is_some() => {
+                let forged = forged.unwrap_or_default();
+                let text = format!(
+                    "the primary's epoch record {forged:?} was not written by shardis: refused"
+                );
                 self.report(&view.primary.addr, &text);
                 if sentinel {
                     return;

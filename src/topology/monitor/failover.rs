@@ -31,12 +31,13 @@ impl Monitor {
                 (p.role == Role::Primary).then_some(Claim {
                     addr: &n.addr,
                     probe: p,
+                    epoch: p.epoch.filter(|e| judge::credible(*e, view.epoch)),
                     configured: n.addr == configured,
                 })
             })
             .collect();
         let (target, recorded) = match judge::authority(&claims) {
-            Some(best) => (best.addr.to_string(), best.probe.epoch),
+            Some(best) => (best.addr.to_string(), best.epoch),
             None => {
                 // Nobody answers as primary. The node every live replica follows, if it is one
                 // of the shard's and not itself a replica, is the primary, alive or not.
@@ -60,7 +61,11 @@ impl Monitor {
                 if !is_member_not_replica || followed.iter().any(|(m, _)| *m != first) {
                     return view.clone();
                 }
-                let recorded = followed.iter().filter_map(|(_, e)| *e).max();
+                let recorded = followed
+                    .iter()
+                    .filter_map(|(_, e)| *e)
+                    .filter(|e| judge::credible(*e, view.epoch))
+                    .max();
                 (first.to_string(), recorded)
             }
         };
@@ -174,6 +179,11 @@ impl Monitor {
         round: Instant,
     ) -> Problem {
         let primary = view.primary.addr.clone();
+        if self.next_epoch(view).is_none() {
+            let why = "its primary is down and no epoch is left to start: a new primary under an old epoch could repeat fencing tokens";
+            self.hold_down(view, parking, Problem::EpochsExhausted, why);
+            return Problem::EpochsExhausted;
+        }
         if view.replicas.is_empty() {
             self.hold_down(
                 view,
@@ -213,7 +223,7 @@ impl Monitor {
                         }
                     })
                     .collect();
-                match judge::choose(&candidates, &primary, view.epoch) {
+                match judge::choose(&candidates, view.epoch) {
                     Ok(c) => view.replicas.iter().find(|n| n.addr == c.addr).cloned(),
                     Err(reasons) => {
                         let reasons: Vec<String> = reasons
@@ -367,12 +377,18 @@ impl Monitor {
         // Either may have changed since its check (another proxy, an operator): asked again
         // right before. Never point a node at a replica, nor one that now records a newer
         // epoch than the primary, nor one whose role changed since.
-        let primary_now = self.recheck(&view.primary.addr).await;
-        let node_now = self.recheck(&node.addr).await;
+        let primary_now = self.recheck(&view.primary.addr, view.epoch).await;
+        let node_now = self.recheck(&node.addr, view.epoch).await;
         let fits = match (&primary_now, &node_now) {
-            (Ok((p_role, p_epoch)), Ok((n_role, n_epoch))) => {
+            (Ok((p_role, Some(p_epoch))), Ok((n_role, n_epoch))) => {
                 let same = (n_role == "master") == (answer.role == Role::Primary);
-                p_role == "master" && same && n_epoch <= p_epoch
+                let older = match n_epoch {
+                    Some(n) => n <= p_epoch,
+                    // A replica that cannot show its record (MASTERDOWN) holds what its own
+                    // primary had, which the check judged already.
+                    None => n_role == "slave",
+                };
+                p_role == "master" && same && older
             }
             _ => false,
         };

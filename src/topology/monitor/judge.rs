@@ -134,10 +134,11 @@ impl Track {
         }
     }
 
-    /// Whether it has said enough to be counted on: it answered, or it refused a connection
-    /// (nothing listens there, so it serves no one), or it is dead.
+    /// Whether it has said enough to be counted on: it gave a full answer (its role and
+    /// record; a node LOADING or BUSY has not), or it refused a connection (nothing listens
+    /// there, so it serves no one), or it is dead.
     pub fn known(&self) -> bool {
-        self.heard_at.is_some() || self.refusals > 0 || self.dead
+        self.answer.is_some() || self.refusals > 0 || self.dead
     }
 
     /// Its full answer from this round (checks started at `round`).
@@ -154,6 +155,8 @@ impl Track {
 pub struct Claim<'a> {
     pub addr: &'a str,
     pub probe: &'a Probe,
+    /// Its epoch record, if it is [`credible`].
+    pub epoch: Option<u64>,
     /// The node the config file names primary.
     pub configured: bool,
 }
@@ -163,12 +166,7 @@ pub struct Claim<'a> {
 /// every proxy reads alike go in (not replication offsets, which move between two proxies'
 /// checks: two proxies ranking by them could each demote the other's choice).
 fn rank<'a>(c: &Claim<'a>) -> (Option<u64>, bool, bool, Reverse<&'a str>) {
-    (
-        c.probe.epoch,
-        c.probe.has_data,
-        c.configured,
-        Reverse(c.addr),
-    )
+    (c.epoch, c.probe.has_data, c.configured, Reverse(c.addr))
 }
 
 /// The primary the nodes name: the best-ranked of those that claim to be one.
@@ -186,10 +184,36 @@ pub fn may_follow(node: &Probe, primary: &Probe) -> Result<(), &'static str> {
     if node.epoch > primary.epoch || node.bad_epoch.is_some() {
         return Err("it records a newer epoch than the primary");
     }
+    if node.epoch_unread && node.role == Role::Primary {
+        return Err("its epoch record cannot be read");
+    }
     if node.has_data && !primary.has_data && node.epoch == primary.epoch {
         return Err("it holds data and the primary is empty");
     }
     Ok(())
+}
+
+/// Whether the answers confirm `primary` (whose answer is `answer`) as the shard's primary: it
+/// answers as one; no other node that answered records a newer (credible) epoch, which would
+/// mean it holds data from after this primary, whoever it follows (an address shardis may
+/// spell otherwise); and either every node has said enough (`all_known`, see
+/// [`Track::known`]) or a replica follows it with its link up.
+pub fn confirms(
+    primary: &str,
+    answer: &Probe,
+    others: &[&Probe],
+    all_known: bool,
+    shard_epoch: u64,
+) -> bool {
+    if answer.role != Role::Primary {
+        return false;
+    }
+    let credible = |p: &Probe| p.epoch.filter(|e| credible(*e, shard_epoch));
+    let newer = others.iter().any(|p| credible(p) > credible(answer));
+    let vouched = others
+        .iter()
+        .any(|p| p.role == Role::Replica && p.master.as_deref() == Some(primary) && p.link_up);
+    !newer && (all_known || vouched)
 }
 
 /// Whether a replica's answer shows it following `primary`, link up, not in a full sync, and
@@ -222,7 +246,20 @@ pub struct Candidate<'a> {
     pub in_sync: bool,
 }
 
-/// Why a replica may not be promoted.
+/// Whether an epoch record read from a node is one shardis could have written, given the
+/// shard's own epoch: at most [`MAX_RECORDED_EPOCH`](crate::lock::MAX_RECORDED_EPOCH), or at
+/// most [`MAX_EPOCH_JUMP`] above the shard's epoch. A forged record above both is never adopted,
+/// so a forgery cannot use up the epochs a shard has left.
+pub fn credible(epoch: u64, shard_epoch: u64) -> bool {
+    epoch <= crate::lock::MAX_RECORDED_EPOCH || epoch <= shard_epoch.saturating_add(MAX_EPOCH_JUMP)
+}
+
+/// How far above its own epoch a shard follows a record past
+/// [`MAX_RECORDED_EPOCH`](crate::lock::MAX_RECORDED_EPOCH): other proxies' failovers since.
+pub const MAX_EPOCH_JUMP: u64 = 1_000;
+
+/// Why a replica may not be promoted on its own account (see [`choose`] for one that holds
+/// everything an in-sync one holds).
 pub fn unfit(c: &Candidate, epoch: u64) -> Option<&'static str> {
     let Some(p) = c.probe else {
         return Some("it did not answer this check");
@@ -233,47 +270,50 @@ pub fn unfit(c: &Candidate, epoch: u64) -> Option<&'static str> {
     if p.syncing {
         return Some("it is in a full resync");
     }
-    if !c.in_sync {
-        return Some("it was not in sync when the primary last answered");
-    }
     if p.epoch.is_some_and(|e| e > epoch) || p.bad_epoch.is_some() {
         return Some("it records another epoch");
+    }
+    if !c.in_sync {
+        return Some("it was not in sync when the primary last answered");
     }
     None
 }
 
-/// The replica to promote: of those fit, the one with the most data (the largest replication
-/// offset; the lowest address among equals, so proxies agree); else each one's reason. When a
-/// replica of `primary` that answered, not in a full resync, has more data than every fit one,
-/// none is promoted: it may hold writes the others lack (acknowledged with
-/// `write_ack = "replicas:N"`), and promoting one of them would drop those. (A replica in a
-/// full resync is about to replace its data wholesale, so what it has counts for nothing.)
+/// The replica to promote. The fit ones are those in sync when the primary last answered, and
+/// any other replica on the same replication history as one of those (same `master_replid`)
+/// with at least its offset: a replication stream is a prefix of itself, so such a replica
+/// holds everything the in-sync one holds, and more. Of the fit ones, the largest offset wins
+/// (the lowest address among equals, so proxies agree). None fit: each one's reason.
 pub fn choose<'a>(
     candidates: &[Candidate<'a>],
-    primary: &str,
     epoch: u64,
 ) -> Result<Candidate<'a>, Vec<(&'a str, &'static str)>> {
     let offset = |c: &Candidate| c.probe.map_or(-1, |p| p.offset);
-    let key = |c: &&Candidate<'a>| (offset(c), Reverse(c.addr));
-    let fit = candidates
+    let in_sync: Vec<&Candidate<'a>> = candidates
         .iter()
         .filter(|c| unfit(c, epoch).is_none())
-        .max_by_key(key);
-    let most = candidates
-        .iter()
-        .filter(|c| {
-            c.probe.is_some_and(|p| {
-                p.role == Role::Replica && p.master.as_deref() == Some(primary) && !p.syncing
+        .collect();
+    let holds_as_much = |c: &&Candidate<'a>| {
+        let Some(p) = c.probe else {
+            return false;
+        };
+        let shaped = p.role == Role::Replica
+            && !p.syncing
+            && p.bad_epoch.is_none()
+            && p.epoch.is_none_or(|e| e <= epoch);
+        shaped
+            && in_sync.iter().any(|s| {
+                let s_replid = s.probe.and_then(|q| q.replid.as_deref());
+                s_replid.is_some() && s_replid == p.replid.as_deref() && p.offset >= offset(s)
             })
-        })
-        .max_by_key(key);
-    match (fit, most) {
-        (Some(f), Some(m)) if offset(m) > offset(f) => Err(vec![(
-            m.addr,
-            unfit(m, epoch).unwrap_or("it has more data than every replica fit to promote"),
-        )]),
-        (Some(f), _) => Ok(*f),
-        (None, _) => Err(candidates
+    };
+    let fit = candidates
+        .iter()
+        .filter(|c| unfit(c, epoch).is_none() || holds_as_much(c))
+        .max_by_key(|c| (offset(c), Reverse(c.addr)));
+    match fit {
+        Some(c) => Ok(*c),
+        None => Err(candidates
             .iter()
             .filter_map(|c| Some((c.addr, unfit(c, epoch)?)))
             .collect()),
@@ -292,6 +332,7 @@ mod tests {
             syncing: false,
             last_io_s: None,
             offset: 100,
+            replid: Some("h1".into()),
             epoch,
             bad_epoch: None,
             epoch_unread: false,
@@ -315,6 +356,7 @@ mod tests {
         Claim {
             addr,
             probe,
+            epoch: probe.epoch,
             configured,
         }
     }
@@ -422,6 +464,42 @@ mod tests {
     }
 
     #[test]
+    fn the_primary_is_confirmed_by_its_nodes() {
+        let stale = primary(None, false);
+        let r = replica_of("new:1", 10);
+        // The stale config's primary, empty; a replica of the real one (epoch 1) answers: not
+        // confirmed, whatever else is known.
+        assert!(!confirms("old:1", &stale, &[&r], true, 0));
+        // The real one, with that replica following it.
+        let real = primary(Some(1), true);
+        assert!(confirms("new:1", &real, &[&r], false, 1));
+        // Not every node answered and none vouches: wait.
+        let elsewhere = replica_of("10.0.0.9:6379", 10);
+        assert!(!confirms("new:1", &real, &[&elsewhere], false, 1));
+        // ... unless all are known: a replica following another spelling of the same primary
+        // (same epoch) does not contradict it.
+        assert!(confirms("new:1", &real, &[&elsewhere], true, 1));
+        // Not a primary: never.
+        assert!(!confirms("new:1", &r, &[], true, 1));
+        // A forged record far above the shard does not count as newer.
+        let mut forged = replica_of("new:1", 10);
+        forged.epoch = Some(crate::lock::MAX_EPOCH);
+        forged.link_up = false;
+        assert!(confirms("new:1", &real, &[&forged], true, 1));
+    }
+
+    #[test]
+    fn forged_records_far_above_the_shard_are_not_credible() {
+        let max = crate::lock::MAX_RECORDED_EPOCH;
+        assert!(credible(7, 3));
+        assert!(credible(max, 0));
+        assert!(!credible(max + 1, 0));
+        // Past the bound only by following this shard's own epochs.
+        assert!(credible(max + 10, max + 5));
+        assert!(!credible(crate::lock::MAX_EPOCH, max));
+    }
+
+    #[test]
     fn who_may_follow_whom() {
         let p = primary(Some(2), true);
         assert_eq!(may_follow(&primary(None, false), &p), Ok(()));
@@ -465,7 +543,7 @@ mod tests {
             cand("b:1", Some(&b), true),
             cand("c:1", Some(&resyncing), false),
         ];
-        assert_eq!(choose(&cands, "p:1", 1).unwrap().addr, "b:1");
+        assert_eq!(choose(&cands, 1).unwrap().addr, "b:1");
         // The one that was in a resync, however far its offset, waits; so does one that was
         // not in sync when the primary last answered.
         let cands = [
@@ -473,22 +551,28 @@ mod tests {
             cand("c:1", Some(&resyncing), false),
             cand("d:1", None, true),
         ];
-        let why = choose(&cands, "p:1", 1).unwrap_err();
+        let why = choose(&cands, 1).unwrap_err();
         assert_eq!(why.len(), 3, "{why:?}");
         assert_eq!(why[1], ("c:1", "it is in a full resync"));
-        // A replica with more data than the fit ones, but not fit itself: wait for it.
+        // A replica that was not in sync, but is now ahead of an in-sync one on the same
+        // history, holds all it holds: it is the one promoted.
         let mut ahead = a.clone();
         ahead.offset = 1_000;
         let cands = [
             cand("a:1", Some(&a), true),
             cand("e:1", Some(&ahead), false),
         ];
-        assert_eq!(
-            choose(&cands, "p:1", 1).unwrap_err(),
-            [("e:1", "it was not in sync when the primary last answered")]
-        );
+        assert_eq!(choose(&cands, 1).unwrap().addr, "e:1");
+        // On another history (its primary restarted without data since), its offset means
+        // nothing: the in-sync one is promoted.
+        ahead.replid = Some("other".into());
+        let cands = [
+            cand("a:1", Some(&a), true),
+            cand("e:1", Some(&ahead), false),
+        ];
+        assert_eq!(choose(&cands, 1).unwrap().addr, "a:1");
         // Equal offsets: the lower address, as every proxy would choose.
         let cands = [cand("b:1", Some(&a), true), cand("a:1", Some(&a), true)];
-        assert_eq!(choose(&cands, "p:1", 1).unwrap().addr, "a:1");
+        assert_eq!(choose(&cands, 1).unwrap().addr, "a:1");
     }
 }

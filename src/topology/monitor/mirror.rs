@@ -17,7 +17,7 @@ use crate::resp::{encode, Proto};
 impl Monitor {
     /// Mirror mode: a replica is readable while in sync; one that is down turns stale, and a
     /// stale one that is up gets resynced.
-    pub(super) fn judge_mirrors(&mut self, mirror: &Arc<Mirror>, view: &View) {
+    pub(super) fn judge_mirrors(&mut self, mirror: &Arc<Mirror>, view: &View, source_ok: bool) {
         self.resyncs.retain(|_, task| !task.is_finished());
         for node in &view.replicas {
             let Some(target) = mirror.target(&node.addr) else {
@@ -28,7 +28,10 @@ impl Monitor {
                 .store(target.applied() as i64, Ordering::Relaxed);
             if !node.health.is_up() {
                 target.mark_stale(&self.shard.name, "down");
-            } else if target.state() == Sync::Stale && !self.resyncs.contains_key(&node.addr) {
+            } else if source_ok
+                && target.state() == Sync::Stale
+                && !self.resyncs.contains_key(&node.addr)
+            {
                 let task = tokio::spawn(resync(
                     self.shard.name.clone(),
                     mirror.clone(),
@@ -40,9 +43,6 @@ impl Monitor {
             }
             let readable = node.health.is_up() && target.state() == Sync::InSync;
             node.health.readable.store(readable, Ordering::Relaxed);
-            // A replica takes the copies (and the resync) on its connections; a former primary
-            // had its gate closed only to fail what was in flight when it was replaced.
-            node.pool.gate().open();
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Probe {
     pub last_io_s: Option<u64>,
     /// A primary's own offset; how far a replica got.
     pub offset: i64,
+    /// The replication history its offset counts in (`master_replid`): two offsets compare
+    /// only within one history.
+    pub replid: Option<String>,
     /// The epoch recorded on the node, when it is one a fencing token can carry.
     pub epoch: Option<u64>,
     /// A record that is not such an epoch (a number too large, or not a number): never
@@ -184,7 +187,7 @@ fn read_check(replies: &[OwnedFrame]) -> Outcome {
         OwnedFrame::Array(v) => match v.first().and_then(link::text) {
             None => {}
             Some(r) => match r.parse::<u64>() {
-                Ok(e) if crate::lock::FenceToken::holds_epoch(e) => probe.epoch = Some(e),
+                Ok(e) if e <= crate::lock::MAX_EPOCH => probe.epoch = Some(e),
                 _ => probe.bad_epoch = Some(r.chars().take(40).collect()),
             },
         },
@@ -241,6 +244,7 @@ pub fn parse_info(info: &str) -> Probe {
             .get(offset_field)
             .and_then(|v| v.parse().ok())
             .unwrap_or(-1),
+        replid: fields.get("master_replid").map(|r| r.to_string()),
         epoch: None,
         bad_epoch: None,
         epoch_unread: false,
@@ -314,8 +318,8 @@ mod tests {
             panic!()
         };
         assert!(!p.has_data);
-        // A record shardis would never write is never read as an epoch.
-        for forged in ["4194305", "8388607", "99999999999", "x"] {
+        // A record no token can carry is never read as an epoch.
+        for forged in ["8388608", "99999999999", "x"] {
             let Outcome::Answer(p) = read_check(&replies(Some(forged), 1)) else {
                 panic!()
             };
