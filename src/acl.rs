@@ -3,10 +3,17 @@
 //! A user has a password, a role and, optionally, key prefixes. The roles are coarse, as
 //! predixy's are: `read-only` runs commands Redis declares read-only; `read-write` runs any
 //! data command; `admin` also runs the proxy's and the fleet's administration (SHARDIS RELOAD,
-//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL and LIST). With key prefixes,
-//! every key a command names must start with one of them, and commands that walk the whole
-//! keyspace (SCAN, KEYS, RANDOMKEY) are refused. The checks run when a command is read, before
-//! it is queued in a transaction or sent anywhere.
+//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL and LIST, and what changes or shows the
+//! code every tenant runs: FUNCTION LOAD / DELETE / FLUSH / RESTORE / DUMP, FUNCTION LIST
+//! WITHCODE, SCRIPT FLUSH). With key prefixes, every key a command names must start with one of
+//! them, SORT's BY and GET patterns too, and commands that walk the whole keyspace (SCAN, KEYS,
+//! RANDOMKEY) are refused. The checks run when a command is read, before it is queued in a
+//! transaction or sent anywhere.
+//!
+//! Scripts are not confined: a Lua script (or function) names keys at run time, which no check
+//! here sees, and may run any command, FLUSHALL and KEYS included. So a user other than `admin`
+//! runs scripts only when its entry says `allow_scripts = true`, which trusts it with every key
+//! and command of the shards its scripts run on.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -33,10 +40,38 @@ pub struct User {
     /// Keys this user may name; empty for every key.
     #[serde(default)]
     pub key_prefixes: Vec<String>,
+    /// Whether a user other than `admin` may run scripts and functions (EVAL, EVALSHA, FCALL
+    /// and their read-only forms, SCRIPT LOAD): unconfined, see the module's doc.
+    #[serde(default)]
+    pub allow_scripts: bool,
 }
 
-/// Commands that act on the whole fleet or on other clients: `admin` only.
-const ADMIN_ONLY: &[&str] = &["flushall", "flushdb", "keys", "client|kill", "client|list"];
+/// Commands that act on the whole fleet or on other clients, or change or show the code other
+/// tenants run: `admin` only.
+const ADMIN_ONLY: &[&str] = &[
+    "flushall",
+    "flushdb",
+    "keys",
+    "client|kill",
+    "client|list",
+    "function|load",
+    "function|delete",
+    "function|flush",
+    "function|restore",
+    "function|dump",
+    "script|flush",
+];
+
+/// Commands that run code: refused to a user other than `admin` unless `allow_scripts`.
+const SCRIPTING: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+    "script|load",
+];
 
 /// Commands that walk every key: refused to a user limited to key prefixes.
 const WHOLE_KEYSPACE: &[&str] = &["scan", "keys", "randomkey"];
@@ -46,7 +81,12 @@ impl User {
     /// `flags`).
     pub fn check(&self, args: &[Bytes], cmd: CommandId, flags: u32) -> Result<(), String> {
         let name = cmd.name();
-        let admin = cmd == CommandId::admin() || flags & ADMIN != 0 || ADMIN_ONLY.contains(&name);
+        let with_code =
+            name == "function|list" && args.iter().any(|a| a.eq_ignore_ascii_case(b"withcode"));
+        let admin = cmd == CommandId::admin()
+            || flags & ADMIN != 0
+            || ADMIN_ONLY.contains(&name)
+            || with_code;
         let allowed = match self.role {
             Role::Admin => true,
             Role::ReadWrite => !admin,
@@ -57,6 +97,12 @@ impl User {
         if !allowed {
             return Err(format!(
                 "NOPERM User {} has no permissions to run the '{name}' command",
+                self.name
+            ));
+        }
+        if self.role != Role::Admin && !self.allow_scripts && SCRIPTING.contains(&name) {
+            return Err(format!(
+                "NOPERM User {} has no permissions to run the '{name}' command: scripts are not confined to a user's keys or commands; allow_scripts in its [[users]] entry allows them",
                 self.name
             ));
         }
@@ -80,6 +126,22 @@ impl User {
                 "NOPERM this user has no permissions to access one of the keys used as arguments"
                     .into(),
             );
+        }
+        if matches!(name, "sort" | "sort_ro") {
+            for (option, pattern) in crate::command::sort_patterns(args) {
+                // Only what stands before the first wildcard is known: the keys a pattern
+                // forms must all start with one of the user's prefixes.
+                let fixed = crate::command::pattern_fixed_part(&pattern);
+                if !self
+                    .key_prefixes
+                    .iter()
+                    .any(|p| fixed.starts_with(p.as_bytes()))
+                {
+                    return Err(format!(
+                        "ERR {option} option of SORT denied due to insufficient ACL permissions."
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -163,6 +225,107 @@ mod tests {
             .iter()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect()
+    }
+
+    /// A user as a `[[users]]` entry of a config file makes it.
+    fn user(role: Role, prefixes: &[&str], allow_scripts: bool) -> User {
+        let role = match role {
+            Role::ReadOnly => "read-only",
+            Role::ReadWrite => "read-write",
+            Role::Admin => "admin",
+        };
+        let prefixes: Vec<String> = prefixes.iter().map(|p| format!("{p:?}")).collect();
+        let toml = format!(
+            "[[users]]\nname = \"u\"\npassword = \"p\"\nrole = \"{role}\"\nkey_prefixes = [{}]\nallow_scripts = {allow_scripts}\n[[shards]]\nprimary = \"127.0.0.1:1\"",
+            prefixes.join(", ")
+        );
+        crate::config::Config::from_toml(&toml)
+            .unwrap()
+            .users
+            .remove(0)
+    }
+
+    fn check(u: &User, line: &str) -> Result<(), String> {
+        let args: Vec<Bytes> = line
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let router = crate::config::Config::from_toml("[[shards]]\nprimary = \"127.0.0.1:1\"")
+            .unwrap()
+            .router();
+        let (_, flags, cmd) = crate::command::plan_args(&args, &router, &Default::default());
+        u.check(&args, cmd, flags)
+    }
+
+    #[test]
+    fn scripts_need_allow_scripts_and_tenants_code_is_admin_only() {
+        let tenant = user(Role::ReadWrite, &["app:"], false);
+        for s in [
+            "EVAL s 1 app:{x}",
+            "EVALSHA 0123 0",
+            "EVAL_RO s 0",
+            "FCALL f 1 app:x",
+            "FCALL_RO f 0",
+            "SCRIPT LOAD s",
+        ] {
+            let e = check(&tenant, s).unwrap_err();
+            assert!(
+                e.starts_with("NOPERM") && e.contains("allow_scripts"),
+                "{s}: {e}"
+            );
+        }
+        let trusted = user(Role::ReadWrite, &["app:"], true);
+        assert_eq!(check(&trusted, "EVAL s 1 app:{x}"), Ok(()));
+        assert!(
+            check(&trusted, "EVAL s 1 billing:x").is_err(),
+            "declared keys"
+        );
+        // Changing or reading other tenants' code is admin-only, allow_scripts or not.
+        for s in [
+            "FUNCTION LOAD REPLACE code",
+            "FUNCTION DELETE lib",
+            "FUNCTION FLUSH",
+            "FUNCTION DUMP",
+            "FUNCTION RESTORE payload",
+            "FUNCTION LIST WITHCODE",
+            "SCRIPT FLUSH",
+        ] {
+            for u in [&tenant, &trusted, &user(Role::ReadWrite, &[], true)] {
+                let e = check(u, s).unwrap_err();
+                assert!(e.starts_with("NOPERM"), "{s}: {e}");
+            }
+            assert_eq!(check(&user(Role::Admin, &[], false), s), Ok(()), "{s}");
+        }
+        assert_eq!(check(&trusted, "FUNCTION LIST"), Ok(()));
+    }
+
+    #[test]
+    fn sort_patterns_stay_within_the_users_prefixes() {
+        let tenant = user(Role::ReadWrite, &["app:"], false);
+        let ro = user(Role::ReadOnly, &["app:"], false);
+        assert_eq!(
+            check(&tenant, "SORT app:{a}l BY app:{a}w_* GET app:{a}u:* GET #"),
+            Ok(())
+        );
+        assert_eq!(check(&ro, "SORT_RO app:{a}l BY nosort GET #"), Ok(()));
+        for (u, s, option) in [
+            (&tenant, "SORT app:{a}l BY nosort GET bill:card:*", "GET"),
+            (&ro, "SORT_RO app:{a}l GET *", "GET"),
+            (&ro, "SORT_RO app:{a}l BY ap* GET #", "BY"),
+            (
+                &tenant,
+                "SORT app:{a}l GET app:{a}u:* GET billing:*->card",
+                "GET",
+            ),
+        ] {
+            assert_eq!(
+                check(u, s),
+                Err(format!(
+                    "ERR {option} option of SORT denied due to insufficient ACL permissions."
+                )),
+                "{s}"
+            );
+        }
     }
 
     #[test]

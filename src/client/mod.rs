@@ -53,6 +53,10 @@ pub struct Session {
     /// The `[[users]]` entry it authenticated as; `None` for the default user (the top-level
     /// password, or no password), who may run everything.
     pub user: Option<Arc<crate::acl::User>>,
+    /// Failed AUTHs in a row: each is answered later than the one before.
+    auth_failures: u32,
+    /// When the last failed AUTH is answered; the next one's delay starts there.
+    auth_penalty_until: tokio::time::Instant,
     /// The topology generation its per-shard state (below) was made under.
     generation: u64,
     /// This session in the proxy's client registry.
@@ -88,6 +92,8 @@ impl Session {
             lib_ver: None,
             authenticated,
             user: None,
+            auth_failures: 0,
+            auth_penalty_until: tokio::time::Instant::now(),
             generation: 0,
             entry,
             close_after_reply: false,
@@ -669,6 +675,9 @@ async fn dispatch(
             if local == Local::Quit || session.close_after_reply {
                 *closing = true;
             }
+            if matches!(local, Local::Auth | Local::Hello) {
+                return auth_outcome(session, reply);
+            }
             Slot::Ready(reply)
         }
         Plan::Error(msg) => error(&msg),
@@ -737,6 +746,61 @@ async fn dispatch(
                 .await
         }
     }
+}
+
+/// AUTH (or HELLO ... AUTH) answered: a failure is answered late, later with every failure in
+/// a row on the connection, so guessing a password costs real time; a success is answered at
+/// once and clears the count.
+fn auth_outcome(session: &mut Session, reply: Bytes) -> Slot {
+    if !reply.starts_with(b"-WRONGPASS") {
+        if !reply.starts_with(b"-") {
+            session.auth_failures = 0;
+        }
+        return Slot::Ready(reply);
+    }
+    session.auth_failures = session.auth_failures.saturating_add(1);
+    let n = session.auth_failures;
+    auth_failure_log(session.entry.addr, n);
+    // The delays add up: a pipeline of guesses is answered one delay after another.
+    let now = tokio::time::Instant::now();
+    let until = session.auth_penalty_until.max(now) + auth_failure_delay(n);
+    session.auth_penalty_until = until;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(until).await;
+        let _ = tx.send(Ok(reply));
+    });
+    Slot::Waiting(rx)
+}
+
+/// How long the `n`th failed AUTH in a row on a connection waits for its answer: 10 ms,
+/// doubling, at most 2 s. A mistyped password costs 10 ms; 10,000 guesses on one connection
+/// cost over five hours.
+pub fn auth_failure_delay(n: u32) -> std::time::Duration {
+    let ms = 10u64.saturating_mul(1 << n.saturating_sub(1).min(16));
+    std::time::Duration::from_millis(ms.min(2_000))
+}
+
+/// Logs failed AUTHs with the peer's address, at most one line a second for the whole proxy
+/// (with how many went unlogged), so a guessing client cannot flood the log.
+fn auth_failure_log(peer: SocketAddr, in_a_row: u32) {
+    use std::sync::atomic::AtomicU64;
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST.load(Ordering::Relaxed);
+    if now < last + 1_000
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        UNLOGGED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let unlogged = UNLOGGED.swap(0, Ordering::Relaxed);
+    tracing::warn!(peer = %peer, in_a_row, unlogged, "failed AUTH (answered after {} ms)", auth_failure_delay(in_a_row).as_millis());
 }
 
 /// FLUSHDB / FLUSHALL as the script that keeps shardis' own keys.

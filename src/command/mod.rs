@@ -259,5 +259,44 @@ pub fn xread_block_at(args: &[bytes::Bytes]) -> Option<usize> {
     None
 }
 
+/// The patterns of a SORT / SORT_RO (`args[0]` is the command) that read other keys: BY and
+/// GET patterns with a `*` (Redis reads no key for one without: BY sorts nothing, GET gives
+/// nil, and `GET #` is the element itself), with the option each came from.
+pub fn sort_patterns(args: &[bytes::Bytes]) -> Vec<(&'static str, bytes::Bytes)> {
+    let mut out = Vec::new();
+    let mut i = 2;
+    while i < args.len() {
+        let arg = &args[i];
+        let option = if arg.eq_ignore_ascii_case(b"by") {
+            Some("BY")
+        } else if arg.eq_ignore_ascii_case(b"get") {
+            Some("GET")
+        } else {
+            None
+        };
+        match option {
+            Some(option) if i + 1 < args.len() => {
+                let pattern = &args[i + 1];
+                if pattern.contains(&b'*') {
+                    out.push((option, pattern.clone()));
+                }
+                i += 2;
+            }
+            _ if arg.eq_ignore_ascii_case(b"limit") => i += 3,
+            _ if arg.eq_ignore_ascii_case(b"store") => i += 2,
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// What every key a SORT pattern forms starts with: the part before its `*`.
+pub fn pattern_fixed_part(pattern: &[u8]) -> &[u8] {
+    match pattern.iter().position(|&b| b == b'*') {
+        Some(at) => &pattern[..at],
+        None => pattern,
+    }
+}
+
 #[cfg(test)]
 mod tests;

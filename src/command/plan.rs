@@ -377,6 +377,7 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
                 None => Some(Duration::ZERO),
             },
         },
+        "sort" | "sort_ro" => return sort_patterns_refused(args, router),
         "set" if policy.locks.in_namespace(&args[1]) => {
             crate::lock::plan_set(args, router, policy)
         }
@@ -435,6 +436,29 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
 }
 
 const ONE_DB: &str = "only database 0 is served";
+
+/// SORT's BY and GET patterns read keys the command does not declare: each must form keys on
+/// the sorted key's shard (a hash tag of its own, as in Redis Cluster), and none of shardis'
+/// own. No SORT answer is ever computed from another shard's absence of the keys.
+fn sort_patterns_refused(args: &[Bytes], router: &Router) -> Option<Plan> {
+    let home = router.shard_of(&args[1]);
+    for (option, pattern) in super::sort_patterns(args) {
+        let fixed = super::pattern_fixed_part(&pattern);
+        let reserved = crate::lock::RESERVED;
+        if reserved.starts_with(fixed) || fixed.starts_with(reserved) {
+            return Some(Plan::Error(format!(
+                "ERR {option} option of SORT denied: pattern '{}' could form shardis' reserved keys",
+                printable(&pattern, 64)
+            )));
+        }
+        if router.pattern_shard(&pattern) != Some(home) {
+            return Some(Plan::Error(format!(
+                "ERR {option} option of SORT denied in Cluster mode when keys formed by the pattern may be in different slots."
+            )));
+        }
+    }
+    None
+}
 
 /// Why a command is refused, if it is.
 fn refusal(spec: &CommandSpec) -> Option<&'static str> {

@@ -46,6 +46,22 @@ impl Router {
     pub fn shard_count(&self) -> usize {
         self.ring.member_count()
     }
+
+    /// The shard of every key a glob-style pattern can form, when the pattern fixes it: a
+    /// non-empty hash tag with no wildcard (`*`, `?`, `[`, `\\`) before it closes, as Redis
+    /// Cluster's rule for SORT patterns. With one shard, every pattern's.
+    pub fn pattern_shard(&self, pattern: &[u8]) -> Option<usize> {
+        if self.shard_count() == 1 {
+            return Some(0);
+        }
+        let tag = self.tag.as_ref()?;
+        let end = tag.closed_at(pattern)?;
+        let wild = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
+        if pattern[..end].iter().any(wild) {
+            return None;
+        }
+        Some(self.shard_of(&pattern[..=end]))
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,13 @@ impl HashTag {
         }
     }
 
+    /// Where the first tag of `key` closes, when it has a non-empty one.
+    pub fn closed_at(&self, key: &[u8]) -> Option<usize> {
+        let start = key.iter().position(|&b| b == self.open)?;
+        let len = key[start + 1..].iter().position(|&b| b == self.close)?;
+        (len > 0).then_some(start + 1 + len)
+    }
+
     /// The part of `key` that is hashed: the bytes between the first `open` and the first
     /// `close` after it, when that is not empty; otherwise the whole key. This is both Redis
     /// Cluster's and twemproxy's rule.

@@ -504,3 +504,49 @@ fn reserved_keys_cannot_be_named() {
         Plan::Forward(_)
     ));
 }
+
+#[test]
+fn sort_patterns_must_stay_on_the_sorted_keys_shard() {
+    let r = router();
+    let denied = |s: &str, option: &str| {
+        let p = plan(&req(s), &r);
+        assert!(
+            is_error_starting(
+                &p,
+                &format!("ERR {option} option of SORT denied in Cluster mode when keys formed by the pattern may be in different slots.")
+            ),
+            "{s}: {p:?}"
+        );
+    };
+    denied("SORT a BY weight_*", "BY");
+    denied("SORT a GET user:*", "GET");
+    denied("SORT_RO a BY w_* GET #", "BY");
+    // A wildcard before the tag closes could move it.
+    denied("SORT {a}l BY w*{a}", "BY");
+    denied("SORT {a}l BY w{*}", "BY");
+    // A tag of another shard.
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| r.shard_of(t.as_bytes()) != r.shard_of(b"a"))
+        .unwrap();
+    denied(&format!("SORT {{a}}l GET {{{other}}}:*"), "GET");
+    // Fine: no key read (BY nosort, a BY without *, GET #), or the sorted key's own tag.
+    let home = Plan::Forward(r.shard_of(b"a"));
+    for ok in [
+        "SORT {a}l BY nosort",
+        "SORT {a}l BY constant GET #",
+        "SORT {a}l BY {a}w_* GET {a}u:* GET {a}h:*->field GET # LIMIT 0 10 DESC ALPHA",
+        "SORT_RO {a}l BY {a}:w_*",
+        "SORT {a}l BY {a}w_* STORE {a}dest",
+    ] {
+        assert_eq!(plan(&req(ok), &r), home, "{ok}");
+    }
+    // Never shardis' own keys, whatever the shard.
+    for s in [
+        "SORT {a}l GET __shardis__:*",
+        "SORT {a}l BY *",
+        "SORT {a}l GET __sh*",
+    ] {
+        assert!(is_error_starting(&plan(&req(s), &r), "ERR "), "{s}");
+    }
+}
