@@ -294,6 +294,11 @@ pub struct Config {
 /// instead, in about three intervals.
 pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
 
+/// Dedicated connections per node (blocked, watching, subscribed clients): a tenth of Redis's
+/// default `maxclients`, so that one proxy's blocked clients leave a node room for the shared
+/// connections, health checks and other proxies.
+pub const DEFAULT_MAX_DEDICATED: usize = 1_000;
+
 /// The `[health]` section: active checks of every node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -429,6 +434,10 @@ pub struct BackendSettings {
     pub reconnect_backoff_max: Duration,
     /// Requests queued per backend connection before senders wait.
     pub queue_depth: usize,
+    /// Connections to one node opened for one client each (a blocking command, a WATCH, a
+    /// subscriber) that may be open at once; past it such a client gets an error at once.
+    /// Each takes a client slot on the node (Redis's `maxclients`, 10,000 by default).
+    pub max_dedicated: usize,
     /// Sent with AUTH on every connection to a node (data and health checks), with
     /// `username` when set (Redis 6 ACL users). Not sent to Sentinels.
     pub username: Option<String>,
@@ -462,6 +471,7 @@ impl Default for BackendSettings {
             reconnect_backoff: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(2),
             queue_depth: 16 * 1024,
+            max_dedicated: DEFAULT_MAX_DEDICATED,
             username: None,
             password: None,
             tls: false,
@@ -690,6 +700,7 @@ impl RawConfig {
         }
         positive("backend.connections", b.connections)?;
         positive("backend.queue_depth", b.queue_depth)?;
+        positive("backend.max_dedicated", b.max_dedicated)?;
         for (key, d) in [
             ("backend.connect_timeout", b.connect_timeout),
             ("backend.timeout", b.timeout),

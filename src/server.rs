@@ -132,6 +132,42 @@ pub struct Server {
     metrics: Option<TcpListener>,
     /// The TLS client listener and its acceptor, when `[tls]` is set.
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// A file descriptor held in reserve: when the process runs out, it is given up to accept
+    /// one client and tell it so, instead of leaving every new client hanging.
+    spare_fd: Option<std::fs::File>,
+}
+
+/// `EMFILE` and `ENFILE`: out of file descriptors (process, system).
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// Raises the process's descriptor limit as far as allowed (as Redis does), and warns when
+/// the clients and backend connections the configuration allows could still exceed it.
+fn descriptor_limit(config: &Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the file descriptor limit: {e}");
+            return;
+        }
+    };
+    let b = &config.backend;
+    let nodes: usize = config.shards.iter().map(|s| 1 + s.replicas.len()).sum();
+    // Per node: the shared connections of both protocols, the dedicated ones, a health check
+    // and a spare for REPLICAOF or a script kill.
+    let backend = nodes * (2 * b.connections + b.max_dedicated + 2);
+    let needed = (config.client.max_clients + backend + 32) as u64;
+    if needed > limit {
+        tracing::warn!(
+            limit,
+            needed,
+            "max_clients ({}) and backend connections (up to {backend}) may need more file descriptors than the limit: past it, new clients get \"max number of clients reached\" and new backend connections fail",
+            config.client.max_clients
+        );
+    } else {
+        tracing::info!(limit, "file descriptor limit");
+    }
 }
 
 /// How long a TLS client may take over its handshake.
@@ -148,6 +184,7 @@ impl Server {
         config: Config,
         source: Option<ConfigSource>,
     ) -> std::io::Result<Server> {
+        descriptor_limit(&config);
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
         let tls = match &config.tls {
@@ -202,6 +239,7 @@ impl Server {
             listener,
             metrics,
             tls,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
         })
     }
 
@@ -251,8 +289,12 @@ impl Server {
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
+                Err(e) if out_of_descriptors(&e) && self.spare_fd.is_some() => {
+                    self.refuse_one().await;
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
+                    // Pause instead of spinning.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
@@ -310,6 +352,35 @@ impl Server {
         }
         reloads.abort();
         self.drain().await;
+    }
+
+    /// Out of file descriptors: gives up the spare one to accept a waiting client, tells it
+    /// so and closes it, then takes the spare back, so clients get an error at once rather
+    /// than wait in the backlog. Warned about at most once a second.
+    async fn refuse_one(&mut self) {
+        self.spare_fd = None;
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(10), self.listener.accept())
+                .await;
+        if let Ok(Ok((stream, peer))) = accepted {
+            let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+            // What the client already sent is read first: closing a socket with unread data
+            // resets it, and the client might not see the error.
+            let mut sent = [0u8; 4096];
+            let _ = stream.try_read(&mut sent);
+            drop(stream);
+            self.proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
+            self.proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let now = self.proxy.stats.started.elapsed().as_secs() + 1;
+            if LAST.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(peer = %peer, "out of file descriptors: client refused");
+            }
+        }
+        self.spare_fd = std::fs::File::open("/dev/null").ok();
+        if self.spare_fd.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Graceful shutdown: stop accepting, tell every session to finish what it was sent

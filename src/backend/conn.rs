@@ -57,6 +57,9 @@ pub struct NodeSettings {
     pub gate: Arc<super::Gate>,
     /// Notified when the node answers again after being down: ends the reconnect backoff.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Dedicated connections open to the node (counted up by the pool, down when their task
+    /// ends).
+    pub dedicated_open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a connection to a replaced primary failed what it had in flight.
@@ -190,6 +193,14 @@ enum Waiter {
     },
     /// AUTH or HELLO 3, sent first on a new connection; answered within `backend.timeout`.
     Handshake { deadline: Instant },
+}
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        if self.dedicated.is_some() {
+            self.settings.dedicated_open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl ConnTask {

@@ -157,6 +157,15 @@ pub struct NodeConn {
 }
 
 impl NodeConn {
+    /// A connection that takes nothing: every request sent on it fails at once.
+    pub fn closed() -> NodeConn {
+        let (tx, _) = mpsc::channel(1);
+        NodeConn {
+            tx,
+            state: Arc::new(AtomicU8::new(NodeState::Down as u8)),
+        }
+    }
+
     /// Queues a request; its reply arrives on the returned receiver. Waits only when the
     /// connection's queue is full (backpressure).
     pub async fn send(&self, bytes: Bytes) -> oneshot::Receiver<Reply> {
@@ -333,9 +342,26 @@ impl NodePool {
     }
 
     /// Opens a connection for one session alone (a pinned transaction, a blocking command, a
-    /// subscriber). It is never reopened: when it breaks, everything sent on it fails.
-    pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> NodeConn {
-        conn::spawn(&self.settings, proto, Some(dedicated))
+    /// subscriber). It is never reopened: when it breaks, everything sent on it fails. Refused
+    /// when `max_dedicated` of them are open to the node.
+    pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> Result<NodeConn, BackendError> {
+        let max = self.settings.backend.max_dedicated;
+        let open = &self.settings.dedicated_open;
+        if open.fetch_add(1, Ordering::AcqRel) >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return Err(BackendError::Unavailable {
+                node: self.settings.label.clone(),
+                reason: format!(
+                    "max number of dedicated connections ({max}, [backend] max_dedicated) reached: too many blocked, watching or subscribed clients"
+                ),
+            });
+        }
+        Ok(conn::spawn(&self.settings, proto, Some(dedicated)))
+    }
+
+    /// Dedicated connections open to the node now.
+    pub fn dedicated_open(&self) -> usize {
+        self.settings.dedicated_open.load(Ordering::Acquire)
     }
 
     /// The node's gate (see [`Gate`]).

@@ -147,16 +147,25 @@ impl Subscriptions {
                 None => {
                     self.opened += 1;
                     let tag = (self.opened << SHARD_BITS) | shard;
-                    // On a primary that is down, the connection fails and the session ends,
-                    // as when a subscriber connection breaks.
-                    let conn = topology.shards[shard].view().primary.pool.dedicated(
-                        proto,
-                        Dedicated {
-                            push: pushes.clone(),
+                    // On a primary that is down, or with no dedicated connection left, the
+                    // session ends as when a subscriber connection breaks, with the reason.
+                    let dedicated = Dedicated {
+                        push: pushes.clone(),
+                        tag,
+                        subscriber: true,
+                    };
+                    let opened = topology.shards[shard]
+                        .view()
+                        .primary
+                        .pool
+                        .dedicated(proto, dedicated);
+                    let conn = opened.unwrap_or_else(|e| {
+                        let _ = pushes.send(Push::Lost {
                             tag,
-                            subscriber: true,
-                        },
-                    );
+                            reason: e.to_string(),
+                        });
+                        NodeConn::closed()
+                    });
                     self.conns[shard] = Some((tag, conn.clone()));
                     conn
                 }

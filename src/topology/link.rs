@@ -46,8 +46,10 @@ impl From<LinkError> for String {
 
 impl LinkError {
     fn io(e: std::io::Error) -> LinkError {
-        match e.kind() {
-            std::io::ErrorKind::TimedOut => LinkError::Silent(e.to_string()),
+        match (e.kind(), e.raw_os_error()) {
+            (std::io::ErrorKind::TimedOut, _) => LinkError::Silent(e.to_string()),
+            // Out of file descriptors here (EMFILE, ENFILE): says nothing of the node.
+            (_, Some(23 | 24)) => LinkError::Silent(e.to_string()),
             _ => LinkError::Refused(e.to_string()),
         }
     }

@@ -392,7 +392,7 @@ impl Shard {
         proto: Proto,
         dedicated: crate::backend::Dedicated,
     ) -> Result<NodeConn, BackendError> {
-        Ok(self.up_primary()?.pool.dedicated(proto, dedicated))
+        self.up_primary()?.pool.dedicated(proto, dedicated)
     }
 
     /// Sends `command` (SCRIPT KILL, FUNCTION KILL) to every node of the shard, each on a
@@ -614,6 +614,7 @@ fn new_node(
             stats: stats.unwrap_or_default(),
             gate: Default::default(),
             wake: Default::default(),
+            dedicated_open: Default::default(),
         }),
         health: Health::default(),
     })

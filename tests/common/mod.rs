@@ -226,15 +226,31 @@ impl Shardis {
         Self::start_as(body, None)
     }
 
+    /// [`Shardis::start_with`] under a wrapper that execs it (`prlimit --nofile=N:N --`).
+    pub fn start_wrapped(body: &str, wrapper: &[&str]) -> Shardis {
+        Self::start_inner(body, None, wrapper)
+    }
+
     /// [`Shardis::start_with`], running the process with group id `gid` when given, so that
     /// packet filter rules can single out its connections (see [`Partition`]).
     pub fn start_as(body: &str, gid: Option<u32>) -> Shardis {
+        Self::start_inner(body, gid, &[])
+    }
+
+    fn start_inner(body: &str, gid: Option<u32>, wrapper: &[&str]) -> Shardis {
         let dir = TempDir::new().unwrap();
         let config = dir.path().join("shardis.toml");
         let log = dir.path().join("shardis.log");
         let proc = start_on_free_port("shardis", |port| {
             std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n{body}")).unwrap();
-            let mut c = Command::new(shardis_bin());
+            let mut c = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(shardis_bin());
+                    c
+                }
+                None => Command::new(shardis_bin()),
+            };
             c.arg("--config")
                 .arg(&config)
                 .env("RUST_LOG", "info")

@@ -1,7 +1,7 @@
 //! One health check of one node, and the control connection it runs on.
 //!
-//! A check is PING, INFO (server, replication, keyspace), the node's epoch record and how many
-//! of shardis' own keys it holds, written at once and answered in one round trip. It runs in a
+//! A check is PING, then INFO (server, replication, keyspace), the node's epoch record and how
+//! many of shardis' own keys it holds, written at once: two round trips. It runs in a
 //! task of its own, so a node that takes long to answer (a long script, a huge reply being
 //! written, a fork) holds up nothing: the monitor looks at the check again at its next tick,
 //! and only gives up on it after `down_after`.
@@ -153,18 +153,25 @@ async fn check(
         },
     };
     link.set_timeout(patience);
+    // PING first, alone: a node that answers it with an error is alive whatever comes next
+    // (one at maxclients answers "-ERR max number of clients reached" and closes).
+    match link.call(&[b"PING"]).await {
+        Ok(OwnedFrame::Error(e)) => return (None, Outcome::Busy(e)),
+        Ok(_) => {}
+        Err(e) => return (None, e.into()),
+    }
     // MGET rather than GET, so that the GETs a node serves (cmdstat_get) are all clients'.
-    let commands: [&[&[u8]]; 4] = [
-        &[b"PING"],
+    let commands: [&[&[u8]]; 3] = [
         &[b"INFO", b"server", b"replication", b"keyspace"],
         &[b"MGET", EPOCH_KEY],
         &[b"EXISTS", EPOCH_KEY, STATE_KEY],
     ];
-    let replies = match link.call_many(&commands).await {
+    let mut replies = match link.call_many(&commands).await {
         Ok(r) => r,
         // A connection that missed a reply is out of step: dropped.
         Err(e) => return (None, e.into()),
     };
+    replies.insert(0, OwnedFrame::SimpleString(b"PONG".to_vec()));
     let outcome = read_check(&replies);
     (Some(link), outcome)
 }
