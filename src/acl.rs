@@ -49,6 +49,8 @@ pub struct User {
 /// Commands that act on the whole fleet or on other clients, or change or show the code other
 /// tenants run: `admin` only.
 const ADMIN_ONLY: &[&str] = &[
+    "script|kill",
+    "function|kill",
     "flushall",
     "flushdb",
     "keys",
@@ -99,6 +101,13 @@ impl User {
                 "NOPERM User {} has no permissions to run the '{name}' command",
                 self.name
             ));
+        }
+        // FENCED runs the command it wraps: that command must pass every check too.
+        if name == "fenced" && args.len() > 3 {
+            let inner = &args[3..];
+            let id = identify(inner);
+            let flags = id.spec().map_or(0, |s| s.flags);
+            self.check(inner, id, flags)?;
         }
         if self.role != Role::Admin && !self.allow_scripts && SCRIPTING.contains(&name) {
             return Err(format!(
@@ -211,16 +220,22 @@ pub fn keys_named(args: &[Bytes], cmd: CommandId) -> Vec<Bytes> {
 mod tests {
     use super::*;
 
-    fn keys(line: &str) -> Vec<String> {
+    /// A command line's arguments, with the flags and id the session has for it: from
+    /// planning, which knows the proxy's own commands.
+    fn planned(line: &str) -> (Vec<Bytes>, u32, CommandId) {
         let args: Vec<Bytes> = line
             .split(' ')
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
             .collect();
-        // The id the session has: from planning, which knows the proxy's own commands.
         let router = crate::config::Config::from_toml("[[shards]]\nprimary = \"127.0.0.1:1\"")
             .unwrap()
             .router();
-        let (_, _, cmd) = crate::command::plan_args(&args, &router, &Default::default());
+        let (_, flags, cmd) = crate::command::plan_args(&args, &router, &Default::default());
+        (args, flags, cmd)
+    }
+
+    fn keys(line: &str) -> Vec<String> {
+        let (args, _, cmd) = planned(line);
         keys_named(&args, cmd)
             .iter()
             .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -246,14 +261,7 @@ mod tests {
     }
 
     fn check(u: &User, line: &str) -> Result<(), String> {
-        let args: Vec<Bytes> = line
-            .split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        let router = crate::config::Config::from_toml("[[shards]]\nprimary = \"127.0.0.1:1\"")
-            .unwrap()
-            .router();
-        let (_, flags, cmd) = crate::command::plan_args(&args, &router, &Default::default());
+        let (args, flags, cmd) = planned(line);
         u.check(&args, cmd, flags)
     }
 

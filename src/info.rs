@@ -172,7 +172,7 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                     let h = &node.health;
                     let n = node.pool.stats();
                     let value = format!(
-                        "addr={},role={},health={},offset={},lag_ms={},readable={},requests={},errors={},connections={}",
+                        "addr={},role={},health={},offset={},lag_ms={},readable={},requests={},errors={},connections={},dedicated={}",
                         node.addr,
                         if j == 0 { "primary" } else { "replica" },
                         h.describe(),
@@ -186,6 +186,7 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                         n.requests.load(Ordering::Relaxed),
                         n.errors.load(Ordering::Relaxed),
                         node.pool.open(),
+                        node.pool.dedicated_open(),
                     );
                     kv(&format!("shard{i}_node{j}"), &value);
                 }

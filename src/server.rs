@@ -290,13 +290,16 @@ impl Server {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) if out_of_descriptors(&e) && self.spare_fd.is_some() => {
-                    self.refuse_one().await;
+                    self.refuse_one(acceptor.is_some()).await;
                     continue;
                 }
                 Err(e) => {
-                    // Pause instead of spinning.
+                    // Pause instead of spinning; take the spare back if it was lost.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if self.spare_fd.is_none() {
+                        self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    }
                     continue;
                 }
             };
@@ -354,16 +357,22 @@ impl Server {
         self.drain().await;
     }
 
-    /// Out of file descriptors: gives up the spare one to accept a waiting client, tells it
-    /// so and closes it, then takes the spare back, so clients get an error at once rather
-    /// than wait in the backlog. Warned about at most once a second.
-    async fn refuse_one(&mut self) {
+    /// Out of file descriptors: gives up the spare one to accept a waiting client on the
+    /// listener that failed, tells it so (a plain one: a TLS client would need a handshake
+    /// first, so it is only closed) and closes it, then takes the spare back, so clients get
+    /// an answer at once rather than wait in the backlog. Warned about at most once a second.
+    async fn refuse_one(&mut self, tls: bool) {
         self.spare_fd = None;
+        let listener = match (&self.tls, tls) {
+            (Some((l, _)), true) => l,
+            _ => &self.listener,
+        };
         let accepted =
-            tokio::time::timeout(std::time::Duration::from_millis(10), self.listener.accept())
-                .await;
+            tokio::time::timeout(std::time::Duration::from_millis(10), listener.accept()).await;
         if let Ok(Ok((stream, peer))) = accepted {
-            let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+            if !tls {
+                let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+            }
             // What the client already sent is read first: closing a socket with unread data
             // resets it, and the client might not see the error.
             let mut sent = [0u8; 4096];

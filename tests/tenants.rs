@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{encode, info_field, shard_toml, try_info, wait_for, Raw, Redis, Shardis};
+use common::{encode, info_field, shard_toml, wait_for, Raw, Redis, Shardis};
 
 const USERS: &str = "[[users]]\nname = \"admin\"\npassword = \"admin-pw\"\nrole = \"admin\"\n\
 [[users]]\nname = \"app\"\npassword = \"app-pw\"\nrole = \"read-write\"\nkey_prefixes = [\"app:\"]\n\
@@ -114,6 +114,13 @@ fn tenants_cannot_escape_their_prefixes() {
         .arg(BILLING)
         .query(&mut admin)
         .unwrap();
+    // A lock of app's, for the FENCED attack below.
+    let token: (u64, i64) = redis::cmd("LOCK.ACQUIRE")
+        .arg("app:{x}lk")
+        .arg("me")
+        .arg(10_000)
+        .query(&mut admin)
+        .unwrap();
     let before: Vec<Vec<(String, String)>> = nodes.iter().map(node_snapshot).collect();
     assert!(
         before
@@ -194,6 +201,57 @@ fn tenants_cannot_escape_their_prefixes() {
         ],
         get_acl,
     );
+    // The same through FENCED, whose wrapped command gets every check.
+    let t = token.0.to_string();
+    refused(
+        &mut app,
+        &[
+            "FENCED",
+            "app:{x}lk",
+            &t,
+            "SORT",
+            "app:{x}l",
+            "BY",
+            "nosort",
+            "GET",
+            "bill:{x}*",
+        ],
+        get_acl,
+    );
+    // STORE: every destination is a key the tenant must own, and never shardis' own.
+    refused(
+        &mut app,
+        &[
+            "SORT",
+            "app:{x}l",
+            "STORE",
+            "app:{x}d",
+            "STORE",
+            "bill:{x}card",
+        ],
+        "NOPERM",
+    );
+    let mut admin2 = as_user(proxy.port(), "admin");
+    for args in [
+        vec![
+            "SORT",
+            "{a}l",
+            "STORE",
+            "{a}d",
+            "STORE",
+            "__shardis__:epoch",
+        ],
+        vec![
+            "SORT",
+            "{STORE}l",
+            "BY",
+            "store",
+            "STORE",
+            "__shardis__:locks",
+        ],
+    ] {
+        refused(&mut admin2, &args, "ERR key '__shardis__:");
+    }
     // Scripts and functions: not run for a tenant not allowed them.
     for args in [
         vec!["EVAL", "return redis.call('FLUSHALL')", "1", "app:{x}"],
@@ -445,10 +503,21 @@ impl Pending {
 fn blocked_clients_cannot_exhaust_the_proxy_or_the_node() {
     // This process holds 1,800 sockets itself.
     rlimit::increase_nofile_limit(8_192).unwrap();
-    let primary = Redis::start_with(&["--maxclients", "500"]);
-    let replica = Redis::replica_of(&primary);
+    // The nodes want a password: at maxclients a node refuses even AUTH, which must still
+    // read as a live node.
+    let primary = Redis::start_with(&["--maxclients", "500", "--requirepass", "node-pw"]);
+    let port = primary.port().to_string();
+    let replica = Redis::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+        "--masterauth",
+        "node-pw",
+        "--requirepass",
+        "node-pw",
+    ]);
     let body = format!(
-        "[health]\ninterval = \"200ms\"\n{}",
+        "[backend]\npassword = \"node-pw\"\n[health]\ninterval = \"200ms\"\n{}",
         shard_toml("a", &primary, &[&replica], "")
     );
     let prlimit = common::which("prlimit").expect("prlimit (util-linux)");
@@ -542,7 +611,11 @@ fn blocked_clients_cannot_exhaust_the_proxy_or_the_node() {
         (primary.addr().as_str(), 0),
         "{s:?}"
     );
-    let info = try_info(primary.port(), "replication").unwrap();
+    let mut c = redis::Client::open(format!("redis://:node-pw@127.0.0.1:{}/", primary.port()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
     assert_eq!(info_field(&info, "role").as_deref(), Some("master"));
     // Everything freed: the probe and new clients work, and the node takes clients again.
     wait_for("new clients to be served", Duration::from_secs(10), || {
@@ -565,9 +638,20 @@ fn failed_auth_is_slowed() {
     raw.stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let guesses: Vec<u8> = (0..10_000)
-        .flat_map(|i| encode(&[b"AUTH", b"admin", format!("guess-{i}").as_bytes()]))
-        .collect();
+    // The right password is the 2,000th guess, and a write follows it: the proxy must not
+    // look at it (and so must not run the write) before the delays of the 1,999 before it.
+    let mut guesses: Vec<u8> = Vec::new();
+    for i in 0..10_000 {
+        let password = if i == 1_999 {
+            "admin-pw".to_string()
+        } else {
+            format!("guess-{i}")
+        };
+        guesses.extend(encode(&[b"AUTH", b"admin", password.as_bytes()]));
+        if i == 1_999 {
+            guesses.extend(encode(&[b"SET", b"guessed", b"yes"]));
+        }
+    }
     let started = Instant::now();
     raw.send(&guesses);
     let mut got = Vec::new();
@@ -587,10 +671,12 @@ fn failed_auth_is_slowed() {
         at_least.as_secs_f64() / 3600.0
     );
     assert!((5..=20).contains(&answered), "{answered} answered in 10 s");
-    // A correct AUTH, on another connection, is answered at once.
+    // A correct AUTH, on another connection, is answered at once; the pipelined right guess
+    // has not been looked at yet: its write has not run.
     let mut right = Raw::connect(proxy.port());
     let t = Instant::now();
     assert_eq!(right.call(&[b"AUTH", b"admin", b"admin-pw"]), b"+OK\r\n");
+    assert_eq!(right.call(&[b"GET", b"guessed"]), b"$-1\r\n");
     let took = t.elapsed();
     println!("a correct AUTH answered in {took:?}");
     assert!(took < Duration::from_millis(500), "{took:?}");
@@ -603,4 +689,79 @@ fn failed_auth_is_slowed() {
     }
     assert_eq!(mixed.call(&[b"AUTH", b"app", b"app-pw"]), b"+OK\r\n");
     assert_eq!(mixed.call(&[b"SET", b"app:k", b"v"]), b"+OK\r\n");
+}
+
+#[test]
+fn dedicated_connections_are_capped_and_given_back() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "[backend]\nmax_dedicated = 50\n");
+    let _log = proxy.log_on_panic();
+    let dedicated = |proxy: &Shardis| -> String {
+        let s = common::shard_info(proxy.port(), "a");
+        let info: String = redis::cmd("INFO")
+            .arg("shards")
+            .query(&mut proxy.conn())
+            .unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("shard0_node0:"))
+            .unwrap_or_else(|| panic!("{s:?}"))
+            .to_string();
+        line.split(',')
+            .find_map(|f| f.strip_prefix("dedicated="))
+            .unwrap()
+            .to_string()
+    };
+    let mut blocked: Vec<Pending> = (0..60)
+        .filter_map(|i| Pending::send(proxy.port(), &[b"BLPOP", format!("c{i}").as_bytes(), b"0"]))
+        .collect();
+    assert_eq!(blocked.len(), 60);
+    let errors = wait_for(
+        "ten clients past the cap to be told",
+        Duration::from_secs(5),
+        || {
+            let errors: Vec<String> = blocked.iter_mut().filter_map(Pending::poll).collect();
+            if errors.len() >= 10 {
+                Ok(errors)
+            } else {
+                Err(format!("{errors:?}"))
+            }
+        },
+    );
+    assert_eq!(errors.len(), 10, "{errors:?}");
+    for e in &errors {
+        assert!(
+            e.contains("max number of dedicated connections (50, [backend] max_dedicated) reached"),
+            "{e}"
+        );
+    }
+    assert_eq!(dedicated(&proxy), "50");
+    // A subscriber past the cap gets the error too, and its connection stays usable.
+    let mut sub = Raw::connect(proxy.port());
+    let reply = String::from_utf8(sub.call(&[b"SUBSCRIBE", b"news"])).unwrap();
+    assert!(
+        reply.starts_with("-ERR") && reply.contains("max_dedicated"),
+        "{reply}"
+    );
+    assert_eq!(sub.call(&[b"PING"]), b"+PONG\r\n");
+    // The node restarts: the blocked clients' connections break, and their places come back
+    // even while the sessions still hold the broken handles.
+    let mut node = node;
+    node.restart();
+    wait_for(
+        "the broken connections to be given back",
+        Duration::from_secs(10),
+        || {
+            let d = dedicated(&proxy);
+            if d == "0" {
+                Ok(())
+            } else {
+                Err(d)
+            }
+        },
+    );
+    let mut again = Raw::connect(proxy.port());
+    let r = again.call(&[b"BLPOP", b"after", b"0.1"]);
+    assert!(r.starts_with(b"*-1"), "{}", String::from_utf8_lossy(&r));
+    drop(blocked);
 }

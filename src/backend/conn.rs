@@ -96,6 +96,7 @@ fn spawn_at(
 ) -> NodeConn {
     let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
+    let dedicated_is_some = dedicated.is_some();
     let task = ConnTask {
         settings: settings.clone(),
         proto,
@@ -103,6 +104,7 @@ fn spawn_at(
         state: state.clone(),
         dedicated,
         index,
+        counted: dedicated_is_some,
     };
     tokio::spawn(task.run());
     NodeConn { tx, state }
@@ -133,6 +135,8 @@ struct ConnTask {
     dedicated: Option<Dedicated>,
     /// Position in its node's connection set.
     index: usize,
+    /// A dedicated connection still counted under `max_dedicated`.
+    counted: bool,
 }
 
 /// What a mirror shard does with a reply.
@@ -197,13 +201,19 @@ enum Waiter {
 
 impl Drop for ConnTask {
     fn drop(&mut self) {
-        if self.dedicated.is_some() {
-            self.settings.dedicated_open.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.uncount();
     }
 }
 
 impl ConnTask {
+    /// A dedicated connection stops counting under `max_dedicated` once, when its socket is
+    /// gone (a session may hold the dead handle a while) or its task ends.
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.settings.dedicated_open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     async fn run(mut self) {
         let mut backoff = self.settings.backend.reconnect_backoff;
         loop {
@@ -245,16 +255,21 @@ impl ConnTask {
             if let Some(alarm) = &self.settings.alarm {
                 alarm.notify_one();
             }
+            self.uncount();
             if let Some(dedicated) = &self.dedicated {
                 let _ = dedicated.push.send(Push::Lost {
                     tag: dedicated.tag,
                     reason: failure.clone(),
                 });
-                // Never reopened: answer everything sent from now on with the failure.
+                // Never reopened: answer everything sent from now on with the failure (its
+                // "connection lost: " is what the error says already).
+                let reason = failure
+                    .strip_prefix("connection lost: ")
+                    .unwrap_or(&failure);
                 while let Some(req) = self.rx.recv().await {
                     req.fail(BackendError::Lost {
                         node: self.settings.label.clone(),
-                        reason: failure.clone(),
+                        reason: reason.to_string(),
                     });
                 }
                 return;

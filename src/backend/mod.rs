@@ -157,15 +157,6 @@ pub struct NodeConn {
 }
 
 impl NodeConn {
-    /// A connection that takes nothing: every request sent on it fails at once.
-    pub fn closed() -> NodeConn {
-        let (tx, _) = mpsc::channel(1);
-        NodeConn {
-            tx,
-            state: Arc::new(AtomicU8::new(NodeState::Down as u8)),
-        }
-    }
-
     /// Queues a request; its reply arrives on the returned receiver. Waits only when the
     /// connection's queue is full (backpressure).
     pub async fn send(&self, bytes: Bytes) -> oneshot::Receiver<Reply> {

@@ -140,6 +140,8 @@ impl Session {
         match &self.blocking[shard] {
             Some(conn) if conn.state() != NodeState::Down => Ok(conn.clone()),
             _ => {
+                // A broken one goes first: its place under max_dedicated is freed.
+                self.blocking[shard] = None;
                 let conn = topology.shards[shard].dedicated(self.proto, self.dedicated())?;
                 self.blocking[shard] = Some(conn.clone());
                 Ok(conn)
@@ -489,6 +491,11 @@ const BARRIER_READ: usize = 64 * 1024;
 /// later one starts.
 fn exclusive(plan: &Plan, session: &Session) -> bool {
     let in_multi = session.tx.is_some();
+    // After a failed AUTH, nothing more is read until its delay has passed (see
+    // `auth_outcome`), and the replies so far go out first.
+    if session.auth_penalty_until > tokio::time::Instant::now() {
+        return true;
+    }
     match plan {
         // RESP2 and RESP3 requests use different backend connections, so a request after
         // HELLO could overtake one before it.
@@ -578,6 +585,8 @@ async fn dispatch(
     let Planned {
         plan, flags, cmd, ..
     } = planned;
+    // The delay after a failed AUTH: this command is not looked at before it has passed.
+    tokio::time::sleep_until(session.auth_penalty_until).await;
     let writes = flags & WRITE != 0;
     // Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
     // acknowledgement (`write_ack`); every other command is treated as a write for both.
@@ -676,7 +685,7 @@ async fn dispatch(
                 *closing = true;
             }
             if matches!(local, Local::Auth | Local::Hello) {
-                return auth_outcome(session, reply);
+                return auth_outcome(session, &req, reply);
             }
             Slot::Ready(reply)
         }
@@ -748,12 +757,20 @@ async fn dispatch(
     }
 }
 
-/// AUTH (or HELLO ... AUTH) answered: a failure is answered late, later with every failure in
-/// a row on the connection, so guessing a password costs real time; a success is answered at
-/// once and clears the count.
-fn auth_outcome(session: &mut Session, reply: Bytes) -> Slot {
+/// AUTH (or HELLO ... AUTH) answered. After a failure the connection reads nothing more, the
+/// next guess included, for a delay that doubles with every failure in a row (see
+/// [`exclusive`] and [`dispatch`]): the check itself waits, not just its answer, so no later
+/// command of a pipeline can tell early whether a guess was right. A success with credentials
+/// clears the count.
+fn auth_outcome(session: &mut Session, req: &Request, reply: Bytes) -> Slot {
+    let credentials = req.name().eq_ignore_ascii_case(b"auth")
+        || req
+            .args()
+            .iter()
+            .skip(2)
+            .any(|a| a.eq_ignore_ascii_case(b"auth"));
     if !reply.starts_with(b"-WRONGPASS") {
-        if !reply.starts_with(b"-") {
+        if credentials && !reply.starts_with(b"-") {
             session.auth_failures = 0;
         }
         return Slot::Ready(reply);
@@ -761,21 +778,13 @@ fn auth_outcome(session: &mut Session, reply: Bytes) -> Slot {
     session.auth_failures = session.auth_failures.saturating_add(1);
     let n = session.auth_failures;
     auth_failure_log(session.entry.addr, n);
-    // The delays add up: a pipeline of guesses is answered one delay after another.
-    let now = tokio::time::Instant::now();
-    let until = session.auth_penalty_until.max(now) + auth_failure_delay(n);
-    session.auth_penalty_until = until;
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        tokio::time::sleep_until(until).await;
-        let _ = tx.send(Ok(reply));
-    });
-    Slot::Waiting(rx)
+    session.auth_penalty_until = tokio::time::Instant::now() + auth_failure_delay(n);
+    Slot::Ready(reply)
 }
 
-/// How long the `n`th failed AUTH in a row on a connection waits for its answer: 10 ms,
-/// doubling, at most 2 s. A mistyped password costs 10 ms; 10,000 guesses on one connection
-/// cost over five hours.
+/// How long a connection waits after its `n`th failed AUTH in a row before it reads its next
+/// command: 10 ms, doubling, at most 2 s. A mistyped password costs 10 ms; 10,000 guesses on one
+/// connection cost over five hours.
 pub fn auth_failure_delay(n: u32) -> std::time::Duration {
     let ms = 10u64.saturating_mul(1 << n.saturating_sub(1).min(16));
     std::time::Duration::from_millis(ms.min(2_000))

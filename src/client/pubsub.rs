@@ -106,6 +106,43 @@ impl Subscriptions {
                 return Slot::Ready(encode::error_bytes(CROSSSLOT));
             }
         }
+        // The connections a subscription needs, opened before anything changes: when one
+        // cannot be (no dedicated connection left), the command gets the error and the session
+        // stays as it was.
+        if subscribing {
+            let needed: Vec<usize> = match cmd {
+                PubSubCommand::PSubscribe => (0..shards).collect(),
+                _ => names.iter().map(|n| topology.router.shard_of(n)).collect(),
+            };
+            for shard in needed {
+                if self.conns[shard].is_some() {
+                    continue;
+                }
+                self.opened += 1;
+                let tag = (self.opened << SHARD_BITS) | shard;
+                let dedicated = Dedicated {
+                    push: pushes.clone(),
+                    tag,
+                    subscriber: true,
+                };
+                // On a primary that is down, the connection fails and the session ends, as
+                // when a subscriber connection breaks.
+                let opened = topology.shards[shard]
+                    .view()
+                    .primary
+                    .pool
+                    .dedicated(proto, dedicated);
+                match opened {
+                    Ok(conn) => self.conns[shard] = Some((tag, conn)),
+                    Err(e) => {
+                        if !self.active() {
+                            self.close();
+                        }
+                        return Slot::Ready(encode::error_bytes(&format!("ERR {e}")));
+                    }
+                }
+            }
+        }
         // The names to act on: UNSUBSCRIBE with none means every one held.
         let names: Vec<Bytes> = if names.is_empty() && !subscribing {
             self.set(cmd).iter().cloned().collect()
@@ -143,32 +180,8 @@ impl Subscriptions {
             }
             let conn = match &self.conns[shard] {
                 Some((_, conn)) => conn.clone(),
-                None if !subscribing => continue,
-                None => {
-                    self.opened += 1;
-                    let tag = (self.opened << SHARD_BITS) | shard;
-                    // On a primary that is down, or with no dedicated connection left, the
-                    // session ends as when a subscriber connection breaks, with the reason.
-                    let dedicated = Dedicated {
-                        push: pushes.clone(),
-                        tag,
-                        subscriber: true,
-                    };
-                    let opened = topology.shards[shard]
-                        .view()
-                        .primary
-                        .pool
-                        .dedicated(proto, dedicated);
-                    let conn = opened.unwrap_or_else(|e| {
-                        let _ = pushes.send(Push::Lost {
-                            tag,
-                            reason: e.to_string(),
-                        });
-                        NodeConn::closed()
-                    });
-                    self.conns[shard] = Some((tag, conn.clone()));
-                    conn
-                }
+                // Opened before anything changed, below.
+                None => continue,
             };
             let mut request = BytesMut::new();
             let args = std::iter::once(backend_cmd).chain(names.iter().map(|n| &n[..]));

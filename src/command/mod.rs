@@ -211,17 +211,8 @@ pub fn key_positions(
         }
     }
     if spec.name == "sort" {
-        // SORT key [... STORE dest]: the destination is a key too.
-        if let Some(at) = args
-            .iter()
-            .skip(2)
-            .position(|a| a.eq_ignore_ascii_case(b"store"))
-        {
-            let dest = at + 3;
-            if dest < args.len() {
-                keys.push(dest);
-            }
-        }
+        // SORT key [... STORE dest]: every destination is a key too (Redis keeps the last).
+        keys.extend(sort_options(args).stores);
     }
     Ok(keys)
 }
@@ -259,35 +250,47 @@ pub fn xread_block_at(args: &[bytes::Bytes]) -> Option<usize> {
     None
 }
 
-/// The patterns of a SORT / SORT_RO (`args[0]` is the command) that read other keys: BY and
-/// GET patterns with a `*` (Redis reads no key for one without: BY sorts nothing, GET gives
-/// nil, and `GET #` is the element itself), with the option each came from.
-pub fn sort_patterns(args: &[bytes::Bytes]) -> Vec<(&'static str, bytes::Bytes)> {
-    let mut out = Vec::new();
+/// A SORT / SORT_RO's options as Redis reads them (`args[0]` is the command): each option's
+/// arguments are skipped, so a pattern that reads `store` is not taken for the STORE option.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SortOptions {
+    /// BY and GET patterns, with the option each came from.
+    pub patterns: Vec<(&'static str, bytes::Bytes)>,
+    /// Where every STORE destination is.
+    pub stores: Vec<usize>,
+}
+
+pub fn sort_options(args: &[bytes::Bytes]) -> SortOptions {
+    let mut out = SortOptions::default();
     let mut i = 2;
     while i < args.len() {
         let arg = &args[i];
-        let option = if arg.eq_ignore_ascii_case(b"by") {
-            Some("BY")
-        } else if arg.eq_ignore_ascii_case(b"get") {
-            Some("GET")
+        let has = |n: usize| i + n < args.len();
+        if arg.eq_ignore_ascii_case(b"by") && has(1) {
+            out.patterns.push(("BY", args[i + 1].clone()));
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"get") && has(1) {
+            out.patterns.push(("GET", args[i + 1].clone()));
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"limit") && has(2) {
+            i += 3;
+        } else if arg.eq_ignore_ascii_case(b"store") && has(1) {
+            out.stores.push(i + 1);
+            i += 2;
         } else {
-            None
-        };
-        match option {
-            Some(option) if i + 1 < args.len() => {
-                let pattern = &args[i + 1];
-                if pattern.contains(&b'*') {
-                    out.push((option, pattern.clone()));
-                }
-                i += 2;
-            }
-            _ if arg.eq_ignore_ascii_case(b"limit") => i += 3,
-            _ if arg.eq_ignore_ascii_case(b"store") => i += 2,
-            _ => i += 1,
+            i += 1;
         }
     }
     out
+}
+
+/// The patterns of a SORT / SORT_RO that read other keys: BY and GET patterns with a `*`
+/// (Redis reads no key for one without: BY sorts nothing, GET gives nil, and `GET #` is the
+/// element itself), with the option each came from.
+pub fn sort_patterns(args: &[bytes::Bytes]) -> Vec<(&'static str, bytes::Bytes)> {
+    let mut patterns = sort_options(args).patterns;
+    patterns.retain(|(_, p)| p.contains(&b'*'));
+    patterns
 }
 
 /// What every key a SORT pattern forms starts with: the part before its `*`.

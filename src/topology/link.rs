@@ -36,6 +36,14 @@ pub enum LinkError {
     /// cut-off one share.
     #[error("{0}")]
     Silent(String),
+    /// The node answered, with an error, before any command could run (a node at maxclients,
+    /// LOADING or BUSY during AUTH): alive.
+    #[error("{0}")]
+    Answered(String),
+    /// This process could not open a connection (out of file descriptors): says nothing of
+    /// the node.
+    #[error("{0}")]
+    Local(String),
 }
 
 impl From<LinkError> for String {
@@ -49,7 +57,7 @@ impl LinkError {
         match (e.kind(), e.raw_os_error()) {
             (std::io::ErrorKind::TimedOut, _) => LinkError::Silent(e.to_string()),
             // Out of file descriptors here (EMFILE, ENFILE): says nothing of the node.
-            (_, Some(23 | 24)) => LinkError::Silent(e.to_string()),
+            (_, Some(23 | 24)) => LinkError::Local(e.to_string()),
             _ => LinkError::Refused(e.to_string()),
         }
     }
@@ -75,6 +83,7 @@ async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, LinkError> {
         Ok(Err(e)) => Err(match LinkError::io(e) {
             LinkError::Refused(e) => LinkError::Refused(format!("connect: {e}")),
             LinkError::Silent(e) => LinkError::Silent(format!("connect: {e}")),
+            other => other,
         }),
         Err(_) => Err(LinkError::Silent(format!(
             "connect timed out after {} ms",
@@ -123,8 +132,18 @@ impl Link {
         };
         if let Some(auth) = backend.auth_args() {
             // Redis's error names no secret ("WRONGPASS invalid username-password pair ...").
-            ok(link.call(&auth).await?)
-                .map_err(|e| LinkError::Refused(format!("AUTH refused: {e}")))?;
+            // A refused password makes the node unusable; any other error (maxclients,
+            // LOADING) is a live node answering.
+            if let OwnedFrame::Error(e) = link.call(&auth).await? {
+                let refused = ["WRONGPASS", "NOPERM", "NOAUTH", "ERR AUTH", "ERR invalid"]
+                    .iter()
+                    .any(|p| e.starts_with(p));
+                return Err(if refused {
+                    LinkError::Refused(format!("AUTH refused: {e}"))
+                } else {
+                    LinkError::Answered(e)
+                });
+            }
         }
         Ok(link)
     }

@@ -58,6 +58,9 @@ pub struct Track {
     pub in_sync: bool,
     /// When the monitor last marked it down: it comes back up only by answering after that.
     pub downed_at: Option<Instant>,
+    /// When a check last failed on this side (out of file descriptors): silence around then
+    /// is not the node's.
+    pub local_at: Option<Instant>,
 }
 
 impl Track {
@@ -83,6 +86,10 @@ impl Track {
                 self.replies = 0;
                 self.missed = Some(e);
             }
+            Outcome::Local(e) => {
+                self.local_at = Some(now);
+                self.missed = Some(e);
+            }
         }
     }
 
@@ -103,7 +110,10 @@ impl Track {
     /// `since` is when the monitor started watching it.
     pub fn judge(&mut self, p: &Patience, since: Instant, now: Instant) -> Liveness {
         let silence = self.silence(since, now);
-        let failing = self.refusals >= p.failure_threshold || silence >= p.down_after;
+        let checked = self
+            .local_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= p.down_after);
+        let failing = self.refusals >= p.failure_threshold || (silence >= p.down_after && checked);
         if failing {
             self.dead = true;
         } else if self.dead && self.replies >= p.success_threshold {

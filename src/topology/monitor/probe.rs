@@ -60,6 +60,9 @@ pub enum Outcome {
     Refused(String),
     /// No connection, or no reply, in the time allowed: no evidence either way.
     Silent(String),
+    /// This process could not check (out of file descriptors): the node's silence meanwhile
+    /// does not count.
+    Local(String),
 }
 
 impl From<LinkError> for Outcome {
@@ -67,6 +70,8 @@ impl From<LinkError> for Outcome {
         match e {
             LinkError::Refused(e) => Outcome::Refused(e),
             LinkError::Silent(e) => Outcome::Silent(e),
+            LinkError::Answered(e) => Outcome::Busy(e),
+            LinkError::Local(e) => Outcome::Local(e),
         }
     }
 }
@@ -156,7 +161,11 @@ async fn check(
     // PING first, alone: a node that answers it with an error is alive whatever comes next
     // (one at maxclients answers "-ERR max number of clients reached" and closes).
     match link.call(&[b"PING"]).await {
-        Ok(OwnedFrame::Error(e)) => return (None, Outcome::Busy(e)),
+        // Kept for the next check unless the node closes it (at maxclients it does).
+        Ok(OwnedFrame::Error(e)) => {
+            let keep = !e.contains("max number of clients");
+            return (keep.then_some(link), Outcome::Busy(e));
+        }
         Ok(_) => {}
         Err(e) => return (None, e.into()),
     }
