@@ -434,34 +434,30 @@ impl Monitor {
 
     /// One command on a node's control connection (a new one if a check is using it).
     async fn command(&mut self, addr: &str, args: &[&[u8]]) -> Result<String, String> {
-        let timeout = self.config.backend.timeout;
-        let prober = self.probers.entry(addr.to_string()).or_default();
-        let link = match prober.take_idle() {
-            Some(mut l) => {
-                l.set_timeout(timeout);
-                l
-            }
-            None => {
-                Link::open(
-                    addr,
-                    self.config.backend.connect_timeout,
-                    &self.config.backend,
-                )
-                .await?
-            }
-        };
-        let mut link = link;
-        link.set_timeout(timeout);
+        let mut link = self.control_link(addr).await?;
         let reply = link::ok(link.call(args).await?)?;
+        self.give_back(addr, link);
+        Ok(link::text(&reply).unwrap_or_default())
+    }
+
+    /// The node's control connection when no check is using it, else a new one; replies within
+    /// the backend timeout.
+    async fn control_link(&mut self, addr: &str) -> Result<Link, String> {
+        let backend = &self.config.backend;
+        let prober = self.probers.entry(addr.to_string()).or_default();
+        let mut link = match prober.take_idle() {
+            Some(l) => l,
+            None => Link::open(addr, backend.connect_timeout, backend).await?,
+        };
+        link.set_timeout(backend.timeout);
+        Ok(link)
+    }
+
+    /// Keeps `link` for the node's next check (dropped if one started meanwhile).
+    fn give_back(&mut self, addr: &str, link: Link) {
         if let Some(p) = self.probers.get_mut(addr) {
             p.put_idle(link);
         }
-        Ok(match &reply {
-            redis_protocol::resp2::types::OwnedFrame::Array(items) => {
-                items.first().and_then(link::text).unwrap_or_default()
-            }
-            other => link::text(other).unwrap_or_default(),
-        })
     }
 
     /// A node's role (`master` or `slave`) and epoch record, asked right now: `None` when the
@@ -473,25 +469,10 @@ impl Monitor {
         shard_epoch: u64,
     ) -> Result<(String, Option<Option<u64>>), String> {
         use redis_protocol::resp2::types::OwnedFrame;
-        let timeout = self.config.backend.timeout;
-        let prober = self.probers.entry(addr.to_string()).or_default();
-        let mut link = match prober.take_idle() {
-            Some(l) => l,
-            None => {
-                Link::open(
-                    addr,
-                    self.config.backend.connect_timeout,
-                    &self.config.backend,
-                )
-                .await?
-            }
-        };
-        link.set_timeout(timeout);
+        let mut link = self.control_link(addr).await?;
         let commands: [&[&[u8]]; 2] = [&[b"ROLE"], &[b"MGET", crate::lock::EPOCH_KEY]];
         let replies = link.call_many(&commands).await?;
-        if let Some(p) = self.probers.get_mut(addr) {
-            p.put_idle(link);
-        }
+        self.give_back(addr, link);
         let [role, record] = &replies[..] else {
             return Err("unexpected replies".into());
         };
