@@ -493,7 +493,7 @@ fn exclusive(plan: &Plan, session: &Session) -> bool {
     let in_multi = session.tx.is_some();
     // After a failed AUTH, nothing more is read until its delay has passed (see
     // `auth_outcome`), and the replies so far go out first.
-    if session.auth_penalty_until > tokio::time::Instant::now() {
+    if session.auth_failures > 0 && session.auth_penalty_until > tokio::time::Instant::now() {
         return true;
     }
     match plan {
@@ -586,7 +586,9 @@ async fn dispatch(
         plan, flags, cmd, ..
     } = planned;
     // The delay after a failed AUTH: this command is not looked at before it has passed.
-    tokio::time::sleep_until(session.auth_penalty_until).await;
+    if session.auth_failures > 0 {
+        tokio::time::sleep_until(session.auth_penalty_until).await;
+    }
     let writes = flags & WRITE != 0;
     // Declared read-only by Redis: may go to a replica (`read_from`), and needs no replica
     // acknowledgement (`write_ack`); every other command is treated as a write for both.
