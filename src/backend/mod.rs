@@ -91,14 +91,15 @@ impl BackendRequest {
 /// Whether a node may still be written to as its shard's primary.
 ///
 /// When a failover (or the fleet) replaces a primary, its gate closes: requests sent to it
-/// from then on fail without being written, and a connection that reads a reply after the
-/// close fails everything it had in flight, since the node is about to become a replica and
-/// lose what it wrote meanwhile: such a write gets an error, never an acknowledgement. The gate
+/// from then on fail without being written, and a reply read after the close, to a request
+/// sent before it, is an error instead, since the node is about to become a replica and lose
+/// what it wrote meanwhile: such a write gets an error, never an acknowledgement. The gate
 /// opens again once the node is seen replicating from the new primary.
 #[derive(Debug, Default)]
 pub struct Gate {
     closed: AtomicBool,
-    /// Grows at every close; a connection compares it with the value it started with.
+    /// Grows at every close; a request carries the count it was sent under, and its reply is
+    /// refused when the count has moved since.
     closes: AtomicU64,
 }
 

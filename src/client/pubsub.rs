@@ -180,7 +180,7 @@ impl Subscriptions {
             }
             let conn = match &self.conns[shard] {
                 Some((_, conn)) => conn.clone(),
-                // Opened before anything changed, below.
+                // Opened above, before anything changed.
                 None => continue,
             };
             let mut request = BytesMut::new();
