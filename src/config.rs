@@ -546,6 +546,13 @@ pub struct ShardConfig {
     pub sentinel: Option<SentinelConfig>,
 }
 
+impl ShardConfig {
+    /// The shard's nodes: the configured primary, then its replicas.
+    pub fn nodes(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.primary).chain(&self.replicas)
+    }
+}
+
 impl Config {
     /// Whether clients are served without AUTH: no password and no users.
     pub fn open_to_all(&self) -> bool {
@@ -853,8 +860,7 @@ impl RawConfig {
                     format!("{:?} is already the name of shards[{j}]", s.name),
                 ));
             }
-            let nodes = std::iter::once(&s.primary).chain(&s.replicas);
-            for node in nodes {
+            for node in s.nodes() {
                 let clash = shards[..i]
                     .iter()
                     .position(|o| o.primary == *node || o.replicas.contains(node));

@@ -167,8 +167,7 @@ fn render_section(text: &mut String, section: &str, proxy: &Proxy, topology: &To
                     shard.failovers(),
                 );
                 kv(&format!("shard{i}"), &value);
-                let nodes = std::iter::once(&view.primary).chain(&view.replicas);
-                for (j, node) in nodes.enumerate() {
+                for (j, node) in view.nodes().enumerate() {
                     let h = &node.health;
                     let n = node.pool.stats();
                     let value = format!(

@@ -153,7 +153,7 @@ fn descriptor_limit(config: &Config) {
         }
     };
     let b = &config.backend;
-    let nodes: usize = config.shards.iter().map(|s| 1 + s.replicas.len()).sum();
+    let nodes: usize = config.shards.iter().map(|s| s.nodes().count()).sum();
     // Per node: the shared connections of both protocols, the dedicated ones, a health check
     // and a spare for REPLICAOF or a script kill.
     let backend = nodes * (2 * b.connections + b.max_dedicated + 2);

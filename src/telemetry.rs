@@ -196,8 +196,7 @@ fn publish(t: &Telemetry, proxy: &Proxy) {
             counter!(names::LOCK_REJECTIONS, "shard" => name.clone(), "reason" => reason)
                 .absolute(n(c));
         }
-        let nodes = std::iter::once(&view.primary).chain(&view.replicas);
-        for (j, node) in nodes.enumerate() {
+        for (j, node) in view.nodes().enumerate() {
             let by_node = [
                 Label::new("shard", name.clone()),
                 Label::new("node", node.addr.clone()),

@@ -174,6 +174,13 @@ pub struct View {
     pub replicas: Vec<Arc<Node>>,
 }
 
+impl View {
+    /// The shard's nodes: the primary first, then the replicas.
+    pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        std::iter::once(&self.primary).chain(&self.replicas)
+    }
+}
+
 /// One shard: its place on the ring, its nodes and its replication settings.
 pub struct Shard {
     pub name: Arc<str>,
@@ -485,7 +492,7 @@ fn build_shard(
     carried: Option<Carried>,
     serving: bool,
 ) -> (Arc<Shard>, Vec<tokio::task::AbortHandle>) {
-    let members: Vec<&String> = std::iter::once(&s.primary).chain(&s.replicas).collect();
+    let members: Vec<&String> = s.nodes().collect();
     let primary_addr = match carried.as_ref().and_then(|c| c.primary.as_ref()) {
         Some(p) if members.contains(&p) => p.clone(),
         _ => s.primary.clone(),

@@ -186,7 +186,7 @@ impl Monitor {
         }
         .max(Duration::from_millis(50));
         let deadline = round + wait;
-        let nodes: Vec<Arc<Node>> = members(view).cloned().collect();
+        let nodes: Vec<Arc<Node>> = view.nodes().cloned().collect();
         for node in &nodes {
             self.probers.entry(node.addr.clone()).or_default().start(
                 &node.addr,
@@ -221,7 +221,7 @@ impl Monitor {
     fn judge_health(&mut self, view: &View) {
         let patience = self.patience();
         let (since, now) = (self.started, Instant::now());
-        for (i, node) in members(view).enumerate() {
+        for (i, node) in view.nodes().enumerate() {
             let track = self.tracks.entry(node.addr.clone()).or_default();
             let was_dead = track.dead;
             let liveness = track.judge(&patience, since, now);
@@ -378,7 +378,9 @@ impl Monitor {
             .iter()
             .filter_map(|n| answer(&n.addr))
             .collect();
-        let all_known = members(view).all(|n| self.tracks.get(&n.addr).is_some_and(Track::known));
+        let all_known = view
+            .nodes()
+            .all(|n| self.tracks.get(&n.addr).is_some_and(Track::known));
         judge::confirms(
             &view.primary.addr,
             primary,
@@ -394,7 +396,8 @@ impl Monitor {
         if self.mode() != ReplicationMode::Redis {
             return Problem::None;
         }
-        let primaries: Vec<&str> = members(view)
+        let primaries: Vec<&str> = view
+            .nodes()
             .filter(|n| {
                 self.tracks
                     .get(&n.addr)
@@ -528,11 +531,6 @@ impl Monitor {
             });
         }
     }
-}
-
-/// The shard's nodes: the primary first, then the replicas.
-fn members(view: &View) -> impl Iterator<Item = &Arc<Node>> {
-    std::iter::once(&view.primary).chain(&view.replicas)
 }
 
 impl Monitor {

@@ -87,9 +87,8 @@ impl Topology {
                     let old = &self.shards[i];
                     // Serving stays on only if the primary it confirmed is still one of its
                     // nodes (else the configured one, unchecked, would serve).
-                    let members: Vec<&String> =
-                        std::iter::once(&s.primary).chain(&s.replicas).collect();
-                    let serving = old.is_confirmed() && members.contains(&&old.view().primary.addr);
+                    let primary = &old.view().primary.addr;
+                    let serving = old.is_confirmed() && s.nodes().any(|n| n == primary);
                     let (shard, m) =
                         build_shard(s, new, &self.state, Some(Carried::from(old)), serving);
                     shards.push(shard);

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::super::link::split_addr;
 use super::super::{Node, Problem, Role, View};
 use super::judge::{self, Candidate, Claim};
-use super::{members, Monitor, Probe};
+use super::{Monitor, Probe};
 use crate::backend::mirror::Sync;
 use crate::backend::Parking;
 use crate::config::ReplicationMode;
@@ -25,7 +25,8 @@ impl Monitor {
         parking: &Parking,
     ) -> Arc<View> {
         let configured = self.shard.config.primary.as_str();
-        let claims: Vec<Claim> = members(view)
+        let claims: Vec<Claim> = view
+            .nodes()
             .filter_map(|n| {
                 let p = self.tracks.get(&n.addr)?.live_answer()?;
                 (p.role == Role::Primary).then_some(Claim {
@@ -41,7 +42,8 @@ impl Monitor {
             None => {
                 // Nobody answers as primary. The node every live replica follows, if it is one
                 // of the shard's and not itself a replica, is the primary, alive or not.
-                let followed: Vec<(&str, Option<u64>)> = members(view)
+                let followed: Vec<(&str, Option<u64>)> = view
+                    .nodes()
                     .filter_map(|n| {
                         let p = self.tracks.get(&n.addr)?.live_answer()?;
                         Some((p.master.as_deref()?, p.epoch))
@@ -50,7 +52,7 @@ impl Monitor {
                 let Some(&(first, _)) = followed.first() else {
                     return view.clone();
                 };
-                let is_member_not_replica = members(view).any(|n| {
+                let is_member_not_replica = view.nodes().any(|n| {
                     n.addr == first
                         && self
                             .tracks
@@ -72,7 +74,7 @@ impl Monitor {
         if target == view.primary.addr {
             return view.clone();
         }
-        let Some(node) = members(view).find(|n| n.addr == target).cloned() else {
+        let Some(node) = view.nodes().find(|n| n.addr == target).cloned() else {
             return view.clone();
         };
         let epoch = match recorded {
@@ -146,7 +148,8 @@ impl Monitor {
                 a.epoch = Some(epoch);
             }
         }
-        let replicas: Vec<Arc<Node>> = members(view)
+        let replicas: Vec<Arc<Node>> = view
+            .nodes()
             .filter(|n| !Arc::ptr_eq(n, to))
             .cloned()
             .collect();
