@@ -175,27 +175,24 @@ async fn check(
         &[b"MGET", EPOCH_KEY],
         &[b"EXISTS", EPOCH_KEY, STATE_KEY],
     ];
-    let mut replies = match link.call_many(&commands).await {
+    let replies = match link.call_many(&commands).await {
         Ok(r) => r,
         // A connection that missed a reply is out of step: dropped.
         Err(e) => return (None, e.into()),
     };
-    replies.insert(0, OwnedFrame::SimpleString(b"PONG".to_vec()));
     let outcome = read_check(&replies);
     (Some(link), outcome)
 }
 
-/// The check's four replies, read. An error reply to PING or INFO (BUSY, LOADING, ...) proves
-/// the node alive but tells nothing more; one to the record or key count leaves only those
-/// unknown.
+/// The replies to INFO, the record and the key count, read. An error reply to INFO (BUSY,
+/// LOADING, ...) proves the node alive but tells nothing more; one to the record or key count
+/// leaves only those unknown.
 fn read_check(replies: &[OwnedFrame]) -> Outcome {
-    let [ping, info, record, own] = replies else {
+    let [info, record, own] = replies else {
         return Outcome::Refused("a check got the wrong number of replies".into());
     };
-    for r in [ping, info] {
-        if let OwnedFrame::Error(e) = r {
-            return Outcome::Busy(e.clone());
-        }
+    if let OwnedFrame::Error(e) = info {
+        return Outcome::Busy(e.clone());
     }
     let info = link::text(info).unwrap_or_default();
     let mut probe = parse_info(&info);
@@ -318,12 +315,7 @@ mod tests {
                 Some(r) => OwnedFrame::Array(vec![bulk(r)]),
                 None => OwnedFrame::Array(vec![OwnedFrame::Null]),
             };
-            vec![
-                OwnedFrame::SimpleString(b"PONG".to_vec()),
-                bulk(info),
-                record,
-                OwnedFrame::Integer(own),
-            ]
+            vec![bulk(info), record, OwnedFrame::Integer(own)]
         };
         let Outcome::Answer(p) = read_check(&replies(Some("3"), 1)) else {
             panic!()
@@ -351,8 +343,8 @@ mod tests {
         assert!(matches!(read_check(&busy), Outcome::Busy(e) if e.starts_with("BUSY")));
         // A replica that serves no stale data: its role and offset still count.
         let mut stale = replies(None, 0);
+        stale[1] = OwnedFrame::Error("MASTERDOWN Link with MASTER is down".into());
         stale[2] = OwnedFrame::Error("MASTERDOWN Link with MASTER is down".into());
-        stale[3] = OwnedFrame::Error("MASTERDOWN Link with MASTER is down".into());
         let Outcome::Answer(p) = read_check(&stale) else {
             panic!()
         };
