@@ -304,18 +304,22 @@ pub fn choose<'a>(
         .filter(|c| unfit(c, epoch).is_none())
         .collect();
     let holds_as_much = |c: &&Candidate<'a>| {
-        let Some(p) = c.probe else {
+        // Fit on every account but having been in sync.
+        let fit_otherwise = unfit(
+            &Candidate {
+                in_sync: true,
+                ..**c
+            },
+            epoch,
+        )
+        .is_none();
+        let Some(p) = c.probe.filter(|_| fit_otherwise) else {
             return false;
         };
-        let shaped = p.role == Role::Replica
-            && !p.syncing
-            && p.bad_epoch.is_none()
-            && p.epoch.is_none_or(|e| e <= epoch);
-        shaped
-            && in_sync.iter().any(|s| {
-                let s_replid = s.probe.and_then(|q| q.replid.as_deref());
-                s_replid.is_some() && s_replid == p.replid.as_deref() && p.offset >= offset(s)
-            })
+        in_sync.iter().any(|s| {
+            let s_replid = s.probe.and_then(|q| q.replid.as_deref());
+            s_replid.is_some() && s_replid == p.replid.as_deref() && p.offset >= offset(s)
+        })
     };
     let fit = candidates
         .iter()
