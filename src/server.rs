@@ -380,10 +380,9 @@ impl Server {
             drop(stream);
             self.proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
             self.proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let now = self.proxy.stats.started.elapsed().as_secs() + 1;
-            if LAST.swap(now, Ordering::Relaxed) != now {
-                tracing::warn!(peer = %peer, "out of file descriptors: client refused");
+            static REFUSED: crate::telemetry::LogLimit = crate::telemetry::LogLimit::new();
+            if let Some(unlogged) = REFUSED.pass() {
+                tracing::warn!(peer = %peer, unlogged, "out of file descriptors: client refused");
             }
         }
         self.spare_fd = std::fs::File::open("/dev/null").ok();

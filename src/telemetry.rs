@@ -211,6 +211,44 @@ fn publish(t: &Telemetry, proxy: &Proxy) {
     }
 }
 
+/// A warning a client can set off at will (a failed AUTH, a connection refused for want of
+/// descriptors): logged at most once a second for the whole proxy, so no client can flood the
+/// log, each line saying how many went unlogged before it.
+#[derive(Debug, Default)]
+pub struct LogLimit {
+    /// When a line was last let through, in ms since the Unix epoch.
+    last_ms: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl LogLimit {
+    pub const fn new() -> LogLimit {
+        LogLimit {
+            last_ms: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// How many went unlogged since the last line, when this one may be logged; else `None`
+    /// (and it is counted).
+    pub fn pass(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now < last + 1_000
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.unlogged.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// Starts logging to stderr (stdout is for what a command prints, e.g. --check-config), at
 /// `RUST_LOG` when set, else at the configured level, as text (colours only on a terminal) or
 /// JSON lines.

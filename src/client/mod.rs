@@ -31,6 +31,7 @@ use crate::lock;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
 use crate::socket::{Reader, Socket};
+use crate::telemetry::LogLimit;
 use crate::topology::{failed, Topology};
 
 mod pubsub;
@@ -792,26 +793,12 @@ pub fn auth_failure_delay(n: u32) -> std::time::Duration {
     std::time::Duration::from_millis(ms.min(2_000))
 }
 
-/// Logs failed AUTHs with the peer's address, at most one line a second for the whole proxy
-/// (with how many went unlogged), so a guessing client cannot flood the log.
+/// Logs failed AUTHs with the peer's address, within a [`LogLimit`].
 fn auth_failure_log(peer: SocketAddr, in_a_row: u32) {
-    use std::sync::atomic::AtomicU64;
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let last = LAST.load(Ordering::Relaxed);
-    if now < last + 1_000
-        || LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
-        UNLOGGED.fetch_add(1, Ordering::Relaxed);
-        return;
+    static FAILED_AUTH: LogLimit = LogLimit::new();
+    if let Some(unlogged) = FAILED_AUTH.pass() {
+        tracing::warn!(peer = %peer, in_a_row, unlogged, "failed AUTH (answered after {} ms)", auth_failure_delay(in_a_row).as_millis());
     }
-    let unlogged = UNLOGGED.swap(0, Ordering::Relaxed);
-    tracing::warn!(peer = %peer, in_a_row, unlogged, "failed AUTH (answered after {} ms)", auth_failure_delay(in_a_row).as_millis());
 }
 
 /// FLUSHDB / FLUSHALL as the script that keeps shardis' own keys.
