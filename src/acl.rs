@@ -3,9 +3,9 @@
 //! A user has a password, a role and, optionally, key prefixes. The roles are coarse, as
 //! predixy's are: `read-only` runs commands Redis declares read-only; `read-write` runs any
 //! data command; `admin` also runs the proxy's and the fleet's administration (SHARDIS RELOAD,
-//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL and LIST, and what changes or shows the
-//! code every tenant runs: FUNCTION LOAD / DELETE / FLUSH / RESTORE / DUMP, FUNCTION LIST
-//! WITHCODE, SCRIPT FLUSH). With key prefixes, every key a command names must start with one of
+//! FLUSHALL/FLUSHDB and KEYS where allowed, CLIENT KILL and LIST, CONFIG, SLOWLOG and LATENCY,
+//! and what changes or shows the code every tenant runs: FUNCTION LOAD / DELETE / FLUSH /
+//! RESTORE / DUMP / STATS, FUNCTION LIST WITHCODE, SCRIPT FLUSH). With key prefixes, every key a command names must start with one of
 //! them, SORT's BY and GET patterns too, and commands that walk the whole keyspace (SCAN, KEYS,
 //! RANDOMKEY) are refused. The checks run when a command is read, before it is queued in a
 //! transaction or sent anywhere.
@@ -62,6 +62,8 @@ const ADMIN_ONLY: &[&str] = &[
     "function|restore",
     "function|dump",
     "script|flush",
+    // The running script's name and arguments, whichever tenant runs it.
+    "function|stats",
 ];
 
 /// Commands that run code: refused to a user other than `admin` unless `allow_scripts`.
@@ -188,6 +190,9 @@ fn keyless_harmless(name: &str) -> bool {
             | "wait"
             | "time"
             | "lolwut"
+            | "role"
+            | "lastsave"
+            | "acl"
             | "lock.status"
             | "lock.token"
     )

@@ -22,19 +22,23 @@ pub struct ClientEntry {
     pub id: u64,
     pub addr: SocketAddr,
     pub laddr: SocketAddr,
+    /// The client socket's file descriptor.
+    pub fd: i32,
     created: Instant,
     /// Woken by CLIENT KILL: the session closes.
     pub kill: Notify,
     state: Mutex<ClientState>,
 }
 
-/// The first two arguments of a session's last request: two reference counts, no copy.
+/// The first two arguments of a session's last request (two reference counts, no copy), and
+/// the bytes all its arguments take.
 #[derive(Clone)]
-pub struct LastCommand(Bytes, Option<Bytes>);
+pub struct LastCommand(Bytes, Option<Bytes>, usize);
 
 impl LastCommand {
     pub fn of(args: &[Bytes]) -> LastCommand {
-        LastCommand(args[0].clone(), args.get(1).cloned())
+        let size = args.iter().map(Bytes::len).sum();
+        LastCommand(args[0].clone(), args.get(1).cloned(), size)
     }
 
     /// The command name as Redis reports it: lower case, `container|sub` for subcommands.
@@ -57,6 +61,8 @@ pub struct ClientState {
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
     pub resp: u8,
+    /// The user it authenticated as (`default` without `[[users]]`).
+    pub user: String,
     /// The last command, spelled out only when CLIENT LIST asks.
     pub cmd: Option<LastCommand>,
     pub last_active: Instant,
@@ -65,6 +71,28 @@ pub struct ClientState {
     pub ssub: usize,
     /// Commands queued in MULTI, or -1 outside a transaction.
     pub multi: i64,
+    /// Its buffers, as of the last batch of commands it sent.
+    pub io: Buffers,
+    /// The longest its input buffer has been.
+    pub qbuf_peak: usize,
+}
+
+/// A session's buffers, as CLIENT LIST reports them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Buffers {
+    /// Bytes read and not yet parsed, and the room left in that buffer.
+    pub qbuf: usize,
+    pub qbuf_free: usize,
+    /// Bytes of queued MULTI commands.
+    pub multi_mem: usize,
+    /// Reply bytes waiting to be written, and the buffer's size.
+    pub obl: usize,
+    pub out_capacity: usize,
+    /// Replies owed (answered or not), and the bytes of those answered but not yet written.
+    pub oll: usize,
+    pub omem: usize,
+    /// Whether the session waits to write to the socket as well as to read from it.
+    pub writing: bool,
 }
 
 /// Removes the entry when the session ends, however it ends.
@@ -85,12 +113,14 @@ impl Registry {
         id: u64,
         addr: SocketAddr,
         laddr: SocketAddr,
+        fd: i32,
     ) -> Registration {
         let now = Instant::now();
         let entry = Arc::new(ClientEntry {
             id,
             addr,
             laddr,
+            fd,
             created: now,
             kill: Notify::new(),
             state: Mutex::new(ClientState {
@@ -98,12 +128,15 @@ impl Registry {
                 lib_name: None,
                 lib_ver: None,
                 resp: 2,
+                user: "default".into(),
                 cmd: None,
                 last_active: now,
                 sub: 0,
                 psub: 0,
                 ssub: 0,
                 multi: -1,
+                io: Buffers::default(),
+                qbuf_peak: 0,
             }),
         });
         registry.clients.insert(id, entry.clone());
@@ -115,6 +148,20 @@ impl Registry {
 
     pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
         self.clients.get(&id).map(|e| e.value().clone())
+    }
+
+    /// The largest input and output buffers of any client now (INFO's
+    /// `client_recent_max_input_buffer` and `client_recent_max_output_buffer`).
+    pub fn recent_max_buffers(&self) -> (usize, usize) {
+        self.clients
+            .iter()
+            .filter_map(|e| e.value().state())
+            .fold((0, 0), |(i, o), s| {
+                (
+                    i.max(s.io.qbuf + s.io.qbuf_free),
+                    o.max(s.io.obl + s.io.omem),
+                )
+            })
     }
 
     /// Every entry, by id.
@@ -145,7 +192,8 @@ impl ClientEntry {
         self.state().is_some_and(|s| s.sub + s.psub + s.ssub > 0)
     }
 
-    /// One CLIENT LIST line, in Redis's `key=value` form, with the fields the proxy knows.
+    /// One CLIENT LIST line, in Redis's `key=value` form: Redis 7.0's fields in its order, then
+    /// 7.2's `lib-name` and `lib-ver`.
     pub fn line(&self) -> String {
         let Some(s) = self.state() else {
             return String::new();
@@ -165,13 +213,19 @@ impl ClientEntry {
         if flags.is_empty() {
             flags.push('N');
         }
-        let mut line = String::with_capacity(256);
+        let io = &s.io;
+        let argv_mem = s.cmd.as_ref().map_or(0, |c| c.2);
+        let rbs = io.qbuf + io.qbuf_free;
+        // What this client holds in the proxy: its buffers and what is queued for it.
+        let tot_mem = rbs + io.out_capacity + argv_mem + io.multi_mem + io.omem;
+        let mut line = String::with_capacity(320);
         let _ = writeln!(
             line,
-            "id={} addr={} laddr={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={} cmd={} user=default lib-name={} lib-ver={} resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={argv_mem} multi-mem={} rbs={rbs} rbp={} obl={} oll={} omem={} tot-mem={tot_mem} events={} cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
+            self.fd,
             text(&s.name),
             self.age_secs(),
             s.last_active.elapsed().as_secs(),
@@ -179,10 +233,19 @@ impl ClientEntry {
             s.psub,
             s.ssub,
             s.multi,
+            io.qbuf,
+            io.qbuf_free,
+            io.multi_mem,
+            s.qbuf_peak,
+            io.obl,
+            io.oll,
+            io.omem,
+            if io.writing { "rw" } else { "r" },
             s.cmd.as_ref().map_or_else(|| "NULL".to_string(), LastCommand::name),
+            s.user,
+            s.resp,
             text(&s.lib_name),
             text(&s.lib_ver),
-            s.resp,
         );
         line
     }

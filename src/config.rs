@@ -162,6 +162,7 @@ impl Default for RawReplication {
 struct RawCommands {
     allow_flush: bool,
     allow_keys: bool,
+    allow_node_admin: bool,
 }
 
 fn default_listen() -> String {
@@ -900,6 +901,7 @@ impl RawConfig {
             policy: Policy {
                 allow_flush: self.commands.allow_flush,
                 allow_keys: self.commands.allow_keys,
+                allow_node_admin: self.commands.allow_node_admin,
                 locks,
             },
             health: h,

@@ -26,6 +26,7 @@ pub mod dev;
 pub mod info;
 pub mod local;
 pub mod lock;
+pub mod merge;
 pub mod resp;
 pub mod routing;
 pub mod server;

@@ -1,5 +1,5 @@
-//! Commands the proxy answers itself: connection state (HELLO, AUTH, SELECT, CLIENT ...) and the
-//! few CONFIG GET parameters clients ask about on connect.
+//! Commands the proxy answers itself: connection state (HELLO, AUTH, SELECT, CLIENT ...), ROLE
+//! and ACL WHOAMI.
 
 use std::sync::Arc;
 
@@ -74,7 +74,17 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
             }
             Bytes::from_static(encode::OK)
         }
-        Local::ConfigGet => config_get(session, &args[2..]),
+        Local::Role => session.reply(Value::Array(vec![
+            Value::bulk("master"),
+            Value::Int(0),
+            Value::Array(Vec::new()),
+        ])),
+        Local::AclWhoami => session.reply(Value::Bulk(Bytes::from(
+            session
+                .user
+                .as_ref()
+                .map_or_else(|| "default".to_string(), |u| u.name.clone()),
+        ))),
         Local::Reload => match proxy.reload() {
             Ok(report) => session.reply(Value::Bulk(Bytes::from(report))),
             Err(e) => error(&format!("ERR reload refused: {e}")),
@@ -351,55 +361,4 @@ fn set_name(session: &mut Session, name: &Bytes) -> Result<(), &'static str> {
 /// `validateClientAttr`).
 fn valid_client_attr(value: &[u8]) -> bool {
     value.iter().all(|b| (b'!'..=b'~').contains(b))
-}
-
-/// The parameters the proxy reports: what redis-benchmark and client libraries ask about.
-const CONFIG_PARAMS: &[(&str, &str)] = &[("appendonly", "no"), ("databases", "1"), ("save", "")];
-
-fn config_get(session: &Session, patterns: &[Bytes]) -> Bytes {
-    let pairs = CONFIG_PARAMS
-        .iter()
-        .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
-        .map(|(name, value)| (Value::bulk(*name), Value::bulk(*value)))
-        .collect();
-    session.reply(Value::Map(pairs))
-}
-
-/// Case-insensitive glob match with `*` and `?`, as CONFIG GET patterns use.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&text[t])) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn glob() {
-        assert!(glob_match(b"save", b"save"));
-        assert!(glob_match(b"SAVE", b"save"));
-        assert!(glob_match(b"*", b"appendonly"));
-        assert!(glob_match(b"append*", b"appendonly"));
-        assert!(glob_match(b"s?ve", b"save"));
-        assert!(glob_match(b"*o*y", b"appendonly"));
-        assert!(!glob_match(b"sav", b"save"));
-        assert!(!glob_match(b"x*", b"save"));
-    }
 }

@@ -13,6 +13,18 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::topology::Topology;
 
+/// Samples the command and byte counters ten times a second for INFO's `instantaneous_*`
+/// figures, as Redis does.
+async fn sample_rates(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(crate::telemetry::RATE_SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let commands = proxy.stats.commands.load(Ordering::Relaxed);
+        proxy.telemetry.sample(commands);
+    }
+}
+
 /// Counters shown by INFO.
 pub struct Stats {
     pub started: Instant,
@@ -20,6 +32,8 @@ pub struct Stats {
     pub connected: AtomicUsize,
     pub rejected: AtomicU64,
     pub commands: AtomicU64,
+    /// Clients waiting in a blocking command or WAIT.
+    pub blocked: AtomicU64,
 }
 
 /// State shared by every session: the current configuration and topology snapshots.
@@ -61,6 +75,11 @@ impl Proxy {
     /// Which commands the current configuration allows beyond the defaults.
     pub fn policy(&self) -> crate::command::Policy {
         self.config.load().policy.clone()
+    }
+
+    /// The configuration file it was started from, if any.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.source.as_ref().map(|s| s.path.as_path())
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -232,6 +251,7 @@ impl Server {
                 connected: AtomicUsize::new(0),
                 rejected: AtomicU64::new(0),
                 commands: AtomicU64::new(0),
+                blocked: AtomicU64::new(0),
             },
         });
         Ok(Server {
@@ -267,6 +287,7 @@ impl Server {
             tokio::spawn(crate::telemetry::serve(metrics, self.proxy.clone()));
         }
         let reloads = tokio::spawn(reload_on_sighup(self.proxy.clone()));
+        let rates = tokio::spawn(sample_rates(self.proxy.clone()));
         if let Some((listener, _)) = &self.tls {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "accepting TLS clients");
@@ -354,6 +375,7 @@ impl Server {
             });
         }
         reloads.abort();
+        rates.abort();
         self.drain().await;
     }
 

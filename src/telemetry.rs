@@ -70,14 +70,91 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// One command's figures: what INFO commandstats shows.
+/// One command's figures: what INFO commandstats and latencystats show.
 #[derive(Default)]
 pub struct CommandStats {
+    /// Every time it was answered, refused ones included.
     pub calls: AtomicU64,
+    /// Answered with an error, refused ones included.
     pub failed: AtomicU64,
+    /// Refused before it ran (wrong arity, refused by the proxy, not authenticated): Redis's
+    /// `rejected_calls`.
+    pub rejected: AtomicU64,
     pub usec: AtomicU64,
     latency: OnceLock<Histogram>,
+    /// Counts by latency, for INFO latencystats: see [`bucket`].
+    buckets: OnceLock<Box<[AtomicU64]>>,
 }
+
+/// Latency buckets: one per microsecond below 16 µs, then eight per power of two (each 1/8 of
+/// its octave wide, so a percentile is within 12.5% of the true value), up to 2^40 µs.
+const BUCKETS: usize = 16 + 8 * 37;
+
+/// The bucket of a latency in microseconds.
+fn bucket(usec: u64) -> usize {
+    if usec < 16 {
+        return usec as usize;
+    }
+    let octave = 63 - usec.leading_zeros() as usize;
+    let sub = ((usec >> (octave - 3)) & 7) as usize;
+    (16 + (octave - 4) * 8 + sub).min(BUCKETS - 1)
+}
+
+/// The largest latency a bucket holds, in microseconds.
+fn bucket_top(b: usize) -> f64 {
+    if b < 16 {
+        return b as f64;
+    }
+    let (octave, sub) = ((b - 16) / 8 + 4, (b - 16) % 8);
+    let width = 1u64 << (octave - 3);
+    ((1u64 << octave) + (sub as u64 + 1) * width - 1) as f64
+}
+
+impl CommandStats {
+    /// The latencies at these percentiles, in microseconds, as the top of the bucket each
+    /// falls in; `None` before any call.
+    pub fn percentiles<const N: usize>(&self, wanted: [f64; N]) -> Option<[f64; N]> {
+        let buckets = self.buckets.get()?;
+        let counts: Vec<u64> = buckets.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        Some(wanted.map(|p| {
+            let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (b, &c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return bucket_top(b);
+                }
+            }
+            bucket_top(BUCKETS - 1)
+        }))
+    }
+}
+
+/// How often the rates INFO shows are sampled, and over how many samples they are averaged.
+pub const RATE_SAMPLE: Duration = Duration::from_millis(100);
+const RATE_SAMPLES: usize = 16;
+
+/// The last samples of commands and bytes per second (Redis's `instantaneous_*`).
+#[derive(Default)]
+struct RateSampler {
+    last: Option<(Instant, u64, u64, u64)>,
+    samples: std::collections::VecDeque<[f64; 3]>,
+}
+
+/// Commands per second and kilobytes per second in and out, averaged over the last 1.6 s.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rates {
+    pub ops_per_sec: u64,
+    pub input_kbps: f64,
+    pub output_kbps: f64,
+}
+
+/// Error codes counted for INFO errorstats, at most this many different ones (as Redis).
+const MAX_ERROR_CODES: usize = 128;
 
 /// The proxy's counters and its Prometheus recorder.
 pub struct Telemetry {
@@ -88,6 +165,9 @@ pub struct Telemetry {
     pub net_output: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Error replies by their code (`ERR`, `WRONGTYPE`, ...), for INFO errorstats.
+    errors: dashmap::DashMap<Box<str>, AtomicU64>,
+    rates: std::sync::Mutex<RateSampler>,
 }
 
 impl Default for Telemetry {
@@ -110,21 +190,33 @@ impl Default for Telemetry {
             net_output: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            errors: dashmap::DashMap::new(),
+            rates: std::sync::Mutex::default(),
         }
     }
 }
 
 impl Telemetry {
-    /// Counts one answered command: its latency and whether the reply was an error.
-    pub fn record(&self, cmd: CommandId, elapsed: Duration, failed: bool) {
+    /// Counts one answered command: its latency, and its reply if that is an error (`rejected`:
+    /// refused before it ran).
+    pub fn record(&self, cmd: CommandId, elapsed: Duration, error: Option<&[u8]>, rejected: bool) {
         let stats = &self.commands[cmd.index()];
         stats.calls.fetch_add(1, Ordering::Relaxed);
-        stats
-            .usec
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        if failed {
+        let usec = elapsed.as_micros() as u64;
+        if let Some(reply) = error {
             stats.failed.fetch_add(1, Ordering::Relaxed);
+            self.count_error(reply);
         }
+        // A refused command did not run: no time, as on Redis.
+        if rejected && error.is_some() {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.usec.fetch_add(usec, Ordering::Relaxed);
+        }
+        stats
+            .buckets
+            .get_or_init(|| (0..BUCKETS).map(|_| AtomicU64::new(0)).collect())[bucket(usec)]
+        .fetch_add(1, Ordering::Relaxed);
         stats
             .latency
             .get_or_init(|| {
@@ -136,8 +228,98 @@ impl Telemetry {
             .record(elapsed.as_secs_f64());
     }
 
-    /// Every command called at least once, with its figures.
+    /// Counts an error reply by its code: the first word, `-ERR ...` or RESP3's `!<len>`.
+    fn count_error(&self, reply: &[u8]) {
+        let text = match reply.first() {
+            Some(b'!') => reply
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |at| &reply[at + 1..]),
+            _ => reply.get(1..).unwrap_or_default(),
+        };
+        let code: String = text
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+            .take(32)
+            .map(|&b| b as char)
+            .collect();
+        if code.is_empty() {
+            return;
+        }
+        if let Some(count) = self.errors.get(code.as_str()) {
+            count.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.errors.len() < MAX_ERROR_CODES {
+            self.errors
+                .entry(code.into_boxed_str())
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Error replies by code, by name.
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .errors
+            .iter()
+            .map(|e| (e.key().to_string(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Every error reply given.
+    pub fn error_replies(&self) -> u64 {
+        self.commands
+            .iter()
+            .map(|s| s.failed.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Takes one sample of the counters for [`Telemetry::rates`].
+    pub fn sample(&self, commands: u64) {
+        let now = Instant::now();
+        let input = self.net_input.load(Ordering::Relaxed);
+        let output = self.net_output.load(Ordering::Relaxed);
+        let mut r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, c0, i0, o0)) = r.last {
+            let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+            let per_sec = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+            let sample = [
+                per_sec(commands, c0),
+                per_sec(input, i0) / 1024.0,
+                per_sec(output, o0) / 1024.0,
+            ];
+            if r.samples.len() == RATE_SAMPLES {
+                r.samples.pop_front();
+            }
+            r.samples.push_back(sample);
+        }
+        r.last = Some((now, commands, input, output));
+    }
+
+    /// Commands and kilobytes per second, averaged over the last samples.
+    pub fn rates(&self) -> Rates {
+        let r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let n = r.samples.len().max(1) as f64;
+        let mean = |i: usize| r.samples.iter().map(|s| s[i]).sum::<f64>() / n;
+        Rates {
+            ops_per_sec: mean(0).round() as u64,
+            input_kbps: mean(1),
+            output_kbps: mean(2),
+        }
+    }
+
+    /// Every command called at least once, with its figures (not `unknown`: Redis shows no
+    /// figures for a command it does not know).
     pub fn commands(&self) -> impl Iterator<Item = (&'static str, &CommandStats)> {
+        self.all_commands()
+            .filter(|(name, _)| *name != CommandId::unknown().name())
+    }
+
+    /// [`Telemetry::commands`] with `unknown` too, as `/metrics` counts them.
+    fn all_commands(&self) -> impl Iterator<Item = (&'static str, &CommandStats)> {
         self.commands
             .iter()
             .enumerate()
@@ -161,7 +343,7 @@ impl Telemetry {
 fn publish(t: &Telemetry, proxy: &Proxy) {
     use metrics::{counter, gauge};
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    for (name, s) in t.commands() {
+    for (name, s) in t.all_commands() {
         counter!(names::COMMANDS, "cmd" => name).absolute(n(&s.calls));
         counter!(names::COMMAND_ERRORS, "cmd" => name).absolute(n(&s.failed));
     }

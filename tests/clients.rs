@@ -89,7 +89,7 @@ fn redis_py_pipelines_transactions_pubsub_scan_and_locks() {
         String::from_utf8_lossy(&output.stderr),
         cluster.proxy.log()
     );
-    assert!(stdout.contains("all 9 checks passed"), "{stdout}");
+    assert!(stdout.contains("all 10 checks passed"), "{stdout}");
 }
 
 #[tokio::test]

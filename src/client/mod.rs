@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push, Reply, Wait};
-use crate::clients::{ClientEntry, LastCommand, Registry};
+use crate::clients::{Buffers, ClientEntry, LastCommand, Registry};
 use crate::command::spec::flags::{READONLY, WRITE};
 use crate::command::{self, printable, CommandId, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::config::ReplicationMode;
@@ -39,7 +39,7 @@ mod slot;
 mod transaction;
 
 use pubsub::{Event, Subscriptions};
-use slot::{decode_cursor, Merging, PartReply, Slot};
+use slot::{decode_cursor, Extra, Merging, PartReply, Slot};
 use transaction::{Pinned, Transaction, EXECABORT};
 
 /// Per-connection state that commands such as HELLO, AUTH, MULTI and SUBSCRIBE change.
@@ -76,6 +76,9 @@ pub struct Session {
     /// Frames the session's dedicated connections push (pub/sub messages).
     pushes_tx: mpsc::UnboundedSender<Push>,
     pushes: mpsc::UnboundedReceiver<Push>,
+    /// Waiting in a blocking command or WAIT: counted in INFO's `blocked_clients` until its
+    /// reply is out.
+    blocked: bool,
 }
 
 /// The tag of dedicated connections that carry no subscription (subscriber connections are
@@ -105,6 +108,22 @@ impl Session {
             subs: Subscriptions::default(),
             pushes_tx,
             pushes,
+            blocked: false,
+        }
+    }
+
+    /// Counts the session as blocked (a blocking command or WAIT dispatched).
+    fn block(&mut self, proxy: &Proxy) {
+        if !self.blocked {
+            self.blocked = true;
+            proxy.stats.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unblock(&mut self, proxy: &Proxy) {
+        if self.blocked {
+            self.blocked = false;
+            proxy.stats.blocked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -151,9 +170,16 @@ impl Session {
     }
 
     /// Refreshes what CLIENT LIST shows for this session; `last` is the last request.
-    pub fn report(&self, last: Option<LastCommand>) {
+    pub fn report(&self, last: Option<LastCommand>, mut io: Buffers) {
         let (sub, psub, ssub) = self.subs.counts();
+        io.multi_mem = self.tx.as_ref().map_or(0, Transaction::queued_bytes);
+        let user = self.user.as_ref().map_or("default", |u| u.name.as_str());
         self.entry.update(|s| {
+            s.io = io;
+            s.qbuf_peak = s.qbuf_peak.max(io.qbuf);
+            if s.user != user {
+                s.user = user.to_string();
+            }
             s.name = self.name.clone();
             s.lib_name = self.lib_name.clone();
             s.lib_ver = self.lib_ver.clone();
@@ -192,7 +218,8 @@ pub async fn serve(
     laddr: SocketAddr,
     id: u64,
 ) {
-    let registration = Registry::register(&proxy.clients, id, peer, laddr);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&stream));
+    let registration = Registry::register(&proxy.clients, id, peer, laddr, fd);
     // Subscribed before the configuration is read, so a reload in between is not missed.
     let mut reloaded = proxy.reload_notice();
     let config = proxy.config();
@@ -286,9 +313,10 @@ pub async fn serve(
         }
         if barrier && pending.is_empty() {
             barrier = false;
+            session.unblock(&proxy);
             if let Some((req, planned)) = held.take() {
                 let topology = proxy.topology();
-                let counted = (planned.cmd, planned.since);
+                let counted = Counted::of(&planned);
                 let slot =
                     dispatch(&proxy, &topology, &mut session, req, planned, &mut closing).await;
                 pending.push_back(Owed::counted(slot, counted));
@@ -321,7 +349,8 @@ pub async fn serve(
                             planned.plan,
                             Plan::Local(Local::ClientList | Local::ClientInfo)
                         ) {
-                            session.report(Some(this.clone()));
+                            let io = buffers(&inbuf, &out, pending.len(), message_bytes);
+                            session.report(Some(this.clone()), io);
                         }
                         if exclusive(&planned.plan, &session) {
                             barrier = true;
@@ -331,7 +360,7 @@ pub async fn serve(
                             }
                         }
                         last = Some(this);
-                        let counted = (cmd, since);
+                        let counted = Counted::of(&planned);
                         let slot =
                             dispatch(&proxy, &topology, &mut session, req, planned, &mut closing)
                                 .await;
@@ -347,7 +376,8 @@ pub async fn serve(
                 }
             }
             if last.is_some() {
-                session.report(last);
+                let io = buffers(&inbuf, &out, pending.len(), message_bytes);
+                session.report(last, io);
             }
         }
         if closing && pending.is_empty() && out.is_empty() && held.is_none() {
@@ -446,6 +476,21 @@ pub async fn serve(
             }
         }
     }
+    session.unblock(&proxy);
+}
+
+/// The session's buffers as CLIENT LIST shows them.
+fn buffers(inbuf: &BytesMut, out: &BytesMut, owed: usize, message_bytes: usize) -> Buffers {
+    Buffers {
+        qbuf: inbuf.len(),
+        qbuf_free: inbuf.capacity() - inbuf.len(),
+        multi_mem: 0,
+        obl: out.len(),
+        out_capacity: out.capacity(),
+        oll: owed,
+        omem: message_bytes,
+        writing: !out.is_empty(),
+    }
 }
 
 /// A planned request, with the flags that say whether it writes (WAIT asks the shards written
@@ -463,11 +508,30 @@ struct Planned {
 /// (pub/sub messages and protocol errors are not commands).
 struct Owed {
     slot: Slot,
-    counted: Option<(CommandId, std::time::Instant)>,
+    counted: Option<Counted>,
+}
+
+/// What a reply is counted under: the command, when it was read, and whether it was refused
+/// before it ran.
+#[derive(Clone, Copy)]
+struct Counted {
+    cmd: CommandId,
+    since: std::time::Instant,
+    rejected: bool,
+}
+
+impl Counted {
+    fn of(planned: &Planned) -> Counted {
+        Counted {
+            cmd: planned.cmd,
+            since: planned.since,
+            rejected: matches!(planned.plan, Plan::Error(_)),
+        }
+    }
 }
 
 impl Owed {
-    fn counted(slot: Slot, counted: (CommandId, std::time::Instant)) -> Owed {
+    fn counted(slot: Slot, counted: Counted) -> Owed {
         Owed {
             slot,
             counted: Some(counted),
@@ -554,10 +618,21 @@ fn move_ready(
         };
         match owed.slot {
             Slot::Ready(bytes) => {
-                if let Some((cmd, since)) = owed.counted {
+                if let Some(Counted {
+                    cmd,
+                    since,
+                    rejected,
+                }) = owed.counted
+                {
                     let now = *now.get_or_insert_with(std::time::Instant::now);
-                    let failed = matches!(bytes.first(), Some(b'-' | b'!'));
-                    telemetry.record(cmd, now.saturating_duration_since(since), failed);
+                    let error = matches!(bytes.first(), Some(b'-' | b'!')).then_some(&bytes[..]);
+                    // Refused before running: by the plan, or before authentication or by a
+                    // user's permissions.
+                    let rejected = rejected
+                        || error.is_some_and(|e| {
+                            e.starts_with(b"-NOAUTH") || e.starts_with(b"-NOPERM")
+                        });
+                    telemetry.record(cmd, now.saturating_duration_since(since), error, rejected);
                 }
                 out.extend_from_slice(&bytes);
             }
@@ -641,7 +716,7 @@ async fn dispatch(
             forward(topology, session, shard, &req, writes, readonly).await
         }
         Plan::Split { merge, parts } => {
-            fan_out(topology, session, merge, parts, None, writes, readonly).await
+            fan_out(topology, session, merge, parts, Extra::None, writes, readonly).await
         }
         Plan::Broadcast(merge) => {
             let script = |body: &str| {
@@ -649,18 +724,21 @@ async fn dispatch(
                 encode::command(&mut cmd, [&b"EVAL_RO"[..], body.as_bytes(), b"0"].into_iter());
                 cmd.freeze()
             };
-            let (request, info) = match merge {
-                // Counted and drawn without shardis' own keys.
+            let (request, extra) = match merge {
+                // The fleet's figures, with the keyspace counted without shardis' own keys.
                 Merge::Info => {
                     let info = info::Request::new(proxy, topology, &req);
-                    (script(lock::scripts::INFO_KEYSPACE), Some(info))
+                    (script(lock::scripts::INFO_FLEET), Extra::Info(info))
                 }
-                Merge::DbSize => (script(lock::scripts::DBSIZE), None),
-                Merge::RandomKey => (script(lock::scripts::RANDOMKEY), None),
-                Merge::Flush => (flush_script(&req), None),
-                // To each primary on a connection of its own, waiting for no replica.
-                Merge::Kill => return kill(proxy, topology, session, &req),
-                _ => (request_bytes(&req), None),
+                Merge::ConfigGet => (request_bytes(&req), Extra::Config(config_overrides(proxy))),
+                Merge::DbSize => (script(lock::scripts::DBSIZE), Extra::None),
+                Merge::RandomKey => (script(lock::scripts::RANDOMKEY), Extra::None),
+                Merge::Flush => (flush_script(&req), Extra::None),
+                // To each node on a connection of its own, waiting for no replica.
+                Merge::Kill | Merge::EveryNode => {
+                    return every_node(proxy, topology, session, &req, merge)
+                }
+                _ => (request_bytes(&req), Extra::None),
             };
             let parts = (0..topology.shards.len())
                 .map(|shard| Part {
@@ -669,7 +747,7 @@ async fn dispatch(
                     positions: Vec::new(),
                 })
                 .collect();
-            fan_out(topology, session, merge, parts, info, writes, readonly).await
+            fan_out(topology, session, merge, parts, extra, writes, readonly).await
         }
         Plan::Local(Local::Hello) if session.pinned.is_some() => {
             error("ERR shardis does not support HELLO while keys are watched: UNWATCH first")
@@ -706,12 +784,14 @@ async fn dispatch(
             session.touch(topology.shards.len(), shard);
             let wait = blocking_wait(proxy, timeout);
             let ack = Some(topology.shards[shard].acks());
+            session.block(proxy);
             Slot::Waiting(conn.send_acked(request_bytes(&req), 0, wait, ack).await)
         }
         Plan::WaitReplicas { timeout } => {
+            session.block(proxy);
             wait_replicas(proxy, topology, session, &req, timeout).await
         }
-        Plan::Scan => scan(topology, session, &req).await,
+        Plan::Scan => scan(proxy, session, &req),
         Plan::Transaction(TxCommand::Multi) => {
             session.tx = Some(Transaction::default());
             Slot::Ready(Bytes::from_static(encode::OK))
@@ -819,16 +899,39 @@ fn flush_script(req: &Request) -> Bytes {
     cmd.freeze()
 }
 
-/// SCRIPT KILL / FUNCTION KILL on every shard's primary.
-fn kill(proxy: &Proxy, topology: &Topology, session: &Session, req: &Request) -> Slot {
+/// SCRIPT KILL / FUNCTION KILL, or CONFIG SET and the like: on every node of every shard.
+fn every_node(
+    proxy: &Proxy,
+    topology: &Topology,
+    session: &Session,
+    req: &Request,
+    merge: Merge,
+) -> Slot {
     let backend = proxy.config().backend.clone();
     let parts = topology
         .shards
         .iter()
-        .flat_map(|shard| shard.kill_script(req.args(), &backend))
-        .map(|rx| PartReply::new(rx, Vec::new()))
+        .flat_map(|shard| shard.on_every_node(req.args(), &backend))
+        .map(|(node, rx)| PartReply::at_node(rx, node))
         .collect();
-    Slot::merging(Merge::Kill, parts, session.proto)
+    Slot::merging(merge, parts, session.proto)
+}
+
+/// What CONFIG GET reports from the proxy rather than the nodes: what the client talks to
+/// (port, bind, the client limits, one database), and no node's password.
+fn config_overrides(proxy: &Proxy) -> crate::merge::ConfigOverrides {
+    let config = proxy.config();
+    let addr = proxy.listen_addr();
+    vec![
+        ("port", addr.port().to_string()),
+        ("bind", addr.ip().to_string()),
+        ("databases", "1".into()),
+        ("maxclients", config.client.max_clients.to_string()),
+        ("timeout", config.client.idle_timeout.as_secs().to_string()),
+        ("requirepass", String::new()),
+        ("masterauth", String::new()),
+        ("masteruser", String::new()),
+    ]
 }
 
 fn error(msg: &str) -> Slot {
@@ -952,30 +1055,92 @@ async fn wait_replicas(
     Slot::merging(Merge::Min, parts, session.proto)
 }
 
-/// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: one step on the shard the cursor names.
-async fn scan(topology: &Topology, session: &mut Session, req: &Request) -> Slot {
+/// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: from the shard the cursor names, going on to the
+/// next shards in the same call while the shards finish with fewer than COUNT keys (10 unless
+/// given), so a page spans shard boundaries; `0` comes back once the last shard is done.
+fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slot {
     let args = req.args();
-    let shards = topology.shards.len();
     let Some(cursor) = std::str::from_utf8(&args[1])
         .ok()
         .and_then(|c| c.parse::<u64>().ok())
     else {
         return error("ERR invalid cursor");
     };
-    let (shard, cursor) = decode_cursor(cursor, shards);
-    let cursor = itoa::Buffer::new().format(cursor).to_owned();
-    let mut request = BytesMut::new();
-    let rest = args[2..].iter().map(|a| &a[..]);
-    let all: Vec<&[u8]> = [&b"SCAN"[..], cursor.as_bytes()]
-        .into_iter()
-        .chain(rest)
-        .collect();
-    encode::command(&mut request, all.into_iter());
-    let rx = match topology.shards[shard].writer(session.proto, session.id) {
-        Ok(conn) => conn.send(request.freeze()).await,
-        Err(e) => failed(e),
-    };
-    Slot::Scan { rx, shard, shards }
+    let count = args[2..]
+        .windows(2)
+        .step_by(2)
+        .find(|w| w[0].eq_ignore_ascii_case(b"count"))
+        .and_then(|w| crate::resp::parse_i64(&w[1]))
+        .filter(|&n| n > 0)
+        .map_or(10, |n| n as usize);
+    let (tx, rx) = oneshot::channel();
+    let topology = proxy.topology();
+    let (proto, id) = (session.proto, session.id);
+    let options = args[2..].to_vec();
+    tokio::spawn(async move {
+        let _ = tx.send(scan_across(&topology, proto, id, cursor, &options, count).await);
+    });
+    Slot::Waiting(rx)
+}
+
+async fn scan_across(
+    topology: &Topology,
+    proto: Proto,
+    id: u64,
+    cursor: u64,
+    options: &[Bytes],
+    count: usize,
+) -> Reply {
+    let shards = topology.shards.len();
+    let (mut shard, mut cursor) = decode_cursor(cursor, shards);
+    let mut keys = Vec::new();
+    loop {
+        let position = itoa::Buffer::new().format(cursor).to_owned();
+        let mut request = BytesMut::new();
+        let all: Vec<&[u8]> = [&b"SCAN"[..], position.as_bytes()]
+            .into_iter()
+            .chain(options.iter().map(|a| &a[..]))
+            .collect();
+        encode::command(&mut request, all.into_iter());
+        let conn = topology.shards[shard].writer(proto, id)?;
+        let frame = conn
+            .send(request.freeze())
+            .await
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Lost {
+                    node: Arc::from(topology.shards[shard].name.to_string()),
+                    reason: "the connection task ended".into(),
+                })
+            })?;
+        if crate::resp::reply::is_error(&frame) {
+            return Ok(frame);
+        }
+        let Some((next, page)) = slot::scan_page(&frame) else {
+            return Ok(encode::error_bytes(
+                "ERR unexpected SCAN reply from a shard",
+            ));
+        };
+        keys.extend(page);
+        let done = if next != 0 {
+            Some(slot::encode_cursor(next, shard, shards))
+        } else if shard + 1 == shards {
+            Some(Some(0))
+        } else if keys.len() >= count {
+            Some(Some(shard as u64 + 1))
+        } else {
+            None
+        };
+        match done {
+            Some(Some(cursor)) => return Ok(slot::scan_reply(cursor, &keys)),
+            Some(None) => {
+                return Ok(encode::error_bytes(
+                    "ERR shard SCAN cursor too large to combine with a shard number",
+                ))
+            }
+            None => (shard, cursor) = (shard + 1, 0),
+        }
+    }
 }
 
 /// Sends each part to its shard; the slot is ready when every part has answered.
@@ -984,7 +1149,7 @@ async fn fan_out(
     session: &mut Session,
     merge: Merge,
     parts: Vec<Part>,
-    info: Option<info::Request>,
+    extra: Extra,
     writes: bool,
     readonly: bool,
 ) -> Slot {
@@ -1000,7 +1165,7 @@ async fn fan_out(
         merge,
         parts: replies,
         proto: session.proto,
-        info,
+        extra,
     }))
 }
 

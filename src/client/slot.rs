@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::backend::{BackendError, Reply};
 use crate::command::Merge;
 use crate::info;
+use crate::merge;
 use crate::resp::{encode, reply, Proto};
 
 /// The reply to one request, in request order.
@@ -27,12 +28,6 @@ pub enum Slot {
         waits: Vec<oneshot::Receiver<Reply>>,
         then: Bytes,
     },
-    /// A SCAN step on one shard, whose cursor is rewritten to name the shard.
-    Scan {
-        rx: oneshot::Receiver<Reply>,
-        shard: usize,
-        shards: usize,
-    },
 }
 
 /// A split or broadcast request waiting for its parts.
@@ -40,14 +35,24 @@ pub struct Merging {
     pub merge: Merge,
     pub parts: Vec<PartReply>,
     pub proto: Proto,
-    /// For INFO: the proxy's own sections, rendered when the request was planned.
-    pub info: Option<info::Request>,
+    pub extra: Extra,
+}
+
+/// What a merge needs beyond the parts' replies, taken when the request was planned.
+pub enum Extra {
+    None,
+    /// INFO: the proxy's own figures.
+    Info(info::Request),
+    /// CONFIG GET: the parameters the proxy answers for itself.
+    Config(crate::merge::ConfigOverrides),
 }
 
 pub struct PartReply {
     pub rx: Option<oneshot::Receiver<Reply>>,
     pub reply: Option<Reply>,
     pub positions: Vec<usize>,
+    /// The node it went to, for a command run on every node.
+    pub node: Option<Arc<str>>,
 }
 
 impl PartReply {
@@ -56,18 +61,26 @@ impl PartReply {
             rx: Some(rx),
             reply: None,
             positions,
+            node: None,
+        }
+    }
+
+    pub fn at_node(rx: oneshot::Receiver<Reply>, node: Arc<str>) -> PartReply {
+        PartReply {
+            node: Some(node),
+            ..PartReply::new(rx, Vec::new())
         }
     }
 }
 
 impl Slot {
-    /// A slot that merges `parts` by `merge` (no INFO sections to render).
+    /// A slot that merges `parts` by `merge`, with nothing else to go by.
     pub fn merging(merge: Merge, parts: Vec<PartReply>, proto: Proto) -> Slot {
         Slot::Merging(Box::new(Merging {
             merge,
             parts,
             proto,
-            info: None,
+            extra: Extra::None,
         }))
     }
 
@@ -120,17 +133,6 @@ impl Slot {
                 *self = Slot::Ready(std::mem::take(then));
                 Poll::Ready(())
             }
-            Slot::Scan { rx, shard, shards } => match Pin::new(rx).poll(cx) {
-                Poll::Ready(result) => {
-                    let bytes = match flatten(result) {
-                        Ok(frame) => scan_reply(&frame, *shard, *shards),
-                        failed => reply_bytes(failed),
-                    };
-                    *self = Slot::Ready(bytes);
-                    Poll::Ready(())
-                }
-                Poll::Pending => Poll::Pending,
-            },
         }
     }
 }
@@ -169,48 +171,29 @@ pub fn decode_cursor(cursor: u64, shards: usize) -> (usize, u64) {
     ((cursor % shards) as usize, cursor / shards)
 }
 
-/// Rewrites a shard's `[cursor, keys]` SCAN reply: a finished shard moves on to the next one.
-fn scan_reply(frame: &Bytes, shard: usize, shards: usize) -> Bytes {
-    if reply::is_error(frame) {
-        return frame.clone();
-    }
-    let parsed = reply::array_elements(frame).and_then(|parts| match &parts[..] {
-        [cursor, keys] => {
-            let cursor = reply::bulk_payload(cursor)?;
-            let cursor: u64 = std::str::from_utf8(&cursor).ok()?.parse().ok()?;
-            Some((cursor, keys.clone()))
-        }
-        _ => None,
-    });
-    let Some((cursor, keys)) = parsed else {
-        return encode::error_bytes("ERR unexpected SCAN reply from a shard");
+/// One shard's SCAN page: its cursor, and its keys without shardis' own (not the client's to
+/// see); `None` for a reply that is not a SCAN page.
+pub fn scan_page(frame: &Bytes) -> Option<(u64, Vec<Bytes>)> {
+    let parts = reply::array_elements(frame)?;
+    let [cursor, keys] = &parts[..] else {
+        return None;
     };
-    let next = if cursor != 0 {
-        encode_cursor(cursor, shard, shards)
-    } else if shard + 1 < shards {
-        Some(shard as u64 + 1)
-    } else {
-        Some(0)
-    };
-    let Some(next) = next else {
-        return encode::error_bytes(
-            "ERR shard SCAN cursor too large to combine with a shard number",
-        );
-    };
-    let next = itoa::Buffer::new().format(next).to_owned();
-    // shardis' own keys are not the client's to see.
-    let keys = match reply::array_elements(&keys) {
-        Some(elements) if elements.iter().any(reserved) => {
-            let kept: Vec<Bytes> = elements.into_iter().filter(|e| !reserved(e)).collect();
-            array(b'*', &kept)
-        }
-        _ => keys,
-    };
+    let cursor = reply::bulk_payload(cursor)?;
+    let cursor: u64 = std::str::from_utf8(&cursor).ok()?.parse().ok()?;
+    let mut keys = reply::array_elements(keys)?;
+    keys.retain(|k| !reserved(k));
+    Some((cursor, keys))
+}
+
+/// A SCAN reply: the client's cursor and the keys, as RESP frames.
+pub fn scan_reply(cursor: u64, keys: &[Bytes]) -> Bytes {
+    let cursor = itoa::Buffer::new().format(cursor).to_owned();
+    let keys = array(b'*', keys);
     let mut out = BytesMut::with_capacity(keys.len() + 32);
     out.put_slice(b"*2\r\n$");
-    out.put_slice(itoa::Buffer::new().format(next.len()).as_bytes());
+    out.put_slice(itoa::Buffer::new().format(cursor.len()).as_bytes());
     out.put_slice(b"\r\n");
-    out.put_slice(next.as_bytes());
+    out.put_slice(cursor.as_bytes());
     out.put_slice(b"\r\n");
     out.put_slice(&keys);
     out.freeze()
@@ -218,6 +201,42 @@ fn scan_reply(frame: &Bytes, shard: usize, shards: usize) -> Bytes {
 
 impl Merging {
     fn finish(&mut self) -> Bytes {
+        let proto = self.proto;
+        let structured = |result: Result<crate::resp::Value, Bytes>| match result {
+            Ok(value) => value.to_bytes(proto),
+            Err(error) => error,
+        };
+        let mut all = || -> Vec<Reply> {
+            self.parts
+                .iter_mut()
+                .map(|p| p.reply.take().expect("every part answered"))
+                .collect()
+        };
+        match self.merge {
+            Merge::ConfigGet => {
+                let Extra::Config(overrides) = std::mem::replace(&mut self.extra, Extra::None)
+                else {
+                    unreachable!("CONFIG GET carries the proxy's parameters")
+                };
+                return structured(merge::config_get(all(), proto, &overrides));
+            }
+            Merge::SlowlogGet { count } => return structured(merge::slowlog(all(), proto, count)),
+            Merge::LatencyLatest => return structured(merge::latency_latest(all(), proto)),
+            Merge::MemoryStats => return structured(merge::memory_stats(all(), proto)),
+            Merge::FunctionStats => return structured(merge::function_stats(all(), proto)),
+            Merge::EveryNode => {
+                let replies = self
+                    .parts
+                    .iter_mut()
+                    .map(|p| {
+                        let node = p.node.clone().unwrap_or_else(|| Arc::from("a node"));
+                        (node, p.reply.take().expect("every part answered"))
+                    })
+                    .collect();
+                return merge::every_node(replies);
+            }
+            _ => {}
+        }
         let replies: Vec<(Reply, &[usize])> = self
             .parts
             .iter_mut()
@@ -251,7 +270,9 @@ impl Merging {
             Merge::Max => fold_integers(ok_frames, 0, i64::max),
             Merge::Min => fold_integers(ok_frames, i64::MAX, i64::min),
             Merge::Info => {
-                let request = self.info.take().expect("INFO merge carries its request");
+                let Extra::Info(request) = std::mem::replace(&mut self.extra, Extra::None) else {
+                    unreachable!("INFO carries the proxy's figures")
+                };
                 let keyspaces: Vec<Option<Bytes>> = frames
                     .map(|(f, _)| f.and_then(reply::bulk_payload))
                     .collect();
@@ -293,6 +314,12 @@ impl Merging {
             }
             Merge::AllExist => merge_elementwise(ok_frames, |a, b| a.min(b)),
             Merge::NumSub => merge_numsub(ok_frames),
+            Merge::ConfigGet
+            | Merge::SlowlogGet { .. }
+            | Merge::LatencyLatest
+            | Merge::MemoryStats
+            | Merge::FunctionStats
+            | Merge::EveryNode => unreachable!("merged above"),
         }
     }
 }
@@ -460,21 +487,17 @@ mod tests {
     }
 
     #[test]
-    fn scan_moves_to_the_next_shard_when_one_finishes() {
-        let keys = "*1\r\n$1\r\nk\r\n";
-        let reply = |c: &str| Bytes::from(format!("*2\r\n${}\r\n{c}\r\n{keys}", c.len()));
+    fn scan_pages_hide_reserved_keys_and_replies_name_the_cursor() {
+        let page =
+            Bytes::from_static(b"*2\r\n$2\r\n12\r\n*2\r\n$1\r\nk\r\n$17\r\n__shardis__:epoch\r\n");
+        let (cursor, keys) = scan_page(&page).unwrap();
+        assert_eq!(cursor, 12);
+        assert_eq!(keys, vec![Bytes::from_static(b"$1\r\nk\r\n")]);
         assert_eq!(
-            scan_reply(&reply("0"), 0, 3),
-            Bytes::from(format!("*2\r\n$1\r\n1\r\n{keys}"))
+            scan_reply(37, &keys),
+            Bytes::from_static(b"*2\r\n$2\r\n37\r\n*1\r\n$1\r\nk\r\n")
         );
-        assert_eq!(
-            scan_reply(&reply("0"), 2, 3),
-            Bytes::from(format!("*2\r\n$1\r\n0\r\n{keys}"))
-        );
-        assert_eq!(
-            scan_reply(&reply("12"), 1, 3),
-            Bytes::from(format!("*2\r\n$2\r\n37\r\n{keys}"))
-        );
+        assert_eq!(scan_page(&Bytes::from_static(b":1\r\n")), None);
     }
 
     #[test]

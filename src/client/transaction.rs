@@ -65,6 +65,11 @@ impl Transaction {
     }
 
     /// Commands queued so far.
+    /// Bytes of the commands queued so far.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.len()
+    }
+
     pub fn len(&self) -> u32 {
         self.count
     }

@@ -68,8 +68,13 @@ impl CommandId {
         CommandId((table::COMMANDS.len() + crate::lock::COMMANDS.len()) as u16)
     }
 
-    pub fn unknown() -> CommandId {
+    /// CLIENT SETINFO (Redis 7.2), which the command table, taken from Redis 7.0, lacks.
+    pub fn client_setinfo() -> CommandId {
         CommandId(Self::admin().0 + 1)
+    }
+
+    pub fn unknown() -> CommandId {
+        CommandId(Self::admin().0 + 2)
     }
 
     /// How many ids there are.
@@ -97,6 +102,7 @@ impl CommandId {
         match table::COMMANDS.get(i) {
             Some(spec) => spec.name,
             None if self == Self::admin() => "shardis",
+            None if self == Self::client_setinfo() => "client|setinfo",
             None => own
                 .get(i - table::COMMANDS.len())
                 .map_or("unknown", |c| c.0),

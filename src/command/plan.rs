@@ -75,6 +75,8 @@ pub struct Policy {
     pub allow_flush: bool,
     /// KEYS (it walks every key of every shard, blocking each) is refused unless allowed.
     pub allow_keys: bool,
+    /// CONFIG SET, CONFIG RESETSTAT, SLOWLOG RESET and LATENCY RESET, sent to every node.
+    pub allow_node_admin: bool,
     pub locks: crate::config::LockSettings,
 }
 
@@ -121,8 +123,22 @@ pub enum Merge {
     NumSub,
     /// PUBSUB NUMPAT: each shard counts every pattern a proxy subscriber holds; the largest.
     Max,
-    /// WAIT: the replicas that acknowledged on every shard, so the smallest count.
+    /// WAIT: the replicas that acknowledged on every shard, so the smallest count. LASTSAVE:
+    /// the time by which every primary had saved.
     Min,
+    /// CONFIG GET: every primary's parameters, the proxy's own values where it decides.
+    ConfigGet,
+    /// SLOWLOG GET: every primary's entries, newest first, at most `count` (`None`: all).
+    SlowlogGet { count: Option<usize> },
+    /// LATENCY LATEST: per event, the latest spike over every primary.
+    LatencyLatest,
+    /// MEMORY STATS: sizes summed over the primaries, ratios the largest.
+    MemoryStats,
+    /// FUNCTION STATS: a script running anywhere, the engines' counts.
+    FunctionStats,
+    /// CONFIG SET / RESETSTAT, SLOWLOG RESET, LATENCY RESET: run on every node of every shard,
+    /// `+OK` only when every node accepted it.
+    EveryNode,
 }
 
 /// Commands the proxy answers from its own state.
@@ -144,9 +160,12 @@ pub enum Local {
     ClientKill,
     /// CLIENT NO-EVICT: accepted; the proxy never evicts its clients anyway.
     ClientNoEvict,
-    ConfigGet,
     /// `SHARDIS RELOAD`: re-read the configuration file (as SIGHUP does).
     Reload,
+    /// ROLE: the proxy is a primary to its clients.
+    Role,
+    /// ACL WHOAMI: the user the session authenticated as.
+    AclWhoami,
 }
 
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -230,7 +249,7 @@ fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, (Plan, CommandId)> {
         } else {
             Plan::Error(wrong_arity("client|setinfo"))
         };
-        return Err((plan, id));
+        return Err((plan, CommandId::client_setinfo()));
     }
     let Some(sub) = lookup_sub(spec, &args[1]) else {
         let msg = format!(
@@ -238,7 +257,8 @@ fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, (Plan, CommandId)> {
             printable(&args[1], 128),
             spec.name.to_ascii_uppercase()
         );
-        return Err((Plan::Error(msg), id));
+        // As on Redis, counted under no command.
+        return Err((Plan::Error(msg), CommandId::unknown()));
     };
     if !sub.arity_ok(args.len()) {
         return Err((Plan::Error(wrong_arity(sub.name)), CommandId::of(sub)));
@@ -286,7 +306,17 @@ fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &P
             spec.name,
             "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
         );
-        return if keyless_ok || spec.name.starts_with("command") || spec.name.ends_with("|help") {
+        // `numkeys 0` where Redis wants at least one key (SINTERCARD, ZUNION, LMPOP ...):
+        // nothing can run, so one shard answers with Redis's own error text.
+        let numkeys_zero = spec
+            .keys
+            .iter()
+            .any(|ks| matches!(ks.find, super::spec::FindKeys::KeyNum { .. }));
+        return if keyless_ok
+            || numkeys_zero
+            || spec.name.starts_with("command")
+            || spec.name.ends_with("|help")
+        {
             Plan::AnyShard
         } else {
             Plan::Error(format!(
@@ -418,24 +448,93 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
         "client|info" => Plan::Local(Local::ClientInfo),
         "client|kill" => Plan::Local(Local::ClientKill),
         "client|no-evict" => Plan::Local(Local::ClientNoEvict),
-        "config|get" => Plan::Local(Local::ConfigGet),
+        "config|get" => Plan::Broadcast(Merge::ConfigGet),
+        "config|set" | "config|resetstat" | "slowlog|reset" | "latency|reset" => {
+            return Some(node_admin(spec.name, args, policy))
+        }
+        "slowlog|get" => Plan::Broadcast(Merge::SlowlogGet {
+            count: match args.get(2).map(|n| crate::resp::parse_i64(n)) {
+                None => Some(10),
+                Some(Some(n)) if n >= 0 => Some(n as usize),
+                // -1 is all of them; anything else the nodes refuse with Redis's text.
+                _ => None,
+            },
+        }),
+        "slowlog|len" => Plan::Broadcast(Merge::SumIntegers),
+        "latency|latest" => Plan::Broadcast(Merge::LatencyLatest),
+        "memory|stats" => Plan::Broadcast(Merge::MemoryStats),
+        "function|stats" => Plan::Broadcast(Merge::FunctionStats),
+        "lastsave" => Plan::Broadcast(Merge::Min),
+        "role" => Plan::Local(Local::Role),
+        "acl|whoami" => Plan::Local(Local::AclWhoami),
+        // They read no server state: any node answers as the proxy would.
+        "acl|cat" | "acl|genpass" => Plan::AnyShard,
         "info" => Plan::Broadcast(Merge::Info),
         "dbsize" => Plan::Broadcast(Merge::DbSize),
         // COMMAND with no subcommand (a container whose arity allows that).
         "time" | "lolwut" | "command" => Plan::AnyShard,
         // Redis refuses an odd MSET by arity; split, it would fail on only some shards.
         "mset" | "msetnx" if args.len() % 2 == 0 => Plan::Error(wrong_arity(spec.name)),
-        "copy" if args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")) => {
-            Plan::Error(format!(
-                "ERR shardis does not support '{}' with DB: {}",
-                spec.name, ONE_DB
-            ))
+        // COPY ... DB n: database 0 is served; Redis itself answers a DB that is not a number.
+        "copy" => {
+            let db = args
+                .iter()
+                .skip(3)
+                .position(|a| a.eq_ignore_ascii_case(b"db"))
+                .and_then(|at| args.get(at + 4));
+            match db.map(|n| crate::resp::parse_i64(n)) {
+                Some(Some(n)) if n != 0 => Plan::Error(format!(
+                    "ERR shardis does not support '{}' with DB {n}: {}",
+                    spec.name, ONE_DB
+                )),
+                _ => return None,
+            }
         }
         _ => return None,
     })
 }
 
 const ONE_DB: &str = "only database 0 is served";
+
+/// Parameters CONFIG SET may not change through the proxy: the nodes' credentials and
+/// addresses (the proxy would lose its own connections), and where a node writes its files
+/// (the classic way to turn CONFIG SET into writing any file the server's user may).
+const CONFIG_SET_REFUSED: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "port",
+    "bind",
+    "tls-port",
+    "unixsocket",
+    "dir",
+    "dbfilename",
+    "appenddirname",
+    "appendfilename",
+    "logfile",
+];
+
+/// CONFIG SET / RESETSTAT, SLOWLOG RESET, LATENCY RESET: on every node, when allowed.
+fn node_admin(name: &str, args: &[Bytes], policy: &Policy) -> Plan {
+    if !policy.allow_node_admin {
+        return Plan::Error(format!(
+            "ERR shardis does not support '{name}': it changes every node; set [commands] allow_node_admin = true to allow it"
+        ));
+    }
+    if name == "config|set" {
+        // CONFIG SET name value [name value ...]
+        for param in args[2..].iter().step_by(2) {
+            let lower = String::from_utf8_lossy(param).to_ascii_lowercase();
+            if CONFIG_SET_REFUSED.contains(&lower.as_str()) || lower.starts_with("tls-") {
+                return Plan::Error(format!(
+                    "ERR shardis does not support 'config|set' of '{}': the proxy depends on it, or it names files on the nodes",
+                    printable(param, 64)
+                ));
+            }
+        }
+    }
+    Plan::Broadcast(Merge::EveryNode)
+}
 
 /// SORT's BY and GET patterns read keys the command does not declare: each must form keys on
 /// the sorted key's shard (a hash tag of its own, as in Redis Cluster), and none of shardis'
@@ -465,7 +564,13 @@ fn refusal(spec: &CommandSpec) -> Option<&'static str> {
     let name = spec.name;
     let container = name.split('|').next().unwrap_or(name);
     Some(match container {
-        "script" | "function" => "it would act on one shard only (SCRIPT DEBUG, FUNCTION STATS)",
+        "script" | "function" => "it would act on one shard only (SCRIPT DEBUG)",
+        "latency" if name != "latency|help" => {
+            "it describes one node; ask the nodes (LATENCY LATEST and RESET are merged over them)"
+        }
+        "memory" if !matches!(name, "memory|usage" | "memory|help") => {
+            "it describes one node; ask the nodes (MEMORY STATS is merged over them)"
+        }
         "swapdb" | "move" => ONE_DB,
         "cluster" | "readonly" | "readwrite" | "asking" => "shardis is not a Redis Cluster",
         "client" => {

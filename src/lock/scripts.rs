@@ -188,10 +188,11 @@ until cursor == '0'
 return false
 "#;
 
-/// INFO keyspace without shardis' own keys in db0's count (the line goes when nothing else is
-/// left, as Redis leaves out an empty database).
-pub const INFO_KEYSPACE: &str = r#"
-local info = redis.call('INFO', 'keyspace')
+/// A primary's INFO memory, persistence, stats, replication and keyspace, without shardis' own
+/// keys in db0's count (the line goes when nothing else is left, as Redis leaves out an empty
+/// database).
+pub const INFO_FLEET: &str = r#"
+local info = redis.call('INFO', 'memory', 'persistence', 'stats', 'replication', 'keyspace')
 local n = redis.call('EXISTS', '__shardis__:epoch', '__shardis__:locks')
 if n == 0 then return info end
 local out = string.gsub(info, 'db0:keys=(%d+)([^\r\n]*)\r\n', function(keys, rest)

@@ -29,6 +29,10 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
     /// Text that RESP3 sends as a verbatim string (`=`, format `txt`), RESP2 as a bulk string.
     Verbatim(Bytes),
+    /// A double in RESP3 (`,`), its decimal text as a bulk string in RESP2 (as Redis sends it).
+    Double(f64),
+    /// An error reply inside a structure (the text after `-`).
+    Error(Bytes),
 }
 
 impl Value {
@@ -67,6 +71,8 @@ impl Value {
             Value::Int(n) => Frame2::Integer(*n),
             Value::Bulk(b) | Value::Verbatim(b) => Frame2::BulkString(b.clone()),
             Value::Null => Frame2::Null,
+            Value::Double(d) => Frame2::BulkString(Bytes::from(d.to_string())),
+            Value::Error(e) => Frame2::Error(String::from_utf8_lossy(e).into_owned().into()),
             Value::Array(items) => Frame2::Array(items.iter().map(Value::to_resp2).collect()),
             Value::Map(pairs) => Frame2::Array(
                 pairs
@@ -97,6 +103,14 @@ impl Value {
                 attributes: None,
             },
             Value::Null => Frame3::Null,
+            Value::Double(d) => Frame3::Double {
+                data: *d,
+                attributes: None,
+            },
+            Value::Error(e) => Frame3::SimpleError {
+                data: String::from_utf8_lossy(e).into_owned().into(),
+                attributes: None,
+            },
             Value::Array(items) => Frame3::Array {
                 data: items.iter().map(Value::to_resp3).collect(),
                 attributes: None,

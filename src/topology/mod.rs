@@ -402,25 +402,30 @@ impl Shard {
         self.up_primary()?.pool.dedicated(proto, dedicated)
     }
 
-    /// Sends `command` (SCRIPT KILL, FUNCTION KILL) to every node of the shard, each on a
-    /// connection of its own made for it: a shared connection may be queued behind the very
-    /// script to stop (Redis reads nothing more from the client whose script runs), and a
-    /// read-only script may run on a replica. Neither the health checks nor the shard's
-    /// confirmation hold it back: a node busy in a script answers nothing else. One receiver
-    /// per node.
-    pub fn kill_script(
+    /// Sends `command` (SCRIPT KILL, FUNCTION KILL; CONFIG SET and the other commands for
+    /// every node) to every node of the shard, each on a connection of its own made for it: a
+    /// shared connection may be queued behind the very script to stop (Redis reads nothing
+    /// more from the client whose script runs), and a read-only script may run on a replica.
+    /// Neither the health checks nor the shard's confirmation hold it back: a node busy in a
+    /// script answers nothing else, and a node that is down is named in the reply. One
+    /// receiver per node, with the node's name.
+    pub fn on_every_node(
         &self,
         command: &[bytes::Bytes],
         backend: &crate::config::BackendSettings,
-    ) -> Vec<oneshot::Receiver<Reply>> {
+    ) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
         let view = self.view();
         let nodes: Vec<Arc<Node>> = std::iter::once(view.primary.clone())
             .chain(view.replicas.iter().cloned())
             .collect();
         let Ok(permit) = self.kills.clone().try_acquire_owned() else {
-            return vec![failed(self.unavailable(format!(
-                "{KILLS_IN_FLIGHT} script kills are already in flight on it"
-            )))];
+            let label: Arc<str> = Arc::from(format!("shard '{}'", self.name));
+            return vec![(
+                label,
+                failed(self.unavailable(format!(
+                    "{KILLS_IN_FLIGHT} commands to every node are already in flight on it"
+                ))),
+            )];
         };
         let permit = Arc::new(permit);
         nodes
@@ -432,11 +437,12 @@ impl Shard {
                 let label: Arc<str> =
                     Arc::from(format!("shard '{}' node {}", self.name, node.addr));
                 let permit = permit.clone();
+                let node_label = label.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _ = tx.send(kill_on(&node.addr, &command, &backend, label).await);
+                    let _ = tx.send(call_on(&node.addr, &command, &backend, label).await);
                 });
-                rx
+                (node_label, rx)
             })
             .collect()
     }
@@ -635,8 +641,9 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One SCRIPT KILL / FUNCTION KILL on a connection opened for it; Redis's reply, as RESP2.
-async fn kill_on(
+/// One command on a connection opened for it (SCRIPT KILL, CONFIG SET ...); Redis's simple
+/// reply, as RESP2.
+async fn call_on(
     addr: &str,
     command: &[bytes::Bytes],
     backend: &crate::config::BackendSettings,
@@ -654,6 +661,11 @@ async fn kill_on(
             Ok(bytes::Bytes::from([&b"+"[..], &s, b"\r\n"].concat()))
         }
         Ok(OwnedFrame::Error(e)) => Ok(crate::resp::encode::error_bytes(&e)),
+        Ok(OwnedFrame::Integer(n)) => {
+            let mut out = bytes::BytesMut::new();
+            crate::resp::encode::integer(&mut out, n);
+            Ok(out.freeze())
+        }
         Ok(other) => Ok(crate::resp::encode::error_bytes(&format!(
             "ERR unexpected reply: {other:?}"
         ))),

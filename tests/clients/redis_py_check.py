@@ -575,6 +575,26 @@ def check_resp3_basic(env):
     return "map, double and null replies right, also inside MULTI/EXEC"
 
 
+def check_server_commands(env):
+    """What tools and libraries ask of the server: CLIENT INFO, INFO, CONFIG GET, ROLE."""
+    for protocol in (2, 3):
+        r = env.client(protocol=protocol)
+        info = r.client_info()
+        # redis-py parses every field; these are the ones it or its users index by name.
+        for field in ("id", "addr", "fd", "qbuf", "oll", "omem", "tot-mem", "events", "cmd"):
+            expect(field in info, f"RESP{protocol} client_info() lacks {field!r}: {info!r}")
+        expect_eq(info["cmd"], "client|info", f"RESP{protocol} client_info() cmd")
+        server = r.info()
+        for field in ("used_memory", "role", "blocked_clients", "connected_clients"):
+            expect(field in server, f"RESP{protocol} INFO lacks {field!r}")
+        expect_eq(server["role"], "master", f"RESP{protocol} INFO role")
+        expect(server["used_memory"] > 0, f"RESP{protocol} INFO used_memory not positive")
+        expect_eq(r.config_get("databases"), {"databases": "1"}, f"RESP{protocol} CONFIG GET")
+        expect_eq(r.role()[0], "master", f"RESP{protocol} ROLE")
+        r.close()
+    return "CLIENT INFO, INFO, CONFIG GET and ROLE parsed in RESP2 and RESP3"
+
+
 CHECKS = [
     ("pipeline", check_pipeline),
     ("transaction", check_transaction),
@@ -585,6 +605,7 @@ CHECKS = [
     ("lock", check_lock),
     ("lock_recipe", check_lock_recipe),
     ("resp3_basic", check_resp3_basic),
+    ("server_commands", check_server_commands),
 ]
 
 

@@ -130,6 +130,25 @@ fn mset_and_counting_commands_split() {
     );
     // COMMAND alone is a container with no subcommand.
     assert_eq!(plan(&req("COMMAND"), &r), Plan::AnyShard);
+    assert!(matches!(plan(&req("MEMORY USAGE k"), &r), Plan::Forward(_)));
+    assert_eq!(plan(&req("MEMORY HELP"), &r), Plan::AnyShard);
+    assert_eq!(plan(&req("LATENCY HELP"), &r), Plan::AnyShard);
+    assert_eq!(
+        plan(&req("MEMORY STATS"), &r),
+        Plan::Broadcast(Merge::MemoryStats)
+    );
+    assert_eq!(plan(&req("LASTSAVE"), &r), Plan::Broadcast(Merge::Min));
+    assert_eq!(
+        plan(&req("SLOWLOG GET"), &r),
+        Plan::Broadcast(Merge::SlowlogGet { count: Some(10) })
+    );
+    assert_eq!(
+        plan(&req("SLOWLOG GET -1"), &r),
+        Plan::Broadcast(Merge::SlowlogGet { count: None })
+    );
+    assert_eq!(plan(&req("SINTERCARD 0 k"), &r), Plan::AnyShard);
+    assert_eq!(plan(&req("ACL CAT"), &r), Plan::AnyShard);
+    assert_eq!(plan(&req("ROLE"), &r), Plan::Local(Local::Role));
 }
 
 #[test]
@@ -143,7 +162,7 @@ fn proxy_answers_connection_commands() {
     );
     assert_eq!(
         plan(&req("CONFIG GET save"), &r),
-        Plan::Local(Local::ConfigGet)
+        Plan::Broadcast(Merge::ConfigGet)
     );
     assert_eq!(plan(&req("DBSIZE"), &r), Plan::Broadcast(Merge::DbSize));
     assert_eq!(plan(&req("INFO"), &r), Plan::Broadcast(Merge::Info));
@@ -174,7 +193,7 @@ fn errors_name_the_command() {
         "FLUSHALL",
         "FLUSHDB ASYNC",
         "SCRIPT DEBUG YES",
-        "FUNCTION STATS",
+        "LATENCY DOCTOR",
         "MOVE k 1",
         "CONFIG SET a b",
         "SHUTDOWN",
