@@ -218,6 +218,108 @@ fn the_metrics_port_answers_only_get_metrics() {
     assert_eq!(status, "HTTP/1.1 200 OK");
 }
 
+/// Runs `promtool check metrics` on `body`: its exit status and what it printed.
+fn promtool_check(body: &str) -> (std::process::ExitStatus, String) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/install-deps.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+/// Each family in `body` (a `# TYPE` line) has exactly one `# TYPE` and one `# HELP` line,
+/// the HELP text `telemetry::names` gives it. Returns the families' names.
+fn families_with_help(body: &str) -> Vec<String> {
+    let mut families = Vec::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.push(rest.split(' ').next().unwrap().to_string());
+        }
+    }
+    for name in &families {
+        let family = shardis::telemetry::names::ALL
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in telemetry::names::ALL"));
+        let types = families.iter().filter(|f| *f == name).count();
+        assert_eq!(types, 1, "{name} has {types} TYPE lines");
+        let help: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
+            .collect();
+        assert_eq!(help, [family.help()], "{name}");
+    }
+    families
+}
+
+#[test]
+fn promtool_accepts_scrapes_taken_during_load() {
+    let (c, mport) = with_metrics();
+    let _log = c.proxy.log_on_panic();
+    let mut bench = benchmark(c.proxy.port(), &["-n", "5000", "-c", "5", "-r", "1000"]);
+    // Scrapes taken while commands were being counted, not before or after.
+    let mut during = 0;
+    let mut checked = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = bench.try_wait().unwrap().is_some();
+        assert!(Instant::now() < deadline, "redis-benchmark did not finish");
+        let (status, body) = http_get(mport, "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let (exit, said) = promtool_check(&body);
+        assert!(exit.success(), "promtool: {exit}: {said}\n{body}");
+        families_with_help(&body);
+        let answered = sum(&body, "shardis_commands_total");
+        if answered > 0.0 && answered < 10_000.0 {
+            during += 1;
+        }
+        checked += 1;
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = bench.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{checked} scrapes checked, {during} of them during the load");
+    assert!(
+        during >= 1,
+        "none of {checked} scrapes came during the load"
+    );
+    // After the load every family is there, but the shard problem one (no shard has one).
+    let (_, body) = http_get(mport, "/metrics");
+    let families = families_with_help(&body);
+    for family in shardis::telemetry::names::ALL {
+        let expected = family.name != shardis::telemetry::names::SHARD_PROBLEM;
+        assert_eq!(
+            families.iter().any(|f| f == family.name),
+            expected,
+            "{}",
+            family.name
+        );
+    }
+    assert_eq!(
+        sample(&body, "shardis_commands_total", "cmd=\"set\""),
+        Some(5000.0)
+    );
+}
+
 #[test]
 fn idle_clients_are_closed_after_the_idle_timeout() {
     let c = Cluster::start("[limits]\nidle_timeout = \"300ms\"");
