@@ -350,8 +350,8 @@ const MAX_SCRAPERS: usize = 16;
 /// Longest HTTP request head accepted on the metrics port.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Serves `GET /metrics` on `listener` until the proxy shuts down. One request per
-/// connection (`Connection: close`); anything else gets 404 or 405.
+/// Serves `GET /metrics`, `GET /ready` and `GET /live` on `listener` until the proxy shuts
+/// down. One request per connection (`Connection: close`); anything else gets 404 or 405.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
     let mut shutdown = proxy.shutdown_notice();
     // A scraper or two is normal; many open connections are not, and file descriptors are
@@ -404,23 +404,69 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
+/// Content type of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// Content type of the probes' answers and the errors.
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
 fn respond(head: &[u8], proxy: &Proxy) -> Vec<u8> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, target) = (parts.next(), parts.next());
     let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
-    let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => ("200 OK", proxy.telemetry.render(proxy)),
-        (Some(b"GET"), _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    let (status, content_type, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => {
+            ("200 OK", PROMETHEUS_TEXT, proxy.telemetry.render(proxy))
+        }
+        (Some(b"GET"), Some(b"/ready")) => {
+            let (status, body) = readiness(proxy);
+            (status, PLAIN_TEXT, body)
+        }
+        // Answered by the task that serves this port: the process and its runtime run.
+        (Some(b"GET"), Some(b"/live")) => ("200 OK", PLAIN_TEXT, "live\n".to_string()),
+        (Some(b"GET"), _) => (
+            "404 Not Found",
+            PLAIN_TEXT,
+            "not found: try /metrics, /ready or /live\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            PLAIN_TEXT,
+            "only GET\n".to_string(),
+        ),
     };
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+/// `/ready`: 200 while every shard can serve requests (see [`crate::topology::Shard::unready`]),
+/// else 503 with one line per shard that cannot, saying why.
+fn readiness(proxy: &Proxy) -> (&'static str, String) {
+    let topology = proxy.topology();
+    let unready: Vec<String> = topology
+        .shards
+        .iter()
+        .filter_map(|s| Some(format!("shard '{}': {}\n", s.name, s.unready()?)))
+        .collect();
+    let total = topology.shards.len();
+    if unready.is_empty() {
+        return (
+            "200 OK",
+            format!("ready: {total} of {total} shards serve\n"),
+        );
+    }
+    let mut body = format!(
+        "not ready: {} of {total} shards cannot serve\n",
+        unready.len()
+    );
+    body.extend(unready);
+    ("503 Service Unavailable", body)
 }
 
 #[cfg(test)]

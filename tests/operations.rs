@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, info_field, Cluster, Raw};
+use common::{free_port, info_field, wait_for, Cluster, Raw, Redis, Shardis};
 
 /// `GET path` on 127.0.0.1:`port`: the status line and the body.
 fn http_get(port: u16, path: &str) -> (String, String) {
@@ -318,6 +318,70 @@ fn promtool_accepts_scrapes_taken_during_load() {
         sample(&body, "shardis_commands_total", "cmd=\"set\""),
         Some(5000.0)
     );
+}
+
+/// Health checks fast enough for a test to see a node go down within a second.
+const QUICK_HEALTH: &str = "[health]\ninterval = \"100ms\"\nfailure_threshold = 3\n";
+
+#[test]
+fn ready_only_while_every_shard_has_its_primary_and_live_throughout() {
+    let a = Redis::start();
+    let mut b = Redis::start();
+    let mport = free_port();
+    let proxy = Shardis::in_front_of(
+        &[&a, &b],
+        &format!("metrics_listen = \"127.0.0.1:{mport}\"\n{QUICK_HEALTH}"),
+    );
+    let _log = proxy.log_on_panic();
+    // The body of `/ready` once it answers `want`, polled for at most 10 s.
+    let ready = |want: &str, body_has: &str| {
+        wait_for(&format!("/ready {want}"), Duration::from_secs(10), || {
+            let (status, body) = http_get(mport, "/ready");
+            if status.contains(want) && body.contains(body_has) {
+                Ok(body)
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        })
+    };
+    let body = ready("200 OK", "");
+    assert_eq!(body, "ready: 2 of 2 shards serve\n");
+    assert_eq!(http_get(mport, "/live").0, "HTTP/1.1 200 OK");
+
+    b.proc.kill();
+    let started = Instant::now();
+    // First the lost data connections say so, then the health checks hold the primary down.
+    let body = ready("503 Service Unavailable", "");
+    eprintln!("/ready went 503 {:?} after the kill", started.elapsed());
+    assert!(
+        body.starts_with("not ready: 1 of 2 shards cannot serve\nshard 'b': "),
+        "{body}"
+    );
+    let body = ready("503 Service Unavailable", "problem=");
+    assert_eq!(
+        body,
+        format!(
+            "not ready: 1 of 2 shards cannot serve\nshard 'b': primary {} is down (problem=primary_down)\n",
+            b.addr()
+        )
+    );
+    // The process still runs: live, and PING is answered by the proxy itself, whatever the
+    // shards do (which is why PING is no readiness check).
+    assert_eq!(http_get(mport, "/live").0, "HTTP/1.1 200 OK");
+    assert_eq!(Raw::connect(proxy.port()).call(&[b"PING"]), b"+PONG\r\n");
+    // The problem's family has HELP text too, and promtool takes the scrape.
+    let (_, metrics) = http_get(mport, "/metrics");
+    let (exit, said) = promtool_check(&metrics);
+    assert!(exit.success(), "promtool: {exit}: {said}\n{metrics}");
+    assert!(families_with_help(&metrics)
+        .iter()
+        .any(|f| f == "shardis_shard_problem"));
+
+    b.restart();
+    let started = Instant::now();
+    let body = ready("200 OK", "");
+    eprintln!("/ready went 200 {:?} after the restart", started.elapsed());
+    assert_eq!(body, "ready: 2 of 2 shards serve\n");
 }
 
 #[test]
