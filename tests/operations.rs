@@ -218,6 +218,19 @@ fn the_metrics_port_answers_only_get_metrics() {
     assert_eq!(status, "HTTP/1.1 200 OK");
 }
 
+/// A child process killed (and reaped) on drop unless taken out, so a failing assertion does not
+/// leave it running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs `promtool check metrics` on `body`: its exit status and what it printed.
 fn promtool_check(body: &str) -> (std::process::ExitStatus, String) {
     let mut promtool = Command::new("promtool")
@@ -268,13 +281,16 @@ fn families_with_help(body: &str) -> Vec<String> {
 fn promtool_accepts_scrapes_taken_during_load() {
     let (c, mport) = with_metrics();
     let _log = c.proxy.log_on_panic();
-    let mut bench = benchmark(c.proxy.port(), &["-n", "5000", "-c", "5", "-r", "1000"]);
+    let mut bench = KillOnDrop(Some(benchmark(
+        c.proxy.port(),
+        &["-n", "5000", "-c", "5", "-r", "1000"],
+    )));
     // Scrapes taken while commands were being counted, not before or after.
     let mut during = 0;
     let mut checked = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = bench.try_wait().unwrap().is_some();
+        let done = bench.0.as_mut().unwrap().try_wait().unwrap().is_some();
         assert!(Instant::now() < deadline, "redis-benchmark did not finish");
         let (status, body) = http_get(mport, "/metrics");
         assert_eq!(status, "HTTP/1.1 200 OK");
@@ -291,7 +307,7 @@ fn promtool_accepts_scrapes_taken_during_load() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = bench.wait_with_output().unwrap();
+    let out = bench.0.take().unwrap().wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
