@@ -3,11 +3,12 @@
 # machine, and only what is missing:
 #
 #   redis-server, redis-cli, redis-benchmark, redis-sentinel, nutcracker, tmux,
-#   iptables, python3 with venv
+#   iptables, promtool, python3 with venv
 #   (Debian packages redis-server, redis-tools, redis-sentinel, nutcracker, tmux,
-#   iptables, python3-venv; tmux drives an interactive redis-cli in the tests,
-#   the partition test drops one proxy's packets to one node with an iptables
-#   rule it removes again, and the client-library test installs redis-py from
+#   iptables, prometheus, python3-venv; tmux drives an interactive redis-cli in
+#   the tests, the partition test drops one proxy's packets to one node with an
+#   iptables rule it removes again, the metrics test runs `promtool check
+#   metrics` on a scrape, and the client-library test installs redis-py from
 #   PyPI into a virtualenv)
 #
 # and check that a Rust toolchain (cargo) is available. Safe to run again:
@@ -17,6 +18,11 @@
 # own redis-server processes on free loopback ports, so the services the
 # Debian packages start on install are stopped again (best effort): nothing
 # here relies on a system-wide Redis on 6379.
+#
+# promtool has no package of its own in Debian: it comes with the Prometheus
+# server (package prometheus, about 19 MB to download). Only promtool is used,
+# so the server it would start (on port 9090) is stopped and, under systemd,
+# disabled again.
 set -euo pipefail
 
 # nutcracker lives in /usr/sbin, which a non-root PATH often lacks.
@@ -31,11 +37,12 @@ declare -A package_of=(
     [nutcracker]=nutcracker
     [tmux]=tmux
     [iptables]=iptables
+    [promtool]=prometheus
 )
 
 # Collect the packages behind the missing commands, each once.
 missing=()
-for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux iptables; do
+for cmd in "${!package_of[@]}"; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         pkg=${package_of[$cmd]}
         if [[ " ${missing[*]-} " != *" $pkg "* ]]; then
@@ -80,13 +87,19 @@ if ((${#missing[@]} > 0)); then
                 redis-server | redis-sentinel | nutcracker)
                     "${as_root[@]}" service "$pkg" stop >/dev/null 2>&1 || true
                     ;;
+                prometheus)
+                    "${as_root[@]}" service "$pkg" stop >/dev/null 2>&1 || true
+                    if [[ -d /run/systemd/system ]]; then
+                        "${as_root[@]}" systemctl disable "$pkg" >/dev/null 2>&1 || true
+                    fi
+                    ;;
             esac
         done
     fi
 
     # Verify: a package that installed but did not provide the command
     # (e.g. a renamed package) should fail here, not deep inside a test.
-    for cmd in redis-server redis-cli redis-benchmark redis-sentinel nutcracker tmux iptables; do
+    for cmd in "${!package_of[@]}"; do
         if ! command -v "$cmd" >/dev/null 2>&1; then
             echo "install-deps: '$cmd' is still missing after install" >&2
             exit 1

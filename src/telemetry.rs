@@ -18,51 +18,109 @@ use tokio::net::TcpListener;
 use crate::command::CommandId;
 use crate::server::Proxy;
 
-/// Every metric the proxy exports, in one place.
+/// Every metric the proxy exports, in one place. Each name's doc comment is also its HELP
+/// text on `/metrics` (see [`names::ALL`]).
 pub mod names {
-    /// Commands answered, by command (`cmd`, Redis's lower-case name; `unknown` for a name
-    /// Redis does not know).
-    pub const COMMANDS: &str = "shardis_commands_total";
-    /// Commands answered with an error reply, by command.
-    pub const COMMAND_ERRORS: &str = "shardis_command_errors_total";
-    /// Seconds from reading a command to its reply being ready to write, by command.
-    pub const COMMAND_DURATION: &str = "shardis_command_duration_seconds";
-    /// Requests a node answered or failed (sub-requests of a split command count once per
-    /// node), by `shard` and `node`.
-    pub const BACKEND_REQUESTS: &str = "shardis_backend_requests_total";
-    /// Those answered with an error reply or not answered at all (timeout, connection lost).
-    pub const BACKEND_ERRORS: &str = "shardis_backend_errors_total";
-    /// Shared backend connections currently open, by `shard` and `node`.
-    pub const BACKEND_CONNECTIONS: &str = "shardis_backend_connections";
-    /// 1 while the health checks see a node up, else 0, by `shard` and `node`.
-    pub const NODE_UP: &str = "shardis_node_up";
-    /// 1 for the node that is its shard's primary now, 0 for its replicas.
-    pub const NODE_PRIMARY: &str = "shardis_node_primary";
-    /// Primary changes, by `shard`.
-    pub const FAILOVERS: &str = "shardis_failovers_total";
-    /// The shard's epoch (grows with every failover), by `shard`.
-    pub const EPOCH: &str = "shardis_shard_epoch";
-    /// 1 while something keeps the shard from serving as it should, by `shard` and `problem`
-    /// (`two_primaries`, `no_primary`, `no_replica_in_sync`, `primary_unreachable`,
-    /// `primary_down`, `epochs_exhausted`); absent while there is nothing.
-    pub const SHARD_PROBLEM: &str = "shardis_shard_problem";
-    /// Clients connected now.
-    pub const CLIENTS: &str = "shardis_connected_clients";
-    /// Client connections accepted since start (refused ones included).
-    pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections_total";
-    /// Client connections refused at `max_clients`.
-    pub const CLIENTS_REJECTED: &str = "shardis_rejected_connections_total";
-    /// Bytes read from clients.
-    pub const NET_INPUT: &str = "shardis_net_input_bytes_total";
-    /// Bytes written to clients.
-    pub const NET_OUTPUT: &str = "shardis_net_output_bytes_total";
-    /// Lock grants, by `shard`.
-    pub const LOCK_GRANTS: &str = "shardis_lock_grants_total";
-    /// Lock requests refused, by `shard` and `reason` (`contended`, `frozen`,
-    /// `not_replicated`, `stale_token`).
-    pub const LOCK_REJECTIONS: &str = "shardis_lock_rejections_total";
-    /// Configuration reloads, by `result` (`ok`, `error`).
-    pub const RELOADS: &str = "shardis_config_reloads_total";
+    /// What kind of series a family holds.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Counter,
+        Gauge,
+        Histogram,
+    }
+
+    /// One metric family: its name, kind, unit and HELP text.
+    #[derive(Debug)]
+    pub struct Family {
+        pub name: &'static str,
+        pub kind: Kind,
+        pub unit: Option<metrics::Unit>,
+        /// The name's doc comment, lines joined.
+        doc: &'static str,
+    }
+
+    impl Family {
+        /// The HELP text: the doc comment without its Markdown backticks.
+        pub fn help(&self) -> String {
+            self.doc.trim().replace('`', "")
+        }
+    }
+
+    /// Declares each name as a constant, and [`ALL`] from the same lines, so that no family
+    /// goes without HELP text.
+    macro_rules! families {
+        (@unit) => { None };
+        (@unit $unit:ident) => { Some(metrics::Unit::$unit) };
+        ($(
+            $(#[doc = $doc:literal])+
+            $konst:ident: $kind:ident $(in $unit:ident)? = $name:literal;
+        )+) => {
+            $(
+                $(#[doc = $doc])+
+                pub const $konst: &str = $name;
+            )+
+
+            /// Every family, with its kind, unit and HELP text.
+            pub const ALL: &[Family] = &[$(
+                Family {
+                    name: $name,
+                    kind: Kind::$kind,
+                    unit: families!(@unit $($unit)?),
+                    doc: concat!($($doc),+),
+                },
+            )+];
+        };
+    }
+
+    families! {
+        /// Commands answered, by command (`cmd`, Redis's lower-case name; `unknown` for a name
+        /// Redis does not know).
+        COMMANDS: Counter = "shardis_commands_total";
+        /// Commands answered with an error reply, by command (`cmd`).
+        COMMAND_ERRORS: Counter = "shardis_command_errors_total";
+        /// Seconds from reading a command to its reply being ready to write, by command
+        /// (`cmd`).
+        COMMAND_DURATION: Histogram in Seconds = "shardis_command_duration_seconds";
+        /// Requests a node answered or failed (sub-requests of a split command count once per
+        /// node), by `shard` and `node`.
+        BACKEND_REQUESTS: Counter = "shardis_backend_requests_total";
+        /// Requests a node answered with an error reply or did not answer at all (timeout,
+        /// connection lost), by `shard` and `node`.
+        BACKEND_ERRORS: Counter = "shardis_backend_errors_total";
+        /// Shared backend connections currently open, by `shard` and `node`.
+        BACKEND_CONNECTIONS: Gauge = "shardis_backend_connections";
+        /// 1 while the health checks see a node up, else 0, by `shard` and `node`.
+        NODE_UP: Gauge = "shardis_node_up";
+        /// 1 for the node that is its shard's primary now, 0 for its replicas, by `shard` and
+        /// `node`.
+        NODE_PRIMARY: Gauge = "shardis_node_primary";
+        /// Primary changes, by `shard`.
+        FAILOVERS: Counter = "shardis_failovers_total";
+        /// The shard's epoch (grows with every failover), by `shard`.
+        EPOCH: Gauge = "shardis_shard_epoch";
+        /// 1 while something keeps the shard from serving as it should, by `shard` and
+        /// `problem` (`two_primaries`, `no_primary`, `no_replica_in_sync`,
+        /// `primary_unreachable`, `primary_down`, `epochs_exhausted`); absent while there is
+        /// nothing.
+        SHARD_PROBLEM: Gauge = "shardis_shard_problem";
+        /// Clients connected now.
+        CLIENTS: Gauge = "shardis_connected_clients";
+        /// Client connections accepted since start (refused ones included).
+        CLIENT_CONNECTIONS: Counter = "shardis_client_connections_total";
+        /// Client connections refused at `max_clients`.
+        CLIENTS_REJECTED: Counter = "shardis_rejected_connections_total";
+        /// Bytes read from clients.
+        NET_INPUT: Counter in Bytes = "shardis_net_input_bytes_total";
+        /// Bytes written to clients.
+        NET_OUTPUT: Counter in Bytes = "shardis_net_output_bytes_total";
+        /// Lock grants, by `shard`.
+        LOCK_GRANTS: Counter = "shardis_lock_grants_total";
+        /// Lock requests refused, by `shard` and `reason` (`contended`, `frozen`,
+        /// `not_replicated`, `stale_token`).
+        LOCK_REJECTIONS: Counter = "shardis_lock_rejections_total";
+        /// Configuration reloads, by `result` (`ok`, `error`).
+        RELOADS: Counter = "shardis_config_reloads_total";
+    }
 }
 
 /// Histogram bucket bounds for command latency, in seconds (100 µs to 2.5 s).
@@ -179,6 +237,7 @@ impl Default for Telemetry {
             )
             .expect("bucket bounds are not empty")
             .build_recorder();
+        describe(&recorder, &[names::Kind::Histogram]);
         let handle = recorder.handle();
         Telemetry {
             recorder,
@@ -329,13 +388,30 @@ impl Telemetry {
 
     /// The Prometheus text of every figure, read now. Counters and gauges go through a
     /// recorder made for this scrape, so a shard or node a reload removed leaves no stale
-    /// series behind; the latency histograms live in the long-lived one.
+    /// series behind; the latency histograms live in the long-lived one. Each recorder
+    /// describes only the families it holds, so none is rendered twice.
     pub fn render(&self, proxy: &Proxy) -> String {
         let now = PrometheusBuilder::new().build_recorder();
+        describe(&now, &[names::Kind::Counter, names::Kind::Gauge]);
         metrics::with_local_recorder(&now, || publish(self, proxy));
         let mut text = now.handle().render();
         text.push_str(&self.handle.render());
         text
+    }
+}
+
+/// Gives `recorder` the HELP text and unit of every family of those `kinds`; it shows them for
+/// the families that have a series when it renders.
+fn describe(recorder: &PrometheusRecorder, kinds: &[names::Kind]) {
+    use metrics::{KeyName, Recorder};
+    for family in names::ALL.iter().filter(|f| kinds.contains(&f.kind)) {
+        let (name, unit) = (KeyName::from_const_str(family.name), family.unit);
+        let help = family.help().into();
+        match family.kind {
+            names::Kind::Counter => recorder.describe_counter(name, unit, help),
+            names::Kind::Gauge => recorder.describe_gauge(name, unit, help),
+            names::Kind::Histogram => recorder.describe_histogram(name, unit, help),
+        }
     }
 }
 
@@ -456,8 +532,8 @@ const MAX_SCRAPERS: usize = 16;
 /// Longest HTTP request head accepted on the metrics port.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Serves `GET /metrics` on `listener` until the proxy shuts down. One request per
-/// connection (`Connection: close`); anything else gets 404 or 405.
+/// Serves `GET /metrics`, `GET /ready` and `GET /live` on `listener` until the proxy shuts
+/// down. One request per connection (`Connection: close`); anything else gets 404 or 405.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
     let mut shutdown = proxy.shutdown_notice();
     // A scraper or two is normal; many open connections are not, and file descriptors are
@@ -510,21 +586,70 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
+/// Content type of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// Content type of the probes' answers and the errors.
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
 fn respond(head: &[u8], proxy: &Proxy) -> Vec<u8> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, target) = (parts.next(), parts.next());
     let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
-    let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => ("200 OK", proxy.telemetry.render(proxy)),
-        (Some(b"GET"), _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    let (status, content_type, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => {
+            ("200 OK", PROMETHEUS_TEXT, proxy.telemetry.render(proxy))
+        }
+        (Some(b"GET"), Some(b"/ready")) => {
+            let (status, body) = readiness(proxy);
+            (status, PLAIN_TEXT, body)
+        }
+        // Answered by the task that serves this port: the process and its runtime run.
+        (Some(b"GET"), Some(b"/live")) => ("200 OK", PLAIN_TEXT, "live\n".to_string()),
+        (Some(b"GET"), _) => (
+            "404 Not Found",
+            PLAIN_TEXT,
+            "not found: try /metrics, /ready or /live\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            PLAIN_TEXT,
+            "only GET\n".to_string(),
+        ),
     };
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body.as_bytes());
     out
 }
+
+/// `/ready`: 200 while every shard can serve requests (see [`crate::topology::Shard::unready`]),
+/// else 503 with one line per shard that cannot, saying why.
+fn readiness(proxy: &Proxy) -> (&'static str, String) {
+    let topology = proxy.topology();
+    let unready: Vec<String> = topology
+        .shards
+        .iter()
+        .filter_map(|s| Some(format!("shard '{}': {}\n", s.name, s.unready()?)))
+        .collect();
+    let total = topology.shards.len();
+    if unready.is_empty() {
+        return (
+            "200 OK",
+            format!("ready: {total} of {total} shards serve\n"),
+        );
+    }
+    let mut body = format!(
+        "not ready: {} of {total} shards cannot serve\n",
+        unready.len()
+    );
+    body.extend(unready);
+    ("503 Service Unavailable", body)
+}
+
+#[cfg(test)]
+mod tests;

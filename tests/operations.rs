@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, info_field, Cluster, Raw};
+use common::{free_port, info_field, wait_for, Cluster, Raw, Redis, Shardis};
 
 /// `GET path` on 127.0.0.1:`port`: the status line and the body.
 fn http_get(port: u16, path: &str) -> (String, String) {
@@ -216,6 +216,188 @@ fn the_metrics_port_answers_only_get_metrics() {
     assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
     let (status, _) = http_get(mport, "/metrics?x=1");
     assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+/// A child process killed (and reaped) on drop unless taken out, so a failing assertion does not
+/// leave it running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `promtool check metrics` on `body`: its exit status and what it printed.
+fn promtool_check(body: &str) -> (std::process::ExitStatus, String) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/install-deps.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+/// Each family in `body` (a `# TYPE` line) has exactly one `# TYPE` and one `# HELP` line,
+/// the HELP text `telemetry::names` gives it. Returns the families' names.
+fn families_with_help(body: &str) -> Vec<String> {
+    let mut families = Vec::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.push(rest.split(' ').next().unwrap().to_string());
+        }
+    }
+    for name in &families {
+        let family = shardis::telemetry::names::ALL
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in telemetry::names::ALL"));
+        let types = families.iter().filter(|f| *f == name).count();
+        assert_eq!(types, 1, "{name} has {types} TYPE lines");
+        let help: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
+            .collect();
+        assert_eq!(help, [family.help()], "{name}");
+    }
+    families
+}
+
+#[test]
+fn promtool_accepts_scrapes_taken_during_load() {
+    let (c, mport) = with_metrics();
+    let _log = c.proxy.log_on_panic();
+    let mut bench = KillOnDrop(Some(benchmark(
+        c.proxy.port(),
+        &["-n", "5000", "-c", "5", "-r", "1000"],
+    )));
+    // Scrapes taken while commands were being counted, not before or after.
+    let mut during = 0;
+    let mut checked = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = bench.0.as_mut().unwrap().try_wait().unwrap().is_some();
+        assert!(Instant::now() < deadline, "redis-benchmark did not finish");
+        let (status, body) = http_get(mport, "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let (exit, said) = promtool_check(&body);
+        assert!(exit.success(), "promtool: {exit}: {said}\n{body}");
+        families_with_help(&body);
+        let answered = sum(&body, "shardis_commands_total");
+        if answered > 0.0 && answered < 10_000.0 {
+            during += 1;
+        }
+        checked += 1;
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = bench.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{checked} scrapes checked, {during} of them during the load");
+    assert!(
+        during >= 1,
+        "none of {checked} scrapes came during the load"
+    );
+    // After the load every family is there, but the shard problem one (no shard has one).
+    let (_, body) = http_get(mport, "/metrics");
+    let families = families_with_help(&body);
+    for family in shardis::telemetry::names::ALL {
+        let expected = family.name != shardis::telemetry::names::SHARD_PROBLEM;
+        assert_eq!(
+            families.iter().any(|f| f == family.name),
+            expected,
+            "{}",
+            family.name
+        );
+    }
+    assert_eq!(
+        sample(&body, "shardis_commands_total", "cmd=\"set\""),
+        Some(5000.0)
+    );
+}
+
+/// Health checks fast enough for a test to see a node go down within a second.
+const QUICK_HEALTH: &str = "[health]\ninterval = \"100ms\"\nfailure_threshold = 3\n";
+
+#[test]
+fn ready_only_while_every_shard_has_its_primary_and_live_throughout() {
+    let a = Redis::start();
+    let mut b = Redis::start();
+    let mport = free_port();
+    let proxy = Shardis::in_front_of(
+        &[&a, &b],
+        &format!("metrics_listen = \"127.0.0.1:{mport}\"\n{QUICK_HEALTH}"),
+    );
+    let _log = proxy.log_on_panic();
+    // The body of `/ready` once it answers `want`, polled for at most 10 s.
+    let ready = |want: &str, body_has: &str| {
+        wait_for(&format!("/ready {want}"), Duration::from_secs(10), || {
+            let (status, body) = http_get(mport, "/ready");
+            if status.contains(want) && body.contains(body_has) {
+                Ok(body)
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        })
+    };
+    let body = ready("200 OK", "");
+    assert_eq!(body, "ready: 2 of 2 shards serve\n");
+    assert_eq!(http_get(mport, "/live").0, "HTTP/1.1 200 OK");
+
+    b.proc.kill();
+    let started = Instant::now();
+    // First the lost data connections say so, then the health checks hold the primary down.
+    let body = ready("503 Service Unavailable", "");
+    eprintln!("/ready went 503 {:?} after the kill", started.elapsed());
+    assert!(
+        body.starts_with("not ready: 1 of 2 shards cannot serve\nshard 'b': "),
+        "{body}"
+    );
+    let body = ready("503 Service Unavailable", "problem=");
+    assert_eq!(
+        body,
+        format!(
+            "not ready: 1 of 2 shards cannot serve\nshard 'b': primary {} is down (problem=primary_down)\n",
+            b.addr()
+        )
+    );
+    // The process still runs: live, and PING is answered by the proxy itself, whatever the
+    // shards do (which is why PING is no readiness check).
+    assert_eq!(http_get(mport, "/live").0, "HTTP/1.1 200 OK");
+    assert_eq!(Raw::connect(proxy.port()).call(&[b"PING"]), b"+PONG\r\n");
+    // The problem's family has HELP text too, and promtool takes the scrape.
+    let (_, metrics) = http_get(mport, "/metrics");
+    let (exit, said) = promtool_check(&metrics);
+    assert!(exit.success(), "promtool: {exit}: {said}\n{metrics}");
+    assert!(families_with_help(&metrics)
+        .iter()
+        .any(|f| f == "shardis_shard_problem"));
+
+    b.restart();
+    let started = Instant::now();
+    let body = ready("200 OK", "");
+    eprintln!("/ready went 200 {:?} after the restart", started.elapsed());
+    assert_eq!(body, "ready: 2 of 2 shards serve\n");
 }
 
 #[test]

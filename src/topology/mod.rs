@@ -250,6 +250,34 @@ impl Shard {
         }
     }
 
+    /// Why the shard cannot serve requests now, or `None` when it can: its checks have
+    /// confirmed its primary, the primary is up, the proxy has not lost every data connection
+    /// to it, and it answers as a primary. Two nodes answering as primary do not count: the
+    /// shard serves from the one it follows while the other is made a replica.
+    pub fn unready(&self) -> Option<String> {
+        if !self.is_confirmed() {
+            return Some("its nodes have not yet all answered which of them is primary".into());
+        }
+        let view = self.view.load();
+        let primary = &view.primary.addr;
+        let problem = self.problem();
+        if !view.primary.health.is_up() {
+            return Some(match problem {
+                Problem::None => format!("primary {primary} is down"),
+                p => format!("primary {primary} is down (problem={})", p.code()),
+            });
+        }
+        if problem == Problem::NoPrimary {
+            return Some(format!(
+                "primary {primary} answers as a replica (problem=no_primary)"
+            ));
+        }
+        if view.primary.pool.state() == NodeState::Down {
+            return Some(format!("no data connection to primary {primary} is up"));
+        }
+        None
+    }
+
     /// The checks have said which node is primary: the shard serves from now on.
     pub(crate) fn confirm(&self) {
         self.confirmed.store(true, Ordering::Release);
