@@ -166,7 +166,10 @@ fn own_lines(text: &mut String, section: &str, proxy: &Proxy, topology: &Topolog
                 "config_file",
                 proxy
                     .config_path()
-                    .map(|p| p.display().to_string())
+                    .map(|p| {
+                        let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                        p.display().to_string()
+                    })
                     .unwrap_or_default(),
             );
             kv(text, "io_threads_active", 0);

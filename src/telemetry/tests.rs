@@ -32,3 +32,14 @@ fn names_follow_the_prometheus_conventions() {
         }
     }
 }
+
+#[test]
+fn latency_buckets_hold_within_an_eighth() {
+    for usec in [0u64, 1, 15, 16, 17, 100, 1_000, 12_345, 999_999, 1 << 39] {
+        let top = super::bucket_top(super::bucket(usec));
+        assert!(top >= usec as f64, "{usec} above its bucket's top {top}");
+        assert!(top <= usec as f64 * 1.125 + 1.0, "{usec}: bucket top {top}");
+    }
+    // Past the last bucket, everything lands in it.
+    assert_eq!(super::bucket(u64::MAX), super::BUCKETS - 1);
+}
