@@ -185,6 +185,78 @@ fn check_config_names_the_bad_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("backend.connections"));
 }
 
+/// `--check-config` on `body` (after a shard line) with `env` set: its stderr, after checking
+/// that it failed.
+fn check_config_fails(body: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("shardis.toml");
+    std::fs::write(
+        &file,
+        format!("{body}\n[[shards]]\nprimary = \"127.0.0.1:7001\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(shardis_bin())
+        .args(["--check-config", "--config"])
+        .arg(&file)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{body} {env:?} was accepted: {err}");
+    err
+}
+
+#[test]
+fn check_config_names_the_environment_variable_at_fault() {
+    // An unknown key from the environment is the variable's, not the file's.
+    let err = check_config_fails("", &[("SHARDIS__BACKEND__TIMEOUTT", "1s")]);
+    assert!(
+        err.starts_with("shardis: environment variable SHARDIS__BACKEND__TIMEOUTT: "),
+        "{err}"
+    );
+    assert!(err.contains("timeoutt"), "{err}");
+    assert!(!err.contains("shardis.toml"), "{err}");
+    // So is a bad value it sets, and a value validation refuses.
+    let err = check_config_fails("", &[("SHARDIS__BACKEND__TIMEOUT", "500")]);
+    assert!(
+        err.starts_with("shardis: environment variable SHARDIS__BACKEND__TIMEOUT: "),
+        "{err}"
+    );
+    let err = check_config_fails("", &[("SHARDIS__BACKEND__CONNECTIONS", "0")]);
+    assert!(
+        err.starts_with("shardis: environment variable SHARDIS__BACKEND__CONNECTIONS: "),
+        "{err}"
+    );
+    assert!(err.contains("backend.connections"), "{err}");
+    // A variable that is fine does not take the blame for the file's error.
+    let err = check_config_fails(
+        "[routing]\nhsah = 1",
+        &[("SHARDIS__BACKEND__TIMEOUT", "1s")],
+    );
+    assert!(!err.contains("environment"), "{err}");
+    assert!(
+        err.contains("shardis.toml") && err.contains("hsah"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_says_what_a_duration_looks_like() {
+    let hint = r#"expected a duration with a unit, such as "500ms", "2s" or "1m""#;
+    let err = check_config_fails("[backend]\ntimeout = 500", &[]);
+    assert!(
+        err.contains(hint) && err.contains("backend.timeout"),
+        "{err}"
+    );
+    assert!(err.contains("shardis.toml"), "{err}");
+    let err = check_config_fails("", &[("SHARDIS__HEALTH__INTERVAL", "250")]);
+    assert!(
+        err.contains(hint) && err.contains("health.interval"),
+        "{err}"
+    );
+    assert!(err.contains("SHARDIS__HEALTH__INTERVAL"), "{err}");
+}
+
 fn pids_of_children(parent: u32) -> Vec<u32> {
     let out = Command::new("pgrep")
         .args(["-P", &parent.to_string()])
