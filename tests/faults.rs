@@ -302,10 +302,11 @@ fn a_silent_node_is_reported_as_timed_out() {
 #[test]
 fn a_refused_backend_auth_names_the_clients_protocol() {
     let node = Redis::start_with(&["--requirepass", "right"]);
-    // Checks far apart, so the node is not held down (another error) during the test.
+    // Checks far apart, and few reconnects to wake them, so the node is not held down
+    // (another error) during the test.
     let proxy = Shardis::in_front_of(
         &[&node],
-        "[backend]\npassword = \"wrong\"\n[health]\ninterval = \"10s\"",
+        "[backend]\npassword = \"wrong\"\nreconnect_backoff = \"5s\"\nreconnect_backoff_max = \"5s\"\n[health]\ninterval = \"10s\"",
     );
     let _log = proxy.log_on_panic();
     let reply = get(proxy.port());
