@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build shardis and run its embedded demo: three redis-server children on
-# free loopback ports, with shardis serving in front of them on 127.0.0.1:6380.
-# Extra arguments are passed on to `shardis dev`.
+# free loopback ports, with shardis serving in front of them on 127.0.0.1:6380,
+# or where --listen says. Extra arguments are passed on to `shardis dev`.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,5 +16,6 @@ locked=()
 [[ -f Cargo.lock ]] && locked=(--locked)
 cargo build --release "${locked[@]}"
 
-echo "shardis demo: connect with  redis-cli -p 6380   (Ctrl-C stops it)"
+# shardis dev says where it serves once it listens (6380 unless --listen says otherwise).
+echo "shardis demo: starting; Ctrl-C stops it"
 exec "${CARGO_TARGET_DIR:-target}/release/shardis" dev "$@"

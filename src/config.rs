@@ -3,7 +3,9 @@
 //!
 //! The raw schema mirrors the file one to one; [`Config`] is what the rest of the proxy reads,
 //! with addresses resolved, names defaulted and every rule checked. Every error names the key
-//! it is about, e.g. `shards[1].primary: "127.0.0.1" is not host:port`.
+//! it is about, e.g. `shards[1].primary: "127.0.0.1" is not host:port`, and the environment
+//! variable when a `SHARDIS__...` override set it (`env.rs`). Durations are humantime's
+//! `"500ms"`, `"2s"` (`duration.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +18,9 @@ use crate::command::Policy;
 use crate::resp::Limits;
 use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
+mod duration;
+mod env;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,6 +28,9 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("{key}: {problem}")]
     Invalid { key: String, problem: String },
+    /// What a `SHARDIS__...` variable set was refused: `problem` is the error it caused.
+    #[error("environment variable {var}: {problem}")]
+    Env { var: String, problem: String },
 }
 
 /// A parse error's text without the lines quoting the file (`3 | password = "...`): the
@@ -56,7 +64,7 @@ struct RawConfig {
     listen: String,
     #[serde(default)]
     workers: usize,
-    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    #[serde(default = "default_shutdown_grace", with = "duration")]
     shutdown_grace: Duration,
     #[serde(default)]
     password: Option<Secret>,
@@ -110,9 +118,9 @@ pub struct TlsSettings {
 #[serde(deny_unknown_fields, default)]
 struct RawLocks {
     prefix: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     max_ttl: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     freeze_margin: Duration,
 }
 
@@ -134,10 +142,10 @@ struct RawReplication {
     mode: String,
     manage_replication: bool,
     write_ack: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     ack_timeout: Duration,
     read_from: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     max_lag: Duration,
     state_file: Option<std::path::PathBuf>,
 }
@@ -201,7 +209,7 @@ struct RawLimits {
     max_query_buffer: usize,
     max_pipeline: usize,
     max_output_buffer: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     idle_timeout: Duration,
 }
 
@@ -305,7 +313,7 @@ pub const DEFAULT_MAX_DEDICATED: usize = 1_000;
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSettings {
     /// Every node gets a PING and an INFO replication this often.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub interval: Duration,
     /// Consecutive checks refused or reset that make a node down (a connection refused is
     /// evidence of death; silence is not).
@@ -314,7 +322,7 @@ pub struct HealthSettings {
     pub success_threshold: u32,
     /// Silence that makes a node down: a node that keeps its connection but does not answer
     /// (a long script, a huge reply, a fork) is only slow until then.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub down_after: Duration,
 }
 
@@ -423,15 +431,15 @@ impl std::fmt::Debug for Secret {
 pub struct BackendSettings {
     /// Multiplexed connections per node (per client protocol: RESP2 and RESP3 each get a set).
     pub connections: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// How long a request may wait for its reply before the connection is declared broken.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
     /// First delay before reconnecting to a node that failed; doubles up to the max.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub reconnect_backoff: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub reconnect_backoff_max: Duration,
     /// Requests queued per backend connection before senders wait.
     pub queue_depth: usize,
@@ -562,12 +570,15 @@ impl Config {
 
     /// Reads `path` (TOML), applies `SHARDIS__...` environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_overrides())
-            .build()?
-            .try_deserialize()?;
-        raw.validate()
+        let load = || -> Result<Config, ConfigError> {
+            let raw: RawConfig = config::Config::builder()
+                .add_source(config::File::from(path).format(config::FileFormat::Toml))
+                .add_source(env::source())
+                .build()?
+                .try_deserialize()?;
+            raw.validate()
+        };
+        load().map_err(|e| env::blame(e, &env::overrides()))
     }
 
     /// Parses TOML text (no environment overrides); used by `shardis dev` and tests.
@@ -591,14 +602,6 @@ impl Config {
             .collect();
         Router::new(self.hash, self.distribution, self.hash_tag, &members)
     }
-}
-
-/// `SHARDIS__LISTEN=...`, `SHARDIS__ROUTING__HASH=...`, `SHARDIS__BACKEND__TIMEOUT=...`.
-fn env_overrides() -> config::Environment {
-    config::Environment::with_prefix("SHARDIS")
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true)
 }
 
 impl RawConfig {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shardis::config::Config;
+use shardis::config::{Config, ConfigError};
 use shardis::server::Server;
 
 #[derive(Parser)]
@@ -48,6 +48,11 @@ fn main() -> ExitCode {
     }
     let mut config = match Config::load(&cli.config) {
         Ok(config) => config,
+        // Not the file's fault: the error names the variable.
+        Err(e @ ConfigError::Env { .. }) => {
+            eprintln!("shardis: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("shardis: {}: {e}", cli.config.display());
             return ExitCode::FAILURE;

@@ -1,7 +1,8 @@
 //! `shardis --from-twemproxy nutcracker.yml`: a twemproxy (nutcracker 0.5.0) configuration
 //! turned into shardis configuration that places every key on the same server.
 //!
-//! Each twemproxy pool becomes one shardis configuration (one shardis process serves one pool).
+//! Each twemproxy Redis pool becomes one shardis configuration (one shardis process serves one
+//! pool); memcached pools are skipped, each named on stderr.
 //! What decides where a key goes (hash, distribution, hash tag, and each server's name on the
 //! ring and weight) is carried over exactly, or the conversion fails: a configuration that would
 //! quietly move keys is never printed. Settings with a shardis counterpart are mapped; those
@@ -35,17 +36,21 @@ const OTHER_HASHES: &[&str] = &[
 /// twemproxy's port for memcached: a server on it is named on the ring by its host alone.
 const KETAMA_PORT: u16 = 11211;
 
-/// `shardis --from-twemproxy FILE`: prints the converted configuration on stdout, or
-/// `shardis: FILE: <why>` on stderr.
+/// `shardis --from-twemproxy FILE`: prints the converted configuration on stdout, and each
+/// pool left out as `shardis: FILE: pool <name> skipped: <why>` on stderr; or
+/// `shardis: FILE: <why>` on stderr when nothing can be converted.
 pub fn run(path: &Path) -> ExitCode {
     let converted = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| convert(&text));
     let printed = match converted {
-        Ok(toml) => {
+        Ok(converted) => {
+            for line in &converted.skipped {
+                eprintln!("shardis: {}: {line}", path.display());
+            }
             let mut stdout = std::io::stdout().lock();
             stdout
-                .write_all(toml.as_bytes())
+                .write_all(converted.toml.as_bytes())
                 .and_then(|()| stdout.flush())
                 .map_err(|e| format!("cannot print the configuration: {e}"))
         }
@@ -60,10 +65,25 @@ pub fn run(path: &Path) -> ExitCode {
     }
 }
 
-/// Converts a twemproxy YAML configuration into shardis TOML: one configuration per pool, each
-/// headed by a `# pool <name>` line; several are separated by a blank line and a `# ---` line.
-/// The error names the pool and the twemproxy key at fault.
-pub fn convert(yaml: &str) -> Result<String, String> {
+/// Why a memcached pool is left out.
+const MEMCACHED: &str = "redis: not true, so this is a memcached pool (twemproxy's default); \
+                         shardis speaks the Redis protocol only";
+
+/// A twemproxy file as shardis configuration.
+#[derive(Debug)]
+pub struct Converted {
+    /// One configuration per Redis pool (see [`convert`]).
+    pub toml: String,
+    /// One line per pool left out, naming it and saying why: `pool <name> skipped: <why>`.
+    pub skipped: Vec<String>,
+}
+
+/// Converts a twemproxy YAML configuration into shardis TOML: one configuration per Redis pool,
+/// each headed by a `# pool <name>` line; several are separated by a blank line and a `# ---`
+/// line. Memcached pools are skipped (and listed in [`Converted::skipped`]); a file without a
+/// Redis pool is an error. Any other error names the pool and the twemproxy key at fault, and
+/// nothing is converted.
+pub fn convert(yaml: &str) -> Result<Converted, String> {
     let docs = YamlLoader::load_from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
     let pools = match docs.as_slice() {
         [Yaml::Hash(pools)] if !pools.is_empty() => pools,
@@ -74,9 +94,14 @@ pub fn convert(yaml: &str) -> Result<String, String> {
         _ => return Err("several YAML documents; twemproxy reads one".into()),
     };
     let mut documents = Vec::with_capacity(pools.len());
+    let mut memcached = Vec::new();
     for (name, settings) in pools.iter() {
         let name = scalar_text(name).ok_or("a pool's name is not a plain word")?;
         let shown = comment_text(&name);
+        if !is_redis(settings).map_err(|e| format!("pool {shown}: {e}"))? {
+            memcached.push(shown);
+            continue;
+        }
         let pool = read_pool(settings).map_err(|e| format!("pool {shown}: {e}"))?;
         let document = render(&shown, &pool);
         if let Err(e) = Config::from_toml(&document) {
@@ -86,17 +111,45 @@ pub fn convert(yaml: &str) -> Result<String, String> {
         }
         documents.push(document);
     }
-    if documents.len() == 1 {
-        return Ok(documents.concat());
+    let toml = match documents.len() {
+        0 => {
+            return Err(match memcached.as_slice() {
+                [one] => format!("pool {one}: {MEMCACHED}; the file has no other pool"),
+                all => format!(
+                    "no Redis pool (redis: true) to convert; shardis speaks the Redis protocol \
+                     only, and all {} pools are memcached pools: {}",
+                    all.len(),
+                    all.join(", ")
+                ),
+            })
+        }
+        1 => documents.concat(),
+        n => {
+            let mut out = format!(
+                "# {n} twemproxy pools, so {n} shardis configurations, separated by \"# ---\" lines.\n\
+                 # One shardis process serves one configuration: save each part as its own file and run a\n\
+                 # shardis for each pool.\n\n"
+            );
+            out.push_str(&documents.join("\n# ---\n"));
+            out
+        }
+    };
+    let skipped = memcached
+        .iter()
+        .map(|name| format!("pool {name} skipped: {MEMCACHED}"))
+        .collect();
+    Ok(Converted { toml, skipped })
+}
+
+/// Whether a pool is a Redis pool (`redis: true`); twemproxy's default is memcached.
+fn is_redis(settings: &Yaml) -> Result<bool, String> {
+    let Yaml::Hash(map) = settings else {
+        return Err("expected a mapping of settings".into());
+    };
+    match map.get(&Yaml::String("redis".into())) {
+        Some(value) => boolean("redis", value),
+        None => Ok(false),
     }
-    let n = documents.len();
-    let mut out = format!(
-        "# {n} twemproxy pools, so {n} shardis configurations, separated by \"# ---\" lines.\n\
-         # One shardis process serves one configuration: save each part as its own file and run a\n\
-         # shardis for each pool.\n\n"
-    );
-    out.push_str(&documents.join("\n# ---\n"));
-    Ok(out)
 }
 
 /// One twemproxy pool, read and checked.
@@ -134,8 +187,7 @@ fn read_pool(settings: &Yaml) -> Result<Pool, String> {
     let mut hash = None;
     let mut distribution = None;
     let mut hash_tag = None;
-    // twemproxy's defaults: a memcached pool, database 0, no timeout, no ejection.
-    let mut redis = false;
+    // twemproxy's defaults: database 0, no timeout, no ejection.
     let mut redis_db = 0;
     let mut password = None;
     let mut timeout_ms = None;
@@ -152,7 +204,8 @@ fn read_pool(settings: &Yaml) -> Result<Pool, String> {
             "hash" => hash = Some(text(key, value)?),
             "distribution" => distribution = Some(text(key, value)?),
             "hash_tag" => hash_tag = Some(text(key, value)?),
-            "redis" => redis = boolean(key, value)?,
+            // Read by `is_redis` before this pool was.
+            "redis" => {}
             "redis_db" => redis_db = number(key, value)?,
             "redis_auth" => password = Some(text(key, value)?),
             "timeout" => timeout_ms = Some(number(key, value)?),
@@ -179,13 +232,6 @@ fn read_pool(settings: &Yaml) -> Result<Pool, String> {
         }
     }
 
-    if !redis {
-        return Err(
-            "redis: not true, so this is a memcached pool (twemproxy's default); \
-             shardis speaks the Redis protocol only"
-                .into(),
-        );
-    }
     if redis_db != 0 {
         return Err(format!(
             "redis_db: {redis_db}: shardis serves database 0 only"
@@ -487,14 +533,16 @@ mod tests {
     }
 
     fn parsed(yaml: &str) -> (String, Config) {
-        let out = convert(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let converted = convert(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert!(converted.skipped.is_empty(), "{converted:?}");
+        let out = converted.toml;
         let config = Config::from_toml(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
         (out, config)
     }
 
     fn err(yaml: &str) -> String {
         match convert(yaml) {
-            Ok(out) => panic!("converted, but should not have been:\n{yaml}\n->\n{out}"),
+            Ok(out) => panic!("converted, but should not have been:\n{yaml}\n->\n{out:?}"),
             Err(e) => e,
         }
     }
@@ -697,7 +745,7 @@ mod tests {
             "   - 127.0.0.1:6479:1 b\n",
             "   - 127.0.0.1:6480:1 c\n",
         );
-        let out = convert(yaml).unwrap();
+        let out = convert(yaml).unwrap().toml;
         let parts: Vec<&str> = out.split("\n# ---\n").collect();
         assert_eq!(parts.len(), 2, "{out}");
         assert!(out.starts_with("# 2 twemproxy pools"), "{out}");
@@ -727,6 +775,73 @@ mod tests {
             e.starts_with("pool alpha: redis: expected true or false"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_mixed_file_converts_its_redis_pools_and_names_the_skipped_ones() {
+        let yaml = concat!(
+            "alpha:\n",
+            "  listen: 127.0.0.1:22121\n",
+            "  redis: true\n",
+            "  servers:\n",
+            "   - 127.0.0.1:6379:1 a\n",
+            // What shardis would refuse in a Redis pool does not matter in a memcached one.
+            "gamma:\n",
+            "  listen: /tmp/gamma\n",
+            "  hash: hsieh\n",
+            "  servers:\n",
+            "   - 127.0.0.1:11212:1\n",
+            "beta:\n",
+            "  listen: 127.0.0.1:22122\n",
+            "  redis: true\n",
+            "  servers:\n",
+            "   - 127.0.0.1:6479:1 b\n",
+            "delta:\n",
+            "  listen: 127.0.0.1:22124\n",
+            "  redis: false\n",
+            "  servers:\n",
+            "   - 127.0.0.1:11214:1\n",
+        );
+        let converted = convert(yaml).unwrap();
+        let parts: Vec<&str> = converted.toml.split("\n# ---\n").collect();
+        assert_eq!(parts.len(), 2, "{}", converted.toml);
+        assert!(converted.toml.starts_with("# 2 twemproxy pools"));
+        assert_eq!(names(&Config::from_toml(parts[0]).unwrap()), ["a"]);
+        assert_eq!(names(&Config::from_toml(parts[1]).unwrap()), ["b"]);
+        assert_eq!(converted.skipped.len(), 2, "{:?}", converted.skipped);
+        for (line, pool) in converted.skipped.iter().zip(["gamma", "delta"]) {
+            assert!(
+                line.starts_with(&format!("pool {pool} skipped: redis: not true")),
+                "{line}"
+            );
+            assert!(line.contains("memcached"), "{line}");
+        }
+        // One Redis pool among memcached ones: a single configuration, ready to use.
+        let yaml = format!("{}{}", minimal_with(&[]), "gamma:\n  listen: /tmp/gamma\n");
+        let converted = convert(&yaml).unwrap();
+        assert!(
+            converted.toml.starts_with("# pool alpha\n"),
+            "{converted:?}"
+        );
+        Config::from_toml(&converted.toml).unwrap();
+        assert_eq!(converted.skipped.len(), 1, "{converted:?}");
+        // A memcached pool's other settings are not read, but its `redis` must be a boolean.
+        let yaml = format!("{}{}", minimal_with(&[]), "gamma:\n  redis: maybe\n");
+        assert!(err(&yaml).starts_with("pool gamma: redis: expected true or false"));
+        // A broken Redis pool still stops the whole conversion.
+        let yaml = format!("gamma:\n  listen: /tmp/gamma\n{}", alpha(&[LISTEN, REDIS]));
+        assert!(err(&yaml).starts_with("pool alpha: servers: missing"));
+    }
+
+    #[test]
+    fn a_file_without_a_redis_pool_is_refused() {
+        let yaml = "gamma:\n  listen: /tmp/gamma\ndelta:\n  redis: false\n";
+        let e = err(yaml);
+        assert!(
+            e.starts_with("no Redis pool (redis: true) to convert"),
+            "{e}"
+        );
+        assert!(e.ends_with("memcached pools: gamma, delta"), "{e}");
     }
 
     #[test]
@@ -861,7 +976,10 @@ mod tests {
         assert!(err("alpha: 1\n").starts_with("pool alpha: expected a mapping"));
         assert!(err("a: {}\n---\nb: {}\n").contains("several YAML documents"));
         // A later pool's error names that pool.
-        let yaml = format!("{}beta:\n  listen: 127.0.0.1:1\n", minimal_with(&[]));
+        let yaml = format!(
+            "{}beta:\n  redis: true\n  listen: 127.0.0.1:1\n",
+            minimal_with(&[])
+        );
         assert!(err(&yaml).starts_with("pool beta: "));
     }
 

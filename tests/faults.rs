@@ -247,3 +247,87 @@ fn a_node_killed_under_pipelined_load() {
         "only {errors} commands for the dead shard failed"
     );
 }
+
+/// The reply to `GET k` on a new connection, as text.
+fn get(port: u16) -> String {
+    String::from_utf8(Raw::connect(port).call(&[b"GET", b"k"])).unwrap()
+}
+
+/// A shard whose only node refuses connections: once the health checks hold it down, its
+/// error still carries the system's words, which scripts written for twemproxy's
+/// `-ERR Connection refused` look for.
+#[test]
+fn a_refused_node_is_reported_in_the_systems_words() {
+    let (_held, port) = common::refused_port();
+    let proxy = Shardis::start_with(&format!(
+        "{FAST}\n[health]\ninterval = \"100ms\"\n[[shards]]\nname = \"a\"\nprimary = \"127.0.0.1:{port}\"\n"
+    ));
+    let _log = proxy.log_on_panic();
+    let down = format!("-ERR shard 'a' unavailable: primary 127.0.0.1:{port} is down");
+    let reply = common::wait_for("the node held down", Duration::from_secs(15), || {
+        let reply = get(proxy.port());
+        // Before that, the node's own connections say it (the same words).
+        assert!(reply.starts_with("-ERR shard 'a' "), "{reply}");
+        if reply.starts_with(&format!("-ERR shard 'a' node 127.0.0.1:{port} ")) {
+            assert!(reply.contains("Connection refused"), "{reply}");
+        }
+        reply
+            .starts_with(&down)
+            .then_some(reply.clone())
+            .ok_or(reply)
+    });
+    assert!(reply.contains("Connection refused"), "{reply}");
+}
+
+/// A node that stops answering: the request's error says it timed out, and which node.
+#[test]
+fn a_silent_node_is_reported_as_timed_out() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], FAST);
+    let _log = proxy.log_on_panic();
+    let mut raw = Raw::connect(proxy.port());
+    assert_eq!(raw.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    let paused = node.proc.pause();
+    let reply = String::from_utf8(raw.call(&[b"GET", b"k"])).unwrap();
+    drop(paused);
+    assert!(
+        reply.starts_with(&format!("-ERR shard 'a' node {} ", node.addr())),
+        "{reply}"
+    );
+    assert!(reply.contains("timed out"), "{reply}");
+}
+
+/// A wrong `[backend] password`: the error names the setup commands the client's own protocol
+/// uses: AUTH alone for a RESP2 client, AUTH and HELLO 3 for a RESP3 one.
+#[test]
+fn a_refused_backend_auth_names_the_clients_protocol() {
+    let node = Redis::start_with(&["--requirepass", "right"]);
+    // Checks far apart, and few reconnects to wake them, so the node is not held down
+    // (another error) during the test.
+    let proxy = Shardis::in_front_of(
+        &[&node],
+        "[backend]\npassword = \"wrong\"\nreconnect_backoff = \"5s\"\nreconnect_backoff_max = \"5s\"\n[health]\ninterval = \"10s\"",
+    );
+    let _log = proxy.log_on_panic();
+    let reply = get(proxy.port());
+    assert!(reply.starts_with("-ERR shard 'a' node "), "{reply}");
+    assert!(
+        reply.contains("connection setup (AUTH) refused: WRONGPASS"),
+        "{reply}"
+    );
+    assert!(!reply.contains("HELLO"), "{reply}");
+
+    let mut resp3 = Raw::connect(proxy.port());
+    let hello = resp3.call(&[b"HELLO", b"3"]);
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    let reply = String::from_utf8(resp3.call(&[b"GET", b"k"])).unwrap();
+    assert!(reply.starts_with("-ERR shard 'a' node "), "{reply}");
+    assert!(
+        reply.contains("connection setup (AUTH, HELLO 3) refused: WRONGPASS"),
+        "{reply}"
+    );
+}

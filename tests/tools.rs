@@ -185,6 +185,78 @@ fn check_config_names_the_bad_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("backend.connections"));
 }
 
+/// `--check-config` on `body` (after a shard line) with `env` set: its stderr, after checking
+/// that it failed.
+fn check_config_fails(body: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("shardis.toml");
+    std::fs::write(
+        &file,
+        format!("{body}\n[[shards]]\nprimary = \"127.0.0.1:7001\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(shardis_bin())
+        .args(["--check-config", "--config"])
+        .arg(&file)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{body} {env:?} was accepted: {err}");
+    err
+}
+
+#[test]
+fn check_config_names_the_environment_variable_at_fault() {
+    // An unknown key from the environment is the variable's, not the file's.
+    let err = check_config_fails("", &[("SHARDIS__BACKEND__TIMEOUTT", "1s")]);
+    assert!(
+        err.starts_with("shardis: environment variable SHARDIS__BACKEND__TIMEOUTT: "),
+        "{err}"
+    );
+    assert!(err.contains("timeoutt"), "{err}");
+    assert!(!err.contains("shardis.toml"), "{err}");
+    // So is a bad value it sets, and a value validation refuses.
+    let err = check_config_fails("", &[("SHARDIS__BACKEND__TIMEOUT", "500")]);
+    assert!(
+        err.starts_with("shardis: environment variable SHARDIS__BACKEND__TIMEOUT: "),
+        "{err}"
+    );
+    let err = check_config_fails("", &[("SHARDIS__BACKEND__CONNECTIONS", "0")]);
+    assert!(
+        err.starts_with("shardis: environment variable SHARDIS__BACKEND__CONNECTIONS: "),
+        "{err}"
+    );
+    assert!(err.contains("backend.connections"), "{err}");
+    // A variable that is fine does not take the blame for the file's error.
+    let err = check_config_fails(
+        "[routing]\nhsah = 1",
+        &[("SHARDIS__BACKEND__TIMEOUT", "1s")],
+    );
+    assert!(!err.contains("environment"), "{err}");
+    assert!(
+        err.contains("shardis.toml") && err.contains("hsah"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_says_what_a_duration_looks_like() {
+    let hint = r#"expected a duration with a unit, such as "500ms", "2s" or "1m""#;
+    let err = check_config_fails("[backend]\ntimeout = 500", &[]);
+    assert!(
+        err.contains(hint) && err.contains("backend.timeout"),
+        "{err}"
+    );
+    assert!(err.contains("shardis.toml"), "{err}");
+    let err = check_config_fails("", &[("SHARDIS__HEALTH__INTERVAL", "250")]);
+    assert!(
+        err.contains(hint) && err.contains("health.interval"),
+        "{err}"
+    );
+    assert!(err.contains("SHARDIS__HEALTH__INTERVAL"), "{err}");
+}
+
 fn pids_of_children(parent: u32) -> Vec<u32> {
     let out = Command::new("pgrep")
         .args(["-P", &parent.to_string()])
@@ -318,5 +390,78 @@ fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         proxy.log().contains("all clients finished"),
         "{}",
         proxy.log()
+    );
+}
+
+/// `scripts/demo.sh --listen ...` says the port it serves, not the default 6380. The script
+/// runs from a copy of the repository's layout in which its two heavy steps are stubbed:
+/// `scripts/install-deps.sh` (which may install packages) and `cargo build --release`, whose
+/// binary is this build's. The rest of the script, and `shardis dev`, run for real.
+#[test]
+fn demo_script_prints_the_port_it_serves() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::TempDir::new().unwrap();
+    let path = |p: &str| root.path().join(p);
+    for dir in ["scripts", "cargo/bin", "target/release"] {
+        std::fs::create_dir_all(path(dir)).unwrap();
+    }
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
+    std::fs::copy(demo, path("scripts/demo.sh")).unwrap();
+    std::fs::write(path("scripts/install-deps.sh"), "exit 0\n").unwrap();
+    std::fs::write(path("cargo/bin/cargo"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        path("cargo/bin/cargo"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(shardis_bin(), path("target/release/shardis")).unwrap();
+
+    let mut demo = common::start_on_free_port("scripts/demo.sh", |port| {
+        let mut c = Command::new("bash");
+        c.arg(path("scripts/demo.sh"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CARGO_HOME", path("cargo"))
+            .env_remove("CARGO_TARGET_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        c
+    });
+    let port = demo.port;
+    // The script execs shardis dev, which prints where it serves once it listens.
+    let lines = std::io::BufReader::new(demo.child.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|l: &String| l.contains("Try: redis-cli")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no line saying where the demo serves; saw {seen:?}"),
+        }
+    }
+    demo.signal("TERM");
+    let _ = demo.child.wait();
+    let mut told = 0;
+    for line in &seen {
+        for (_, rest) in line
+            .match_indices("redis-cli -p ")
+            .map(|(i, m)| line.split_at(i + m.len()))
+        {
+            let said: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            assert_eq!(said, port.to_string(), "{line}");
+            told += 1;
+        }
+    }
+    assert!(told > 0, "{seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains("6380")),
+        "the default port is not served here: {seen:?}"
     );
 }

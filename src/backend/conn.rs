@@ -489,11 +489,23 @@ impl ConnTask {
         }
         Some(match broken {
             Broken::Timeout => format!(
-                "no reply within {} ms: connection reset",
+                "timed out: no reply within {} ms; connection reset",
                 timeout.as_millis()
             ),
             Broken::Lost(reason) => format!("connection lost: {reason}"),
         })
+    }
+
+    /// The commands that set a new connection up, as its errors name them: AUTH when the
+    /// backend has a password, HELLO 3 on a RESP3 connection only (a RESP2 client's
+    /// connections never send it).
+    fn setup(&self) -> &'static str {
+        match (self.settings.backend.auth_args().is_some(), self.proto) {
+            (true, Proto::Resp3) => "AUTH, HELLO 3",
+            (true, Proto::Resp2) => "AUTH",
+            (false, Proto::Resp3) => "HELLO 3",
+            (false, Proto::Resp2) => "nothing",
+        }
     }
 
     /// The error for a request whose node was replaced as primary while it was in flight.
@@ -716,8 +728,10 @@ impl ConnTask {
                     pending.pop_front();
                     if reply::is_error(&frame) {
                         return Err(format!(
-                            "connection setup (AUTH, HELLO 3) refused: {}",
-                            String::from_utf8_lossy(&frame).trim_end()
+                            "connection setup ({}) refused: {}",
+                            self.setup(),
+                            String::from_utf8_lossy(frame.strip_prefix(b"-").unwrap_or(&frame))
+                                .trim_end()
                         ));
                     }
                 }

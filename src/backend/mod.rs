@@ -23,11 +23,13 @@ mod parking;
 use crate::resp::Proto;
 
 /// Why a request sent to a node got no reply. `Display` is the client's error text after `ERR `.
+/// A node that cannot be reached is described in the system's words (`Connection refused`,
+/// `timed out`), which scripts written for twemproxy's `-ERR Connection refused` match.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     #[error("{node} unavailable: {reason}")]
     Unavailable { node: Arc<str>, reason: String },
-    #[error("{node} did not answer within {ms} ms")]
+    #[error("{node} timed out: did not answer within {ms} ms")]
     Timeout { node: Arc<str>, ms: u128 },
     #[error("{node} connection lost: {reason}")]
     Lost { node: Arc<str>, reason: String },

@@ -148,3 +148,94 @@ fn parse_errors_do_not_quote_the_file() {
     assert!(e.contains("line 1"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// A duration without a unit says what a duration looks like, wherever it is.
+#[test]
+fn durations_need_a_unit_and_errors_say_so() {
+    for (text, key) in [
+        ("[backend]\ntimeout = 500", "backend.timeout"),
+        ("[backend]\ntimeout = \"500\"", "backend.timeout"),
+        (
+            "[backend]\nconnect_timeout = 1.5",
+            "backend.connect_timeout",
+        ),
+        ("shutdown_grace = \"5 parsecs\"", "shutdown_grace"),
+        ("[health]\ninterval = 1", "health.interval"),
+        ("[locks]\nmax_ttl = 30", "locks.max_ttl"),
+    ] {
+        let e = err(&format!("{text}\n{MINIMAL}"));
+        assert!(
+            e.contains(r#"expected a duration with a unit, such as "500ms", "2s" or "1m""#),
+            "{text}: {e}"
+        );
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    let c = Config::from_toml(&format!("[backend]\ntimeout = \"1m\"\n{MINIMAL}")).unwrap();
+    assert_eq!(c.backend.timeout, Duration::from_secs(60));
+}
+
+fn overrides(vars: &[&str]) -> Vec<env::Override> {
+    vars.iter().filter_map(|v| env::Override::of(v)).collect()
+}
+
+#[test]
+fn override_names_are_read_as_the_environment_source_reads_them() {
+    let o = env::Override::of("SHARDIS__BACKEND__TIMEOUT").unwrap();
+    assert_eq!(
+        (o.var.as_str(), o.key.as_str()),
+        ("SHARDIS__BACKEND__TIMEOUT", "backend.timeout")
+    );
+    assert_eq!(env::Override::of("shardis__Listen").unwrap().key, "listen");
+    assert_eq!(env::Override::of("SHARDIS_LISTEN"), None);
+    assert_eq!(env::Override::of("PATH"), None);
+}
+
+/// Errors about what a `SHARDIS__...` variable set name the variable; others are left alone.
+/// (The variables' effect through the real environment is tested on the binary in tests/tools.rs.)
+#[test]
+fn errors_about_overridden_keys_name_the_variable() {
+    let vars = overrides(&[
+        "SHARDIS__BACKEND__TIMEOUTT",
+        "SHARDIS__BACKEND__CONNECTIONS",
+    ]);
+    let file = |text: &str| {
+        Config::from_toml(&format!("{text}\n{MINIMAL}"))
+            .map(|_| ())
+            .map_err(|e| env::blame(e, &vars).to_string())
+    };
+    let e = file("[backend]\ntimeoutt = \"1s\"").unwrap_err();
+    assert!(
+        e.starts_with("environment variable SHARDIS__BACKEND__TIMEOUTT: unknown field `timeoutt`"),
+        "{e}"
+    );
+    let e = file("[backend]\nconnections = 0").unwrap_err();
+    assert!(
+        e.starts_with("environment variable SHARDIS__BACKEND__CONNECTIONS: backend.connections:"),
+        "{e}"
+    );
+    // Not a key a variable set: the file's error, as it was.
+    let e = file("[backend]\ntimeout = 500").unwrap_err();
+    assert!(!e.contains("environment"), "{e}");
+    let e = file("[routing]\nhsah = \"xxh3\"").unwrap_err();
+    assert!(!e.contains("environment"), "{e}");
+
+    // A value, an unknown key at the top, an unknown section.
+    let vars = overrides(&[
+        "SHARDIS__BACKEND__TIMEOUT",
+        "SHARDIS__TYPO",
+        "SHARDIS__BACKNED__X",
+    ]);
+    let blame = |text: &str| env::blame(Config::from_toml(text).unwrap_err(), &vars).to_string();
+    let e = blame(&format!("[backend]\ntimeout = 500\n{MINIMAL}"));
+    assert!(
+        e.starts_with("environment variable SHARDIS__BACKEND__TIMEOUT: invalid duration \"500\""),
+        "{e}"
+    );
+    let e = blame(&format!("typo = 1\n{MINIMAL}"));
+    assert!(e.starts_with("environment variable SHARDIS__TYPO: "), "{e}");
+    let e = blame(&format!("[backned]\nx = 1\n{MINIMAL}"));
+    assert!(
+        e.starts_with("environment variable SHARDIS__BACKNED__X: "),
+        "{e}"
+    );
+}

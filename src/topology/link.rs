@@ -178,7 +178,7 @@ impl Link {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(LinkError::Silent(format!(
-                "no reply within {} ms",
+                "timed out: no reply within {} ms",
                 timeout.as_millis()
             ))),
         }

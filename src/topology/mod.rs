@@ -60,6 +60,10 @@ pub struct Health {
     /// Replication offset (the primary's own, or how far a replica got).
     offset: AtomicI64,
     lag_ms: AtomicU64,
+    /// What its last failed check said (`connect: Connection refused (os error 111)`) when it
+    /// was marked down: requests refused for it say so, as twemproxy passes the system's words
+    /// on. Read only when down.
+    down_why: Mutex<Option<Arc<str>>>,
 }
 
 impl Health {
@@ -103,6 +107,18 @@ impl Health {
 
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// Why it was marked down, as its last failed check said.
+    pub fn down_why(&self) -> Option<Arc<str>> {
+        self.down_why
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_down_why(&self, why: Option<&str>) {
+        *self.down_why.lock().unwrap_or_else(|e| e.into_inner()) = why.map(Arc::from);
     }
 }
 
@@ -389,7 +405,11 @@ impl Shard {
         self.check_confirmed()?;
         let view = self.view.load();
         if !view.primary.health.is_up() {
-            return Err(self.unavailable(format!("primary {} is down", view.primary.addr)));
+            let addr = &view.primary.addr;
+            return Err(self.unavailable(match view.primary.health.down_why() {
+                Some(why) => format!("primary {addr} is down: {why}"),
+                None => format!("primary {addr} is down"),
+            }));
         }
         Ok(view.primary.clone())
     }

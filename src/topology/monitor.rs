@@ -536,9 +536,11 @@ impl Monitor {
 impl Monitor {
     /// Marks `node` down: requests to it fail at once until it answers again.
     fn mark_down(&mut self, node: &Node, why: &str) {
+        let track = self.track(&node.addr);
+        track.downed_at = Some(Instant::now());
+        node.health.set_down_why(track.missed.as_deref());
         node.health.up.store(false, Ordering::Relaxed);
         node.health.readable.store(false, Ordering::Relaxed);
-        self.track(&node.addr).downed_at = Some(Instant::now());
         tracing::warn!(shard = %self.shard.name, node = %node.addr, "node down: {why}");
     }
 }
