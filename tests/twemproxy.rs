@@ -290,13 +290,13 @@ fn from_twemproxy_names_the_file_and_what_cannot_be_converted() {
     );
 }
 
-/// twemproxy's own sample configuration mixes Redis and memcached pools: the Redis pools are
-/// converted, and each memcached pool is named on stderr as skipped.
+/// A file that mixes Redis and memcached pools (as twemproxy's own sample does): the Redis pools
+/// are converted, and each memcached pool is named on stderr as skipped.
 #[test]
 fn from_twemproxy_converts_the_redis_pools_of_a_mixed_file() {
     let sample = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/nutcracker-sample.yml"
+        "/tests/data/twemproxy-mixed.yml"
     );
     let out = Command::new(common::shardis_bin())
         .args(["--from-twemproxy", sample])
@@ -307,14 +307,14 @@ fn from_twemproxy_converts_the_redis_pools_of_a_mixed_file() {
     assert!(out.status.success(), "{stderr}");
     let parts: Vec<&str> = stdout.split("\n# ---\n").collect();
     assert_eq!(parts.len(), 2, "{stdout}");
-    assert!(parts[0].contains("\n# pool alpha\n"), "{stdout}");
-    assert!(parts[1].starts_with("# pool beta\n"), "{stdout}");
+    assert!(parts[0].contains("\n# pool sessions\n"), "{stdout}");
+    assert!(parts[1].starts_with("# pool feeds\n"), "{stdout}");
     for part in &parts {
         shardis::config::Config::from_toml(part).unwrap_or_else(|e| panic!("{e}\n{part}"));
     }
     let skipped: Vec<&str> = stderr.lines().collect();
     assert_eq!(skipped.len(), 3, "{stderr}");
-    for (line, pool) in skipped.iter().zip(["gamma", "delta", "omega"]) {
+    for (line, pool) in skipped.iter().zip(["pages", "fragments", "local"]) {
         assert!(
             line.starts_with(&format!("shardis: {sample}: pool {pool} skipped: ")),
             "{line}"
