@@ -296,6 +296,9 @@ fn dev_mode_serves_and_leaves_no_orphans() {
             c
         });
         let port = dev.port;
+        // Its nodes' directory: it removes it itself on SIGTERM; after SIGKILL (or if the test
+        // fails first) this guard does.
+        let _dir = RemoveOnDrop(std::env::temp_dir().join(format!("shardis-dev-{}", dev.pid())));
         let mut raw = common::Raw::connect(port);
         assert_eq!(raw.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
         let info = String::from_utf8(raw.call(&[b"INFO", b"shards"])).unwrap();
@@ -313,6 +316,15 @@ fn dev_mode_serves_and_leaves_no_orphans() {
             });
         }
         dev.kill();
+    }
+}
+
+/// A directory removed when this drops.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
