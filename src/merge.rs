@@ -161,7 +161,8 @@ fn unexpected() -> Bytes {
 pub type ConfigOverrides = Vec<(&'static str, String)>;
 
 /// CONFIG GET: every parameter any primary reported, with the first shard's value (shards in
-/// configuration order), then the proxy's own value for what it decides itself (`overrides`).
+/// configuration order), then the proxy's own value for what it decides itself (`overrides`),
+/// and an empty one for credentials.
 /// Where primaries disagree the first shard's value is answered and the difference is logged.
 pub fn config_get(
     replies: Vec<Reply>,
@@ -196,6 +197,10 @@ pub fn config_get(
         }
     }
     for (name, value) in &mut merged {
+        if crate::command::is_credential(name) {
+            *value = Bytes::new();
+            continue;
+        }
         if let Some((_, own)) = overrides
             .iter()
             .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
@@ -307,10 +312,65 @@ pub fn memory_stats(replies: Vec<Reply>, proto: Proto) -> Result<Value, Bytes> {
     combine_all(decode_all(replies, proto)?, &memory_rule)
 }
 
-/// FUNCTION STATS: the script running on any primary (the first found), and per engine the
-/// largest library and function counts (every primary is given the same functions).
-pub fn function_stats(replies: Vec<Reply>, proto: Proto) -> Result<Value, Bytes> {
-    combine_all(decode_all(replies, proto)?, &|_: &[u8]| Rule::Max)
+/// FUNCTION STATS, asked of every node on connections of its own (RESP2 replies): the function
+/// running on any node (the first found; a read-only one may run on a replica), and per engine
+/// the largest library and function counts (every primary is given the same functions). Nodes
+/// that cannot be reached are left out; an error only when none answered.
+pub fn function_stats(replies: Vec<Reply>) -> Result<Value, Bytes> {
+    let mut running: Option<Tree> = None;
+    let mut engines: Option<Vec<(Tree, Tree)>> = None;
+    let mut failure = None;
+    for reply in replies {
+        let frame = match reply {
+            Ok(frame) if !crate::resp::reply::is_error(&frame) => frame,
+            Ok(frame) => {
+                failure.get_or_insert(frame);
+                continue;
+            }
+            Err(e) => {
+                failure.get_or_insert_with(|| encode::error_bytes(&format!("ERR {e}")));
+                continue;
+            }
+        };
+        let pairs = Tree::decode(&frame, Proto::Resp2)
+            .and_then(Tree::pairs)
+            .ok_or_else(unexpected)?;
+        for (name, value) in pairs {
+            match name.text() {
+                Some(b"running_script") if running.is_none() && value != Tree::Null => {
+                    // name, command (an array of arguments), duration_ms
+                    running = Some(Tree::Map(value.pairs().ok_or_else(unexpected)?));
+                }
+                Some(b"engines") => {
+                    // engine -> { libraries_count, functions_count }
+                    let mut these = Vec::new();
+                    for (engine, stats) in value.pairs().ok_or_else(unexpected)? {
+                        these.push((engine, Tree::Map(stats.pairs().ok_or_else(unexpected)?)));
+                    }
+                    engines = Some(match engines {
+                        None => these,
+                        Some(acc) => combine_pairs(acc, these, &|_: &[u8]| Rule::Max)
+                            .ok_or_else(unexpected)?,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    let Some(engines) = engines else {
+        return Err(failure.unwrap_or_else(unexpected));
+    };
+    Ok(Tree::Map(vec![
+        (
+            Tree::Str(Bytes::from_static(b"running_script")),
+            running.unwrap_or(Tree::Null),
+        ),
+        (
+            Tree::Str(Bytes::from_static(b"engines")),
+            Tree::Map(engines),
+        ),
+    ])
+    .into_value())
 }
 
 fn combine_all(trees: Vec<Tree>, rule: &dyn Fn(&[u8]) -> Rule) -> Result<Value, Bytes> {
@@ -398,7 +458,8 @@ pub fn every_node(replies: Vec<(Arc<str>, Reply)>) -> Bytes {
                 let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
                 failures.push(format!("{node}: {text}"));
             }
-            Err(e) => failures.push(format!("{node}: {e}")),
+            // The error names the node itself.
+            Err(e) => failures.push(e.to_string()),
         }
     }
     if failures.is_empty() {
@@ -476,6 +537,35 @@ mod tests {
             })
             .collect();
         assert_eq!(times, vec![Value::Int(300), Value::Int(200)]);
+    }
+
+    #[test]
+    fn function_stats_takes_a_running_function_as_it_is_and_the_largest_counts() {
+        let idle = ok("*4\r\n$14\r\nrunning_script\r\n*-1\r\n$7\r\nengines\r\n*2\r\n$3\r\nLUA\r\n*4\r\n$15\r\nlibraries_count\r\n:1\r\n$15\r\nfunctions_count\r\n:2\r\n");
+        let busy = |name: &str| {
+            ok(&format!("*4\r\n$14\r\nrunning_script\r\n*6\r\n$4\r\nname\r\n${}\r\n{name}\r\n$7\r\ncommand\r\n*2\r\n$5\r\nfcall\r\n${}\r\n{name}\r\n$11\r\nduration_ms\r\n:5\r\n$7\r\nengines\r\n*2\r\n$3\r\nLUA\r\n*4\r\n$15\r\nlibraries_count\r\n:1\r\n$15\r\nfunctions_count\r\n:2\r\n", name.len(), name.len()))
+        };
+        let down: Reply = Err(crate::backend::BackendError::Unavailable {
+            node: Arc::from("n"),
+            reason: "connect: Connection refused".into(),
+        });
+        // Two functions running on two nodes, one node down: the first running one.
+        let v = function_stats(vec![idle, busy("f1"), down, busy("f2")]).unwrap();
+        let Value::Map(top) = v else { panic!("a map") };
+        let Value::Map(script) = &top[0].1 else {
+            panic!("{top:?}")
+        };
+        assert_eq!(script[0], (Value::bulk("name"), Value::bulk("f1")));
+        assert_eq!(
+            top[1].1,
+            Value::Map(vec![(
+                Value::bulk("LUA"),
+                Value::Map(vec![
+                    (Value::bulk("libraries_count"), Value::Int(1)),
+                    (Value::bulk("functions_count"), Value::Int(2)),
+                ])
+            )])
+        );
     }
 
     #[test]

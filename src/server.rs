@@ -77,6 +77,19 @@ impl Proxy {
         self.config.load().policy.clone()
     }
 
+    /// CONFIG RESETSTAT: the counters INFO shows from the proxy start again from zero, as a
+    /// node's do (connections now open stay counted in `connected_clients`).
+    pub fn reset_stats(&self) {
+        for counter in [
+            &self.stats.connections,
+            &self.stats.rejected,
+            &self.stats.commands,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.telemetry.reset();
+    }
+
     /// The configuration file it was started from, if any.
     pub fn config_path(&self) -> Option<&std::path::Path> {
         self.source.as_ref().map(|s| s.path.as_path())

@@ -287,7 +287,8 @@ impl Telemetry {
             .record(elapsed.as_secs_f64());
     }
 
-    /// Counts an error reply by its code: the first word, `-ERR ...` or RESP3's `!<len>`.
+    /// Counts an error reply by its code: the first word, `-ERR ...` or RESP3's `!<len>`. No
+    /// allocation but for a code seen the first time.
     fn count_error(&self, reply: &[u8]) {
         let text = match reply.first() {
             Some(b'!') => reply
@@ -296,25 +297,46 @@ impl Telemetry {
                 .map_or(&[][..], |at| &reply[at + 1..]),
             _ => reply.get(1..).unwrap_or_default(),
         };
-        let code: String = text
+        let len = text
             .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
             .take(32)
-            .map(|&b| b as char)
-            .collect();
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+            .count();
+        // ASCII letters, digits, `_` and `-` only: valid UTF-8.
+        let Ok(code) = std::str::from_utf8(&text[..len]) else {
+            return;
+        };
         if code.is_empty() {
             return;
         }
-        if let Some(count) = self.errors.get(code.as_str()) {
+        if let Some(count) = self.errors.get(code) {
             count.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if self.errors.len() < MAX_ERROR_CODES {
             self.errors
-                .entry(code.into_boxed_str())
+                .entry(code.into())
                 .or_default()
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// CONFIG RESETSTAT: every command's figures, the error codes, the byte counts and the
+    /// rates start again from zero. `/metrics` shows the counters start over, as after a
+    /// restart.
+    pub fn reset(&self) {
+        for stats in self.commands.iter() {
+            for counter in [&stats.calls, &stats.failed, &stats.rejected, &stats.usec] {
+                counter.store(0, Ordering::Relaxed);
+            }
+            if let Some(buckets) = stats.buckets.get() {
+                buckets.iter().for_each(|b| b.store(0, Ordering::Relaxed));
+            }
+        }
+        self.errors.clear();
+        self.net_input.store(0, Ordering::Relaxed);
+        self.net_output.store(0, Ordering::Relaxed);
+        *self.rates.lock().unwrap_or_else(|e| e.into_inner()) = RateSampler::default();
     }
 
     /// Error replies by code, by name.

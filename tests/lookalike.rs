@@ -64,9 +64,12 @@ fn malformed_numkeys_and_copy_db_get_redis_own_errors() {
                 .collect::<Vec<_>>()
         );
     }
-    // A database other than 0 is the proxy's refusal; 0 is served.
+    // A database other than 0 is the proxy's refusal, wherever it is among the DB options
+    // (Redis takes the last one); 0 is served.
     let reply = proxy.call(&[b"COPY", b"a", b"b", b"DB", b"1"]);
     assert!(reply.starts_with(b"-ERR shardis does not support 'copy' with DB 1"));
+    let reply = proxy.call(&[b"COPY", b"a", b"b", b"DB", b"0", b"DB", b"3"]);
+    assert!(reply.starts_with(b"-ERR shardis does not support 'copy' with DB 3"));
     proxy.call(&[b"SET", b"{c}a", b"v"]);
     assert_eq!(
         proxy.call(&[b"COPY", b"{c}a", b"{c}b", b"DB", b"0"]),
@@ -237,10 +240,25 @@ fn blocked_clients_counts_a_client_waiting_in_a_pop() {
         .query(&mut cluster.proxy.conn())
         .unwrap();
     assert!(blocked.reply().starts_with(b"*2\r\n"));
-    common::wait_for("blocked_clients:0", Duration::from_secs(10), || {
-        let n = number(&info(port, "clients"), "blocked_clients");
-        (n == 0).then_some(()).ok_or(format!("blocked_clients:{n}"))
-    });
+    let settled = |want: u64| {
+        common::wait_for(
+            &format!("blocked_clients:{want}"),
+            Duration::from_secs(10),
+            || {
+                let n = number(&info(port, "clients"), "blocked_clients");
+                (n == want)
+                    .then_some(())
+                    .ok_or(format!("blocked_clients:{n}"))
+            },
+        )
+    };
+    settled(0);
+    // A client that leaves while blocked is no longer counted.
+    let mut leaving = Raw::connect(port);
+    leaving.send(&common::encode(&[b"BLPOP", b"other", b"0"]));
+    settled(1);
+    drop(leaving);
+    settled(0);
 }
 
 #[test]
@@ -319,18 +337,34 @@ fn config_get_answers_from_the_nodes() {
 }
 
 #[test]
-fn node_passwords_are_not_shown_by_config_get() {
-    let node = Redis::start_with(&["--requirepass", "node-secret"]);
+fn node_credentials_are_not_shown_by_config_get() {
+    let node = Redis::start_with(&[
+        "--requirepass",
+        "node-secret",
+        "--masterauth",
+        "node-secret",
+        "--tls-key-file-pass",
+        "key-secret",
+    ]);
     let proxy = Shardis::start_with(&format!(
         "[backend]\npassword = \"node-secret\"\n{}",
         shards_toml(&[&node])
     ));
-    let got: HashMap<String, String> = redis::cmd("CONFIG")
+    let mut c = proxy.conn();
+    let all: HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
-        .arg("requirepass")
-        .query(&mut proxy.conn())
+        .arg("*")
+        .query(&mut c)
         .unwrap();
-    assert_eq!(got, HashMap::from([("requirepass".into(), "".into())]));
+    for name in [
+        "requirepass",
+        "masterauth",
+        "tls-key-file-pass",
+        "masteruser",
+    ] {
+        assert_eq!(all.get(name).map(String::as_str), Some(""), "{name}");
+    }
+    assert!(!format!("{all:?}").contains("secret"), "{all:?}");
 }
 
 #[test]
@@ -361,15 +395,34 @@ fn config_set_and_resets_reach_every_node_only_when_allowed() {
         assert_eq!(got["maxmemory"], "7000000");
     }
     // Where a node writes its files is not the proxy's to change.
-    let err = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("dir")
-        .arg("/tmp")
-        .query::<()>(&mut c)
-        .unwrap_err();
-    assert!(err.to_string().contains("names files"), "{err}");
+    // Nor its files, its credentials, or what the proxy answers for itself.
+    for (name, value) in [
+        ("dir", "/tmp"),
+        ("requirepass", "x"),
+        ("tls-key-file-pass", "x"),
+        ("timeout", "1"),
+        ("maxclients", "10"),
+    ] {
+        let err = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(&mut c)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("shardis does not support 'config|set'"),
+            "{name}: {err}"
+        );
+    }
+    // RESETSTAT zeroes the proxy's own figures as well as the nodes'.
+    let before = info(cluster.proxy.port(), "commandstats");
+    assert!(before.contains("cmdstat_config|set:"), "{before}");
     let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let after = info(cluster.proxy.port(), "commandstats");
+    assert!(!after.contains("cmdstat_config|set:"), "{after}");
+    assert!(!after.contains("cmdstat_slowlog|reset:"), "{after}");
     let _: i64 = redis::cmd("LATENCY").arg("RESET").query(&mut c).unwrap();
 
     // A node refusing the value is named, with Redis's reason.

@@ -32,7 +32,7 @@ use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
 use crate::socket::{Reader, Socket};
 use crate::telemetry::LogLimit;
-use crate::topology::{failed, Topology};
+use crate::topology::{failed, NodeCall, Topology};
 
 mod pubsub;
 mod slot;
@@ -735,8 +735,11 @@ async fn dispatch(
                 Merge::RandomKey => (script(lock::scripts::RANDOMKEY), Extra::None),
                 Merge::Flush => (flush_script(&req), Extra::None),
                 // To each node on a connection of its own, waiting for no replica.
-                Merge::Kill | Merge::EveryNode => {
-                    return every_node(proxy, topology, session, &req, merge)
+                Merge::Kill | Merge::EveryNode | Merge::FunctionStats => {
+                    if is_resetstat(&req) {
+                        proxy.reset_stats();
+                    }
+                    return every_node(proxy, topology, session, &req, merge);
                 }
                 _ => (request_bytes(&req), Extra::None),
             };
@@ -791,7 +794,7 @@ async fn dispatch(
             session.block(proxy);
             wait_replicas(proxy, topology, session, &req, timeout).await
         }
-        Plan::Scan => scan(proxy, session, &req),
+        Plan::Scan => scan(proxy, session, &req).await,
         Plan::Transaction(TxCommand::Multi) => {
             session.tx = Some(Transaction::default());
             Slot::Ready(Bytes::from_static(encode::OK))
@@ -908,17 +911,30 @@ fn every_node(
     merge: Merge,
 ) -> Slot {
     let backend = proxy.config().backend.clone();
+    let kind = match merge {
+        Merge::Kill => NodeCall::Kill,
+        _ => NodeCall::Other,
+    };
     let parts = topology
         .shards
         .iter()
-        .flat_map(|shard| shard.on_every_node(req.args(), &backend))
+        .flat_map(|shard| shard.on_every_node(req.args(), &backend, kind))
         .map(|(node, rx)| PartReply::at_node(rx, node))
         .collect();
     Slot::merging(merge, parts, session.proto)
 }
 
+/// CONFIG RESETSTAT: the proxy's own figures are reset too, as the nodes reset theirs.
+fn is_resetstat(req: &Request) -> bool {
+    let args = req.args();
+    args.len() == 2
+        && args[0].eq_ignore_ascii_case(b"config")
+        && args[1].eq_ignore_ascii_case(b"resetstat")
+}
+
 /// What CONFIG GET reports from the proxy rather than the nodes: what the client talks to
-/// (port, bind, the client limits, one database), and no node's password.
+/// (port, bind, the client limits, one database). Credentials are blanked by
+/// [`crate::command::is_credential`].
 fn config_overrides(proxy: &Proxy) -> crate::merge::ConfigOverrides {
     let config = proxy.config();
     let addr = proxy.listen_addr();
@@ -928,9 +944,6 @@ fn config_overrides(proxy: &Proxy) -> crate::merge::ConfigOverrides {
         ("databases", "1".into()),
         ("maxclients", config.client.max_clients.to_string()),
         ("timeout", config.client.idle_timeout.as_secs().to_string()),
-        ("requirepass", String::new()),
-        ("masterauth", String::new()),
-        ("masteruser", String::new()),
     ]
 }
 
@@ -1057,8 +1070,10 @@ async fn wait_replicas(
 
 /// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: from the shard the cursor names, going on to the
 /// next shards in the same call while the shards finish with fewer than COUNT keys (10 unless
-/// given), so a page spans shard boundaries; `0` comes back once the last shard is done.
-fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slot {
+/// given), so a page spans shard boundaries; `0` comes back once the last shard is done. The
+/// first step is sent here, in request order (a SCAN after a SET on the same connection sees
+/// it); the steps on further shards follow when it answers.
+async fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slot {
     let args = req.args();
     let Some(cursor) = std::str::from_utf8(&args[1])
         .ok()
@@ -1067,78 +1082,102 @@ fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slot {
         return error("ERR invalid cursor");
     };
     let count = args[2..]
-        .windows(2)
-        .step_by(2)
-        .find(|w| w[0].eq_ignore_ascii_case(b"count"))
+        .chunks(2)
+        .find(|w| w.len() == 2 && w[0].eq_ignore_ascii_case(b"count"))
         .and_then(|w| crate::resp::parse_i64(&w[1]))
         .filter(|&n| n > 0)
         .map_or(10, |n| n as usize);
-    let (tx, rx) = oneshot::channel();
     let topology = proxy.topology();
-    let (proto, id) = (session.proto, session.id);
-    let options = args[2..].to_vec();
+    let mut step = ScanStep {
+        proto: session.proto,
+        id: session.id,
+        options: args[2..].to_vec(),
+        shards: topology.shards.len(),
+        count,
+    };
+    let (shard, cursor) = decode_cursor(cursor, step.shards);
+    let first = step.send(&topology, shard, cursor).await;
+    let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let _ = tx.send(scan_across(&topology, proto, id, cursor, &options, count).await);
+        let _ = tx.send(step.collect(&topology, shard, first).await);
     });
     Slot::Waiting(rx)
 }
 
-async fn scan_across(
-    topology: &Topology,
+/// One SCAN call across shards.
+struct ScanStep {
     proto: Proto,
     id: u64,
-    cursor: u64,
-    options: &[Bytes],
+    /// MATCH, COUNT, TYPE as the client gave them.
+    options: Vec<Bytes>,
+    shards: usize,
     count: usize,
-) -> Reply {
-    let shards = topology.shards.len();
-    let (mut shard, mut cursor) = decode_cursor(cursor, shards);
-    let mut keys = Vec::new();
-    loop {
+}
+
+impl ScanStep {
+    /// Sends `SCAN cursor options...` to `shard`.
+    async fn send(
+        &self,
+        topology: &Topology,
+        shard: usize,
+        cursor: u64,
+    ) -> oneshot::Receiver<Reply> {
         let position = itoa::Buffer::new().format(cursor).to_owned();
         let mut request = BytesMut::new();
         let all: Vec<&[u8]> = [&b"SCAN"[..], position.as_bytes()]
             .into_iter()
-            .chain(options.iter().map(|a| &a[..]))
+            .chain(self.options.iter().map(|a| &a[..]))
             .collect();
         encode::command(&mut request, all.into_iter());
-        let conn = topology.shards[shard].writer(proto, id)?;
-        let frame = conn
-            .send(request.freeze())
-            .await
-            .await
-            .unwrap_or_else(|_| {
+        match topology.shards[shard].writer(self.proto, self.id) {
+            Ok(conn) => conn.send(request.freeze()).await,
+            Err(e) => failed(e),
+        }
+    }
+
+    /// The client's page: `first` (the reply of `shard`), then further shards while they
+    /// finish short of COUNT; at most one step per shard.
+    async fn collect(
+        &mut self,
+        topology: &Topology,
+        mut shard: usize,
+        first: oneshot::Receiver<Reply>,
+    ) -> Reply {
+        let mut keys = Vec::new();
+        let mut rx = first;
+        loop {
+            let frame = rx.await.unwrap_or_else(|_| {
                 Err(BackendError::Lost {
                     node: Arc::from(topology.shards[shard].name.to_string()),
                     reason: "the connection task ended".into(),
                 })
             })?;
-        if crate::resp::reply::is_error(&frame) {
-            return Ok(frame);
-        }
-        let Some((next, page)) = slot::scan_page(&frame) else {
-            return Ok(encode::error_bytes(
-                "ERR unexpected SCAN reply from a shard",
-            ));
-        };
-        keys.extend(page);
-        let done = if next != 0 {
-            Some(slot::encode_cursor(next, shard, shards))
-        } else if shard + 1 == shards {
-            Some(Some(0))
-        } else if keys.len() >= count {
-            Some(Some(shard as u64 + 1))
-        } else {
-            None
-        };
-        match done {
-            Some(Some(cursor)) => return Ok(slot::scan_reply(cursor, &keys)),
-            Some(None) => {
-                return Ok(encode::error_bytes(
-                    "ERR shard SCAN cursor too large to combine with a shard number",
-                ))
+            if crate::resp::reply::is_error(&frame) {
+                return Ok(frame);
             }
-            None => (shard, cursor) = (shard + 1, 0),
+            let Some((next, page)) = slot::scan_page(&frame) else {
+                return Ok(encode::error_bytes(
+                    "ERR unexpected SCAN reply from a shard",
+                ));
+            };
+            keys.extend(page);
+            let cursor = if next != 0 {
+                slot::encode_cursor(next, shard, self.shards)
+            } else if shard + 1 == self.shards {
+                Some(0)
+            } else if keys.len() >= self.count {
+                Some(shard as u64 + 1)
+            } else {
+                shard += 1;
+                rx = self.send(topology, shard, 0).await;
+                continue;
+            };
+            return Ok(match cursor {
+                Some(cursor) => slot::scan_reply(cursor, &keys),
+                None => encode::error_bytes(
+                    "ERR shard SCAN cursor too large to combine with a shard number",
+                ),
+            });
         }
     }
 }

@@ -223,7 +223,7 @@ impl Merging {
             Merge::SlowlogGet { count } => return structured(merge::slowlog(all(), proto, count)),
             Merge::LatencyLatest => return structured(merge::latency_latest(all(), proto)),
             Merge::MemoryStats => return structured(merge::memory_stats(all(), proto)),
-            Merge::FunctionStats => return structured(merge::function_stats(all(), proto)),
+            Merge::FunctionStats => return structured(merge::function_stats(all())),
             Merge::EveryNode => {
                 let replies = self
                     .parts

@@ -5,8 +5,8 @@ pub mod spec;
 mod table;
 
 pub use plan::{
-    identify, plan, plan_and_flags, plan_args, printable, wrong_arity, Local, Merge, Part, Plan,
-    Policy, PubSubCommand, TxCommand, CROSSSLOT,
+    identify, is_credential, plan, plan_and_flags, plan_args, printable, wrong_arity, Local, Merge,
+    Part, Plan, Policy, PubSubCommand, TxCommand, CROSSSLOT,
 };
 pub use spec::CommandSpec;
 

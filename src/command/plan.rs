@@ -475,19 +475,19 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
         "time" | "lolwut" | "command" => Plan::AnyShard,
         // Redis refuses an odd MSET by arity; split, it would fail on only some shards.
         "mset" | "msetnx" if args.len() % 2 == 0 => Plan::Error(wrong_arity(spec.name)),
-        // COPY ... DB n: database 0 is served; Redis itself answers a DB that is not a number.
+        // COPY ... DB n: database 0 is served. Redis reads every DB option (the last wins), so
+        // each one must be 0; Redis itself answers one that is not a number.
         "copy" => {
-            let db = args
-                .iter()
-                .skip(3)
-                .position(|a| a.eq_ignore_ascii_case(b"db"))
-                .and_then(|at| args.get(at + 4));
-            match db.map(|n| crate::resp::parse_i64(n)) {
-                Some(Some(n)) if n != 0 => Plan::Error(format!(
+            let other = (3..args.len())
+                .filter(|&at| args[at].eq_ignore_ascii_case(b"db"))
+                .filter_map(|at| crate::resp::parse_i64(args.get(at + 1)?))
+                .find(|&n| n != 0);
+            match other {
+                Some(n) => Plan::Error(format!(
                     "ERR shardis does not support '{}' with DB {n}: {}",
                     spec.name, ONE_DB
                 )),
-                _ => return None,
+                None => return None,
             }
         }
         _ => return None,
@@ -500,9 +500,6 @@ const ONE_DB: &str = "only database 0 is served";
 /// addresses (the proxy would lose its own connections), and where a node writes its files
 /// (the classic way to turn CONFIG SET into writing any file the server's user may).
 const CONFIG_SET_REFUSED: &[&str] = &[
-    "requirepass",
-    "masterauth",
-    "masteruser",
     "port",
     "bind",
     "tls-port",
@@ -512,7 +509,21 @@ const CONFIG_SET_REFUSED: &[&str] = &[
     "appenddirname",
     "appendfilename",
     "logfile",
+    // CONFIG GET answers these from the proxy: a node's would change behind its back.
+    "timeout",
+    "maxclients",
+    "databases",
 ];
+
+/// Whether a CONFIG parameter holds a credential (`requirepass`, `masterauth`, `masteruser`,
+/// `tls-key-file-pass`, Valkey's `primaryauth` ...): never shown by CONFIG GET through the
+/// proxy, never set through it.
+pub fn is_credential(name: &[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    [&b"pass"[..], b"auth", b"user"]
+        .iter()
+        .any(|end| name.ends_with(end))
+}
 
 /// CONFIG SET / RESETSTAT, SLOWLOG RESET, LATENCY RESET: on every node, when allowed.
 fn node_admin(name: &str, args: &[Bytes], policy: &Policy) -> Plan {
@@ -525,9 +536,12 @@ fn node_admin(name: &str, args: &[Bytes], policy: &Policy) -> Plan {
         // CONFIG SET name value [name value ...]
         for param in args[2..].iter().step_by(2) {
             let lower = String::from_utf8_lossy(param).to_ascii_lowercase();
-            if CONFIG_SET_REFUSED.contains(&lower.as_str()) || lower.starts_with("tls-") {
+            if CONFIG_SET_REFUSED.contains(&lower.as_str())
+                || lower.starts_with("tls-")
+                || is_credential(param)
+            {
                 return Plan::Error(format!(
-                    "ERR shardis does not support 'config|set' of '{}': the proxy depends on it, or it names files on the nodes",
+                    "ERR shardis does not support 'config|set' of '{}': the proxy depends on it, it answers it itself, or it names credentials or files on the nodes",
                     printable(param, 64)
                 ));
             }

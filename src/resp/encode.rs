@@ -72,7 +72,7 @@ impl Value {
             Value::Bulk(b) | Value::Verbatim(b) => Frame2::BulkString(b.clone()),
             Value::Null => Frame2::Null,
             Value::Double(d) => Frame2::BulkString(Bytes::from(d.to_string())),
-            Value::Error(e) => Frame2::Error(String::from_utf8_lossy(e).into_owned().into()),
+            Value::Error(e) => Frame2::Error(error_text(e).into()),
             Value::Array(items) => Frame2::Array(items.iter().map(Value::to_resp2).collect()),
             Value::Map(pairs) => Frame2::Array(
                 pairs
@@ -108,7 +108,7 @@ impl Value {
                 attributes: None,
             },
             Value::Error(e) => Frame3::SimpleError {
-                data: String::from_utf8_lossy(e).into_owned().into(),
+                data: error_text(e).into(),
                 attributes: None,
             },
             Value::Array(items) => Frame3::Array {
@@ -124,6 +124,12 @@ impl Value {
             },
         }
     }
+}
+
+/// An error's text fit for a simple error line: CR and LF (a blob error may hold them) become
+/// spaces, so it cannot break the framing.
+fn error_text(e: &[u8]) -> String {
+    String::from_utf8_lossy(e).replace(['\r', '\n'], " ")
 }
 
 pub const OK: &[u8] = b"+OK\r\n";

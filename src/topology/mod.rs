@@ -230,10 +230,21 @@ pub struct Shard {
     confirmed_tx: tokio::sync::watch::Sender<bool>,
     /// SCRIPT KILL / FUNCTION KILL in flight (each opens connections of its own).
     kills: Arc<tokio::sync::Semaphore>,
+    /// The other commands sent to every node (CONFIG SET, SLOWLOG RESET, FUNCTION STATS ...),
+    /// apart from the kills, so that polling them can never keep a kill from being sent.
+    node_calls: Arc<tokio::sync::Semaphore>,
 }
 
-/// SCRIPT KILL / FUNCTION KILL a shard runs at once; more get an error at once.
+/// Commands to every node a shard runs at once, of each kind (kills, others); more get an
+/// error at once.
 const KILLS_IN_FLIGHT: usize = 4;
+
+/// What a command sent to every node is for: which in-flight limit it counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeCall {
+    Kill,
+    Other,
+}
 
 impl Shard {
     pub fn view(&self) -> Arc<View> {
@@ -461,12 +472,17 @@ impl Shard {
         &self,
         command: &[bytes::Bytes],
         backend: &crate::config::BackendSettings,
+        kind: NodeCall,
     ) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
         let view = self.view();
         let nodes: Vec<Arc<Node>> = std::iter::once(view.primary.clone())
             .chain(view.replicas.iter().cloned())
             .collect();
-        let Ok(permit) = self.kills.clone().try_acquire_owned() else {
+        let permits = match kind {
+            NodeCall::Kill => &self.kills,
+            NodeCall::Other => &self.node_calls,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
             let label: Arc<str> = Arc::from(format!("shard '{}'", self.name));
             return vec![(
                 label,
@@ -629,6 +645,7 @@ fn build_shard(
         confirmed: AtomicBool::new(serving),
         confirmed_tx: tokio::sync::watch::channel(false).0,
         kills: tokio::sync::Semaphore::new(KILLS_IN_FLIGHT).into(),
+        node_calls: tokio::sync::Semaphore::new(KILLS_IN_FLIGHT).into(),
     });
     let mut monitors = vec![monitor::spawn(shard.clone(), config.clone(), state.clone())];
     if s.sentinel.is_some() {
@@ -689,15 +706,14 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One command on a connection opened for it (SCRIPT KILL, CONFIG SET ...); Redis's simple
-/// reply, as RESP2.
+/// One command on a connection opened for it (SCRIPT KILL, CONFIG SET, FUNCTION STATS ...);
+/// Redis's reply, as RESP2.
 async fn call_on(
     addr: &str,
     command: &[bytes::Bytes],
     backend: &crate::config::BackendSettings,
     label: Arc<str>,
 ) -> Reply {
-    use redis_protocol::resp2::types::OwnedFrame;
     let args: Vec<&[u8]> = command.iter().map(|a| &a[..]).collect();
     let reply = async {
         let mut link = link::Link::open(addr, backend.connect_timeout, backend).await?;
@@ -705,18 +721,19 @@ async fn call_on(
         link.call(&args).await
     };
     match reply.await {
-        Ok(OwnedFrame::SimpleString(s)) => {
-            Ok(bytes::Bytes::from([&b"+"[..], &s, b"\r\n"].concat()))
-        }
-        Ok(OwnedFrame::Error(e)) => Ok(crate::resp::encode::error_bytes(&e)),
-        Ok(OwnedFrame::Integer(n)) => {
+        Ok(frame) => {
             let mut out = bytes::BytesMut::new();
-            crate::resp::encode::integer(&mut out, n);
-            Ok(out.freeze())
+            match redis_protocol::resp2::encode::extend_encode(
+                &mut out,
+                &frame.into_bytes_frame(),
+                false,
+            ) {
+                Ok(_) => Ok(out.freeze()),
+                Err(e) => Ok(crate::resp::encode::error_bytes(&format!(
+                    "ERR unexpected reply: {e}"
+                ))),
+            }
         }
-        Ok(other) => Ok(crate::resp::encode::error_bytes(&format!(
-            "ERR unexpected reply: {other:?}"
-        ))),
         Err(e) => Err(BackendError::Unavailable {
             node: label,
             reason: e.to_string(),
