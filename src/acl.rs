@@ -40,6 +40,10 @@ pub struct User {
     /// Keys this user may name; empty for every key.
     #[serde(default)]
     pub key_prefixes: Vec<String>,
+    /// Pub/sub channels this user may publish to, subscribe to or ask about; empty for every
+    /// channel. When not given, the key prefixes: a tenant's channels are named like its keys.
+    #[serde(default)]
+    pub channel_prefixes: Option<Vec<String>>,
     /// Whether a user other than `admin` may run scripts and functions (EVAL, EVALSHA, FCALL
     /// and their read-only forms, SCRIPT LOAD): unconfined, see the module's doc.
     #[serde(default)]
@@ -117,6 +121,7 @@ impl User {
                 self.name
             ));
         }
+        self.check_channels(args, name)?;
         if self.key_prefixes.is_empty() {
             return Ok(());
         }
@@ -196,6 +201,55 @@ fn keyless_harmless(name: &str) -> bool {
             | "lock.status"
             | "lock.token"
     )
+}
+
+impl User {
+    /// The channel prefixes in force: `channel_prefixes`, else the key prefixes.
+    fn channel_prefixes(&self) -> &[String] {
+        self.channel_prefixes
+            .as_deref()
+            .unwrap_or(&self.key_prefixes)
+    }
+
+    /// With channel prefixes, every channel a command publishes to, subscribes to or asks
+    /// about must start with one, and a pattern (PSUBSCRIBE, PUBSUB CHANNELS) must, in the part
+    /// before its first wildcard. Listing every channel (PUBSUB CHANNELS with no pattern) is
+    /// refused. Unsubscribing from anything is allowed: it reveals nothing.
+    fn check_channels(&self, args: &[Bytes], name: &str) -> Result<(), String> {
+        let prefixes = self.channel_prefixes();
+        if prefixes.is_empty() {
+            return Ok(());
+        }
+        let within = |text: &[u8]| prefixes.iter().any(|p| text.starts_with(p.as_bytes()));
+        let ok = match name {
+            "publish" | "spublish" => args.get(1).is_some_and(|c| within(c)),
+            "subscribe" | "ssubscribe" => args[1..].iter().all(|c| within(c)),
+            "pubsub|numsub" | "pubsub|shardnumsub" => args[2..].iter().all(|c| within(c)),
+            "psubscribe" => args[1..].iter().all(|p| within(fixed_part(p))),
+            "pubsub|channels" | "pubsub|shardchannels" => {
+                args.get(2).is_some_and(|p| within(fixed_part(p)))
+            }
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(
+                "NOPERM this user has no permissions to access one of the channels used as arguments"
+                    .into(),
+            )
+        }
+    }
+}
+
+/// What every channel a glob pattern matches starts with: the part before its first `*`, `?`,
+/// `[` or `\` (an escape is taken as a wildcard: conservative).
+fn fixed_part(pattern: &[u8]) -> &[u8] {
+    let end = pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(pattern.len());
+    &pattern[..end]
 }
 
 /// Every key `args` (the command `cmd`) names, as the command table locates them; the lock
@@ -339,6 +393,47 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn channels_stay_within_the_users_prefixes() {
+        let tenant = user(Role::ReadWrite, &["app:"], false);
+        for ok in [
+            "PUBLISH app:news hi",
+            "SPUBLISH app:{s}news hi",
+            "SUBSCRIBE app:a app:b",
+            "SSUBSCRIBE app:{s}a",
+            "PSUBSCRIBE app:* app:n?ws",
+            "PUBSUB CHANNELS app:*",
+            "PUBSUB NUMSUB app:a",
+            "UNSUBSCRIBE billing:news",
+            "PUBSUB NUMPAT",
+        ] {
+            assert_eq!(check(&tenant, ok), Ok(()), "{ok}");
+        }
+        for refused in [
+            "PUBLISH billing:news hi",
+            "SUBSCRIBE app:a billing:b",
+            "SSUBSCRIBE billing:{s}a",
+            "PSUBSCRIBE *",
+            "PSUBSCRIBE ap*",
+            "PSUBSCRIBE app\\:*",
+            "PUBSUB CHANNELS",
+            "PUBSUB CHANNELS *",
+            "PUBSUB SHARDNUMSUB billing:a",
+            "FENCED lock:app 1 PUBLISH billing:news hi",
+        ] {
+            let e = check(&tenant, refused).unwrap_err();
+            assert!(
+                e.starts_with("NOPERM") && e.contains("channels"),
+                "{refused}: {e}"
+            );
+        }
+        // No prefixes: every channel.
+        assert_eq!(
+            check(&user(Role::ReadWrite, &[], false), "PSUBSCRIBE *"),
+            Ok(())
+        );
     }
 
     #[test]

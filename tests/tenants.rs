@@ -6,6 +6,8 @@
 //!   FUNCTION / SCRIPT is refused with the README's error, and the victim's keys, the admin's
 //!   functions and shardis' reserved keys are unchanged; the tenants' own SORTs, and scripts of a
 //!   tenant allowed them, still work.
+//! - `tenants_channels_stay_in_their_prefixes`: a tenant cannot subscribe (by name or pattern),
+//!   list, count or publish outside its prefixes, and hears its own channels.
 //! - `sort_patterns_across_shards_are_an_error_never_wrong_data`: BY and GET patterns whose keys
 //!   live on other shards get Redis Cluster's error; with a shared hash tag, Redis's exact reply.
 //! - `blocked_clients_cannot_exhaust_the_proxy_or_the_node`: 1,200 clients in BLPOP through a
@@ -378,6 +380,56 @@ fn both(
     redis::RedisResult<redis::Value>,
 ) {
     (run(direct, args), run(proxy, args))
+}
+
+/// A tenant hears and publishes only on its own channels: it cannot subscribe to another's
+/// (by name or pattern), list them, or publish into them; on its own it hears what others
+/// publish there.
+#[test]
+fn tenants_channels_stay_in_their_prefixes() {
+    let nodes: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();
+    let refs: Vec<&Redis> = nodes.iter().collect();
+    let proxy = Shardis::start_with(&format!("{USERS}{}", common::shards_toml(&refs)));
+    let _log = proxy.log_on_panic();
+    let channels =
+        "-NOPERM this user has no permissions to access one of the channels used as arguments\r\n";
+    let mut app = Raw::connect(proxy.port());
+    assert_eq!(app.call(&[b"AUTH", b"app", b"app-pw"]), b"+OK\r\n");
+    for attack in [
+        &[&b"SUBSCRIBE"[..], b"bill:news"][..],
+        &[b"SUBSCRIBE", b"app:news", b"bill:news"],
+        &[b"PSUBSCRIBE", b"*"],
+        &[b"PSUBSCRIBE", b"ap*"],
+        &[b"SSUBSCRIBE", b"bill:{s}news"],
+        &[b"PUBLISH", b"bill:news", b"forged"],
+        &[b"PUBSUB", b"CHANNELS"],
+        &[b"PUBSUB", b"NUMSUB", b"bill:news"],
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&app.call(attack)),
+            channels,
+            "{:?}",
+            attack
+                .iter()
+                .map(|a| String::from_utf8_lossy(a))
+                .collect::<Vec<_>>()
+        );
+    }
+    // Its own channels work, and it hears what the admin publishes there.
+    assert!(app
+        .call(&[b"SUBSCRIBE", b"app:news"])
+        .starts_with(b"*3\r\n$9\r\nsubscribe\r\n"));
+    let mut admin = as_user(proxy.port(), "admin");
+    let heard: i64 = redis::cmd("PUBLISH")
+        .arg("app:news")
+        .arg("hello")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(heard, 1);
+    assert_eq!(
+        app.reply(),
+        b"*3\r\n$7\r\nmessage\r\n$8\r\napp:news\r\n$5\r\nhello\r\n"
+    );
 }
 
 #[test]
