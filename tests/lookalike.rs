@@ -24,6 +24,17 @@ fn number(info: &str, field: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{field} is not a number:\n{info}"))
 }
 
+/// SETs `{prefix}0` .. `{prefix}{n-1}` to their numbers.
+fn set_many(c: &mut redis::Connection, prefix: &str, n: usize) {
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(i)
+            .query(c)
+            .unwrap();
+    }
+}
+
 fn field_names(line: &str) -> Vec<String> {
     line.split_whitespace()
         .filter_map(|kv| kv.split_once('='))
@@ -128,13 +139,7 @@ fn info_has_redis_sections_and_sums_the_primaries() {
             .unwrap();
     }
     let mut c = cluster.proxy.conn();
-    for i in 0..200 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
+    set_many(&mut c, "k", 200);
     let plain = Redis::start();
     let everything = info(cluster.proxy.port(), "everything");
     let redis_everything = info(plain.port(), "everything");
@@ -265,13 +270,7 @@ fn blocked_clients_counts_a_client_waiting_in_a_pop() {
 fn redis_cli_stat_shows_real_numbers() {
     let cluster = Cluster::start("");
     let mut c = cluster.proxy.conn();
-    for i in 0..50 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
+    set_many(&mut c, "k", 50);
     // redis-cli writes --stat rows to a pipe in blocks: line-buffer it so the rows printed
     // before `timeout` stops it are kept.
     let output = Command::new("timeout")
@@ -465,13 +464,7 @@ fn slowlog_latency_memory_function_stats_and_lastsave_merge_the_primaries() {
             .unwrap();
     }
     let mut c = cluster.proxy.conn();
-    for i in 0..30 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
+    set_many(&mut c, "k", 30);
     let lens: i64 = cluster
         .nodes
         .iter()
@@ -568,13 +561,7 @@ fn scan_fills_count_across_shards() {
         .unwrap();
     assert_eq!((cursor, keys.len()), (0, 40));
     // A small COUNT walks every shard and returns each key exactly once.
-    for i in 0..20 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("spread{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
+    set_many(&mut c, "spread", 20);
     let mut seen = Vec::new();
     let mut cursor = 0u64;
     let started = Instant::now();
