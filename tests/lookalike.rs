@@ -585,3 +585,62 @@ fn scan_fills_count_across_shards() {
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (60, 60));
 }
+
+/// Every key a full SCAN walk returns, cursor by cursor, with these options.
+fn scan_all(c: &mut redis::Connection, options: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = 0u64;
+    for _ in 0..10_000 {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor);
+        for o in options {
+            cmd.arg(*o);
+        }
+        let (next, keys): (u64, Vec<String>) = cmd.query(c).unwrap();
+        seen.extend(keys);
+        if next == 0 {
+            return seen;
+        }
+        cursor = next;
+    }
+    panic!("SCAN {options:?} did not end within 10,000 calls");
+}
+
+/// The same keys in a plain redis-server and behind the proxy: a full SCAN walk with MATCH,
+/// COUNT and TYPE returns the same keys from both, each once.
+#[test]
+fn scan_walks_return_what_redis_returns() {
+    let cluster = Cluster::start("");
+    let plain = Redis::start();
+    let mut c = cluster.proxy.conn();
+    let mut r = plain.conn();
+    for conn in [&mut c, &mut r] {
+        set_many(conn, "s:", 40);
+        for i in 0..25 {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("h:{i}"))
+                .arg("f")
+                .arg(i)
+                .query(conn)
+                .unwrap();
+        }
+    }
+    for options in [
+        &[][..],
+        &["COUNT", "3"],
+        &["MATCH", "s:1*"],
+        &["MATCH", "h:*", "COUNT", "1000"],
+        &["TYPE", "hash"],
+        &["TYPE", "string", "COUNT", "7"],
+    ] {
+        let through = scan_all(&mut c, options);
+        let direct = scan_all(&mut r, options);
+        let unique: BTreeSet<&String> = through.iter().collect();
+        assert_eq!(unique.len(), through.len(), "{options:?}: a key twice");
+        assert_eq!(
+            unique,
+            direct.iter().collect::<BTreeSet<_>>(),
+            "{options:?}"
+        );
+    }
+}
