@@ -39,7 +39,7 @@ mod slot;
 mod transaction;
 
 use pubsub::{Event, Subscriptions};
-use slot::{decode_cursor, Extra, Merging, PartReply, Slot};
+use slot::{Cursors, Extra, Merging, PartReply, Slot};
 use transaction::{Pinned, Transaction, EXECABORT};
 
 /// Per-connection state that commands such as HELLO, AUTH, MULTI and SUBSCRIBE change.
@@ -1092,10 +1092,17 @@ async fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slot {
         proto: session.proto,
         id: session.id,
         options: args[2..].to_vec(),
-        shards: topology.shards.len(),
+        cursors: Cursors {
+            shards: topology.shards.len(),
+            generation: topology.generation,
+        },
         count,
     };
-    let (shard, cursor) = decode_cursor(cursor, step.shards);
+    let Ok((shard, cursor)) = step.cursors.decode(cursor) else {
+        return error(
+            "ERR invalid cursor: the shards changed since it was handed out (a reload); start the scan again from 0",
+        );
+    };
     let first = step.send(&topology, shard, cursor).await;
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -1110,7 +1117,7 @@ struct ScanStep {
     id: u64,
     /// MATCH, COUNT, TYPE as the client gave them.
     options: Vec<Bytes>,
-    shards: usize,
+    cursors: Cursors,
     count: usize,
 }
 
@@ -1161,12 +1168,13 @@ impl ScanStep {
                 ));
             };
             keys.extend(page);
+            let shards = self.cursors.shards;
             let cursor = if next != 0 {
-                slot::encode_cursor(next, shard, self.shards)
-            } else if shard + 1 == self.shards {
+                self.cursors.encode(next, shard)
+            } else if shard + 1 == shards {
                 Some(0)
             } else if keys.len() >= self.count {
-                Some(shard as u64 + 1)
+                self.cursors.encode(0, shard + 1)
             } else {
                 shard += 1;
                 rx = self.send(topology, shard, 0).await;

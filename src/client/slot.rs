@@ -159,16 +159,49 @@ fn reply_bytes(reply: Reply) -> Bytes {
     }
 }
 
-/// A cursor the client sees: the shard's own cursor times the shard count, plus the shard.
-/// `0` starts at shard 0 and, as on Redis, a returned `0` means the scan is complete.
-pub fn encode_cursor(cursor: u64, shard: usize, shards: usize) -> Option<u64> {
-    cursor.checked_mul(shards as u64)?.checked_add(shard as u64)
+/// The cursors a client sees for the shards of one topology generation: the shard's own
+/// cursor times the shard count, plus the shard, shifted left by 8 bits over the low 8 bits of
+/// the generation. `0` starts at shard 0 and, as on Redis, a returned `0` means the scan is
+/// complete; any other cursor handed out before a reload that changed the shards is refused,
+/// rather than read against the new shard count (which would skip or repeat keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursors {
+    pub shards: usize,
+    pub generation: u64,
 }
 
-/// The shard and the shard's own cursor that a client cursor names.
-pub fn decode_cursor(cursor: u64, shards: usize) -> (usize, u64) {
-    let shards = shards as u64;
-    ((cursor % shards) as usize, cursor / shards)
+/// A cursor handed out under another set of shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleCursor;
+
+impl Cursors {
+    fn tag(&self) -> u64 {
+        self.generation & 0xff
+    }
+
+    /// The client's cursor for `cursor` on `shard`; `None` when it does not fit.
+    pub fn encode(&self, cursor: u64, shard: usize) -> Option<u64> {
+        let plain = cursor
+            .checked_mul(self.shards as u64)?
+            .checked_add(shard as u64)?;
+        if plain >> 56 != 0 {
+            return None;
+        }
+        Some(plain << 8 | self.tag())
+    }
+
+    /// The shard and the shard's own cursor that a client cursor names.
+    pub fn decode(&self, cursor: u64) -> Result<(usize, u64), StaleCursor> {
+        if cursor == 0 {
+            return Ok((0, 0));
+        }
+        if cursor & 0xff != self.tag() {
+            return Err(StaleCursor);
+        }
+        let plain = cursor >> 8;
+        let shards = self.shards as u64;
+        Ok(((plain % shards) as usize, plain / shards))
+    }
 }
 
 /// One shard's SCAN page: its cursor, and its keys without shardis' own (not the client's to
@@ -474,16 +507,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_name_their_shard() {
+    fn cursors_name_their_shard_and_generation() {
         for shards in [1, 2, 3, 7] {
-            for shard in 0..shards {
-                for cursor in [0u64, 1, 5, 1 << 40] {
-                    let c = encode_cursor(cursor, shard, shards).unwrap();
-                    assert_eq!(decode_cursor(c, shards), (shard, cursor));
+            for generation in [0, 1, 255, 256, 1_000] {
+                let cursors = Cursors { shards, generation };
+                for shard in 0..shards {
+                    for cursor in [0u64, 1, 5, 1 << 40] {
+                        let c = cursors.encode(cursor, shard).unwrap();
+                        assert_eq!(cursors.decode(c), Ok((shard, cursor)));
+                        // Another generation's cursor is refused; 0 always starts a scan.
+                        let next = Cursors {
+                            generation: generation + 1,
+                            ..cursors
+                        };
+                        let want = if c == 0 { Ok((0, 0)) } else { Err(StaleCursor) };
+                        assert_eq!(next.decode(c), want, "{c}");
+                    }
                 }
+                assert_eq!(cursors.decode(0), Ok((0, 0)));
             }
         }
-        assert_eq!(encode_cursor(u64::MAX, 1, 3), None);
+        let cursors = Cursors {
+            shards: 3,
+            generation: 0,
+        };
+        assert_eq!(cursors.encode(u64::MAX, 1), None);
+        assert_eq!(cursors.encode(1 << 55, 1), None);
     }
 
     #[test]
