@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{info_field, shards_toml, Cluster, Raw, Redis, Shardis};
 
@@ -562,48 +562,9 @@ fn scan_fills_count_across_shards() {
     assert_eq!((cursor, keys.len()), (0, 40));
     // A small COUNT walks every shard and returns each key exactly once.
     set_many(&mut c, "spread", 20);
-    let mut seen = Vec::new();
-    let mut cursor = 0u64;
-    let started = Instant::now();
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(7)
-            .query(&mut c)
-            .unwrap();
-        seen.extend(keys);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "SCAN never ended"
-        );
-    }
+    let seen = common::scan_all(&mut c, &["COUNT", "7"]);
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (60, 60));
-}
-
-/// Every key a full SCAN walk returns, cursor by cursor, with these options.
-fn scan_all(c: &mut redis::Connection, options: &[&str]) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut cursor = 0u64;
-    for _ in 0..10_000 {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor);
-        for o in options {
-            cmd.arg(*o);
-        }
-        let (next, keys): (u64, Vec<String>) = cmd.query(c).unwrap();
-        seen.extend(keys);
-        if next == 0 {
-            return seen;
-        }
-        cursor = next;
-    }
-    panic!("SCAN {options:?} did not end within 10,000 calls");
 }
 
 /// The same keys in a plain redis-server and behind the proxy: a full SCAN walk with MATCH,
@@ -633,8 +594,8 @@ fn scan_walks_return_what_redis_returns() {
         &["TYPE", "hash"],
         &["TYPE", "string", "COUNT", "7"],
     ] {
-        let through = scan_all(&mut c, options);
-        let direct = scan_all(&mut r, options);
+        let through = common::scan_all(&mut c, options);
+        let direct = common::scan_all(&mut r, options);
         let unique: BTreeSet<&String> = through.iter().collect();
         assert_eq!(unique.len(), through.len(), "{options:?}: a key twice");
         assert_eq!(

@@ -343,6 +343,27 @@ pub fn shards_at(primaries: impl IntoIterator<Item = String>) -> String {
         .collect()
 }
 
+/// Every key a full SCAN walk through `c` returns, cursor by cursor, with these options (in
+/// the order returned, repeats kept), within 10,000 calls.
+pub fn scan_all(c: &mut redis::Connection, options: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = 0u64;
+    for _ in 0..10_000 {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor);
+        for o in options {
+            cmd.arg(*o);
+        }
+        let (next, keys): (u64, Vec<String>) = cmd.query(c).unwrap();
+        seen.extend(keys);
+        if next == 0 {
+            return seen;
+        }
+        cursor = next;
+    }
+    panic!("SCAN {options:?} did not end within 10,000 calls");
+}
+
 /// SETs `k0` .. `k{n-1}` to their numbers through `c`, and reads them back with one MGET.
 pub fn set_and_read_back(c: &mut redis::Connection, n: i64) {
     for i in 0..n {
