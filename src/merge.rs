@@ -164,6 +164,8 @@ pub type ConfigOverrides = Vec<(&'static str, String)>;
 /// configuration order), then the proxy's own value for what it decides itself (`overrides`),
 /// and an empty one for credentials.
 /// Where primaries disagree the first shard's value is answered and the difference is logged.
+/// A shard that cannot answer is left out (a tool asking on connect should not fail because
+/// one shard is down); an error only when none answered.
 pub fn config_get(
     replies: Vec<Reply>,
     proto: Proto,
@@ -171,7 +173,20 @@ pub fn config_get(
 ) -> Result<Value, Bytes> {
     let mut merged: Vec<(Bytes, Bytes)> = Vec::new();
     let mut differ: Vec<String> = Vec::new();
-    for tree in decode_all(replies, proto)? {
+    let mut answered = Vec::new();
+    let mut failure = None;
+    for reply in replies {
+        match decode_all(vec![reply], proto) {
+            Ok(trees) => answered.extend(trees),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if answered.is_empty() {
+        return Err(failure.unwrap_or_else(unexpected));
+    }
+    for tree in answered {
         let pairs = tree.pairs().ok_or_else(unexpected)?;
         for (name, value) in pairs {
             let (Tree::Str(name), Tree::Str(value)) = (name, value) else {
@@ -499,6 +514,21 @@ mod tests {
                 (Value::bulk("databases"), Value::bulk("1")),
             ])
         );
+        // A shard that is down is left out; with none answering, its error.
+        let down = || -> Reply {
+            Err(crate::backend::BackendError::Unavailable {
+                node: Arc::from("shard 'a'"),
+                reason: "primary is down".into(),
+            })
+        };
+        let b = ok("*2\r\n$9\r\nmaxmemory\r\n$3\r\n200\r\n");
+        let v = config_get(vec![down(), b], Proto::Resp2, &Vec::new()).unwrap();
+        assert_eq!(
+            v,
+            Value::Map(vec![(Value::bulk("maxmemory"), Value::bulk("200"))])
+        );
+        let e = config_get(vec![down()], Proto::Resp2, &Vec::new()).unwrap_err();
+        assert!(e.starts_with(b"-ERR shard 'a' unavailable"), "{e:?}");
     }
 
     #[test]

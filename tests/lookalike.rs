@@ -437,6 +437,13 @@ fn config_set_and_resets_reach_every_node_only_when_allowed() {
         .to_string();
     assert!(err.contains("failed on 1 of 3 nodes"), "{err}");
     assert!(err.contains(&down), "{err}");
+    // CONFIG GET still answers, from the shards that can.
+    let got: HashMap<String, String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got["maxmemory"], "8000000");
 }
 
 #[test]
