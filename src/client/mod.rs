@@ -736,7 +736,8 @@ async fn dispatch(
                 Merge::Flush => (flush_script(&req), Extra::None),
                 // To each node on a connection of its own, waiting for no replica.
                 Merge::Kill | Merge::EveryNode | Merge::FunctionStats => {
-                    if is_resetstat(&req) {
+                    // The nodes reset their figures; the proxy resets its own with them.
+                    if cmd.name() == "config|resetstat" {
                         proxy.reset_stats();
                     }
                     return every_node(proxy, topology, session, &req, merge);
@@ -922,14 +923,6 @@ fn every_node(
         .map(|(node, rx)| PartReply::at_node(rx, node))
         .collect();
     Slot::merging(merge, parts, session.proto)
-}
-
-/// CONFIG RESETSTAT: the proxy's own figures are reset too, as the nodes reset theirs.
-fn is_resetstat(req: &Request) -> bool {
-    let args = req.args();
-    args.len() == 2
-        && args[0].eq_ignore_ascii_case(b"config")
-        && args[1].eq_ignore_ascii_case(b"resetstat")
 }
 
 /// What CONFIG GET reports from the proxy rather than the nodes: what the client talks to
