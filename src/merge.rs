@@ -133,24 +133,37 @@ impl Tree {
     }
 }
 
-/// Every part's reply decoded, or the reply the client gets instead: the first failure or
-/// error reply, or an error naming a reply that could not be read.
+/// One part's reply decoded, or the reply the client gets instead: its failure or error
+/// reply, or an error naming a reply that could not be read.
+fn decode_one(reply: Reply, proto: Proto) -> Result<Tree, Bytes> {
+    let frame = reply.map_err(|e| encode::error_bytes(&format!("ERR {e}")))?;
+    if crate::resp::reply::is_error(&frame) {
+        return Err(frame);
+    }
+    Tree::decode(&frame, proto).ok_or_else(unexpected)
+}
+
+/// Every part's reply decoded, or the first part's failure ([`decode_one`]).
 fn decode_all(replies: Vec<Reply>, proto: Proto) -> Result<Vec<Tree>, Bytes> {
-    let mut trees = Vec::with_capacity(replies.len());
+    replies.into_iter().map(|r| decode_one(r, proto)).collect()
+}
+
+/// The replies of the parts that answered, decoded; the first failure only when none did.
+fn decode_answered(replies: Vec<Reply>, proto: Proto) -> Result<Vec<Tree>, Bytes> {
+    let mut answered = Vec::with_capacity(replies.len());
+    let mut failure = None;
     for reply in replies {
-        let frame = match reply {
-            Ok(frame) => frame,
-            Err(e) => return Err(encode::error_bytes(&format!("ERR {e}"))),
-        };
-        if crate::resp::reply::is_error(&frame) {
-            return Err(frame);
-        }
-        match Tree::decode(&frame, proto) {
-            Some(tree) => trees.push(tree),
-            None => return Err(unexpected()),
+        match decode_one(reply, proto) {
+            Ok(tree) => answered.push(tree),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
         }
     }
-    Ok(trees)
+    if answered.is_empty() {
+        return Err(failure.unwrap_or_else(unexpected));
+    }
+    Ok(answered)
 }
 
 fn unexpected() -> Bytes {
@@ -173,20 +186,7 @@ pub fn config_get(
 ) -> Result<Value, Bytes> {
     let mut merged: Vec<(Bytes, Bytes)> = Vec::new();
     let mut differ: Vec<String> = Vec::new();
-    let mut answered = Vec::new();
-    let mut failure = None;
-    for reply in replies {
-        match decode_all(vec![reply], proto) {
-            Ok(trees) => answered.extend(trees),
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    if answered.is_empty() {
-        return Err(failure.unwrap_or_else(unexpected));
-    }
-    for tree in answered {
+    for tree in decode_answered(replies, proto)? {
         let pairs = tree.pairs().ok_or_else(unexpected)?;
         for (name, value) in pairs {
             let (Tree::Str(name), Tree::Str(value)) = (name, value) else {
@@ -334,23 +334,8 @@ pub fn memory_stats(replies: Vec<Reply>, proto: Proto) -> Result<Value, Bytes> {
 pub fn function_stats(replies: Vec<Reply>) -> Result<Value, Bytes> {
     let mut running: Option<Tree> = None;
     let mut engines: Option<Vec<(Tree, Tree)>> = None;
-    let mut failure = None;
-    for reply in replies {
-        let frame = match reply {
-            Ok(frame) if !crate::resp::reply::is_error(&frame) => frame,
-            Ok(frame) => {
-                failure.get_or_insert(frame);
-                continue;
-            }
-            Err(e) => {
-                failure.get_or_insert_with(|| encode::error_bytes(&format!("ERR {e}")));
-                continue;
-            }
-        };
-        let pairs = Tree::decode(&frame, Proto::Resp2)
-            .and_then(Tree::pairs)
-            .ok_or_else(unexpected)?;
-        for (name, value) in pairs {
+    for tree in decode_answered(replies, Proto::Resp2)? {
+        for (name, value) in tree.pairs().ok_or_else(unexpected)? {
             match name.text() {
                 Some(b"running_script") if running.is_none() && value != Tree::Null => {
                     // name, command (an array of arguments), duration_ms
@@ -373,7 +358,7 @@ pub fn function_stats(replies: Vec<Reply>) -> Result<Value, Bytes> {
         }
     }
     let Some(engines) = engines else {
-        return Err(failure.unwrap_or_else(unexpected));
+        return Err(unexpected());
     };
     Ok(Tree::Map(vec![
         (
