@@ -925,19 +925,26 @@ fn every_node(
     Slot::merging(merge, parts, session.proto)
 }
 
-/// What CONFIG GET reports from the proxy rather than the nodes: what the client talks to
-/// (port, bind, the client limits, one database). Credentials are blanked by
-/// [`crate::command::is_credential`].
+/// What CONFIG GET reports from the proxy rather than the nodes, for each of
+/// [`command::PROXY_ANSWERED`]: what the client talks to (port, bind, the client limits, one
+/// database). Credentials are blanked by [`crate::command::is_credential`].
 fn config_overrides(proxy: &Proxy) -> crate::merge::ConfigOverrides {
     let config = proxy.config();
     let addr = proxy.listen_addr();
-    vec![
-        ("port", addr.port().to_string()),
-        ("bind", addr.ip().to_string()),
-        ("databases", "1".into()),
-        ("maxclients", config.client.max_clients.to_string()),
-        ("timeout", config.client.idle_timeout.as_secs().to_string()),
-    ]
+    command::PROXY_ANSWERED
+        .iter()
+        .map(|&name| {
+            let value = match name {
+                "port" => addr.port().to_string(),
+                "bind" => addr.ip().to_string(),
+                "databases" => "1".into(),
+                "maxclients" => config.client.max_clients.to_string(),
+                "timeout" => config.client.idle_timeout.as_secs().to_string(),
+                other => unreachable!("no proxy value for CONFIG parameter {other}"),
+            };
+            (name, value)
+        })
+        .collect()
 }
 
 fn error(msg: &str) -> Slot {

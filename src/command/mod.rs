@@ -6,7 +6,7 @@ mod table;
 
 pub use plan::{
     identify, is_credential, plan, plan_and_flags, plan_args, printable, wrong_arity, Local, Merge,
-    Part, Plan, Policy, PubSubCommand, TxCommand, CROSSSLOT,
+    Part, Plan, Policy, PubSubCommand, TxCommand, CROSSSLOT, PROXY_ANSWERED,
 };
 pub use spec::CommandSpec;
 

@@ -496,12 +496,11 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
 
 const ONE_DB: &str = "only database 0 is served";
 
-/// Parameters CONFIG SET may not change through the proxy: the nodes' credentials and
-/// addresses (the proxy would lose its own connections), and where a node writes its files
-/// (the classic way to turn CONFIG SET into writing any file the server's user may).
+/// Parameters CONFIG SET may not change through the proxy, beside credentials
+/// ([`is_credential`]), `tls-*` and [`PROXY_ANSWERED`]: the nodes' listeners (the proxy would
+/// lose its own connections), and where a node writes its files (the classic way to turn
+/// CONFIG SET into writing any file the server's user may).
 const CONFIG_SET_REFUSED: &[&str] = &[
-    "port",
-    "bind",
     "tls-port",
     "unixsocket",
     "dir",
@@ -509,11 +508,11 @@ const CONFIG_SET_REFUSED: &[&str] = &[
     "appenddirname",
     "appendfilename",
     "logfile",
-    // CONFIG GET answers these from the proxy: a node's would change behind its back.
-    "timeout",
-    "maxclients",
-    "databases",
 ];
+
+/// The CONFIG parameters the proxy answers itself in CONFIG GET (what the client talks to),
+/// and so refuses in CONFIG SET: a node's value would change behind the proxy's back.
+pub const PROXY_ANSWERED: &[&str] = &["port", "bind", "databases", "maxclients", "timeout"];
 
 /// Whether a CONFIG parameter holds a credential (`requirepass`, `masterauth`, `masteruser`,
 /// `tls-key-file-pass`, Valkey's `primaryauth` ...): never shown by CONFIG GET through the
@@ -537,6 +536,7 @@ fn node_admin(name: &str, args: &[Bytes], policy: &Policy) -> Plan {
         for param in args[2..].iter().step_by(2) {
             let lower = String::from_utf8_lossy(param).to_ascii_lowercase();
             if CONFIG_SET_REFUSED.contains(&lower.as_str())
+                || PROXY_ANSWERED.contains(&lower.as_str())
                 || lower.starts_with("tls-")
                 || is_credential(param)
             {
