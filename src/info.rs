@@ -58,12 +58,18 @@ impl Request {
         let want = |s: &str| {
             every || (default && !NOT_DEFAULT.contains(&s)) || wanted.iter().any(|w| w == s)
         };
+        // /proc is read once, and only for the sections that show it.
+        let process = if want("memory") || want("cpu") {
+            Process::read()
+        } else {
+            Process::default()
+        };
         let sections = SECTIONS
             .iter()
             .filter(|s| want(s))
             .map(|&s| {
                 let mut text = String::new();
-                own_lines(&mut text, s, proxy, topology);
+                own_lines(&mut text, s, proxy, topology, &process);
                 (s, text)
             })
             .collect();
@@ -117,7 +123,13 @@ fn run_id() -> &'static str {
 }
 
 /// The proxy's own lines for a section.
-fn own_lines(text: &mut String, section: &str, proxy: &Proxy, topology: &Topology) {
+fn own_lines(
+    text: &mut String,
+    section: &str,
+    proxy: &Proxy,
+    topology: &Topology,
+    process: &Process,
+) {
     let stats = &proxy.stats;
     let t = &proxy.telemetry;
     let config = proxy.config();
@@ -195,7 +207,6 @@ fn own_lines(text: &mut String, section: &str, proxy: &Proxy, topology: &Topolog
             kv(text, "clients_in_timeout_table", 0);
         }
         "memory" => {
-            let process = Process::read();
             kv(text, "proxy_used_memory_rss", process.rss);
             kv(text, "proxy_used_memory_rss_human", human(process.rss));
             kv(text, "proxy_used_memory_peak", process.peak_rss);
@@ -231,7 +242,6 @@ fn own_lines(text: &mut String, section: &str, proxy: &Proxy, topology: &Topolog
             kv(text, "role", "master");
         }
         "cpu" => {
-            let process = Process::read();
             kv(text, "used_cpu_sys", format!("{:.6}", process.cpu_sys));
             kv(text, "used_cpu_user", format!("{:.6}", process.cpu_user));
             kv(text, "used_cpu_sys_children", "0.000000");
