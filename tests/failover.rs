@@ -515,16 +515,13 @@ fn old_primary_rejoins_as_replica() {
         assert_eq!(data.get(&format!("k:{i}")), Some(&i.to_string()), "k:{i}");
     }
 
-    let s = wait_for(
+    let s = common::wait_node(
+        proxy.port(),
+        "a",
+        &old,
         "shardis to show the old primary as a healthy replica",
         Duration::from_secs(5),
-        || {
-            let s = shard_info(proxy.port(), "a");
-            match s.node(&old) {
-                Some(n) if n.role == "replica" && n.health == "up" => Ok(s),
-                _ => Err(format!("{s:?}")),
-            }
-        },
+        |n| n.role == "replica" && n.health == "up",
     );
     let primaries: Vec<&str> = s
         .nodes
@@ -612,16 +609,13 @@ fn read_from_replica_serves_reads_from_replicas() {
         i += 1;
         std::thread::sleep(Duration::from_millis(5));
     }
-    let s = wait_for(
+    let s = common::wait_node(
+        proxy.port(),
+        "a",
+        &rb.addr(),
         "shardis to stop reading from the stopped replica",
         Duration::from_secs(3),
-        || {
-            let s = shard_info(proxy.port(), "a");
-            match s.node(&rb.addr()) {
-                Some(n) if !n.readable => Ok(s),
-                _ => Err(format!("{s:?}")),
-            }
-        },
+        |n| !n.readable,
     );
     let b = s.node(&rb.addr()).unwrap();
     println!("stopped replica after {:?}: {b:?}", writing.elapsed());
@@ -817,16 +811,13 @@ fn mirror_mode_failover_keeps_acknowledged_writes() {
     // The old primary comes back empty: it is rebuilt as a copy of the new one and serves
     // reads again, with the new primary's data.
     p.restart();
-    wait_for(
+    common::wait_node(
+        proxy.port(),
+        "a",
+        &p.addr(),
         "the old primary to be rebuilt as a readable copy",
         Duration::from_secs(20),
-        || {
-            let s = shard_info(proxy.port(), "a");
-            match s.node(&p.addr()) {
-                Some(n) if n.readable && n.health == "up" => Ok(()),
-                _ => Err(format!("{s:?}")),
-            }
-        },
+        |n| n.readable && n.health == "up",
     );
     let primary = dump(port_of(&after.primary)).unwrap();
     let rebuilt = dump(p.port()).unwrap();

@@ -830,16 +830,13 @@ fn a_replica_in_a_full_resync_is_not_promoted() {
         },
     );
     // The proxy sees it too.
-    wait_for(
+    common::wait_node(
+        proxy.port(),
+        "a",
+        &replica.addr(),
         "the proxy to see the replica out of sync",
         Duration::from_secs(5),
-        || {
-            let s = shard_info(proxy.port(), "a");
-            match s.node(&replica.addr()) {
-                Some(n) if !n.readable => Ok(()),
-                _ => Err(format!("{s:?}")),
-            }
-        },
+        |n| !n.readable,
     );
     let epoch = shard_info(proxy.port(), "a").epoch;
     primary.proc.kill();

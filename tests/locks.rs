@@ -1095,16 +1095,13 @@ fn tokens_grow_across_a_failover_that_lost_grants() {
     );
     // Stopped, it is slow rather than dead (that takes down_after), but its link is down:
     // grants stop waiting for it.
-    wait_for(
+    common::wait_node(
+        proxy.port(),
+        "a",
+        &r.addr(),
         "shardis to stop counting the stopped replica",
         Duration::from_secs(15),
-        || {
-            let s = shard_info(proxy.port(), "a");
-            match s.node(&r.addr()) {
-                Some(n) if !n.readable => Ok(()),
-                _ => Err(format!("{s:?}")),
-            }
-        },
+        |n| !n.readable,
     );
 
     // Grants only the primary has.

@@ -680,6 +680,25 @@ pub fn shard_info(proxy_port: u16, name: &str) -> ShardInfo {
         .unwrap_or_else(|| panic!("no shard {name:?} in INFO shards: {shards:?}"))
 }
 
+/// Waits until shardis' `INFO shards` shows node `addr` of shard `name` as `ok` says, for at
+/// most `within`; returns the shard as last seen.
+pub fn wait_node(
+    proxy_port: u16,
+    name: &str,
+    addr: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&NodeInfo) -> bool,
+) -> ShardInfo {
+    wait_for(what, within, || {
+        let s = shard_info(proxy_port, name);
+        match s.node(addr) {
+            Some(n) if ok(n) => Ok(s),
+            _ => Err(format!("{s:?}")),
+        }
+    })
+}
+
 /// Waits until shardis shows shard `name` up with `primary`, `replicas` replicas, every node
 /// healthy and every replica readable (following the primary, caught up).
 pub fn wait_ready(proxy: &Shardis, name: &str, primary: &str, replicas: usize) -> ShardInfo {
