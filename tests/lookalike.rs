@@ -24,17 +24,6 @@ fn number(info: &str, field: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{field} is not a number:\n{info}"))
 }
 
-/// SETs `{prefix}0` .. `{prefix}{n-1}` to their numbers.
-fn set_many(c: &mut redis::Connection, prefix: &str, n: usize) {
-    for i in 0..n {
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}{i}"))
-            .arg(i)
-            .query(c)
-            .unwrap();
-    }
-}
-
 fn field_names(line: &str) -> Vec<String> {
     line.split_whitespace()
         .filter_map(|kv| kv.split_once('='))
@@ -139,7 +128,7 @@ fn info_has_redis_sections_and_sums_the_primaries() {
             .unwrap();
     }
     let mut c = cluster.proxy.conn();
-    set_many(&mut c, "k", 200);
+    common::set_many(&mut c, "k", 200);
     let plain = Redis::start();
     let everything = info(cluster.proxy.port(), "everything");
     let redis_everything = info(plain.port(), "everything");
@@ -270,7 +259,7 @@ fn blocked_clients_counts_a_client_waiting_in_a_pop() {
 fn redis_cli_stat_shows_real_numbers() {
     let cluster = Cluster::start("");
     let mut c = cluster.proxy.conn();
-    set_many(&mut c, "k", 50);
+    common::set_many(&mut c, "k", 50);
     // redis-cli writes --stat rows to a pipe in blocks: line-buffer it so the rows printed
     // before `timeout` stops it are kept.
     let output = Command::new("timeout")
@@ -471,7 +460,7 @@ fn slowlog_latency_memory_function_stats_and_lastsave_merge_the_primaries() {
             .unwrap();
     }
     let mut c = cluster.proxy.conn();
-    set_many(&mut c, "k", 30);
+    common::set_many(&mut c, "k", 30);
     let lens: i64 = cluster
         .nodes
         .iter()
@@ -568,7 +557,7 @@ fn scan_fills_count_across_shards() {
         .unwrap();
     assert_eq!((cursor, keys.len()), (0, 40));
     // A small COUNT walks every shard and returns each key exactly once.
-    set_many(&mut c, "spread", 20);
+    common::set_many(&mut c, "spread", 20);
     let seen = common::scan_all(&mut c, &["COUNT", "7"]);
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (60, 60));
@@ -583,7 +572,7 @@ fn scan_walks_return_what_redis_returns() {
     let mut c = cluster.proxy.conn();
     let mut r = plain.conn();
     for conn in [&mut c, &mut r] {
-        set_many(conn, "s:", 40);
+        common::set_many(conn, "s:", 40);
         for i in 0..25 {
             let _: () = redis::cmd("HSET")
                 .arg(format!("h:{i}"))

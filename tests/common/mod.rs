@@ -364,15 +364,20 @@ pub fn scan_all(c: &mut redis::Connection, options: &[&str]) -> Vec<String> {
     panic!("SCAN {options:?} did not end within 10,000 calls");
 }
 
-/// SETs `k0` .. `k{n-1}` to their numbers through `c`, and reads them back with one MGET.
-pub fn set_and_read_back(c: &mut redis::Connection, n: i64) {
+/// SETs `{prefix}0` .. `{prefix}{n-1}` to their numbers through `c`.
+pub fn set_many(c: &mut redis::Connection, prefix: &str, n: usize) {
     for i in 0..n {
         let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
+            .arg(format!("{prefix}{i}"))
             .arg(i)
             .query(c)
             .unwrap();
     }
+}
+
+/// SETs `k0` .. `k{n-1}` to their numbers through `c`, and reads them back with one MGET.
+pub fn set_and_read_back(c: &mut redis::Connection, n: i64) {
+    set_many(c, "k", n as usize);
     let got: Vec<i64> = redis::cmd("MGET")
         .arg((0..n).map(|i| format!("k{i}")).collect::<Vec<_>>())
         .query(c)
