@@ -16,39 +16,10 @@
 //! and command of the shards its scripts run on.
 
 use bytes::Bytes;
-use serde::Deserialize;
 
 use crate::command::spec::flags::{ADMIN, READONLY, WRITE};
 use crate::command::{identify, key_positions, CommandId};
-use crate::config::Secret;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    ReadOnly,
-    ReadWrite,
-    Admin,
-}
-
-/// One `[[users]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    pub name: String,
-    pub password: Secret,
-    pub role: Role,
-    /// Keys this user may name; empty for every key.
-    #[serde(default)]
-    pub key_prefixes: Vec<String>,
-    /// Pub/sub channels this user may publish to, subscribe to or ask about; empty for every
-    /// channel. When not given, the key prefixes: a tenant's channels are named like its keys.
-    #[serde(default)]
-    pub channel_prefixes: Option<Vec<String>>,
-    /// Whether a user other than `admin` may run scripts and functions (EVAL, EVALSHA, FCALL
-    /// and their read-only forms, SCRIPT LOAD): unconfined, see the module's doc.
-    #[serde(default)]
-    pub allow_scripts: bool,
-}
+use crate::config::{Role, User};
 
 /// Commands that act on the whole fleet or on other clients, or change or show the code other
 /// tenants run: `admin` only.
@@ -257,7 +228,7 @@ fn fixed_part(pattern: &[u8]) -> &[u8] {
 pub fn keys_named(args: &[Bytes], cmd: CommandId) -> Vec<Bytes> {
     let Some(spec) = cmd.spec() else {
         // Not in the table: a lock command, or SHARDIS (keyless).
-        if !crate::lock::COMMANDS
+        if !crate::command::lock::COMMANDS
             .iter()
             .any(|(name, ..)| *name == cmd.name())
         {

@@ -251,7 +251,7 @@ fn check_password(
     proxy: &Proxy,
     user: Option<&[u8]>,
     password: &[u8],
-) -> Option<Option<Arc<crate::acl::User>>> {
+) -> Option<Option<Arc<crate::config::User>>> {
     let config = proxy.config();
     match user {
         None | Some(b"default") => match &config.password {

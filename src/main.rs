@@ -34,17 +34,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Local demo: start redis-server children on free loopback ports and serve them.
-    Dev(shardis::dev::DevArgs),
+    Dev(shardis::modes::dev::DevArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(yaml) = &cli.from_twemproxy {
-        return shardis::twemproxy::run(yaml);
+        return shardis::modes::twemproxy::run(yaml);
     }
     if let Some(Command::Dev(args)) = cli.command {
         shardis::telemetry::init_logging(&Default::default());
-        return shardis::dev::run(args);
+        return shardis::modes::dev::run(args);
     }
     let mut config = match Config::load(&cli.config) {
         Ok(config) => config,

@@ -73,7 +73,7 @@ impl Proxy {
     }
 
     /// Which commands the current configuration allows beyond the defaults.
-    pub fn policy(&self) -> crate::command::Policy {
+    pub fn policy(&self) -> crate::config::Policy {
         self.config.load().policy.clone()
     }
 
@@ -222,7 +222,7 @@ impl Server {
         let tls = match &config.tls {
             Some(t) => {
                 let acceptor =
-                    crate::tls::acceptor(&t.cert, &t.key).map_err(std::io::Error::other)?;
+                    crate::net::tls::acceptor(&t.cert, &t.key).map_err(std::io::Error::other)?;
                 let listener = TcpListener::bind(t.listen).await.map_err(|e| {
                     std::io::Error::new(e.kind(), format!("tls.listen {}: {e}", t.listen))
                 })?;
@@ -377,7 +377,7 @@ impl Server {
                         if refused {
                             return refuse(tls).await;
                         }
-                        match crate::tls::bridge(tls, slot) {
+                        match crate::net::tls::bridge(tls, slot) {
                             Ok(socket) => {
                                 crate::client::serve(proxy, socket, peer, laddr, id).await
                             }

@@ -25,8 +25,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::mirror::{self, Mirror, Target};
 use super::{BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait};
 use crate::config::BackendSettings;
+use crate::net::socket::{Reader, Socket};
 use crate::resp::{encode, reply, Proto, ReplyFramer};
-use crate::socket::{Reader, Socket};
 
 /// A node connection: plain TCP, or the socket of a TLS bridge.
 enum Connected {
@@ -328,7 +328,7 @@ impl ConnTask {
         };
         let _ = stream.set_nodelay(true);
         match (&backend.tls_ca, backend.tls) {
-            (Some(ca), true) => crate::tls::connect(
+            (Some(ca), true) => crate::net::tls::connect(
                 stream,
                 &self.settings.addr,
                 ca,

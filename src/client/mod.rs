@@ -28,9 +28,9 @@ use crate::command::{self, printable, CommandId, Local, Merge, Part, Plan, TxCom
 use crate::config::ReplicationMode;
 use crate::info;
 use crate::lock;
+use crate::net::socket::{Reader, Socket};
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
 use crate::server::Proxy;
-use crate::socket::{Reader, Socket};
 use crate::telemetry::LogLimit;
 use crate::topology::{failed, NodeCall, Topology};
 
@@ -53,7 +53,7 @@ pub struct Session {
     pub authenticated: bool,
     /// The `[[users]]` entry it authenticated as; `None` for the default user (the top-level
     /// password, or no password), who may run everything.
-    pub user: Option<Arc<crate::acl::User>>,
+    pub user: Option<Arc<crate::config::User>>,
     /// Failed AUTHs in a row: each is answered later than the one before.
     auth_failures: u32,
     /// When the last failed AUTH is answered; the next one's delay starts there.
@@ -892,8 +892,8 @@ fn flush_script(req: &Request) -> Bytes {
         &b"EVAL"[..],
         lock::scripts::FLUSH.as_bytes(),
         b"2",
-        lock::EPOCH_KEY,
-        lock::STATE_KEY,
+        crate::command::lock::EPOCH_KEY,
+        crate::command::lock::STATE_KEY,
     ];
     let args: Vec<&[u8]> = head
         .into_iter()

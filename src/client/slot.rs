@@ -139,7 +139,7 @@ impl Slot {
 
 /// Whether a bulk string reply names one of shardis' own keys.
 fn reserved(frame: &Bytes) -> bool {
-    reply::bulk_payload(frame).is_some_and(|k| crate::lock::is_reserved(&k))
+    reply::bulk_payload(frame).is_some_and(|k| crate::command::lock::is_reserved(&k))
 }
 
 fn flatten(result: Result<Reply, oneshot::error::RecvError>) -> Reply {

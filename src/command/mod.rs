@@ -1,12 +1,13 @@
 //! Commands: the Redis 7 command table, where each command's keys are, and how it is routed.
 
+pub mod lock;
 mod plan;
 pub mod spec;
 mod table;
 
 pub use plan::{
     identify, is_credential, plan, plan_and_flags, plan_args, printable, wrong_arity, Local, Merge,
-    Part, Plan, Policy, PubSubCommand, TxCommand, CROSSSLOT, PROXY_ANSWERED,
+    Part, Plan, PubSubCommand, TxCommand, CROSSSLOT, PROXY_ANSWERED,
 };
 pub use spec::CommandSpec;
 
@@ -58,14 +59,14 @@ impl CommandId {
         CommandId(index as u16)
     }
 
-    /// One of the proxy's own commands, by its place in [`crate::lock::COMMANDS`].
+    /// One of the proxy's own commands, by its place in [`crate::command::lock::COMMANDS`].
     pub fn own(index: usize) -> CommandId {
         CommandId((table::COMMANDS.len() + index) as u16)
     }
 
     /// `SHARDIS ...`, the proxy's administration command.
     pub fn admin() -> CommandId {
-        CommandId((table::COMMANDS.len() + crate::lock::COMMANDS.len()) as u16)
+        CommandId((table::COMMANDS.len() + crate::command::lock::COMMANDS.len()) as u16)
     }
 
     /// CLIENT SETINFO (Redis 7.2), which the command table, taken from Redis 7.0, lacks.
@@ -98,7 +99,7 @@ impl CommandId {
     /// Redis's lower-case name (`client|list` for a subcommand), or `unknown`.
     pub fn name(self) -> &'static str {
         let i = self.index();
-        let own = crate::lock::COMMANDS;
+        let own = crate::command::lock::COMMANDS;
         match table::COMMANDS.get(i) {
             Some(spec) => spec.name,
             None if self == Self::admin() => "shardis",

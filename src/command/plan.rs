@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::spec::flags::{ADMIN, CONTAINER, PUBSUB, READONLY, WRITE};
 use super::{is_blocking, key_positions, lookup, lookup_sub, CommandId, CommandSpec};
+use crate::config::Policy;
 use crate::resp::{encode, Request};
 use crate::routing::Router;
 
@@ -45,7 +46,7 @@ pub enum Plan {
     /// A subscription command: the session's subscriber connections carry it.
     PubSub(PubSubCommand),
     /// A fenced-lock command (or a SET under the lock prefix), for the shard of its key.
-    Lock(Box<crate::lock::LockCommand>),
+    Lock(Box<crate::command::lock::LockCommand>),
 }
 
 /// The transaction commands other than WATCH.
@@ -66,18 +67,6 @@ pub enum PubSubCommand {
     PUnsubscribe,
     SSubscribe,
     SUnsubscribe,
-}
-
-/// Which commands the operator allows beyond the defaults, and which keys are locks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
-    /// FLUSHDB and FLUSHALL, sent to every shard.
-    pub allow_flush: bool,
-    /// KEYS (it walks every key of every shard, blocking each) is refused unless allowed.
-    pub allow_keys: bool,
-    /// CONFIG SET, CONFIG RESETSTAT, SLOWLOG RESET and LATENCY RESET, sent to every node.
-    pub allow_node_admin: bool,
-    pub locks: crate::config::LockSettings,
 }
 
 /// One shard's share of a split request.
@@ -183,7 +172,7 @@ pub fn plan_and_flags(req: &Request, router: &Router, policy: &Policy) -> (Plan,
 
 /// [`plan_and_flags`] for a command given as its arguments.
 pub fn plan_args(args: &[Bytes], router: &Router, policy: &Policy) -> (Plan, u32, CommandId) {
-    if let Some((plan, id)) = crate::lock::plan(args, router, policy) {
+    if let Some((plan, id)) = crate::command::lock::plan(args, router, policy) {
         let flags = match &plan {
             Plan::Lock(l) if !l.op.writes() => READONLY,
             _ => WRITE,
@@ -269,12 +258,11 @@ fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, (Plan, CommandId)> {
 /// Routes a resolved command.
 fn route(spec: &'static CommandSpec, args: &[Bytes], router: &Router, policy: &Policy) -> Plan {
     let keys = key_positions(spec, args);
-    if let Some(&k) = keys
-        .as_ref()
-        .ok()
-        .and_then(|keys| keys.iter().find(|&&k| crate::lock::is_reserved(&args[k])))
-    {
-        return Plan::Error(crate::lock::reserved_key(&args[k]));
+    if let Some(&k) = keys.as_ref().ok().and_then(|keys| {
+        keys.iter()
+            .find(|&&k| crate::command::lock::is_reserved(&args[k]))
+    }) {
+        return Plan::Error(crate::command::lock::reserved_key(&args[k]));
     }
     if let Some(at) = names_reserved(spec.name, args) {
         return Plan::Error(format!(
@@ -409,7 +397,7 @@ fn special(spec: &CommandSpec, args: &[Bytes], router: &Router, policy: &Policy)
         },
         "sort" | "sort_ro" => return sort_patterns_refused(args, router),
         "set" if policy.locks.in_namespace(&args[1]) => {
-            crate::lock::plan_set(args, router, policy)
+            crate::command::lock::plan_set(args, router, policy)
         }
         "scan" => Plan::Scan,
         "keys" if policy.allow_keys => Plan::Broadcast(Merge::Concat),
@@ -557,7 +545,7 @@ fn sort_patterns_refused(args: &[Bytes], router: &Router) -> Option<Plan> {
     let home = router.shard_of(&args[1]);
     for (option, pattern) in super::sort_patterns(args) {
         let fixed = super::pattern_fixed_part(&pattern);
-        let reserved = crate::lock::RESERVED;
+        let reserved = crate::command::lock::RESERVED;
         if reserved.starts_with(fixed) || fixed.starts_with(reserved) {
             return Some(Plan::Error(format!(
                 "ERR {option} option of SORT denied: pattern '{}' could form shardis' reserved keys",

@@ -6,32 +6,18 @@
 //! replicas did not confirm) runs in a task of its own, and the client's reply slot waits for
 //! it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use super::{scripts, FenceToken, LockCommand, LockOp, EPOCH_KEY, STATE_KEY};
+use super::scripts;
 use crate::backend::{BackendError, NodeConn, Reply, Wait};
+use crate::command::lock::{FenceToken, LockCommand, LockOp, EPOCH_KEY, STATE_KEY};
 use crate::resp::{encode, reply, Proto, Value};
 use crate::topology::{failed, Shard};
-
-/// What a shard's locks did, for INFO.
-#[derive(Debug, Default)]
-pub struct LockStats {
-    pub grants: AtomicU64,
-    /// Grant refused because another owner holds the lock.
-    pub contended: AtomicU64,
-    /// Grant refused during the freeze after a failover, or while the primary's epoch record
-    /// differs from the proxy's.
-    pub frozen: AtomicU64,
-    /// Grant undone because the replicas did not confirm it in time.
-    pub not_replicated: AtomicU64,
-    /// FENCED or FENCE.ADVANCE refused with STALETOKEN.
-    pub stale: AtomicU64,
-}
 
 /// Sends `cmd` to `shard`'s primary; the receiver gets the client's reply, in `proto`.
 pub async fn dispatch(

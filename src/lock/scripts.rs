@@ -1,7 +1,7 @@
 //! The Lua scripts that keep lock state on a shard's primary.
 //!
 //! Every script gets the same three keys: `KEYS[1]` the lock key, `KEYS[2]` the shard's lock
-//! state hash ([`STATE_KEY`](super::STATE_KEY)) and `KEYS[3]` the shard's epoch key. The state
+//! state hash ([`STATE_KEY`](crate::command::lock::STATE_KEY)) and `KEYS[3]` the shard's epoch key. The state
 //! of one lock is the hash field named after the lock key:
 //!
 //! ```text

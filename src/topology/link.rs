@@ -117,7 +117,7 @@ impl Link {
         let stream = tcp(addr, timeout).await?;
         let mut link = match (backend.tls, &backend.tls_ca) {
             (true, Some(ca)) => {
-                let tls = crate::tls::connect(
+                let tls = crate::net::tls::connect(
                     stream,
                     addr,
                     ca,

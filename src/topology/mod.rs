@@ -197,6 +197,21 @@ impl View {
     }
 }
 
+/// What a shard's locks did, for INFO.
+#[derive(Debug, Default)]
+pub struct LockStats {
+    pub grants: AtomicU64,
+    /// Grant refused because another owner holds the lock.
+    pub contended: AtomicU64,
+    /// Grant refused during the freeze after a failover, or while the primary's epoch record
+    /// differs from the proxy's.
+    pub frozen: AtomicU64,
+    /// Grant undone because the replicas did not confirm it in time.
+    pub not_replicated: AtomicU64,
+    /// FENCED or FENCE.ADVANCE refused with STALETOKEN.
+    pub stale: AtomicU64,
+}
+
 /// One shard: its place on the ring, its nodes and its replication settings.
 pub struct Shard {
     pub name: Arc<str>,
@@ -220,7 +235,7 @@ pub struct Shard {
     locks_frozen_until_ms: AtomicU64,
     /// An epoch a reload asked the shard to move to (0: none); the monitor moves it.
     pub(crate) epoch_floor: AtomicU64,
-    pub lock_stats: crate::lock::LockStats,
+    pub lock_stats: LockStats,
     /// What keeps the shard from serving as it should ([`Problem`]), set by the monitor.
     problem: AtomicU8,
     /// True once the checks have said which node is primary (see [`Shard::confirm`]); until
@@ -383,7 +398,12 @@ impl Shard {
         let epoch = epoch.to_string();
         crate::resp::encode::command(
             &mut cmd,
-            [&b"SET"[..], crate::lock::EPOCH_KEY, epoch.as_bytes()].into_iter(),
+            [
+                &b"SET"[..],
+                crate::command::lock::EPOCH_KEY,
+                epoch.as_bytes(),
+            ]
+            .into_iter(),
         );
         let conn = node.pool.conn(Proto::Resp2, 0).clone();
         let rx = conn
@@ -609,7 +629,7 @@ fn build_shard(
         primary: nodes[0].clone(),
         replicas: nodes[1..].to_vec(),
     };
-    let lock_stats = crate::lock::LockStats::default();
+    let lock_stats = LockStats::default();
     if let Some(c) = &carried {
         let l = &lock_stats;
         for (counter, v) in [

@@ -473,7 +473,7 @@ impl Monitor {
     ) -> Result<(String, Option<Option<u64>>), String> {
         use redis_protocol::resp2::types::OwnedFrame;
         let mut link = self.control_link(addr).await?;
-        let commands: [&[&[u8]]; 2] = [&[b"ROLE"], &[b"MGET", crate::lock::EPOCH_KEY]];
+        let commands: [&[&[u8]]; 2] = [&[b"ROLE"], &[b"MGET", crate::command::lock::EPOCH_KEY]];
         let replies = link.call_many(&commands).await?;
         self.give_back(addr, link);
         let [role, record] = &replies[..] else {

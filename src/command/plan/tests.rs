@@ -334,7 +334,7 @@ fn stateful_and_fan_out_commands() {
     );
 }
 
-fn lock_op(p: Plan) -> crate::lock::LockOp {
+fn lock_op(p: Plan) -> crate::command::lock::LockOp {
     match p {
         Plan::Lock(l) => l.op,
         other => panic!("not a lock plan: {other:?}"),
@@ -347,7 +347,7 @@ fn is_error_starting(p: &Plan, prefix: &str) -> bool {
 
 #[test]
 fn set_under_the_lock_prefix_is_a_grant_or_refused() {
-    use crate::lock::LockOp;
+    use crate::command::lock::LockOp;
     let r = router();
     for (cmd, ttl) in [
         ("SET lock:a me NX PX 1500", 1500),
@@ -413,7 +413,7 @@ fn set_under_the_lock_prefix_is_a_grant_or_refused() {
 
 #[test]
 fn lock_commands_are_parsed_and_routed_by_their_key() {
-    use crate::lock::{FenceToken, LockOp};
+    use crate::command::lock::{FenceToken, LockOp};
     let r = router();
     let p = plan(&req("LOCK.ACQUIRE lock:{u} me 100"), &r);
     assert!(matches!(&p, Plan::Lock(l) if l.shard == r.shard_of(b"u")));

@@ -29,7 +29,7 @@ impl Monitor {
             .max()
             .unwrap_or(0);
         let next = view.epoch.max(stored).max(seen) + 1;
-        (next <= crate::lock::MAX_EPOCH).then_some(next)
+        (next <= crate::command::lock::MAX_EPOCH).then_some(next)
     }
 
     /// Compares the epoch the primary records with the shard's:

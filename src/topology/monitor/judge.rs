@@ -257,15 +257,16 @@ pub struct Candidate<'a> {
 }
 
 /// Whether an epoch record read from a node is one shardis could have written, given the
-/// shard's own epoch: at most [`MAX_RECORDED_EPOCH`](crate::lock::MAX_RECORDED_EPOCH), or at
+/// shard's own epoch: at most [`MAX_RECORDED_EPOCH`](crate::command::lock::MAX_RECORDED_EPOCH), or at
 /// most [`MAX_EPOCH_JUMP`] above the shard's epoch. A forged record above both is never adopted,
 /// so a forgery cannot use up the epochs a shard has left.
 pub fn credible(epoch: u64, shard_epoch: u64) -> bool {
-    epoch <= crate::lock::MAX_RECORDED_EPOCH || epoch <= shard_epoch.saturating_add(MAX_EPOCH_JUMP)
+    epoch <= crate::command::lock::MAX_RECORDED_EPOCH
+        || epoch <= shard_epoch.saturating_add(MAX_EPOCH_JUMP)
 }
 
 /// How far above its own epoch a shard follows a record past
-/// [`MAX_RECORDED_EPOCH`](crate::lock::MAX_RECORDED_EPOCH): other proxies' failovers since.
+/// [`MAX_RECORDED_EPOCH`](crate::command::lock::MAX_RECORDED_EPOCH): other proxies' failovers since.
 pub const MAX_EPOCH_JUMP: u64 = 1_000;
 
 /// Why a replica may not be promoted on its own account (see [`choose`] for one that holds
@@ -497,20 +498,20 @@ mod tests {
         assert!(!confirms("new:1", &r, &[], true, 1));
         // A forged record far above the shard does not count as newer.
         let mut forged = replica_of("new:1", 10);
-        forged.epoch = Some(crate::lock::MAX_EPOCH);
+        forged.epoch = Some(crate::command::lock::MAX_EPOCH);
         forged.link_up = false;
         assert!(confirms("new:1", &real, &[&forged], true, 1));
     }
 
     #[test]
     fn forged_records_far_above_the_shard_are_not_credible() {
-        let max = crate::lock::MAX_RECORDED_EPOCH;
+        let max = crate::command::lock::MAX_RECORDED_EPOCH;
         assert!(credible(7, 3));
         assert!(credible(max, 0));
         assert!(!credible(max + 1, 0));
         // Past the bound only by following this shard's own epochs.
         assert!(credible(max + 10, max + 5));
-        assert!(!credible(crate::lock::MAX_EPOCH, max));
+        assert!(!credible(crate::command::lock::MAX_EPOCH, max));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::super::link::{self, Link, LinkError};
 use super::super::Role;
+use crate::command::lock::{EPOCH_KEY, STATE_KEY};
 use crate::config::BackendSettings;
-use crate::lock::{EPOCH_KEY, STATE_KEY};
 
 /// What a node said about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +200,7 @@ fn read_check(replies: &[OwnedFrame]) -> Outcome {
         OwnedFrame::Array(v) => match v.first().and_then(link::text) {
             None => {}
             Some(r) => match r.parse::<u64>() {
-                Ok(e) if e <= crate::lock::MAX_EPOCH => probe.epoch = Some(e),
+                Ok(e) if e <= crate::command::lock::MAX_EPOCH => probe.epoch = Some(e),
                 _ => probe.bad_epoch = Some(r.chars().take(40).collect()),
             },
         },

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use super::{is_reserved, FenceToken, LockCommand, LockOp};
-use crate::command::{plan_args, printable, wrong_arity, CommandId, Plan, Policy, CROSSSLOT};
+use crate::command::{plan_args, printable, wrong_arity, CommandId, Plan, CROSSSLOT};
+use crate::config::Policy;
 use crate::resp::parse_i64;
 use crate::routing::Router;
 

@@ -14,12 +14,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::command::Policy;
 use crate::resp::Limits;
 use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
 mod duration;
 mod env;
+mod users;
+
+pub use users::{Role, Secret, User};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +91,7 @@ struct RawConfig {
     #[serde(default)]
     locks: RawLocks,
     #[serde(default)]
-    users: Vec<crate::acl::User>,
+    users: Vec<User>,
     #[serde(default)]
     shards: Vec<RawShard>,
 }
@@ -270,7 +272,7 @@ pub struct Config {
     /// Password clients must give with AUTH (or HELLO ... AUTH default <pw>), if any.
     pub password: Option<Secret>,
     /// Client users (`[[users]]`): AUTH <name> <password>, with a role and key prefixes.
-    pub users: Vec<crate::acl::User>,
+    pub users: Vec<User>,
     /// Where `GET /metrics` (Prometheus text) is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// A second listener, for clients speaking TLS.
@@ -407,22 +409,16 @@ pub struct SentinelConfig {
     pub addresses: Vec<String>,
 }
 
-/// A password: compared and sent, never printed (its `Debug` is `<redacted>`), so it cannot
-/// reach a log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
+/// Which commands the operator allows beyond the defaults, and which keys are locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// FLUSHDB and FLUSHALL, sent to every shard.
+    pub allow_flush: bool,
+    /// KEYS (it walks every key of every shard, blocking each) is refused unless allowed.
+    pub allow_keys: bool,
+    /// CONFIG SET, CONFIG RESETSTAT, SLOWLOG RESET and LATENCY RESET, sent to every node.
+    pub allow_node_admin: bool,
+    pub locks: LockSettings,
 }
 
 /// The `[backend]` section, read as is (durations in humantime form: "500ms", "2s").
@@ -670,7 +666,7 @@ impl RawConfig {
                         format!("{:?} is not an ip:port address", t.listen),
                     )
                 })?;
-                crate::tls::acceptor(&t.cert, &t.key).map_err(|e| invalid("tls", e))?;
+                crate::net::tls::acceptor(&t.cert, &t.key).map_err(|e| invalid("tls", e))?;
                 Some(TlsSettings {
                     listen,
                     cert: t.cert,
@@ -686,7 +682,7 @@ impl RawConfig {
                 ))
             }
             (true, Some(ca)) => {
-                crate::tls::client_config(ca).map_err(|e| invalid("backend.tls_ca", e))?;
+                crate::net::tls::client_config(ca).map_err(|e| invalid("backend.tls_ca", e))?;
             }
             (false, _) => {}
         }

@@ -1,0 +1,5 @@
+//! Sockets and TLS: what every connection, client or backend, is read and written through.
+//! Imports nothing from the rest of the crate.
+
+pub mod socket;
+pub mod tls;
