@@ -16,20 +16,16 @@
 //! connection; a key's shard depends on configuration alone, never on node health.
 #![forbid(unsafe_code)]
 
-pub mod acl;
 pub mod backend;
-pub mod client;
-pub mod clients;
 pub mod command;
 pub mod config;
-pub mod info;
-pub mod local;
 pub mod lock;
-pub mod merge;
 pub mod modes;
 pub mod net;
+pub mod proxy;
 pub mod resp;
 pub mod routing;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 pub mod topology;

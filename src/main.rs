@@ -71,14 +71,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let source = shardis::server::ConfigSource {
+    let source = shardis::proxy::ConfigSource {
         path: cli.config.clone(),
         listen: cli.listen,
     };
     serve(config, source)
 }
 
-fn serve(config: Config, source: shardis::server::ConfigSource) -> ExitCode {
+fn serve(config: Config, source: shardis::proxy::ConfigSource) -> ExitCode {
     let runtime = match shardis::server::runtime(config.workers) {
         Ok(rt) => rt,
         Err(e) => {

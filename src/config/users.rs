@@ -1,5 +1,5 @@
 //! Client users (`[[users]]`) and the passwords they and the nodes use. What a user may run
-//! is checked by [`crate::acl`]; this is only what the file says.
+//! is checked by [`crate::session::acl`]; this is only what the file says.
 
 use serde::Deserialize;
 
@@ -29,7 +29,7 @@ pub enum Role {
     Admin,
 }
 
-/// One `[[users]]` entry. The checks it drives are [`User::check`], in [`crate::acl`].
+/// One `[[users]]` entry. The checks it drives are [`User::check`], in [`crate::session::acl`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {

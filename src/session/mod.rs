@@ -22,18 +22,21 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push, Reply, Wait};
-use crate::clients::{Buffers, ClientEntry, LastCommand, Registry};
 use crate::command::spec::flags::{READONLY, WRITE};
 use crate::command::{self, printable, CommandId, Local, Merge, Part, Plan, TxCommand, CROSSSLOT};
 use crate::config::ReplicationMode;
-use crate::info;
 use crate::lock;
 use crate::net::socket::{Reader, Socket};
+use crate::proxy::clients::{Buffers, ClientEntry, LastCommand, Registry};
+use crate::proxy::Proxy;
 use crate::resp::{encode, Proto, Request, RequestParser, Value};
-use crate::server::Proxy;
+use crate::session::local::info;
 use crate::telemetry::LogLimit;
 use crate::topology::{failed, NodeCall, Topology};
 
+pub mod acl;
+pub mod local;
+pub mod merge;
 mod pubsub;
 mod slot;
 mod transaction;
@@ -761,7 +764,7 @@ async fn dispatch(
                 session.reset_state();
             }
             let proto = session.proto;
-            let reply = crate::local::answer(proxy, session, local, &req);
+            let reply = crate::session::local::answer(proxy, session, local, &req);
             if session.proto != proto {
                 // Its own connections speak the old protocol.
                 session.blocking.clear();
@@ -928,7 +931,7 @@ fn every_node(
 /// What CONFIG GET reports from the proxy rather than the nodes, for each of
 /// [`command::PROXY_ANSWERED`]: what the client talks to (port, bind, the client limits, one
 /// database). Credentials are blanked by [`crate::command::is_credential`].
-fn config_overrides(proxy: &Proxy) -> crate::merge::ConfigOverrides {
+fn config_overrides(proxy: &Proxy) -> crate::session::merge::ConfigOverrides {
     let config = proxy.config();
     let addr = proxy.listen_addr();
     command::PROXY_ANSWERED

@@ -14,9 +14,9 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::local::REDIS_COMPAT_VERSION;
+use crate::proxy::Proxy;
 use crate::resp::{Request as ClientRequest, Value};
-use crate::server::Proxy;
+use crate::session::local::REDIS_COMPAT_VERSION;
 use crate::topology::Topology;
 
 /// Redis 7.0's sections, in its order, then shardis' own.

@@ -1,16 +1,18 @@
 //! Commands the proxy answers itself: connection state (HELLO, AUTH, SELECT, CLIENT ...), ROLE
 //! and ACL WHOAMI.
 
+pub mod info;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::client::Session;
-use crate::clients::ClientEntry;
 use crate::command::Local;
 use crate::command::{printable, wrong_arity};
+use crate::proxy::clients::ClientEntry;
+use crate::proxy::Proxy;
 use crate::resp::{encode, parse_i64, Proto, Request, Value};
-use crate::server::Proxy;
+use crate::session::Session;
 
 /// The Redis version whose command set the proxy speaks, reported by HELLO and INFO.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";

@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, Reply};
 use crate::command::Merge;
-use crate::info;
-use crate::merge;
 use crate::resp::{encode, reply, Proto};
+use crate::session::local::info;
+use crate::session::merge;
 
 /// The reply to one request, in request order.
 pub enum Slot {
@@ -44,7 +44,7 @@ pub enum Extra {
     /// INFO: the proxy's own figures.
     Info(info::Request),
     /// CONFIG GET: the parameters the proxy answers for itself.
-    Config(crate::merge::ConfigOverrides),
+    Config(crate::session::merge::ConfigOverrides),
 }
 
 pub struct PartReply {
