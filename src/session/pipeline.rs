@@ -1,0 +1,209 @@
+//! The replies a client is owed, oldest first, and the barrier that makes a request run alone.
+//!
+//! Each request read becomes an [`Owed`] slot at the back of the FIFO; replies leave from the
+//! front only, so they go back in request order whatever shard answers first.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::slot::Slot;
+use super::state::Session;
+use crate::command::{CommandId, Local, Plan, TxCommand};
+use crate::resp::Request;
+use crate::telemetry::Telemetry;
+
+/// A planned request, with the flags that say whether it writes (WAIT asks the shards written
+/// to) or only reads.
+pub(super) struct Planned {
+    pub(super) plan: Plan,
+    /// Redis's flags for the command (`spec::flags`).
+    pub(super) flags: u32,
+    /// What the command is counted as, and when it was read.
+    pub(super) cmd: CommandId,
+    pub(super) since: Instant,
+}
+
+/// A reply the client is owed, and the command it is counted under once it is ready
+/// (pub/sub messages and protocol errors are not commands).
+struct Owed {
+    slot: Slot,
+    counted: Option<Counted>,
+}
+
+/// What a reply is counted under: the command, when it was read, and whether it was refused
+/// before it ran.
+#[derive(Clone, Copy)]
+pub(super) struct Counted {
+    cmd: CommandId,
+    since: Instant,
+    rejected: bool,
+}
+
+impl Counted {
+    pub(super) fn of(planned: &Planned) -> Counted {
+        Counted {
+            cmd: planned.cmd,
+            since: planned.since,
+            rejected: matches!(planned.plan, Plan::Error(_)),
+        }
+    }
+}
+
+/// Set after a request that must finish before any later one starts (HELLO switching the
+/// protocol, WATCH, a blocking command, SUBSCRIBE; see [`runs_alone`]): nothing is dispatched
+/// until every request so far is answered. Such a request also waits for every earlier one
+/// before being dispatched itself: it is `held` meanwhile.
+pub(super) enum Barrier {
+    Open,
+    Draining {
+        held: Option<Box<(Request, Planned)>>,
+    },
+}
+
+/// The FIFO of owed replies.
+pub(super) struct Pipeline {
+    owed: VecDeque<Owed>,
+    /// Bytes of pub/sub messages waiting in `owed`.
+    message_bytes: usize,
+    pub(super) barrier: Barrier,
+}
+
+impl Pipeline {
+    pub(super) fn new() -> Pipeline {
+        Pipeline {
+            owed: VecDeque::new(),
+            message_bytes: 0,
+            barrier: Barrier::Open,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.owed.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.owed.is_empty()
+    }
+
+    pub(super) fn message_bytes(&self) -> usize {
+        self.message_bytes
+    }
+
+    /// The reply to a command, counted under it once ready.
+    pub(super) fn push(&mut self, slot: Slot, counted: Counted) {
+        self.owed.push_back(Owed {
+            slot,
+            counted: Some(counted),
+        });
+    }
+
+    /// A reply that is no command's (a protocol error).
+    pub(super) fn push_uncounted(&mut self, slot: Slot) {
+        self.owed.push_back(Owed {
+            slot,
+            counted: None,
+        });
+    }
+
+    /// A pub/sub message that must wait behind a subscription confirmation.
+    pub(super) fn push_message(&mut self, frame: bytes::Bytes) {
+        self.message_bytes += frame.len();
+        self.push_uncounted(Slot::Message(frame));
+    }
+
+    /// Whether the front reply is a subscription waiting for its shards to confirm it.
+    pub(super) fn front_is_gated(&self) -> bool {
+        matches!(self.owed.front().map(|o| &o.slot), Some(Slot::Gated { .. }))
+    }
+
+    /// Ready when the front reply is.
+    pub(super) fn poll_front(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.owed
+            .front_mut()
+            .map_or(Poll::Pending, |o| o.slot.poll_ready(cx))
+    }
+
+    pub(super) fn is_draining(&self) -> bool {
+        matches!(self.barrier, Barrier::Draining { .. })
+    }
+
+    pub(super) fn holds(&self) -> bool {
+        matches!(self.barrier, Barrier::Draining { held: Some(_) })
+    }
+
+    /// Moves the replies at the front that are ready into `out`, up to `max_output` bytes;
+    /// returns when, if it moved a reply to a command.
+    pub(super) fn move_ready(
+        &mut self,
+        telemetry: &Telemetry,
+        out: &mut BytesMut,
+        max_output: usize,
+    ) -> Option<Instant> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut now = None;
+        while out.len() < max_output {
+            if self.poll_front(&mut cx).is_pending() {
+                return now;
+            }
+            let Some(owed) = self.owed.pop_front() else {
+                return now;
+            };
+            match owed.slot {
+                Slot::Ready(bytes) => {
+                    if let Some(counted) = owed.counted {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        counted.record(telemetry, now, &bytes);
+                    }
+                    out.extend_from_slice(&bytes);
+                }
+                Slot::Message(bytes) => {
+                    self.message_bytes -= bytes.len();
+                    out.extend_from_slice(&bytes);
+                }
+                _ => {}
+            }
+        }
+        now
+    }
+}
+
+impl Counted {
+    /// Counts the reply `bytes`, given at `now`.
+    fn record(self, telemetry: &Telemetry, now: Instant, bytes: &[u8]) {
+        let error = matches!(bytes.first(), Some(b'-' | b'!')).then_some(bytes);
+        // Refused before running: by the plan, or before authentication or by a user's
+        // permissions.
+        let rejected = self.rejected
+            || error.is_some_and(|e| e.starts_with(b"-NOAUTH") || e.starts_with(b"-NOPERM"));
+        let took = now.saturating_duration_since(self.since);
+        telemetry.record(self.cmd, took, error, rejected);
+    }
+}
+
+/// Whether a request must run alone: after every earlier request is answered, and before any
+/// later one starts.
+pub(super) fn runs_alone(plan: &Plan, session: &Session) -> bool {
+    let in_multi = session.tx.is_some();
+    // After a failed AUTH, nothing more is read until its delay has passed (see
+    // `auth_outcome`), and the replies so far go out first.
+    if session.auth_failures > 0 && session.auth_penalty_until > tokio::time::Instant::now() {
+        return true;
+    }
+    match plan {
+        // RESP2 and RESP3 requests use different backend connections, so a request after
+        // HELLO could overtake one before it.
+        Plan::Local(Local::Hello | Local::Reset) => true,
+        // The watch and the commands around it run on different connections; Redis runs
+        // them in order, and so must the proxy for WATCH conflicts to mean the same.
+        Plan::Watch(_) => !in_multi,
+        Plan::Transaction(TxCommand::Exec | TxCommand::Discard) => session.pinned.is_some(),
+        // They block the client's connection on Redis: nothing after them runs before them.
+        Plan::Blocking { .. } | Plan::WaitReplicas { .. } => !in_multi,
+        // A message published after a confirmation must reach the client.
+        Plan::PubSub(_) => !in_multi,
+        _ => false,
+    }
+}

@@ -1,0 +1,499 @@
+//! The session's loop. [`ClientTask::run`] settles what needs no waiting (a reload to take in,
+//! replies to write, a held request to release, requests to parse and dispatch), then waits
+//! for one [`Wake`] in [`ClientTask::next_event`] and hands it to its handler. Every handler
+//! returns whether the session goes on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::conn::{ClientConn, Read};
+use super::dispatch::dispatch;
+use super::pipeline::{runs_alone, Barrier, Counted, Pipeline, Planned};
+use super::pubsub::Event;
+use super::slot::Slot;
+use super::state::Session;
+use crate::backend::Push;
+use crate::command::{self, Local, Plan};
+use crate::config::{ClientLimits, Policy};
+use crate::net::socket::Socket;
+use crate::proxy::clients::{Buffers, LastCommand, Registration, Registry};
+use crate::proxy::Proxy;
+use crate::resp::{encode, Request, RequestParser};
+use crate::topology::Topology;
+
+/// Bytes read ahead while a request runs alone, enough to see the client close.
+const BARRIER_READ: usize = 64 * 1024;
+
+/// A deadline that never comes, for the idle timer when there is no idle timeout.
+const IDLE_NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Serves one client until it quits, breaks the protocol or disconnects.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    stream: impl Socket,
+    peer: SocketAddr,
+    laddr: SocketAddr,
+    id: u64,
+) {
+    ClientTask::new(proxy, stream, peer, laddr, id).run().await
+}
+
+/// One client connection and everything its loop keeps.
+struct ClientTask<S> {
+    proxy: Arc<Proxy>,
+    peer: SocketAddr,
+    conn: ClientConn<S>,
+    parser: RequestParser,
+    session: Session,
+    pipe: Pipeline,
+    limits: ClientLimits,
+    /// Set after QUIT, a protocol error, EOF or shutdown: no more reading; write what is
+    /// owed, then close.
+    closing: bool,
+    idle: IdleTimer,
+    notices: Notices,
+    /// Its entry in the client registry, removed when the task ends.
+    _registration: Registration,
+}
+
+/// What woke the loop.
+enum Wake {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    /// The oldest owed reply is ready.
+    ReplyReady,
+    Push(Push),
+    Killed,
+    Shutdown,
+    Reloaded,
+    IdleTick,
+}
+
+/// The proxy's shutdown and reload signals, as this session sees them.
+struct Notices {
+    shutdown: watch::Receiver<bool>,
+    reloaded: watch::Receiver<u64>,
+    /// A reload was signalled while the loop waited: `changed()` marked it seen as it woke
+    /// the loop, so this notes it for the top of the loop.
+    reload_due: bool,
+}
+
+impl Notices {
+    /// Whether a reload happened since the last call.
+    fn take_reload(&mut self) -> bool {
+        let due = self.reload_due || self.reloaded.has_changed().unwrap_or(false);
+        if due {
+            self.reload_due = false;
+            self.reloaded.borrow_and_update();
+        }
+        due
+    }
+}
+
+/// `limits.idle_timeout`: one timer, pushed back only when it fires, so reading costs one
+/// clock read rather than a timer per request.
+struct IdleTimer {
+    idle: Duration,
+    /// The last request read or reply given: idle time counts from there, as on Redis.
+    last_active: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> IdleTimer {
+        IdleTimer {
+            idle,
+            last_active: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(Self::wait(idle))),
+        }
+    }
+
+    fn wait(idle: Duration) -> Duration {
+        if idle.is_zero() {
+            IDLE_NEVER
+        } else {
+            idle
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.idle.is_zero()
+    }
+
+    /// A reload's timeout, taken when it differs.
+    fn set(&mut self, idle: Duration) {
+        if idle != self.idle {
+            self.idle = idle;
+            let next = Instant::now() + Self::wait(idle);
+            self.timer.as_mut().reset(next);
+        }
+    }
+
+    /// The timer fired: true when the client has been `quiet` for the whole timeout; else
+    /// the timer is set again.
+    fn expired(&mut self, quiet: bool) -> bool {
+        let now = Instant::now();
+        if quiet && now >= self.last_active + self.idle {
+            return true;
+        }
+        let next = if quiet {
+            self.last_active + self.idle
+        } else {
+            now + self.idle
+        };
+        self.timer.as_mut().reset(next);
+        false
+    }
+}
+
+impl<S: Socket> ClientTask<S> {
+    fn new(
+        proxy: Arc<Proxy>,
+        stream: S,
+        peer: SocketAddr,
+        laddr: SocketAddr,
+        id: u64,
+    ) -> ClientTask<S> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&stream));
+        let registration = Registry::register(&proxy.clients, id, peer, laddr, fd);
+        // Subscribed before the configuration is read, so a reload in between is not missed.
+        let reloaded = proxy.reload_notice();
+        let config = proxy.config();
+        let limits = config.client;
+        let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
+        session.generation = proxy.topology().generation;
+        let parser = RequestParser::new(config.protocol);
+        drop(config);
+        let mut shutdown = proxy.shutdown_notice();
+        // A session that starts after shutdown began takes no command.
+        let closing = *shutdown.borrow_and_update();
+        ClientTask {
+            peer,
+            conn: ClientConn::new(stream),
+            parser,
+            session,
+            pipe: Pipeline::new(),
+            limits,
+            closing,
+            idle: IdleTimer::new(limits.idle_timeout),
+            notices: Notices {
+                shutdown,
+                reloaded,
+                reload_due: false,
+            },
+            _registration: registration,
+            proxy,
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            self.take_reload();
+            if self.write_replies().is_err() {
+                break;
+            }
+            if self.release_barrier().await {
+                continue;
+            }
+            self.parse_and_dispatch().await;
+            if self.finished() {
+                self.conn.close().await;
+                break;
+            }
+            let wake = self.next_event().await;
+            if self.handle(wake).is_break() {
+                break;
+            }
+        }
+        self.session.unblock(&self.proxy);
+    }
+
+    /// Waits for the next thing to do. The only `select!` of the session.
+    async fn next_event(&mut self) -> Wake {
+        // During a barrier the socket is still read (a little), to notice a client that
+        // leaves while its BLPOP is blocked.
+        let room = self.pipe.len() < self.limits.max_pipeline
+            && self.conn.out.len() < self.limits.max_output_buffer;
+        let can_read = !self.closing
+            && room
+            && (!self.pipe.is_draining() || self.conn.inbuf.len() < BARRIER_READ);
+        let can_collect =
+            !self.pipe.is_empty() && self.conn.out.len() < self.limits.max_output_buffer;
+        let writing = !self.conn.out.is_empty();
+        let closing = self.closing;
+        let ClientTask {
+            conn,
+            pipe,
+            session,
+            notices,
+            idle,
+            ..
+        } = self;
+        let idle_timer = idle.enabled() && !closing;
+        tokio::select! {
+            ready = conn.stream.readable(), if can_read => Wake::Readable(ready),
+            ready = conn.stream.writable(), if writing => Wake::Writable(ready),
+            () = std::future::poll_fn(|cx| pipe.poll_front(cx)), if can_collect => Wake::ReplyReady,
+            Some(push) = session.pushes.recv() => Wake::Push(push),
+            () = session.entry.kill.notified() => Wake::Killed,
+            _ = notices.shutdown.changed(), if !closing => Wake::Shutdown,
+            _ = notices.reloaded.changed() => Wake::Reloaded,
+            // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
+            () = idle.timer.as_mut(), if idle_timer => Wake::IdleTick,
+        }
+    }
+
+    fn handle(&mut self, wake: Wake) -> ControlFlow<()> {
+        match wake {
+            Wake::Readable(ready) => self.on_readable(ready),
+            // Writing happens at the top of the loop; a broken socket ends the session.
+            Wake::Writable(Err(_)) => ControlFlow::Break(()),
+            Wake::Writable(Ok(())) => ControlFlow::Continue(()),
+            // Moved out at the top of the loop.
+            Wake::ReplyReady => ControlFlow::Continue(()),
+            Wake::Push(push) => self.on_push(push),
+            Wake::Killed => {
+                self.log("closed by CLIENT KILL");
+                ControlFlow::Break(())
+            }
+            // Shutting down: read nothing more, answer what was read, then close.
+            Wake::Shutdown => {
+                self.closing = true;
+                ControlFlow::Continue(())
+            }
+            Wake::Reloaded => {
+                self.notices.reload_due = true;
+                ControlFlow::Continue(())
+            }
+            Wake::IdleTick => self.on_idle_tick(),
+        }
+    }
+
+    /// An info line naming the client.
+    fn log(&self, why: &str) {
+        tracing::info!(peer = %self.peer, client = self.session.id, "{why}");
+    }
+
+    /// After a reload: new limits, and per-shard state the new shards invalidate dropped.
+    fn take_reload(&mut self) {
+        if !self.notices.take_reload() {
+            return;
+        }
+        let generation = self.proxy.topology().generation;
+        if generation != self.session.generation {
+            // Shard positions and nodes changed under it: what it holds on them (and a
+            // request planned on the old ring) cannot be carried over. It gets the replies
+            // it is owed, then the connection closes, so that its library reconnects and
+            // subscribes or retries again.
+            if self.session.holds_shard_state() || self.pipe.holds() {
+                self.log("closing: a reload changed the shards its transaction, WATCH, blocking connections or subscriptions were on");
+                self.pipe.barrier = Barrier::Draining { held: None };
+                self.closing = true;
+            }
+            self.session.generation = generation;
+            self.session.touched.clear();
+        }
+        self.limits = self.proxy.config().client;
+        self.idle.set(self.limits.idle_timeout);
+    }
+
+    /// Moves the ready replies at the front of the pipeline out, and writes what the socket
+    /// takes. An error means the socket broke.
+    fn write_replies(&mut self) -> io::Result<()> {
+        let max = self.limits.max_output_buffer;
+        let telemetry = &self.proxy.telemetry;
+        if let Some(at) = self.pipe.move_ready(telemetry, &mut self.conn.out, max) {
+            self.idle.last_active = Instant::from_std(at);
+        }
+        self.conn.flush(telemetry)
+    }
+
+    /// Once every reply owed before a request that runs alone is out: opens the barrier, or
+    /// dispatches the request it held (which runs alone, so the barrier closes behind it).
+    /// True when it dispatched one.
+    async fn release_barrier(&mut self) -> bool {
+        if !self.pipe.is_draining() || !self.pipe.is_empty() {
+            return false;
+        }
+        let held = match std::mem::replace(&mut self.pipe.barrier, Barrier::Open) {
+            Barrier::Draining { held } => held,
+            Barrier::Open => None,
+        };
+        self.session.unblock(&self.proxy);
+        let Some(held) = held else {
+            return false;
+        };
+        let (req, planned) = *held;
+        let topology = self.proxy.topology();
+        self.dispatch(&topology, req, planned).await;
+        self.pipe.barrier = Barrier::Draining { held: None };
+        true
+    }
+
+    /// Parses what has arrived, up to the pipeline limit, and dispatches each request; the
+    /// rest waits in the buffer and is parsed once replies drain, before the socket is read
+    /// again. This comes before waiting, so commands already buffered never wait for more
+    /// input.
+    async fn parse_and_dispatch(&mut self) {
+        if !self.can_dispatch() || self.conn.inbuf.is_empty() {
+            return;
+        }
+        let topology = self.proxy.topology();
+        let policy = self.proxy.policy();
+        let mut last: Option<LastCommand> = None;
+        // Requests read together share one start time (one clock read per batch).
+        let since = std::time::Instant::now();
+        while self.can_dispatch() {
+            match self.parser.next(&mut self.conn.inbuf) {
+                Ok(Some(req)) => {
+                    if let Some(this) = self.on_request(&topology, &policy, req, since).await {
+                        last = Some(this);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.log(&format!("protocol error: {e}"));
+                    let msg = format!("ERR {e}");
+                    let reply = Slot::Ready(encode::error_bytes(&msg));
+                    self.pipe.push_uncounted(reply);
+                    self.closing = true;
+                }
+            }
+        }
+        if last.is_some() {
+            self.session.report(last, self.buffers());
+        }
+    }
+
+    fn can_dispatch(&self) -> bool {
+        !self.closing && !self.pipe.is_draining() && self.pipe.len() < self.limits.max_pipeline
+    }
+
+    /// Plans one request, and dispatches it unless it must wait for the replies before it;
+    /// returns it for CLIENT LIST's `cmd` when dispatched.
+    async fn on_request(
+        &mut self,
+        topology: &Topology,
+        policy: &Policy,
+        req: Request,
+        since: std::time::Instant,
+    ) -> Option<LastCommand> {
+        let (plan, flags, cmd) = command::plan_and_flags(&req, &topology.router, policy);
+        let planned = Planned {
+            plan,
+            flags,
+            cmd,
+            since,
+        };
+        let this = LastCommand::of(req.args());
+        if matches!(
+            planned.plan,
+            Plan::Local(Local::ClientList | Local::ClientInfo)
+        ) {
+            self.session.report(Some(this.clone()), self.buffers());
+        }
+        if runs_alone(&planned.plan, &self.session) {
+            if !self.pipe.is_empty() {
+                let held = Some(Box::new((req, planned)));
+                self.pipe.barrier = Barrier::Draining { held };
+                return None;
+            }
+            self.pipe.barrier = Barrier::Draining { held: None };
+        }
+        self.dispatch(topology, req, planned).await;
+        Some(this)
+    }
+
+    async fn dispatch(&mut self, topology: &Topology, req: Request, planned: Planned) {
+        let counted = Counted::of(&planned);
+        let slot = dispatch(&self.proxy, topology, &mut self.session, req, planned).await;
+        self.pipe.push(slot, counted);
+        if self.session.close_after_reply {
+            self.closing = true;
+        }
+    }
+
+    /// Nothing more to read, write or wait for.
+    fn finished(&self) -> bool {
+        self.closing && self.pipe.is_empty() && self.conn.out.is_empty() && !self.pipe.holds()
+    }
+
+    fn buffers(&self) -> Buffers {
+        self.conn
+            .buffers(self.pipe.len(), self.pipe.message_bytes())
+    }
+
+    fn on_readable(&mut self, ready: io::Result<()>) -> ControlFlow<()> {
+        if ready.is_err() {
+            return ControlFlow::Break(());
+        }
+        match self.conn.read(&self.proxy.telemetry) {
+            // Gone while a request runs alone (a blocked pop, say): nobody is left to
+            // answer, and dropping its connection ends what it left blocked.
+            Ok(Read::Closed) if self.pipe.is_draining() => return ControlFlow::Break(()),
+            Ok(Read::Closed) => {
+                self.closing = true;
+                self.conn.peer_closed();
+            }
+            Ok(Read::Data) if self.idle.enabled() => self.idle.last_active = Instant::now(),
+            Ok(Read::Data | Read::Nothing) => {}
+            Err(_) => return ControlFlow::Break(()),
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_push(&mut self, push: Push) -> ControlFlow<()> {
+        match self.session.subs.on_push(push) {
+            Event::None => ControlFlow::Continue(()),
+            Event::Message(frame) => self.on_message(frame),
+            Event::Lost(reason) => {
+                self.log(&format!(
+                    "subscriber closed: a shard's subscription connection was lost: {reason}"
+                ));
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// A pub/sub message. Behind a pending subscription confirmation it waits its turn;
+    /// otherwise it goes out at once, between whole replies (RESP3 pushes may come between
+    /// any two replies, also while a BLPOP is blocked).
+    fn on_message(&mut self, frame: Bytes) -> ControlFlow<()> {
+        let queued = self.pipe.front_is_gated();
+        let waiting = self.pipe.message_bytes() + if queued { frame.len() } else { 0 };
+        let limit = self.limits.max_output_buffer;
+        if waiting + self.conn.out.len() + frame.len() > limit {
+            tracing::warn!(
+                peer = %self.peer,
+                client = self.session.id,
+                limit,
+                "subscriber closed: its unread messages passed max_output_buffer"
+            );
+            return ControlFlow::Break(());
+        }
+        if queued {
+            self.pipe.push_message(frame);
+        } else {
+            self.conn.out.extend_from_slice(&frame);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_idle_tick(&mut self) -> ControlFlow<()> {
+        let quiet = self.pipe.is_empty() && !self.pipe.holds() && !self.session.subs.active();
+        if self.idle.expired(quiet) {
+            let idle = self.idle.idle;
+            self.log(&format!("closed: idle for {idle:?} (limits.idle_timeout)"));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
