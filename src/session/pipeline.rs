@@ -130,6 +130,13 @@ impl Pipeline {
         matches!(self.barrier, Barrier::Draining { .. })
     }
 
+    /// Forgets the request waiting to run alone: it is never answered, the session closes.
+    pub(super) fn drop_held(&mut self) {
+        if let Barrier::Draining { held } = &mut self.barrier {
+            *held = None;
+        }
+    }
+
     pub(super) fn holds(&self) -> bool {
         matches!(self.barrier, Barrier::Draining { held: Some(_) })
     }

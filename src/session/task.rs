@@ -295,7 +295,7 @@ impl<S: Socket> ClientTask<S> {
             // subscribes or retries again.
             if self.session.holds_shard_state() || self.pipe.holds() {
                 self.log("closing: a reload changed the shards its transaction, WATCH, blocking connections or subscriptions were on");
-                self.pipe.barrier = Barrier::Draining { held: None };
+                self.pipe.drop_held();
                 self.closing = true;
             }
             self.session.generation = generation;
