@@ -17,10 +17,13 @@ use serde::Deserialize;
 use crate::resp::Limits;
 use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
+mod defaults;
 mod duration;
 mod env;
 mod users;
 
+use defaults::*;
+pub use defaults::{DEFAULT_DOWN_AFTER, DEFAULT_MAX_DEDICATED};
 pub use users::{Role, Secret, User};
 
 /// Why a configuration was refused.
@@ -155,12 +158,12 @@ struct RawReplication {
 impl Default for RawReplication {
     fn default() -> Self {
         RawReplication {
-            mode: "redis".into(),
-            manage_replication: true,
-            write_ack: "primary".into(),
-            ack_timeout: Duration::from_secs(1),
-            read_from: "primary".into(),
-            max_lag: Duration::from_secs(1),
+            mode: DEFAULT_REPLICATION_MODE.into(),
+            manage_replication: DEFAULT_MANAGE_REPLICATION,
+            write_ack: DEFAULT_WRITE_ACK.into(),
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            read_from: DEFAULT_READ_FROM.into(),
+            max_lag: DEFAULT_MAX_LAG,
             state_file: None,
         }
     }
@@ -176,11 +179,11 @@ struct RawCommands {
 }
 
 fn default_listen() -> String {
-    "127.0.0.1:6380".into()
+    DEFAULT_LISTEN.into()
 }
 
 fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(5)
+    DEFAULT_SHUTDOWN_GRACE
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,9 +197,9 @@ struct RawRouting {
 impl Default for RawRouting {
     fn default() -> Self {
         RawRouting {
-            hash: "xxh3".into(),
-            distribution: "ketama".into(),
-            hash_tag: "{}".into(),
+            hash: DEFAULT_HASH.into(),
+            distribution: DEFAULT_DISTRIBUTION.into(),
+            hash_tag: DEFAULT_HASH_TAG.into(),
         }
     }
 }
@@ -239,7 +242,7 @@ struct RawShard {
     primary: String,
     #[serde(default)]
     replicas: Vec<String>,
-    #[serde(default = "one")]
+    #[serde(default = "default_weight")]
     weight: u32,
     replication: Option<String>,
     manage_replication: Option<bool>,
@@ -255,8 +258,8 @@ struct RawSentinel {
     addresses: Vec<String>,
 }
 
-fn one() -> u32 {
-    1
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
 }
 
 // ---- the validated configuration ----
@@ -296,20 +299,6 @@ pub struct Config {
     pub shards: Vec<ShardConfig>,
 }
 
-/// How long a node may stay silent before it is down: Sentinel's `down-after-milliseconds`
-/// default. Silence is what a slow node and a dead one share, and slow nodes are silent for
-/// longer than one would guess: Redis answers nothing during the first `busy-reply-threshold`
-/// (5 s) of a long script, and one client pipelining 400 GETs of an 8 MiB value without reading
-/// kept a Redis 7.0 silent for 7.2 s on an idle 2-core machine, over 10 s on a busy one. A
-/// node that refuses connections (crashed, restarted) is down after `failure_threshold` checks
-/// instead, in about three intervals.
-pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
-
-/// Dedicated connections per node (blocked, watching, subscribed clients): a tenth of Redis's
-/// default `maxclients`, so that one proxy's blocked clients leave a node room for the shared
-/// connections, health checks and other proxies.
-pub const DEFAULT_MAX_DEDICATED: usize = 1_000;
-
 /// The `[health]` section: active checks of every node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -331,9 +320,9 @@ pub struct HealthSettings {
 impl Default for HealthSettings {
     fn default() -> Self {
         HealthSettings {
-            interval: Duration::from_secs(1),
-            failure_threshold: 3,
-            success_threshold: 1,
+            interval: DEFAULT_HEALTH_INTERVAL,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            success_threshold: DEFAULT_SUCCESS_THRESHOLD,
             down_after: DEFAULT_DOWN_AFTER,
         }
     }
@@ -383,9 +372,9 @@ pub struct LockSettings {
 impl Default for LockSettings {
     fn default() -> Self {
         LockSettings {
-            prefix: Bytes::from_static(b"lock:"),
-            max_ttl: Duration::from_secs(30),
-            freeze_margin: Duration::from_secs(1),
+            prefix: Bytes::from_static(DEFAULT_LOCK_PREFIX.as_bytes()),
+            max_ttl: DEFAULT_LOCK_MAX_TTL,
+            freeze_margin: DEFAULT_FREEZE_MARGIN,
         }
     }
 }
@@ -470,12 +459,12 @@ impl BackendSettings {
 impl Default for BackendSettings {
     fn default() -> Self {
         BackendSettings {
-            connections: 2,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            reconnect_backoff: Duration::from_millis(100),
-            reconnect_backoff_max: Duration::from_secs(2),
-            queue_depth: 16 * 1024,
+            connections: DEFAULT_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_BACKEND_TIMEOUT,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
             max_dedicated: DEFAULT_MAX_DEDICATED,
             username: None,
             password: None,
@@ -502,10 +491,10 @@ pub struct ClientLimits {
 impl Default for ClientLimits {
     fn default() -> Self {
         ClientLimits {
-            max_clients: 10_000,
-            max_pipeline: 4096,
-            max_output_buffer: 64 * 1024 * 1024,
-            idle_timeout: Duration::ZERO,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            max_pipeline: DEFAULT_MAX_PIPELINE,
+            max_output_buffer: DEFAULT_MAX_OUTPUT_BUFFER,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -523,7 +512,7 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
-            level: "info".into(),
+            level: DEFAULT_LOG_LEVEL.into(),
             format: LogFormat::Text,
         }
     }
