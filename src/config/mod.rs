@@ -17,13 +17,17 @@ use serde::Deserialize;
 use crate::resp::Limits;
 use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
+mod check;
 mod defaults;
 mod duration;
 mod env;
+mod raw;
 mod users;
 
+use check::{invalid, listen_addr, nonzero, positive};
 use defaults::*;
 pub use defaults::{DEFAULT_DOWN_AFTER, DEFAULT_MAX_DEDICATED};
+use raw::RawConfig;
 pub use users::{Role, Secret, User};
 
 /// Why a configuration was refused.
@@ -51,215 +55,6 @@ fn without_source(e: &config::ConfigError) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        problem: problem.into(),
-    }
-}
-
-// ---- the file schema ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_listen")]
-    listen: String,
-    #[serde(default)]
-    workers: usize,
-    #[serde(default = "default_shutdown_grace", with = "duration")]
-    shutdown_grace: Duration,
-    #[serde(default)]
-    password: Option<Secret>,
-    #[serde(default)]
-    metrics_listen: Option<String>,
-    #[serde(default)]
-    log: LogSettings,
-    #[serde(default)]
-    tls: Option<RawTls>,
-    #[serde(default)]
-    routing: RawRouting,
-    #[serde(default)]
-    backend: BackendSettings,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    commands: RawCommands,
-    #[serde(default)]
-    health: HealthSettings,
-    #[serde(default)]
-    replication: RawReplication,
-    #[serde(default)]
-    locks: RawLocks,
-    #[serde(default)]
-    users: Vec<User>,
-    #[serde(default)]
-    shards: Vec<RawShard>,
-}
-
-/// The `[tls]` section: a listener for TLS clients.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    listen: String,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-/// TLS for clients: where, and with which certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub listen: SocketAddr,
-    /// PEM certificate chain, server certificate first.
-    pub cert: std::path::PathBuf,
-    /// PEM private key.
-    pub key: std::path::PathBuf,
-}
-
-/// The `[locks]` section: fenced locks.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLocks {
-    prefix: String,
-    #[serde(with = "duration")]
-    max_ttl: Duration,
-    #[serde(with = "duration")]
-    freeze_margin: Duration,
-}
-
-impl Default for RawLocks {
-    fn default() -> Self {
-        let d = LockSettings::default();
-        RawLocks {
-            prefix: String::from_utf8_lossy(&d.prefix).into_owned(),
-            max_ttl: d.max_ttl,
-            freeze_margin: d.freeze_margin,
-        }
-    }
-}
-
-/// The `[replication]` section: defaults for every shard, and where epochs are kept.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawReplication {
-    mode: String,
-    manage_replication: bool,
-    write_ack: String,
-    #[serde(with = "duration")]
-    ack_timeout: Duration,
-    read_from: String,
-    #[serde(with = "duration")]
-    max_lag: Duration,
-    state_file: Option<std::path::PathBuf>,
-}
-
-impl Default for RawReplication {
-    fn default() -> Self {
-        RawReplication {
-            mode: DEFAULT_REPLICATION_MODE.into(),
-            manage_replication: DEFAULT_MANAGE_REPLICATION,
-            write_ack: DEFAULT_WRITE_ACK.into(),
-            ack_timeout: DEFAULT_ACK_TIMEOUT,
-            read_from: DEFAULT_READ_FROM.into(),
-            max_lag: DEFAULT_MAX_LAG,
-            state_file: None,
-        }
-    }
-}
-
-/// The `[commands]` section: commands refused unless allowed.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawCommands {
-    allow_flush: bool,
-    allow_keys: bool,
-    allow_node_admin: bool,
-}
-
-fn default_listen() -> String {
-    DEFAULT_LISTEN.into()
-}
-
-fn default_shutdown_grace() -> Duration {
-    DEFAULT_SHUTDOWN_GRACE
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRouting {
-    hash: String,
-    distribution: String,
-    hash_tag: String,
-}
-
-impl Default for RawRouting {
-    fn default() -> Self {
-        RawRouting {
-            hash: DEFAULT_HASH.into(),
-            distribution: DEFAULT_DISTRIBUTION.into(),
-            hash_tag: DEFAULT_HASH_TAG.into(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLimits {
-    max_clients: usize,
-    max_bulk_len: usize,
-    max_inline_len: usize,
-    max_args: usize,
-    max_query_buffer: usize,
-    max_pipeline: usize,
-    max_output_buffer: usize,
-    #[serde(with = "duration")]
-    idle_timeout: Duration,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        let p = Limits::default();
-        let c = ClientLimits::default();
-        RawLimits {
-            max_clients: c.max_clients,
-            max_bulk_len: p.max_bulk_len,
-            max_inline_len: p.max_inline_len,
-            max_args: p.max_args,
-            max_query_buffer: p.max_query_buffer,
-            max_pipeline: c.max_pipeline,
-            max_output_buffer: c.max_output_buffer,
-            idle_timeout: c.idle_timeout,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawShard {
-    name: Option<String>,
-    primary: String,
-    #[serde(default)]
-    replicas: Vec<String>,
-    #[serde(default = "default_weight")]
-    weight: u32,
-    replication: Option<String>,
-    manage_replication: Option<bool>,
-    write_ack: Option<String>,
-    read_from: Option<String>,
-    sentinel: Option<RawSentinel>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSentinel {
-    master: String,
-    addresses: Vec<String>,
-}
-
-fn default_weight() -> u32 {
-    DEFAULT_WEIGHT
 }
 
 // ---- the validated configuration ----
@@ -389,6 +184,16 @@ impl LockSettings {
     pub fn freeze(&self) -> Duration {
         self.max_ttl + self.freeze_margin
     }
+}
+
+/// TLS for clients: where, and with which certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    /// PEM certificate chain, server certificate first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 /// A shard whose nodes Redis Sentinel names.
@@ -591,12 +396,7 @@ impl Config {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        let listen = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("{:?} is not an ip:port address", self.listen),
-            )
-        })?;
+        let listen = listen_addr("listen", &self.listen)?;
         let hash = HashFn::parse(&self.routing.hash).ok_or_else(|| {
             invalid(
                 "routing.hash",
@@ -649,12 +449,7 @@ impl RawConfig {
         let tls = match self.tls {
             None => None,
             Some(t) => {
-                let listen = t.listen.parse().map_err(|_| {
-                    invalid(
-                        "tls.listen",
-                        format!("{:?} is not an ip:port address", t.listen),
-                    )
-                })?;
+                let listen = listen_addr("tls.listen", &t.listen)?;
                 crate::net::tls::acceptor(&t.cert, &t.key).map_err(|e| invalid("tls", e))?;
                 Some(TlsSettings {
                     listen,
@@ -677,12 +472,7 @@ impl RawConfig {
         }
         let metrics_listen = match &self.metrics_listen {
             None => None,
-            Some(addr) => Some(addr.parse().map_err(|_| {
-                invalid(
-                    "metrics_listen",
-                    format!("{addr:?} is not an ip:port address"),
-                )
-            })?),
+            Some(addr) => Some(listen_addr("metrics_listen", addr)?),
         };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("{:?}: {e}", self.log.level)));
@@ -697,15 +487,9 @@ impl RawConfig {
         positive("backend.connections", b.connections)?;
         positive("backend.queue_depth", b.queue_depth)?;
         positive("backend.max_dedicated", b.max_dedicated)?;
-        for (key, d) in [
-            ("backend.connect_timeout", b.connect_timeout),
-            ("backend.timeout", b.timeout),
-            ("backend.reconnect_backoff", b.reconnect_backoff),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be longer than 0"));
-            }
-        }
+        nonzero("backend.connect_timeout", b.connect_timeout)?;
+        nonzero("backend.timeout", b.timeout)?;
+        nonzero("backend.reconnect_backoff", b.reconnect_backoff)?;
         if b.reconnect_backoff_max < b.reconnect_backoff {
             return Err(invalid(
                 "backend.reconnect_backoff_max",
@@ -725,12 +509,8 @@ impl RawConfig {
             positive(key, v)?;
         }
         let h = self.health;
-        if h.interval.is_zero() {
-            return Err(invalid("health.interval", "must be longer than 0"));
-        }
-        if h.down_after.is_zero() {
-            return Err(invalid("health.down_after", "must be longer than 0"));
-        }
+        nonzero("health.interval", h.interval)?;
+        nonzero("health.down_after", h.down_after)?;
         if h.failure_threshold == 0 || h.success_threshold == 0 {
             return Err(invalid(
                 "health",
@@ -751,9 +531,7 @@ impl RawConfig {
             freeze_margin: lk.freeze_margin,
         };
         let r = self.replication;
-        if r.ack_timeout.is_zero() {
-            return Err(invalid("replication.ack_timeout", "must be longer than 0"));
-        }
+        nonzero("replication.ack_timeout", r.ack_timeout)?;
         let default_mode = parse_mode("replication.mode", &r.mode)?;
         let default_ack = parse_write_ack("replication.write_ack", &r.write_ack)?;
         let default_read = parse_read_from("replication.read_from", &r.read_from)?;
@@ -933,13 +711,6 @@ fn parse_read_from(key: &str, text: &str) -> Result<ReadFrom, ConfigError> {
             format!("{text:?}: expected primary, replica or prefer-replica"),
         )),
     }
-}
-
-fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
-    if v == 0 {
-        return Err(invalid(key, "must be at least 1"));
-    }
-    Ok(())
 }
 
 /// A node address is `host:port` with a non-empty host and a port in 1..=65535.
