@@ -4,8 +4,9 @@
 //! ignored.
 //!
 //! `[log]`, `[backend]` and `[health]` are read straight into their checked types, which are
-//! public ([`LogSettings`], [`BackendSettings`], [`HealthSettings`]); `RawConfig::validate`
-//! turns the rest into its part of [`Config`](super::Config).
+//! public ([`LogSettings`], [`BackendSettings`], [`HealthSettings`]). The checks of each
+//! section, and what turns a `Raw*` section into its part of [`Config`](super::Config), are
+//! in the section's own file.
 
 use std::path::PathBuf;
 use std::time::Duration;
