@@ -1,11 +1,35 @@
-//! Configuration: the TOML file schema (serde), environment overrides, and validation into the
-//! runtime [`Config`].
+//! Configuration: the TOML file, the `SHARDIS__...` environment variables over it, and the
+//! checked [`Config`] the rest of the proxy reads.
 //!
-//! The raw schema mirrors the file one to one; [`Config`] is what the rest of the proxy reads,
-//! with addresses resolved, names defaulted and every rule checked. Every error names the key
-//! it is about, e.g. `shards[1].primary: "127.0.0.1" is not host:port`, and the environment
-//! variable when a `SHARDIS__...` override set it (`env.rs`). Durations are humantime's
-//! `"500ms"`, `"2s"` (`duration.rs`).
+//! ```text
+//!  config.toml ─────┐
+//!                   ├──> RawConfig ────────> RawConfig::validate ─────> Config
+//!  SHARDIS__... ────┘    raw.rs, with        each section's check,      this file
+//!  variables, env.rs     defaults.rs for     in turn; the first
+//!                        what is left out    error stops it
+//! ```
+//!
+//! `RawConfig` mirrors the file one to one; [`Config`] has addresses resolved, names
+//! defaulted and every rule checked. Each section is checked, and turned into its part of
+//! [`Config`], in the file that defines that part:
+//!
+//! - `listen`, `metrics_listen`: here, with `check.rs` (what several sections share);
+//! - `[routing]`: `routing.rs` (the hash, distribution and hash tag of [`Config::router`]);
+//! - `password` and `[[users]]`: `users.rs` ([`Secret`], [`User`], [`Role`]);
+//! - `[tls]`: `tls.rs` ([`TlsSettings`]);
+//! - `[backend]`: `backend.rs` ([`BackendSettings`]);
+//! - `[log]`: `log.rs` ([`LogSettings`]);
+//! - `[limits]`: `limits.rs` ([`ClientLimits`], and the parser's [`Limits`]);
+//! - `[health]`: `health.rs` ([`HealthSettings`]);
+//! - `[locks]` and `[commands]`: `policy.rs` ([`LockSettings`], [`Policy`]);
+//! - `[replication]`: `replication.rs` ([`ReplicationMode`], [`WriteAck`], [`ReadFrom`]);
+//! - `[[shards]]`: `shards.rs` ([`ShardConfig`], [`SentinelConfig`]).
+//!
+//! The order of the checks is that of `RawConfig::validate`, at the end of this file.
+//!
+//! Every error names the key it is about, e.g. `shards[1].primary: "127.0.0.1" is not
+//! host:port`, and the environment variable when a `SHARDIS__...` override set it (`env.rs`).
+//! Durations are humantime's `"500ms"`, `"2s"` (`duration.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
