@@ -1,27 +1,72 @@
-//! Configuration: the TOML file schema (serde), environment overrides, and validation into the
-//! runtime [`Config`].
+//! Configuration: the TOML file, the `SHARDIS__...` environment variables over it, and the
+//! checked [`Config`] the rest of the proxy reads.
 //!
-//! The raw schema mirrors the file one to one; [`Config`] is what the rest of the proxy reads,
-//! with addresses resolved, names defaulted and every rule checked. Every error names the key
-//! it is about, e.g. `shards[1].primary: "127.0.0.1" is not host:port`, and the environment
-//! variable when a `SHARDIS__...` override set it (`env.rs`). Durations are humantime's
-//! `"500ms"`, `"2s"` (`duration.rs`).
+//! ```text
+//!  config.toml ─────┐
+//!                   ├──> RawConfig ────────> RawConfig::validate ─────> Config
+//!  SHARDIS__... ────┘    raw.rs, with        each section's check,      this file
+//!  variables, env.rs     defaults.rs for     in turn; the first
+//!                        what is left out    error stops it
+//! ```
+//!
+//! `RawConfig` mirrors the file one to one; [`Config`] has addresses resolved, names
+//! defaulted and every rule checked. Each section is checked, and turned into its part of
+//! [`Config`], in the file that defines that part:
+//!
+//! - `listen`, `metrics_listen`: here, with `check.rs` (what several sections share);
+//! - `[routing]`: `routing.rs` (the hash, distribution and hash tag of [`Config::router`]);
+//! - `password` and `[[users]]`: `users.rs` ([`Secret`], [`User`], [`Role`]);
+//! - `[tls]`: `tls.rs` ([`TlsSettings`]);
+//! - `[backend]`: `backend.rs` ([`BackendSettings`]);
+//! - `[log]`: `log.rs` ([`LogSettings`]);
+//! - `[limits]`: `limits.rs` ([`ClientLimits`], and the parser's [`Limits`]);
+//! - `[health]`: `health.rs` ([`HealthSettings`]);
+//! - `[locks]` and `[commands]`: `policy.rs` ([`LockSettings`], [`Policy`]);
+//! - `[replication]`: `replication.rs` ([`ReplicationMode`], [`WriteAck`], [`ReadFrom`]);
+//! - `[[shards]]`: `shards.rs` ([`ShardConfig`], [`SentinelConfig`]).
+//!
+//! The order of the checks is that of `RawConfig::validate`, at the end of this file.
+//!
+//! Every error names the key it is about, e.g. `shards[1].primary: "127.0.0.1" is not
+//! host:port`, and the environment variable when a `SHARDIS__...` override set it (`env.rs`).
+//! Durations are humantime's `"500ms"`, `"2s"` (`duration.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::Deserialize;
-
 use crate::resp::Limits;
 use crate::routing::{Distribution, HashFn, HashTag, RingMember, Router};
 
+mod backend;
+mod check;
+mod defaults;
 mod duration;
 mod env;
+mod health;
+mod limits;
+mod log;
+mod policy;
+mod raw;
+mod replication;
+mod routing;
+mod shards;
+mod tls;
 mod users;
 
+pub use backend::BackendSettings;
+pub use defaults::{DEFAULT_DOWN_AFTER, DEFAULT_MAX_DEDICATED};
+pub use health::HealthSettings;
+pub use limits::ClientLimits;
+pub use log::{LogFormat, LogSettings};
+pub use policy::{LockSettings, Policy};
+pub use replication::{ReadFrom, ReplicationMode, WriteAck};
+pub use shards::{SentinelConfig, ShardConfig};
+pub use tls::TlsSettings;
 pub use users::{Role, Secret, User};
+
+use check::listen_addr;
+use raw::RawConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,217 +94,6 @@ fn without_source(e: &config::ConfigError) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        problem: problem.into(),
-    }
-}
-
-// ---- the file schema ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_listen")]
-    listen: String,
-    #[serde(default)]
-    workers: usize,
-    #[serde(default = "default_shutdown_grace", with = "duration")]
-    shutdown_grace: Duration,
-    #[serde(default)]
-    password: Option<Secret>,
-    #[serde(default)]
-    metrics_listen: Option<String>,
-    #[serde(default)]
-    log: LogSettings,
-    #[serde(default)]
-    tls: Option<RawTls>,
-    #[serde(default)]
-    routing: RawRouting,
-    #[serde(default)]
-    backend: BackendSettings,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    commands: RawCommands,
-    #[serde(default)]
-    health: HealthSettings,
-    #[serde(default)]
-    replication: RawReplication,
-    #[serde(default)]
-    locks: RawLocks,
-    #[serde(default)]
-    users: Vec<User>,
-    #[serde(default)]
-    shards: Vec<RawShard>,
-}
-
-/// The `[tls]` section: a listener for TLS clients.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    listen: String,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-/// TLS for clients: where, and with which certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub listen: SocketAddr,
-    /// PEM certificate chain, server certificate first.
-    pub cert: std::path::PathBuf,
-    /// PEM private key.
-    pub key: std::path::PathBuf,
-}
-
-/// The `[locks]` section: fenced locks.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLocks {
-    prefix: String,
-    #[serde(with = "duration")]
-    max_ttl: Duration,
-    #[serde(with = "duration")]
-    freeze_margin: Duration,
-}
-
-impl Default for RawLocks {
-    fn default() -> Self {
-        let d = LockSettings::default();
-        RawLocks {
-            prefix: String::from_utf8_lossy(&d.prefix).into_owned(),
-            max_ttl: d.max_ttl,
-            freeze_margin: d.freeze_margin,
-        }
-    }
-}
-
-/// The `[replication]` section: defaults for every shard, and where epochs are kept.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawReplication {
-    mode: String,
-    manage_replication: bool,
-    write_ack: String,
-    #[serde(with = "duration")]
-    ack_timeout: Duration,
-    read_from: String,
-    #[serde(with = "duration")]
-    max_lag: Duration,
-    state_file: Option<std::path::PathBuf>,
-}
-
-impl Default for RawReplication {
-    fn default() -> Self {
-        RawReplication {
-            mode: "redis".into(),
-            manage_replication: true,
-            write_ack: "primary".into(),
-            ack_timeout: Duration::from_secs(1),
-            read_from: "primary".into(),
-            max_lag: Duration::from_secs(1),
-            state_file: None,
-        }
-    }
-}
-
-/// The `[commands]` section: commands refused unless allowed.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawCommands {
-    allow_flush: bool,
-    allow_keys: bool,
-    allow_node_admin: bool,
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:6380".into()
-}
-
-fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(5)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRouting {
-    hash: String,
-    distribution: String,
-    hash_tag: String,
-}
-
-impl Default for RawRouting {
-    fn default() -> Self {
-        RawRouting {
-            hash: "xxh3".into(),
-            distribution: "ketama".into(),
-            hash_tag: "{}".into(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLimits {
-    max_clients: usize,
-    max_bulk_len: usize,
-    max_inline_len: usize,
-    max_args: usize,
-    max_query_buffer: usize,
-    max_pipeline: usize,
-    max_output_buffer: usize,
-    #[serde(with = "duration")]
-    idle_timeout: Duration,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        let p = Limits::default();
-        let c = ClientLimits::default();
-        RawLimits {
-            max_clients: c.max_clients,
-            max_bulk_len: p.max_bulk_len,
-            max_inline_len: p.max_inline_len,
-            max_args: p.max_args,
-            max_query_buffer: p.max_query_buffer,
-            max_pipeline: c.max_pipeline,
-            max_output_buffer: c.max_output_buffer,
-            idle_timeout: c.idle_timeout,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawShard {
-    name: Option<String>,
-    primary: String,
-    #[serde(default)]
-    replicas: Vec<String>,
-    #[serde(default = "one")]
-    weight: u32,
-    replication: Option<String>,
-    manage_replication: Option<bool>,
-    write_ack: Option<String>,
-    read_from: Option<String>,
-    sentinel: Option<RawSentinel>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSentinel {
-    master: String,
-    addresses: Vec<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-// ---- the validated configuration ----
 
 /// The validated runtime configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,268 +128,6 @@ pub struct Config {
     /// Replicas further behind than this serve no reads.
     pub max_lag: Duration,
     pub shards: Vec<ShardConfig>,
-}
-
-/// How long a node may stay silent before it is down: Sentinel's `down-after-milliseconds`
-/// default. Silence is what a slow node and a dead one share, and slow nodes are silent for
-/// longer than one would guess: Redis answers nothing during the first `busy-reply-threshold`
-/// (5 s) of a long script, and one client pipelining 400 GETs of an 8 MiB value without reading
-/// kept a Redis 7.0 silent for 7.2 s on an idle 2-core machine, over 10 s on a busy one. A
-/// node that refuses connections (crashed, restarted) is down after `failure_threshold` checks
-/// instead, in about three intervals.
-pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
-
-/// Dedicated connections per node (blocked, watching, subscribed clients): a tenth of Redis's
-/// default `maxclients`, so that one proxy's blocked clients leave a node room for the shared
-/// connections, health checks and other proxies.
-pub const DEFAULT_MAX_DEDICATED: usize = 1_000;
-
-/// The `[health]` section: active checks of every node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthSettings {
-    /// Every node gets a PING and an INFO replication this often.
-    #[serde(with = "duration")]
-    pub interval: Duration,
-    /// Consecutive checks refused or reset that make a node down (a connection refused is
-    /// evidence of death; silence is not).
-    pub failure_threshold: u32,
-    /// Consecutive answers that bring a down node back.
-    pub success_threshold: u32,
-    /// Silence that makes a node down: a node that keeps its connection but does not answer
-    /// (a long script, a huge reply, a fork) is only slow until then.
-    #[serde(with = "duration")]
-    pub down_after: Duration,
-}
-
-impl Default for HealthSettings {
-    fn default() -> Self {
-        HealthSettings {
-            interval: Duration::from_secs(1),
-            failure_threshold: 3,
-            success_threshold: 1,
-            down_after: DEFAULT_DOWN_AFTER,
-        }
-    }
-}
-
-/// How a shard's replicas get its writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicationMode {
-    /// Redis's own replication (REPLICAOF).
-    Redis,
-    /// shardis copies every successful write to each replica itself.
-    Mirror,
-}
-
-/// When a write is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteAck {
-    /// As soon as the primary answers.
-    Primary,
-    /// Once this many replicas have it too.
-    Replicas(u8),
-}
-
-/// Which node serves a shard's reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFrom {
-    Primary,
-    /// A replica within the lag limit; the primary when there is none.
-    Replica,
-    /// Same as `Replica`; kept as the name operators know from other clients.
-    PreferReplica,
-}
-
-/// Fenced locks (`[locks]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockSettings {
-    /// `SET key owner NX PX|EX ttl` on a key starting with this is a lock grant; empty: none
-    /// is.
-    pub prefix: Bytes,
-    /// The longest lease a grant or an extension may ask for.
-    pub max_ttl: Duration,
-    /// After a failover a shard grants no lock for `max_ttl` plus this (clock drift, and the
-    /// time the failover took to notice).
-    pub freeze_margin: Duration,
-}
-
-impl Default for LockSettings {
-    fn default() -> Self {
-        LockSettings {
-            prefix: Bytes::from_static(b"lock:"),
-            max_ttl: Duration::from_secs(30),
-            freeze_margin: Duration::from_secs(1),
-        }
-    }
-}
-
-impl LockSettings {
-    /// Whether a SET on `key` is a lock grant.
-    pub fn in_namespace(&self, key: &[u8]) -> bool {
-        !self.prefix.is_empty() && key.starts_with(&self.prefix)
-    }
-
-    /// How long a shard refuses grants after a failover.
-    pub fn freeze(&self) -> Duration {
-        self.max_ttl + self.freeze_margin
-    }
-}
-
-/// A shard whose nodes Redis Sentinel names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelConfig {
-    pub master: String,
-    pub addresses: Vec<String>,
-}
-
-/// Which commands the operator allows beyond the defaults, and which keys are locks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
-    /// FLUSHDB and FLUSHALL, sent to every shard.
-    pub allow_flush: bool,
-    /// KEYS (it walks every key of every shard, blocking each) is refused unless allowed.
-    pub allow_keys: bool,
-    /// CONFIG SET, CONFIG RESETSTAT, SLOWLOG RESET and LATENCY RESET, sent to every node.
-    pub allow_node_admin: bool,
-    pub locks: LockSettings,
-}
-
-/// The `[backend]` section, read as is (durations in humantime form: "500ms", "2s").
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackendSettings {
-    /// Multiplexed connections per node (per client protocol: RESP2 and RESP3 each get a set).
-    pub connections: usize,
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    /// How long a request may wait for its reply before the connection is declared broken.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// First delay before reconnecting to a node that failed; doubles up to the max.
-    #[serde(with = "duration")]
-    pub reconnect_backoff: Duration,
-    #[serde(with = "duration")]
-    pub reconnect_backoff_max: Duration,
-    /// Requests queued per backend connection before senders wait.
-    pub queue_depth: usize,
-    /// Connections to one node opened for one client each (a blocking command, a WATCH, a
-    /// subscriber) that may be open at once; past it such a client gets an error at once.
-    /// Each takes a client slot on the node (Redis's `maxclients`, 10,000 by default).
-    pub max_dedicated: usize,
-    /// Sent with AUTH on every connection to a node (data and health checks), with
-    /// `username` when set (Redis 6 ACL users). Not sent to Sentinels.
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// TLS to every node (data and health checks), verifying their certificates against
-    /// `tls_ca` for `tls_server_name` (default: the host of the node's address).
-    pub tls: bool,
-    pub tls_ca: Option<std::path::PathBuf>,
-    pub tls_server_name: Option<String>,
-}
-
-impl BackendSettings {
-    /// The AUTH command a new node connection sends first, if any.
-    pub fn auth_args(&self) -> Option<Vec<&[u8]>> {
-        let password = self.password.as_ref()?;
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = &self.username {
-            args.push(user.as_bytes());
-        }
-        args.push(password.expose().as_bytes());
-        Some(args)
-    }
-}
-
-impl Default for BackendSettings {
-    fn default() -> Self {
-        BackendSettings {
-            connections: 2,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            reconnect_backoff: Duration::from_millis(100),
-            reconnect_backoff_max: Duration::from_secs(2),
-            queue_depth: 16 * 1024,
-            max_dedicated: DEFAULT_MAX_DEDICATED,
-            username: None,
-            password: None,
-            tls: false,
-            tls_ca: None,
-            tls_server_name: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientLimits {
-    pub max_clients: usize,
-    /// Requests one client may have in flight; reading from it pauses at this depth.
-    pub max_pipeline: usize,
-    /// Reply bytes held for a client that is not reading; replies wait (and so does reading)
-    /// past this.
-    pub max_output_buffer: usize,
-    /// A client that sends nothing for this long, with nothing in flight, is closed (Redis's
-    /// `timeout`); zero means never.
-    pub idle_timeout: Duration,
-}
-
-impl Default for ClientLimits {
-    fn default() -> Self {
-        ClientLimits {
-            max_clients: 10_000,
-            max_pipeline: 4096,
-            max_output_buffer: 64 * 1024 * 1024,
-            idle_timeout: Duration::ZERO,
-        }
-    }
-}
-
-/// The `[log]` section. `RUST_LOG`, when set, overrides `level`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    /// A `tracing` filter: `info`, `debug`, `shardis=debug,warn`, ...
-    pub level: String,
-    /// `text` (one line per event) or `json` (one JSON object per line).
-    pub format: LogFormat,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardConfig {
-    /// Identity on the ring (default: the primary's `host:port`).
-    pub name: String,
-    pub primary: String,
-    pub replicas: Vec<String>,
-    pub weight: u32,
-    pub replication: ReplicationMode,
-    /// Redis mode: point replicas at the primary at start (else only check and report).
-    pub manage_replication: bool,
-    pub write_ack: WriteAck,
-    pub read_from: ReadFrom,
-    pub sentinel: Option<SentinelConfig>,
-}
-
-impl ShardConfig {
-    /// The shard's nodes: the configured primary, then its replicas.
-    pub fn nodes(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.primary).chain(&self.replicas)
-    }
 }
 
 impl Config {
@@ -601,277 +173,25 @@ impl Config {
 }
 
 impl RawConfig {
+    /// Each section's checks, in the order the sections have always been checked in: for a
+    /// file with several errors, the one reported first stays the same.
     fn validate(self) -> Result<Config, ConfigError> {
-        let listen = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("{:?} is not an ip:port address", self.listen),
-            )
-        })?;
-        let hash = HashFn::parse(&self.routing.hash).ok_or_else(|| {
-            invalid(
-                "routing.hash",
-                format!("{:?}: expected xxh3, fnv1a_64 or md5", self.routing.hash),
-            )
-        })?;
-        let distribution = Distribution::parse(&self.routing.distribution).ok_or_else(|| {
-            invalid(
-                "routing.distribution",
-                format!("{:?}: expected ketama or modula", self.routing.distribution),
-            )
-        })?;
-        let hash_tag = match self.routing.hash_tag.as_str() {
-            "" => None,
-            spec => Some(HashTag::parse(spec).ok_or_else(|| {
-                invalid(
-                    "routing.hash_tag",
-                    format!("{spec:?}: expected two ASCII characters, or \"\" for none"),
-                )
-            })?),
-        };
-        if self
-            .password
-            .as_ref()
-            .is_some_and(|p| p.expose().is_empty())
-        {
-            return Err(invalid("password", "empty; leave it out for no password"));
-        }
-        for (i, u) in self.users.iter().enumerate() {
-            let key = format!("users[{i}]");
-            if u.name.is_empty() || u.name.contains(|c: char| c.is_whitespace()) {
-                return Err(invalid(format!("{key}.name"), "empty or has spaces"));
-            }
-            if u.password.expose().is_empty() {
-                return Err(invalid(format!("{key}.password"), "empty"));
-            }
-            if u.name == "default" && self.password.is_some() {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    "\"default\" is the user of the top-level password",
-                ));
-            }
-            if self.users[..i].iter().any(|o| o.name == u.name) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("{:?} is named twice", u.name),
-                ));
-            }
-        }
-        let tls = match self.tls {
-            None => None,
-            Some(t) => {
-                let listen = t.listen.parse().map_err(|_| {
-                    invalid(
-                        "tls.listen",
-                        format!("{:?} is not an ip:port address", t.listen),
-                    )
-                })?;
-                crate::net::tls::acceptor(&t.cert, &t.key).map_err(|e| invalid("tls", e))?;
-                Some(TlsSettings {
-                    listen,
-                    cert: t.cert,
-                    key: t.key,
-                })
-            }
-        };
-        match (&self.backend.tls, &self.backend.tls_ca) {
-            (true, None) => {
-                return Err(invalid(
-                    "backend.tls_ca",
-                    "needed with backend.tls: the CA that signs the nodes' certificates",
-                ))
-            }
-            (true, Some(ca)) => {
-                crate::net::tls::client_config(ca).map_err(|e| invalid("backend.tls_ca", e))?;
-            }
-            (false, _) => {}
-        }
+        let listen = listen_addr("listen", &self.listen)?;
+        let (hash, distribution, hash_tag) = self.routing.validate()?;
+        users::check(self.password.as_ref(), &self.users)?;
+        let tls = self.tls.map(raw::RawTls::validate).transpose()?;
+        self.backend.check_tls()?;
         let metrics_listen = match &self.metrics_listen {
             None => None,
-            Some(addr) => Some(addr.parse().map_err(|_| {
-                invalid(
-                    "metrics_listen",
-                    format!("{addr:?} is not an ip:port address"),
-                )
-            })?),
+            Some(addr) => Some(listen_addr("metrics_listen", addr)?),
         };
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(invalid("log.level", format!("{:?}: {e}", self.log.level)));
-        }
-        let b = self.backend;
-        if b.password.as_ref().is_some_and(|p| p.expose().is_empty()) {
-            return Err(invalid("backend.password", "empty; leave it out for none"));
-        }
-        if b.username.is_some() && b.password.is_none() {
-            return Err(invalid("backend.username", "set without backend.password"));
-        }
-        positive("backend.connections", b.connections)?;
-        positive("backend.queue_depth", b.queue_depth)?;
-        positive("backend.max_dedicated", b.max_dedicated)?;
-        for (key, d) in [
-            ("backend.connect_timeout", b.connect_timeout),
-            ("backend.timeout", b.timeout),
-            ("backend.reconnect_backoff", b.reconnect_backoff),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be longer than 0"));
-            }
-        }
-        if b.reconnect_backoff_max < b.reconnect_backoff {
-            return Err(invalid(
-                "backend.reconnect_backoff_max",
-                "must not be shorter than backend.reconnect_backoff",
-            ));
-        }
-        let l = self.limits;
-        for (key, v) in [
-            ("limits.max_clients", l.max_clients),
-            ("limits.max_bulk_len", l.max_bulk_len),
-            ("limits.max_inline_len", l.max_inline_len),
-            ("limits.max_args", l.max_args),
-            ("limits.max_query_buffer", l.max_query_buffer),
-            ("limits.max_pipeline", l.max_pipeline),
-            ("limits.max_output_buffer", l.max_output_buffer),
-        ] {
-            positive(key, v)?;
-        }
-        let h = self.health;
-        if h.interval.is_zero() {
-            return Err(invalid("health.interval", "must be longer than 0"));
-        }
-        if h.down_after.is_zero() {
-            return Err(invalid("health.down_after", "must be longer than 0"));
-        }
-        if h.failure_threshold == 0 || h.success_threshold == 0 {
-            return Err(invalid(
-                "health",
-                "failure_threshold and success_threshold must be at least 1",
-            ));
-        }
-        let lk = self.locks;
-        // A lease must fit in Redis's PX and in the Lua number a script handles exactly.
-        if lk.max_ttl.is_zero() || lk.max_ttl > Duration::from_secs(365 * 24 * 3600) {
-            return Err(invalid(
-                "locks.max_ttl",
-                "must be longer than 0 and at most one year",
-            ));
-        }
-        let locks = LockSettings {
-            prefix: Bytes::from(lk.prefix.into_bytes()),
-            max_ttl: lk.max_ttl,
-            freeze_margin: lk.freeze_margin,
-        };
-        let r = self.replication;
-        if r.ack_timeout.is_zero() {
-            return Err(invalid("replication.ack_timeout", "must be longer than 0"));
-        }
-        let default_mode = parse_mode("replication.mode", &r.mode)?;
-        let default_ack = parse_write_ack("replication.write_ack", &r.write_ack)?;
-        let default_read = parse_read_from("replication.read_from", &r.read_from)?;
-        if self.shards.is_empty() {
-            return Err(invalid(
-                "shards",
-                "at least one [[shards]] entry is required",
-            ));
-        }
-        let mut shards = Vec::with_capacity(self.shards.len());
-        for (i, s) in self.shards.into_iter().enumerate() {
-            let key = |field: &str| format!("shards[{i}].{field}");
-            check_addr(&key("primary"), &s.primary)?;
-            for (j, r) in s.replicas.iter().enumerate() {
-                check_addr(&key(&format!("replicas[{j}]")), r)?;
-                if *r == s.primary {
-                    return Err(invalid(
-                        key(&format!("replicas[{j}]")),
-                        "same as the primary",
-                    ));
-                }
-            }
-            if s.weight == 0 {
-                return Err(invalid(key("weight"), "must be at least 1"));
-            }
-            let name = s.name.unwrap_or_else(|| s.primary.clone());
-            if name.is_empty() {
-                return Err(invalid(key("name"), "must not be empty"));
-            }
-            let replication = match &s.replication {
-                Some(m) => parse_mode(&key("replication"), m)?,
-                None => default_mode,
-            };
-            let write_ack = match &s.write_ack {
-                Some(a) => parse_write_ack(&key("write_ack"), a)?,
-                None => default_ack,
-            };
-            if let WriteAck::Replicas(n) = write_ack {
-                if s.sentinel.is_none() && usize::from(n) > s.replicas.len() {
-                    return Err(invalid(
-                        key("write_ack"),
-                        format!(
-                            "asks for {n} replicas but the shard has {}",
-                            s.replicas.len()
-                        ),
-                    ));
-                }
-            }
-            let read_from = match &s.read_from {
-                Some(r) => parse_read_from(&key("read_from"), r)?,
-                None => default_read,
-            };
-            let sentinel = match s.sentinel {
-                Some(sentinel) => {
-                    if sentinel.master.is_empty() {
-                        return Err(invalid(key("sentinel.master"), "must not be empty"));
-                    }
-                    if sentinel.addresses.is_empty() {
-                        return Err(invalid(key("sentinel.addresses"), "give at least one"));
-                    }
-                    for (j, a) in sentinel.addresses.iter().enumerate() {
-                        check_addr(&key(&format!("sentinel.addresses[{j}]")), a)?;
-                    }
-                    if replication == ReplicationMode::Mirror {
-                        return Err(invalid(
-                            key("sentinel"),
-                            "Sentinel shards use Redis replication, not mirror",
-                        ));
-                    }
-                    Some(SentinelConfig {
-                        master: sentinel.master,
-                        addresses: sentinel.addresses,
-                    })
-                }
-                None => None,
-            };
-            shards.push(ShardConfig {
-                name,
-                primary: s.primary,
-                replicas: s.replicas,
-                weight: s.weight,
-                replication,
-                manage_replication: s.manage_replication.unwrap_or(r.manage_replication),
-                write_ack,
-                read_from,
-                sentinel,
-            });
-        }
-        for (i, s) in shards.iter().enumerate() {
-            if let Some(j) = shards[..i].iter().position(|o| o.name == s.name) {
-                return Err(invalid(
-                    format!("shards[{i}].name"),
-                    format!("{:?} is already the name of shards[{j}]", s.name),
-                ));
-            }
-            for node in s.nodes() {
-                let clash = shards[..i]
-                    .iter()
-                    .position(|o| o.primary == *node || o.replicas.contains(node));
-                if let Some(j) = clash {
-                    return Err(invalid(
-                        format!("shards[{i}]"),
-                        format!("node {node} is already in shards[{j}]"),
-                    ));
-                }
-            }
-        }
+        self.log.check()?;
+        self.backend.check()?;
+        let (protocol, client) = self.limits.validate()?;
+        self.health.check()?;
+        let locks = self.locks.validate()?;
+        let shard_defaults = self.replication.validate()?;
+        let shards = shards::validate(self.shards, &shard_defaults)?;
         Ok(Config {
             listen,
             workers: self.workers,
@@ -884,84 +204,16 @@ impl RawConfig {
             hash,
             distribution,
             hash_tag,
-            backend: b,
-            protocol: Limits {
-                max_bulk_len: l.max_bulk_len,
-                max_inline_len: l.max_inline_len,
-                max_args: l.max_args,
-                max_query_buffer: l.max_query_buffer,
-            },
-            client: ClientLimits {
-                max_clients: l.max_clients,
-                max_pipeline: l.max_pipeline,
-                max_output_buffer: l.max_output_buffer,
-                idle_timeout: l.idle_timeout,
-            },
-            policy: Policy {
-                allow_flush: self.commands.allow_flush,
-                allow_keys: self.commands.allow_keys,
-                allow_node_admin: self.commands.allow_node_admin,
-                locks,
-            },
-            health: h,
-            state_file: r.state_file,
-            ack_timeout: r.ack_timeout,
-            max_lag: r.max_lag,
+            backend: self.backend,
+            protocol,
+            client,
+            policy: self.commands.into_policy(locks),
+            health: self.health,
+            state_file: self.replication.state_file,
+            ack_timeout: self.replication.ack_timeout,
+            max_lag: self.replication.max_lag,
             shards,
         })
-    }
-}
-
-fn parse_mode(key: &str, text: &str) -> Result<ReplicationMode, ConfigError> {
-    match text {
-        "redis" => Ok(ReplicationMode::Redis),
-        "mirror" => Ok(ReplicationMode::Mirror),
-        _ => Err(invalid(key, format!("{text:?}: expected redis or mirror"))),
-    }
-}
-
-/// `primary` or `replicas:N` with N from 1 to 255.
-fn parse_write_ack(key: &str, text: &str) -> Result<WriteAck, ConfigError> {
-    if text == "primary" {
-        return Ok(WriteAck::Primary);
-    }
-    match text.strip_prefix("replicas:").map(str::parse::<u8>) {
-        Some(Ok(n)) if n > 0 => Ok(WriteAck::Replicas(n)),
-        _ => Err(invalid(
-            key,
-            format!("{text:?}: expected primary or replicas:N (N from 1 to 255)"),
-        )),
-    }
-}
-
-fn parse_read_from(key: &str, text: &str) -> Result<ReadFrom, ConfigError> {
-    match text {
-        "primary" => Ok(ReadFrom::Primary),
-        "replica" => Ok(ReadFrom::Replica),
-        "prefer-replica" => Ok(ReadFrom::PreferReplica),
-        _ => Err(invalid(
-            key,
-            format!("{text:?}: expected primary, replica or prefer-replica"),
-        )),
-    }
-}
-
-fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
-    if v == 0 {
-        return Err(invalid(key, "must be at least 1"));
-    }
-    Ok(())
-}
-
-/// A node address is `host:port` with a non-empty host and a port in 1..=65535.
-fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
-    let ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(key, format!("{addr:?} is not host:port")))
     }
 }
 

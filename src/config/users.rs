@@ -3,6 +3,9 @@
 
 use serde::Deserialize;
 
+use super::check::invalid;
+use super::ConfigError;
+
 /// A password: compared and sent, never printed (its `Debug` is `<redacted>`), so it cannot
 /// reach a log line or an error message by accident.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -47,4 +50,35 @@ pub struct User {
     /// and their read-only forms, SCRIPT LOAD): unconfined, see the module's doc.
     #[serde(default)]
     pub allow_scripts: bool,
+}
+
+/// The top-level `password` and the `[[users]]`: no empty password, every user named once,
+/// without spaces, and no user `default` beside the top-level password (it is that
+/// password's user).
+pub(super) fn check(password: Option<&Secret>, users: &[User]) -> Result<(), ConfigError> {
+    if password.is_some_and(|p| p.expose().is_empty()) {
+        return Err(invalid("password", "empty; leave it out for no password"));
+    }
+    for (i, u) in users.iter().enumerate() {
+        let key = format!("users[{i}]");
+        if u.name.is_empty() || u.name.contains(|c: char| c.is_whitespace()) {
+            return Err(invalid(format!("{key}.name"), "empty or has spaces"));
+        }
+        if u.password.expose().is_empty() {
+            return Err(invalid(format!("{key}.password"), "empty"));
+        }
+        if u.name == "default" && password.is_some() {
+            return Err(invalid(
+                format!("{key}.name"),
+                "\"default\" is the user of the top-level password",
+            ));
+        }
+        if users[..i].iter().any(|o| o.name == u.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{:?} is named twice", u.name),
+            ));
+        }
+    }
+    Ok(())
 }
