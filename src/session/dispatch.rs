@@ -1,7 +1,7 @@
 //! What happens to one parsed request, in phases: [`admit`] (the AUTH delay, authentication,
 //! the user's permissions, subscriber mode), then, inside MULTI, [`in_transaction`] queues it;
-//! else [`Call::execute`] runs it, one method per kind of [`Plan`]. Each returns the [`Slot`]
-//! its reply will fill.
+//! else [`dispatch`] carries it out with the [`Call`] method for its kind of [`Plan`]. Each
+//! returns the [`Slot`] its reply will fill.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -67,7 +67,26 @@ pub(super) async fn dispatch(
         // acknowledgement (`write_ack`); every other command is treated as a write for both.
         readonly: flags & READONLY != 0 && !writes,
     };
-    call.execute(plan).await
+    // The rarer plans' futures are boxed, so that every request's future is not as large as
+    // the largest of theirs (it is moved, whole, at each await it passes through).
+    match plan {
+        Plan::Forward(shard) => call.forward(shard).await,
+        Plan::AnyShard => {
+            let shard = topology.any_shard();
+            call.forward(shard).await
+        }
+        Plan::Split { merge, parts } => call.fan_out(merge, parts, Extra::None).await,
+        Plan::Local(local) => call.local(local),
+        Plan::Error(msg) => error(&msg),
+        Plan::Transaction(tx) => call.transaction(tx),
+        Plan::Broadcast(merge) => Box::pin(call.broadcast(merge)).await,
+        Plan::Blocking { shard, timeout } => Box::pin(call.blocking(shard, timeout)).await,
+        Plan::WaitReplicas { timeout } => Box::pin(call.wait_replicas(timeout)).await,
+        Plan::Scan => Box::pin(super::scan::scan(proxy, call.session, &req)).await,
+        Plan::Watch(shard) => Box::pin(call.watch(shard)).await,
+        Plan::Lock(cmd) => Box::pin(call.lock(*cmd)).await,
+        Plan::PubSub(cmd) => Box::pin(call.pubsub(cmd)).await,
+    }
 }
 
 /// Whether this session may run the request at all: `Err` holds the refusal. Checked before
@@ -137,32 +156,9 @@ struct Call<'a> {
     readonly: bool,
 }
 
-impl Call<'_> {
-    async fn execute(self, plan: Plan) -> Slot {
-        match plan {
-            Plan::Forward(shard) => self.forward(shard).await,
-            Plan::AnyShard => {
-                let shard = self.topology.any_shard();
-                self.forward(shard).await
-            }
-            Plan::Split { merge, parts } => self.fan_out(merge, parts, Extra::None).await,
-            Plan::Broadcast(merge) => self.broadcast(merge).await,
-            Plan::Local(local) => self.local(local),
-            Plan::Error(msg) => error(&msg),
-            Plan::Blocking { shard, timeout } => self.blocking(shard, timeout).await,
-            Plan::WaitReplicas { timeout } => {
-                self.session.block(self.proxy);
-                wait_replicas(self.proxy, self.topology, self.session, self.req, timeout).await
-            }
-            Plan::Scan => super::scan::scan(self.proxy, self.session, self.req).await,
-            Plan::Transaction(tx) => self.transaction(tx),
-            Plan::Watch(shard) => self.watch(shard).await,
-            Plan::Lock(cmd) => self.lock(*cmd).await,
-            Plan::PubSub(cmd) => self.pubsub(cmd).await,
-        }
-    }
-
-    async fn forward(self, shard: usize) -> Slot {
+impl<'a> Call<'a> {
+    /// To one shard.
+    fn forward(self, shard: usize) -> impl std::future::Future<Output = Slot> + 'a {
         let (writes, readonly) = (self.writes, self.readonly);
         forward(
             self.topology,
@@ -172,10 +168,15 @@ impl Call<'_> {
             writes,
             readonly,
         )
-        .await
     }
 
-    async fn fan_out(self, merge: Merge, parts: Vec<Part>, extra: Extra) -> Slot {
+    /// To several shards, with the replies merged by `merge`.
+    fn fan_out(
+        self,
+        merge: Merge,
+        parts: Vec<Part>,
+        extra: Extra,
+    ) -> impl std::future::Future<Output = Slot> + 'a {
         let (writes, readonly) = (self.writes, self.readonly);
         fan_out(
             self.topology,
@@ -186,7 +187,12 @@ impl Call<'_> {
             writes,
             readonly,
         )
-        .await
+    }
+
+    /// WAIT, on every shard this session wrote to.
+    async fn wait_replicas(self, timeout: Option<std::time::Duration>) -> Slot {
+        self.session.block(self.proxy);
+        wait_replicas(self.proxy, self.topology, self.session, self.req, timeout).await
     }
 
     /// To every shard's primary (or every node), with the replies merged by `merge`.

@@ -22,12 +22,11 @@ use super::slot::Slot;
 use super::state::Session;
 use crate::backend::Push;
 use crate::command::{self, Local, Plan};
-use crate::config::{ClientLimits, Policy};
+use crate::config::ClientLimits;
 use crate::net::socket::Socket;
 use crate::proxy::clients::{Buffers, LastCommand, Registration, Registry};
 use crate::proxy::Proxy;
-use crate::resp::{encode, Request, RequestParser};
-use crate::topology::Topology;
+use crate::resp::{encode, RequestParser};
 
 /// Bytes read ahead while a request runs alone, enough to see the client close.
 const BARRIER_READ: usize = 64 * 1024;
@@ -333,7 +332,9 @@ impl<S: Socket> ClientTask<S> {
         };
         let (req, planned) = *held;
         let topology = self.proxy.topology();
-        self.dispatch(&topology, req, planned).await;
+        let counted = Counted::of(&planned);
+        let slot = dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
+        self.owe(slot, counted);
         self.pipe.barrier = Barrier::Draining { held: None };
         true
     }
@@ -354,9 +355,25 @@ impl<S: Socket> ClientTask<S> {
         while self.can_dispatch() {
             match self.parser.next(&mut self.conn.inbuf) {
                 Ok(Some(req)) => {
-                    if let Some(this) = self.on_request(&topology, &policy, req, since).await {
-                        last = Some(this);
+                    let (plan, flags, cmd) =
+                        command::plan_and_flags(&req, &topology.router, &policy);
+                    let planned = Planned {
+                        plan,
+                        flags,
+                        cmd,
+                        since,
+                    };
+                    let this = LastCommand::of(req.args());
+                    if self.must_wait(&planned, &this) {
+                        let held = Some(Box::new((req, planned)));
+                        self.pipe.barrier = Barrier::Draining { held };
+                        continue;
                     }
+                    let counted = Counted::of(&planned);
+                    let slot =
+                        dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
+                    self.owe(slot, counted);
+                    last = Some(this);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -377,44 +394,28 @@ impl<S: Socket> ClientTask<S> {
         !self.closing && !self.pipe.is_draining() && self.pipe.len() < self.limits.max_pipeline
     }
 
-    /// Plans one request, and dispatches it unless it must wait for the replies before it;
-    /// returns it for CLIENT LIST's `cmd` when dispatched.
-    async fn on_request(
-        &mut self,
-        topology: &Topology,
-        policy: &Policy,
-        req: Request,
-        since: std::time::Instant,
-    ) -> Option<LastCommand> {
-        let (plan, flags, cmd) = command::plan_and_flags(&req, &topology.router, policy);
-        let planned = Planned {
-            plan,
-            flags,
-            cmd,
-            since,
-        };
-        let this = LastCommand::of(req.args());
+    /// Whether a planned request must wait for the replies owed before it is dispatched,
+    /// because it runs alone (the caller holds it then). `this` is what CLIENT LIST shows as
+    /// its `cmd`.
+    fn must_wait(&mut self, planned: &Planned, this: &LastCommand) -> bool {
         if matches!(
             planned.plan,
             Plan::Local(Local::ClientList | Local::ClientInfo)
         ) {
             self.session.report(Some(this.clone()), self.buffers());
         }
-        if runs_alone(&planned.plan, &self.session) {
-            if !self.pipe.is_empty() {
-                let held = Some(Box::new((req, planned)));
-                self.pipe.barrier = Barrier::Draining { held };
-                return None;
-            }
-            self.pipe.barrier = Barrier::Draining { held: None };
+        if !runs_alone(&planned.plan, &self.session) {
+            return false;
         }
-        self.dispatch(topology, req, planned).await;
-        Some(this)
+        if self.pipe.is_empty() {
+            self.pipe.barrier = Barrier::Draining { held: None };
+            return false;
+        }
+        true
     }
 
-    async fn dispatch(&mut self, topology: &Topology, req: Request, planned: Planned) {
-        let counted = Counted::of(&planned);
-        let slot = dispatch(&self.proxy, topology, &mut self.session, req, planned).await;
+    /// Queues the reply to a dispatched request.
+    fn owe(&mut self, slot: Slot, counted: Counted) {
         self.pipe.push(slot, counted);
         if self.session.close_after_reply {
             self.closing = true;
