@@ -276,7 +276,13 @@ declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid)
 echo
 echo "machine: $(nproc) CPUs; $(redis-server --version | awk '{print $1, $2, $3}');" \
     "$(nutcracker --version 2>&1 | head -n 1)"
-echo "shardis: ${shardis_bin:-(skipped)} ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), workers = $shardis_workers"
+# The checkout's commit says what was measured only when the binary was built from it here.
+if [[ -n "${SHARDIS_BIN:-}" ]]; then
+    built_from="given by SHARDIS_BIN"
+else
+    built_from=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+fi
+echo "shardis: ${shardis_bin:-(skipped)} ($built_from), workers = $shardis_workers"
 echo "redis-benchmark -c $clients -r 100000 -t set,get; -P 1: -n $n_plain," \
     "-P 16: -n $n_pipeline; $rounds round(s)"
 echo
