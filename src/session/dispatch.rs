@@ -1,7 +1,7 @@
-//! What happens to one parsed request, in phases: [`admit`] (the AUTH delay, authentication,
-//! the user's permissions, subscriber mode), then, inside MULTI, [`in_transaction`] queues it;
-//! else [`dispatch`] carries it out with the [`Call`] method for its kind of [`Plan`]. Each
-//! returns the [`Slot`] its reply will fill.
+//! What happens to one parsed request, in phases: the delay after a failed AUTH, then [`admit`]
+//! (authentication, the user's permissions, subscriber mode), then, inside MULTI,
+//! [`in_transaction`] queues it; else [`dispatch`] carries it out with the [`Call`] method for
+//! its kind of [`Plan`]. Each returns the [`Slot`] its reply will fill.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,8 +20,9 @@ use super::transaction::{Pinned, Transaction, EXECABORT};
 use crate::backend::Wait;
 use crate::command::lock::LockCommand;
 use crate::command::spec::flags::{READONLY, WRITE};
-use crate::command::CROSSSLOT;
-use crate::command::{printable, CommandId, Local, Merge, Part, Plan, PubSubCommand, TxCommand};
+use crate::command::{
+    printable, CommandId, Local, Merge, Part, Plan, PubSubCommand, TxCommand, CROSSSLOT,
+};
 use crate::config::ReplicationMode;
 use crate::lock;
 use crate::proxy::Proxy;

@@ -231,7 +231,7 @@ pub fn config_get(
     ))
 }
 
-/// SLOWLOG GET [count]: every primary's entries, newest first (by the time each was logged,
+/// SLOWLOG GET \[count\]: every primary's entries, newest first (by the time each was logged,
 /// then by duration), at most `count` of them (`None` for all). Each entry keeps the id its
 /// node gave it.
 pub fn slowlog(replies: Vec<Reply>, proto: Proto, count: Option<usize>) -> Result<Value, Bytes> {

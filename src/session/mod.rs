@@ -1,6 +1,6 @@
 //! One client session: read requests, plan them, dispatch them, write replies in order.
 //!
-//! The session is one task driving one socket. Each request becomes a [`Slot`] at the back of a
+//! The session is one task driving one socket. Each request becomes a `Slot` at the back of a
 //! FIFO; a slot is either ready (the proxy answered it) or waits for backend replies. Replies are
 //! written strictly from the front of the FIFO, so they go back in request order even when the
 //! requests went to different shards or were split. Reading pauses while too many requests are
@@ -11,11 +11,11 @@
 //! A protocol error ends this client only: it gets `-ERR Protocol error: ...`, the replies to
 //! its earlier requests, and then the connection closes.
 //!
-//! The pieces: [`task`] runs the loop and owns the socket ([`conn`]) and the FIFO of owed
-//! replies ([`pipeline`]); [`dispatch`] carries out one request through its phases, sending
-//! through [`send`] and [`scan`]; [`state`] is what the client's commands change; [`local`]
-//! answers the proxy's own commands; [`acl`], [`pubsub`], [`transaction`], [`slot`] and
-//! [`merge`] are what those steps use.
+//! The pieces: `task` runs the loop and owns the socket (`conn`) and the FIFO of owed
+//! replies (`pipeline`); `dispatch` carries out one request through its phases, sending
+//! through `send` and `scan`; `state` is what the client's commands change; `local`
+//! answers the proxy's own commands; `acl`, `pubsub`, `transaction`, `slot` and
+//! `merge` are what those steps use.
 
 pub mod acl;
 mod conn;
