@@ -25,7 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::mirror::{self, Mirror, Target};
 use super::{BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait};
 use crate::config::BackendSettings;
-use crate::net::socket::{Reader, Socket};
+use crate::net::socket::{Reader, Socket, Watermark};
 use crate::resp::{encode, reply, Proto, ReplyFramer};
 
 /// A node connection: plain TCP, or the socket of a TLS bridge.
@@ -349,6 +349,8 @@ impl ConnTask {
         let mut wbuf = BytesMut::new();
         let mut rbuf = BytesMut::new();
         let mut reader = Reader::default();
+        // Give back what a big value made the buffers grow to.
+        let (mut rmark, mut wmark) = (Watermark::default(), Watermark::default());
         let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
         if let Some(auth) = self.settings.backend.auth_args() {
             encode::command(&mut wbuf, auth.into_iter());
@@ -383,6 +385,7 @@ impl ConnTask {
                 match stream.try_write(&wbuf) {
                     Ok(n) => {
                         let _ = wbuf.split_to(n);
+                        wmark.check(&mut wbuf);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => break Broken::Lost(e.to_string()),
@@ -409,6 +412,7 @@ impl ConnTask {
                             {
                                 break Broken::Lost(e);
                             }
+                            rmark.check(&mut rbuf);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => break Broken::Lost(e.to_string()),

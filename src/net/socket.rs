@@ -56,6 +56,32 @@ socket!(UnixStream);
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
+/// How much a buffer must have held for its memory to be given back once drained.
+const GROWN: usize = 1024 * 1024;
+
+/// Gives back the memory a big value made a buffer grow to, once the value has passed.
+///
+/// A `BytesMut` keeps its allocation: after a 50 MiB value it would hold 50 MiB for as long as
+/// the connection stays open, and reuse it for every small request after. So each buffer has
+/// a `Watermark`, told how full the buffer is after each read or write ([`Watermark::check`]):
+/// once a buffer that held more than [`GROWN`] is down to at most one read, what is left in it
+/// moves to a buffer of its own size. It costs two comparisons otherwise.
+#[derive(Debug, Default)]
+pub struct Watermark {
+    /// The most the buffer held since it was last given back.
+    high: usize,
+}
+
+impl Watermark {
+    pub fn check(&mut self, buf: &mut BytesMut) {
+        self.high = self.high.max(buf.len());
+        if self.high > GROWN && buf.len() <= MAX_READ {
+            *buf = BytesMut::from(&buf[..]);
+            self.high = buf.len();
+        }
+    }
+}
+
 /// A reader for one socket, sizing its reads to the traffic it sees.
 #[derive(Debug)]
 pub struct Reader {
@@ -98,5 +124,45 @@ impl Reader {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_grown_by_a_big_value_gives_its_memory_back_once_drained() {
+        let mut mark = Watermark::default();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&vec![b'x'; 8 * GROWN]);
+        mark.check(&mut buf);
+        // The value is still there: nothing moves.
+        let start = buf.as_ptr();
+        assert_eq!(buf.len(), 8 * GROWN);
+        // Half of it passed on: still too much left to move.
+        let first = buf.split_to(4 * GROWN).freeze();
+        mark.check(&mut buf);
+        assert_eq!(buf.as_ptr(), start.wrapping_add(4 * GROWN));
+        // All of it passed on, with the start of the next request behind it: the rest moves
+        // out of the big allocation.
+        let second = buf.split_to(4 * GROWN - 10).freeze();
+        mark.check(&mut buf);
+        assert_eq!(&buf[..], &[b'x'; 10]);
+        let moved = buf.as_ptr();
+        assert!(
+            moved < start || moved > start.wrapping_add(8 * GROWN),
+            "still in the value's allocation"
+        );
+        assert_eq!(first.len() + second.len() + buf.len(), 8 * GROWN);
+        // A buffer of everyday size is left where it is.
+        let mut small = BytesMut::with_capacity(2 * GROWN);
+        small.extend_from_slice(&vec![b'y'; GROWN / 2]);
+        let mut mark = Watermark::default();
+        mark.check(&mut small);
+        let _ = small.split_to(GROWN / 2 - 3);
+        let before = small.as_ptr();
+        mark.check(&mut small);
+        assert_eq!(small.as_ptr(), before);
     }
 }

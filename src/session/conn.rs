@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
-use crate::net::socket::{Reader, Socket};
+use crate::net::socket::{Reader, Socket, Watermark};
 use crate::proxy::clients::Buffers;
 use crate::telemetry::Telemetry;
 
@@ -22,6 +22,8 @@ pub(super) struct ClientConn<S> {
     pub(super) out: BytesMut,
     /// The client closed its side: nothing more to read, so no lingering needed.
     peer_closed: bool,
+    in_mark: Watermark,
+    out_mark: Watermark,
 }
 
 /// What a read brought.
@@ -42,6 +44,8 @@ impl<S: Socket> ClientConn<S> {
             inbuf: BytesMut::new(),
             out: BytesMut::new(),
             peer_closed: false,
+            in_mark: Watermark::default(),
+            out_mark: Watermark::default(),
         }
     }
 
@@ -55,6 +59,7 @@ impl<S: Socket> ClientConn<S> {
             Ok(n) => {
                 telemetry.net_output.fetch_add(n as u64, Ordering::Relaxed);
                 let _ = self.out.split_to(n);
+                self.out_mark.check(&mut self.out);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -74,6 +79,11 @@ impl<S: Socket> ClientConn<S> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Nothing),
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives back what a big request made `inbuf` grow to, once it is parsed.
+    pub(super) fn parsed(&mut self) {
+        self.in_mark.check(&mut self.inbuf);
     }
 
     pub(super) fn peer_closed(&mut self) {

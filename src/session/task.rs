@@ -385,6 +385,7 @@ impl<S: Socket> ClientTask<S> {
                 }
             }
         }
+        self.conn.parsed();
         if last.is_some() {
             self.session.report(last, self.buffers());
         }
