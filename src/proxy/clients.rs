@@ -30,15 +30,47 @@ pub struct ClientEntry {
     state: Mutex<ClientState>,
 }
 
-/// The first two arguments of a session's last request (two reference counts, no copy), and
-/// the bytes all its arguments take.
+/// The first two arguments of a session's last request, copied (up to [`Word::MAX`] bytes
+/// each, without allocating), and the bytes all its arguments take. Copied rather than
+/// shared: a reference to an argument would keep the whole read buffer it came in alive, a
+/// 200 MiB one after a big SET, until the client's next command.
 #[derive(Clone)]
-pub struct LastCommand(Bytes, Option<Bytes>, usize);
+pub struct LastCommand(Word, Option<Word>, usize);
+
+/// The start of an argument, in place.
+#[derive(Clone, Copy)]
+struct Word {
+    bytes: [u8; Word::MAX],
+    len: u8,
+}
+
+impl Word {
+    /// Longer than any command or subcommand name.
+    const MAX: usize = 32;
+
+    fn of(arg: &[u8]) -> Word {
+        let len = arg.len().min(Word::MAX);
+        let mut bytes = [0; Word::MAX];
+        bytes[..len].copy_from_slice(&arg[..len]);
+        Word {
+            bytes,
+            len: len as u8,
+        }
+    }
+}
+
+impl std::ops::Deref for Word {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
 
 impl LastCommand {
     pub fn of(args: &[Bytes]) -> LastCommand {
         let size = args.iter().map(Bytes::len).sum();
-        LastCommand(args[0].clone(), args.get(1).cloned(), size)
+        LastCommand(Word::of(&args[0]), args.get(1).map(|a| Word::of(a)), size)
     }
 
     /// The command name as Redis reports it: lower case, `container|sub` for subcommands.
