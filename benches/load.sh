@@ -13,11 +13,16 @@
 # ratios, and each proxy's CPU time per 100k requests, read from
 # /proc/PID/stat around its runs.
 #
-# Usage: benches/load.sh [--quick] [--blocking]
+# Usage: benches/load.sh [--quick] [--blocking] [--big]
 #   --quick              small request counts and one round (smoke test)
 #   --blocking           also measure GET/SET latency through shardis while 50
 #                        other clients sit in BLPOP (2 s timeout, re-issued),
 #                        against the same run without them
+#   --big                also, per proxy, SET a big value once and GET it 5 times
+#                        (50 and 200 MiB): resident memory at idle, its peak, after
+#                        the GETs and 10 s later; and the slowest of 100 small GETs
+#                        that another client sends to the same node during one more
+#                        big GET
 # Environment:
 #   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
@@ -42,10 +47,12 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/local/sbin:/usr/sbin"
 
 quick=0
 blocking=0
+big=0
 for arg in "$@"; do
     case $arg in
         --quick) quick=1 ;;
         --blocking) blocking=1 ;;
+        --big) big=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
             exit 0
@@ -418,5 +425,50 @@ if ((blocking && !skip_shardis)); then
             printf '%-11s %-4s %10.0f %8s %8s %8s %8s %8s\n' "$mode" "$test" "${rps//\"/}" \
                 "${avg//\"/}" "${p50//\"/}" "${p95//\"/}" "${p99//\"/}" "${max//\"/}"
         done <"$out.csv"
+    done
+fi
+
+# ------------------------------------------------------------------ big values
+
+# rss_mb PID [FIELD]: a process's resident memory (VmRSS, or FIELD: VmHWM for its peak), in MB.
+rss_mb() {
+    awk -v f="${2:-VmRSS}:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
+
+if ((big)); then
+    echo
+    echo "Big values: SET once, GET 5 times, by redis-cli; the proxy's resident memory in MB."
+    echo "small max = the slowest of 100 small GETs another client sends to the same node"
+    echo "(redis-benchmark -c 1) while one more big GET passes."
+    printf '%-11s %5s %6s %6s %7s %7s %11s\n' proxy MiB idle peak after "+10 s" "small max"
+    for target in nutcracker shardis; do
+        [[ $target == shardis ]] && ((skip_shardis)) && continue
+        port=${port_of[$target]}
+        pid=${pid_of[$target]}
+        for mib in 50 200; do
+            value="$tmp/big-$mib.bin"
+            [[ -f "$value" ]] || head -c $((mib << 20)) /dev/zero | tr '\0' x >"$value"
+            idle=$(rss_mb "$pid")
+            # Writing 5 resets the peak (VmHWM) to what is resident now.
+            echo 5 >"/proc/$pid/clear_refs"
+            # Hash tags put both keys on one node, so the small GETs share its connection.
+            redis-cli -h 127.0.0.1 -p "$port" -x SET "{big}value" <"$value" >/dev/null
+            for _ in 1 2 3 4 5; do
+                redis-cli -h 127.0.0.1 -p "$port" GET "{big}value" >/dev/null
+            done
+            peak=$(rss_mb "$pid" VmHWM)
+            after=$(rss_mb "$pid")
+            redis-cli -h 127.0.0.1 -p "$port" SET "{big}small" v >/dev/null
+            redis-cli -h 127.0.0.1 -p "$port" GET "{big}value" >/dev/null &
+            reader=$!
+            sleep 0.05
+            small=$(timeout "$bench_timeout" redis-benchmark -h 127.0.0.1 -p "$port" -c 1 -n 100 \
+                --csv GET "{big}small" 2>/dev/null | awk -F, 'NR == 2 { gsub(/"/, "", $8); print $8 }')
+            wait "$reader"
+            redis-cli -h 127.0.0.1 -p "$port" DEL "{big}value" "{big}small" >/dev/null
+            sleep 10
+            printf '%-11s %5s %6s %6s %7s %7s %8s ms\n' "$target" "$mib" "$idle" "$peak" \
+                "$after" "$(rss_mb "$pid")" "${small:-?}"
+        done
     done
 fi
