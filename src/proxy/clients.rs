@@ -1,10 +1,10 @@
-//! The proxy's own clients, as CLIENT LIST, CLIENT INFO and CLIENT KILL see them.
+//! The registry of the proxy's own clients, which CLIENT LIST, CLIENT INFO, CLIENT KILL and
+//! INFO read (their lines are written by the session's `local::client_list`).
 //!
 //! Each session registers an entry for its lifetime and refreshes what it reports once per
 //! batch of commands (not per command), so the registry costs the hot path one uncontended
 //! lock per read from the socket.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -71,6 +71,11 @@ impl LastCommand {
     pub fn of(args: &[Bytes]) -> LastCommand {
         let size = args.iter().map(Bytes::len).sum();
         LastCommand(Word::of(&args[0]), args.get(1).map(|a| Word::of(a)), size)
+    }
+
+    /// The bytes all the request's arguments took.
+    pub fn argv_mem(&self) -> usize {
+        self.2
     }
 
     /// The command name as Redis reports it: lower case, `container|sub` for subcommands.
@@ -222,63 +227,5 @@ impl ClientEntry {
 
     pub fn is_pubsub(&self) -> bool {
         self.state().is_some_and(|s| s.sub + s.psub + s.ssub > 0)
-    }
-
-    /// One CLIENT LIST line, in Redis's `key=value` form: Redis 7.0's fields in its order, then
-    /// 7.2's `lib-name` and `lib-ver`.
-    pub fn line(&self) -> String {
-        let Some(s) = self.state() else {
-            return String::new();
-        };
-        let text = |b: &Option<Bytes>| {
-            b.as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default()
-        };
-        let mut flags = String::new();
-        if s.sub + s.psub + s.ssub > 0 {
-            flags.push('P');
-        }
-        if s.multi >= 0 {
-            flags.push('x');
-        }
-        if flags.is_empty() {
-            flags.push('N');
-        }
-        let io = &s.io;
-        let argv_mem = s.cmd.as_ref().map_or(0, |c| c.2);
-        let rbs = io.qbuf + io.qbuf_free;
-        // What this client holds in the proxy: its buffers and what is queued for it.
-        let tot_mem = rbs + io.out_capacity + argv_mem + io.multi_mem + io.omem;
-        let mut line = String::with_capacity(320);
-        let _ = writeln!(
-            line,
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={argv_mem} multi-mem={} rbs={rbs} rbp={} obl={} oll={} omem={} tot-mem={tot_mem} events={} cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
-            self.id,
-            self.addr,
-            self.laddr,
-            self.fd,
-            text(&s.name),
-            self.age_secs(),
-            s.last_active.elapsed().as_secs(),
-            s.sub,
-            s.psub,
-            s.ssub,
-            s.multi,
-            io.qbuf,
-            io.qbuf_free,
-            io.multi_mem,
-            s.qbuf_peak,
-            io.obl,
-            io.oll,
-            io.omem,
-            if io.writing { "rw" } else { "r" },
-            s.cmd.as_ref().map_or_else(|| "NULL".to_string(), LastCommand::name),
-            s.user,
-            s.resp,
-            text(&s.lib_name),
-            text(&s.lib_ver),
-        );
-        line
     }
 }

@@ -1,6 +1,7 @@
 //! Commands the proxy answers itself: connection state (HELLO, AUTH, SELECT, CLIENT ...), ROLE
 //! and ACL WHOAMI.
 
+mod client_list;
 pub mod info;
 
 use std::sync::Arc;
@@ -96,7 +97,7 @@ pub fn answer(proxy: &Proxy, session: &mut Session, local: Local, req: &Request)
             let line = proxy
                 .clients
                 .get(session.id)
-                .map(|e| e.line())
+                .map(|e| client_list::line(&e))
                 .unwrap_or_default();
             session.reply(Value::Verbatim(Bytes::from(line)))
         }
@@ -138,7 +139,7 @@ fn client_list(proxy: &Proxy, session: &Session, args: &[Bytes]) -> Bytes {
         }
         Some(_) => return error("ERR syntax error"),
     }
-    let text: String = clients.iter().map(|c| c.line()).collect();
+    let text: String = clients.iter().map(|c| client_list::line(c)).collect();
     session.reply(Value::Verbatim(Bytes::from(text)))
 }
 
