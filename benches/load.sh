@@ -28,8 +28,9 @@
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
 #   LOAD_ROUNDS          rounds                      (default 3; quick 1)
 #   LOAD_CLIENTS         redis-benchmark connections (default 50)
-#   LOAD_SHARDIS_WORKERS shardis worker threads (default 1, like nutcracker's single
-#                        thread; 0 = one per CPU)
+#   LOAD_SHARDIS_WORKERS worker threads of the second shardis (default 1, like
+#                        nutcracker's single thread); the first runs the configuration
+#                        as shipped (`workers` not set: one per CPU)
 #   LOAD_TIMEOUT         seconds one redis-benchmark run may take (default 600)
 #   SHARDIS_BIN          shardis binary to use; skips the cargo build
 #   SKIP_SHARDIS=1       leave shardis out (to develop this script)
@@ -187,7 +188,7 @@ fi
 
 # ----------------------------------------------------------------- backends
 
-read -r port_a port_b port_c port_nut port_nut_stats port_shardis <<<"$(free_ports 6)"
+read -r port_a port_b port_c port_nut port_nut_stats port_shardis port_shardis_w <<<"$(free_ports 7)"
 backend_ports=("$port_a" "$port_b" "$port_c")
 
 for port in "${backend_ports[@]}"; do
@@ -229,11 +230,15 @@ wait_pong nutcracker "$port_nut" "$nut_pid" "$tmp/nutcracker.log"
 # ------------------------------------------------------------------ shardis
 
 shardis_pid=""
+shardis_w_pid=""
 shardis_workers=${LOAD_SHARDIS_WORKERS:-1}
-if ((!skip_shardis)); then
+# start_shardis NAME PORT [WORKERS]: a shardis on the three backends, as shipped but for the
+# pool and, when given, `workers`; sets started_pid.
+start_shardis() {
+    local name=$1 port=$2 workers=${3:-}
     {
-        echo "listen = \"127.0.0.1:$port_shardis\""
-        echo "workers = $shardis_workers"
+        echo "listen = \"127.0.0.1:$port\""
+        [[ -n "$workers" ]] && echo "workers = $workers"
         echo
         echo "[routing]"
         echo "hash = \"fnv1a_64\""
@@ -248,13 +253,19 @@ if ((!skip_shardis)); then
             echo "replicas = []"
             echo "weight = 1"
         done
-    } >"$tmp/shardis.toml"
+    } >"$tmp/$name.toml"
     # Quiet logging unless the caller asks for more: logging is not what we measure.
-    RUST_LOG=${RUST_LOG:-warn} "$shardis_bin" --config "$tmp/shardis.toml" \
-        >"$tmp/shardis.log" 2>&1 &
-    shardis_pid=$!
-    pids+=("$shardis_pid")
-    wait_pong shardis "$port_shardis" "$shardis_pid" "$tmp/shardis.log"
+    RUST_LOG=${RUST_LOG:-warn} "$shardis_bin" --config "$tmp/$name.toml" \
+        >"$tmp/$name.log" 2>&1 &
+    started_pid=$!
+    pids+=("$started_pid")
+    wait_pong "$name" "$port" "$started_pid" "$tmp/$name.log"
+}
+if ((!skip_shardis)); then
+    start_shardis shardis "$port_shardis"
+    shardis_pid=$started_pid
+    start_shardis "shardis-w$shardis_workers" "$port_shardis_w" "$shardis_workers"
+    shardis_w_pid=$started_pid
 
     # Both proxies must place keys alike, or the comparison is of different
     # things: write keys through shardis, read them back through nutcracker.
@@ -275,10 +286,14 @@ fi
 
 # ---------------------------------------------------------------- the runs
 
+# shardis is the configuration as shipped; shardis-wN the same with `workers = N`.
+shardis_w="shardis-w$shardis_workers"
 targets=(direct nutcracker)
-((skip_shardis)) || targets+=(shardis)
-declare -A port_of=([direct]=$port_a [nutcracker]=$port_nut [shardis]=$port_shardis)
-declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid)
+((skip_shardis)) || targets+=(shardis "$shardis_w")
+declare -A port_of=([direct]=$port_a [nutcracker]=$port_nut [shardis]=$port_shardis
+    [$shardis_w]=$port_shardis_w)
+declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid
+    [$shardis_w]=$shardis_w_pid)
 
 echo
 echo "machine: $(nproc) CPUs; $(redis-server --version | awk '{print $1, $2, $3}');" \
@@ -289,7 +304,8 @@ if [[ -n "${SHARDIS_BIN:-}" ]]; then
 else
     built_from=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 fi
-echo "shardis: ${shardis_bin:-(skipped)} ($built_from), workers = $shardis_workers"
+echo "shardis: ${shardis_bin:-(skipped)} ($built_from); shardis: as shipped, workers not set" \
+    "(one per CPU); $shardis_w: workers = $shardis_workers"
 echo "redis-benchmark -c $clients -r 100000 -t set,get; -P 1: -n $n_plain," \
     "-P 16: -n $n_pipeline; $rounds round(s)"
 echo
@@ -326,7 +342,7 @@ for round in $(seq "$rounds"); do
             fi
 
             # Keep the "TEST",rps rows of the CSV (the header says "test").
-            line=$(printf 'round %s  -P %-2s  %-10s' "$round" "$pipeline" "$target")
+            line=$(printf 'round %s  -P %-2s  %-11s' "$round" "$pipeline" "$target")
             while IFS=, read -r test rps _; do
                 test=${test//\"/} rps=${rps//\"/}
                 [[ "$test" == SET || "$test" == GET ]] || continue
@@ -373,20 +389,24 @@ def ratio(a, b):
 def num(v, fmt):
     return format(v, fmt) if v is not None else "-"
 
-head = ("P", "test", "direct r/s", "nutcracker r/s", "shardis r/s",
-        "sh/nut", "sh/direct", "nut cpu", "shardis cpu", "cpu sh/nut")
+targets = [t for t in ("direct", "nutcracker", "shardis") if any(k[2] == t for k in rps)]
+targets += sorted({k[2] for k in rps if k[2].startswith("shardis-")})
+head = ("P", "test", "target", "r/s", "x nutcracker", "x direct", "cpu", "cpu x nutcracker")
 rows = []
 for p in sorted({k[0] for k in rps}):
-    nut_cpu, sh_cpu = med(cpu[(p, "nutcracker")]), med(cpu[(p, "shardis")])
+    nut_cpu = med(cpu[(p, "nutcracker")])
     for test in ("SET", "GET"):
-        d, n, s = (med(rps[(p, test, t)]) for t in ("direct", "nutcracker", "shardis"))
-        rows.append((str(p), test, num(d, ",.0f"), num(n, ",.0f"), num(s, ",.0f"),
-                     ratio(s, n), ratio(s, d),
-                     num(nut_cpu, ".3f"), num(sh_cpu, ".3f"), ratio(sh_cpu, nut_cpu)))
+        d, n = (med(rps[(p, test, t)]) for t in ("direct", "nutcracker"))
+        for t in targets:
+            r, c = med(rps[(p, test, t)]), med(cpu[(p, t)])
+            proxy = t != "direct"
+            rows.append((str(p), test, t, num(r, ",.0f"),
+                         ratio(r, n) if proxy else "-", ratio(r, d) if proxy else "-",
+                         num(c, ".3f"), ratio(c, nut_cpu)))
 
 widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 def show(r):
-    print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
 print(f"median over {rounds} round(s); r/s = requests per second")
 show(head)
 show(tuple("-" * w for w in widths))
@@ -394,6 +414,7 @@ for r in rows:
     show(r)
 print("cpu = proxy CPU seconds (user+system) per 100k requests, for the SET+GET run as a whole,")
 print("      so both rows of a P show the same value; lower is better.")
+print("shardis = the configuration as shipped; shardis-wN = the same with workers = N.")
 print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
 PY
 
