@@ -44,7 +44,7 @@ pub struct Proxy {
     listen_addr: SocketAddr,
     pub stats: Stats,
     /// The connected clients, for CLIENT LIST / INFO / KILL.
-    pub clients: Arc<crate::proxy::clients::Registry>,
+    pub clients: Arc<clients::Registry>,
     /// Per-command figures and the Prometheus recorder.
     pub telemetry: crate::telemetry::Telemetry,
     /// Turns true when the proxy is shutting down; sessions stop reading and finish.
@@ -183,11 +183,12 @@ impl Proxy {
         Ok(reloaded.report)
     }
 
-    /// A receiver whose value turns true when the proxy starts shutting down.
+    /// A receiver whose value counts the reloads applied: it changes at each one.
     pub fn reload_notice(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reloaded.subscribe()
     }
 
+    /// A receiver whose value turns true when the proxy starts shutting down.
     pub fn shutdown_notice(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
