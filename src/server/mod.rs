@@ -246,26 +246,29 @@ impl Server {
         };
         let accepted =
             tokio::time::timeout(std::time::Duration::from_millis(10), listener.accept()).await;
-        if let Ok(Ok((stream, peer))) = accepted {
-            if !tls {
-                let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+        let refused = match accepted {
+            Ok(Ok((stream, peer))) => {
+                if !tls {
+                    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                }
+                // What the client already sent is read first: closing a socket with unread
+                // data resets it, and the client might not see the error.
+                let mut sent = [0u8; 4096];
+                let _ = stream.try_read(&mut sent);
+                Some(peer)
             }
-            // What the client already sent is read first: closing a socket with unread data
-            // resets it, and the client might not see the error.
-            let mut sent = [0u8; 4096];
-            let _ = stream.try_read(&mut sent);
-            drop(stream);
-            // The spare is taken back at once, before anything else runs here: another thread
-            // opening a socket meanwhile (a backend connection) would take the descriptor.
-            self.spare_fd = std::fs::File::open("/dev/null").ok();
+            _ => None,
+        };
+        // The spare is taken back at once, before anything else runs here: another thread
+        // opening a socket meanwhile (a backend connection) would take the descriptor.
+        self.spare_fd = std::fs::File::open("/dev/null").ok();
+        if let Some(peer) = refused {
             self.proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
             self.proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
             static REFUSED: crate::telemetry::LogLimit = crate::telemetry::LogLimit::new();
             if let Some(unlogged) = REFUSED.pass() {
                 tracing::warn!(peer = %peer, unlogged, "out of file descriptors: client refused");
             }
-        } else {
-            self.spare_fd = std::fs::File::open("/dev/null").ok();
         }
         if self.spare_fd.is_none() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
