@@ -78,7 +78,7 @@ pub(super) async fn dispatch(
         }
         Plan::Split { merge, parts } => call.fan_out(merge, parts, Extra::None).await,
         Plan::Local(local) => call.local(local),
-        Plan::Error(msg) => error(&msg),
+        Plan::Error(msg) => Slot::error(&msg),
         Plan::Transaction(tx) => call.transaction(tx),
         Plan::Broadcast(merge) => Box::pin(call.broadcast(merge)).await,
         Plan::Blocking { shard, timeout } => Box::pin(call.blocking(shard, timeout)).await,
@@ -113,7 +113,7 @@ fn admit(
     // A user's role and key prefixes.
     if let (Some(user), false) = (&session.user, matches!(plan, Plan::Error(_))) {
         if let Err(msg) = user.check(req.args(), cmd, flags) {
-            return Err(Slot::Ready(encode::error_bytes(&msg)));
+            return Err(Slot::error(&msg));
         }
     }
     if session.subs.active() {
@@ -130,12 +130,12 @@ fn subscriber_mode(proto: Proto, req: &Request, plan: &Plan) -> Result<(), Slot>
         (Plan::Local(Local::Ping), Proto::Resp2) => Err(Slot::Ready(pubsub::subscriber_pong(
             req.args().get(1).map(|a| &a[..]),
         ))),
-        (Plan::Local(Local::Hello), _) => Err(error(
+        (Plan::Local(Local::Hello), _) => Err(Slot::error(
             "ERR shardis does not support HELLO while subscribed: UNSUBSCRIBE first",
         )),
         (_, Proto::Resp2) => {
             let name = String::from_utf8_lossy(req.name()).to_ascii_lowercase();
-            Err(error(&format!(
+            Err(Slot::error(&format!(
                 "ERR Can't execute '{}': {SUBSCRIBER_MODE}",
                 printable(name.as_bytes(), 128)
             )))
@@ -158,6 +158,9 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
+    // `forward` and `fan_out` return the send's own future rather than wrap it in another
+    // (an `async fn` here would add a layer, moved whole, to every GET and SET).
+
     /// To one shard.
     fn forward(self, shard: usize) -> impl std::future::Future<Output = Slot> + 'a {
         let (writes, readonly) = (self.writes, self.readonly);
@@ -241,7 +244,7 @@ impl<'a> Call<'a> {
     fn local(self, local: Local) -> Slot {
         let session = self.session;
         if local == Local::Hello && session.pinned.is_some() {
-            return error(
+            return Slot::error(
                 "ERR shardis does not support HELLO while keys are watched: UNWATCH first",
             );
         }
@@ -267,7 +270,7 @@ impl<'a> Call<'a> {
     async fn blocking(self, shard: usize, timeout: Option<std::time::Duration>) -> Slot {
         let (topology, session) = (self.topology, self.session);
         if topology.shards[shard].config.replication == ReplicationMode::Mirror {
-            return error("ERR shardis does not run blocking commands on a mirror-replicated shard (its copies could block the replicas)");
+            return Slot::error("ERR shardis does not run blocking commands on a mirror-replicated shard (its copies could block the replicas)");
         }
         let conn = match session.blocking_conn(topology, shard) {
             Ok(conn) => conn,
@@ -287,8 +290,8 @@ impl<'a> Call<'a> {
                 self.session.tx = Some(Transaction::default());
                 Slot::Ready(Bytes::from_static(encode::OK))
             }
-            TxCommand::Exec => error("ERR EXEC without MULTI"),
-            TxCommand::Discard => error("ERR DISCARD without MULTI"),
+            TxCommand::Exec => Slot::error("ERR EXEC without MULTI"),
+            TxCommand::Discard => Slot::error("ERR DISCARD without MULTI"),
             TxCommand::Unwatch => {
                 // Closing the pinned connection drops its watch.
                 self.session.pinned = None;
@@ -301,7 +304,7 @@ impl<'a> Call<'a> {
     async fn watch(self, shard: usize) -> Slot {
         let session = self.session;
         let conn = match &session.pinned {
-            Some(p) if p.shard != shard => return error(CROSSSLOT),
+            Some(p) if p.shard != shard => return Slot::error(CROSSSLOT),
             Some(p) => p.conn.clone(),
             None => {
                 let dedicated = session.dedicated();
@@ -355,7 +358,7 @@ async fn in_transaction(
             // EXEC ends the watch whatever happens, as on Redis.
             let pinned = session.pinned.take();
             if tx.dirty {
-                return error(EXECABORT);
+                return Slot::error(EXECABORT);
             }
             let shard = tx.shard.or(watched).unwrap_or_else(|| topology.any_shard());
             let conn = match pinned {
@@ -443,8 +446,4 @@ fn auth_failure_log(peer: SocketAddr, in_a_row: u32) {
     if let Some(unlogged) = FAILED_AUTH.pass() {
         tracing::warn!(peer = %peer, in_a_row, unlogged, "failed AUTH (answered after {} ms)", auth_failure_delay(in_a_row).as_millis());
     }
-}
-
-fn error(msg: &str) -> Slot {
-    Slot::Ready(encode::error_bytes(msg))
 }

@@ -50,6 +50,17 @@ impl Counted {
             rejected: matches!(planned.plan, Plan::Error(_)),
         }
     }
+
+    /// Counts the reply `bytes`, given at `now`.
+    fn record(self, telemetry: &Telemetry, now: Instant, bytes: &[u8]) {
+        let error = matches!(bytes.first(), Some(b'-' | b'!')).then_some(bytes);
+        // Refused before running: by the plan, or before authentication or by a user's
+        // permissions.
+        let rejected = self.rejected
+            || error.is_some_and(|e| e.starts_with(b"-NOAUTH") || e.starts_with(b"-NOPERM"));
+        let took = now.saturating_duration_since(self.since);
+        telemetry.record(self.cmd, took, error, rejected);
+    }
 }
 
 /// Set after a request that must finish before any later one starts (HELLO switching the
@@ -174,19 +185,6 @@ impl Pipeline {
             }
         }
         now
-    }
-}
-
-impl Counted {
-    /// Counts the reply `bytes`, given at `now`.
-    fn record(self, telemetry: &Telemetry, now: Instant, bytes: &[u8]) {
-        let error = matches!(bytes.first(), Some(b'-' | b'!')).then_some(bytes);
-        // Refused before running: by the plan, or before authentication or by a user's
-        // permissions.
-        let rejected = self.rejected
-            || error.is_some_and(|e| e.starts_with(b"-NOAUTH") || e.starts_with(b"-NOPERM"));
-        let took = now.saturating_duration_since(self.since);
-        telemetry.record(self.cmd, took, error, rejected);
     }
 }
 

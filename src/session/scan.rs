@@ -23,7 +23,7 @@ pub(super) async fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slo
         .ok()
         .and_then(|c| c.parse::<u64>().ok())
     else {
-        return error("ERR invalid cursor");
+        return Slot::error("ERR invalid cursor");
     };
     let count = args[2..]
         .chunks(2)
@@ -43,7 +43,7 @@ pub(super) async fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slo
         count,
     };
     let Ok((shard, cursor)) = step.cursors.decode(cursor) else {
-        return error(
+        return Slot::error(
             "ERR invalid cursor: the shards changed since it was handed out (a reload); start the scan again from 0",
         );
     };
@@ -132,8 +132,4 @@ impl ScanStep {
             });
         }
     }
-}
-
-fn error(msg: &str) -> Slot {
-    Slot::Ready(encode::error_bytes(msg))
 }

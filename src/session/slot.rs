@@ -74,6 +74,11 @@ impl PartReply {
 }
 
 impl Slot {
+    /// A reply ready now: the error `msg`.
+    pub fn error(msg: &str) -> Slot {
+        Slot::Ready(encode::error_bytes(msg))
+    }
+
     /// A slot that merges `parts` by `merge`, with nothing else to go by.
     pub fn merging(merge: Merge, parts: Vec<PartReply>, proto: Proto) -> Slot {
         Slot::Merging(Box::new(Merging {

@@ -26,7 +26,7 @@ use crate::config::ClientLimits;
 use crate::net::socket::Socket;
 use crate::proxy::clients::{Buffers, LastCommand, Registration, Registry};
 use crate::proxy::Proxy;
-use crate::resp::{encode, RequestParser};
+use crate::resp::RequestParser;
 
 /// Bytes read ahead while a request runs alone, enough to see the client close.
 const BARRIER_READ: usize = 64 * 1024;
@@ -378,9 +378,7 @@ impl<S: Socket> ClientTask<S> {
                 Ok(None) => break,
                 Err(e) => {
                     self.log(&format!("protocol error: {e}"));
-                    let msg = format!("ERR {e}");
-                    let reply = Slot::Ready(encode::error_bytes(&msg));
-                    self.pipe.push_uncounted(reply);
+                    self.pipe.push_uncounted(Slot::error(&format!("ERR {e}")));
                     self.closing = true;
                 }
             }
