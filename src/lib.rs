@@ -5,14 +5,15 @@
 //!
 //! ```text
 //! client socket
-//!   -> server               listener: client limit, TLS handshake, one session task each
+//!   -> server               listener: client limit, TLS handshake, one session task each,
+//!                           on the least loaded worker thread (net::workers)
 //!   -> session::serve       the client's loop (session/task.rs): read, parse, dispatch, write
 //!   -> resp::RequestParser  own parser: RESP arrays + inline, resumable, hard limits
 //!   -> command::plan        command table -> Forward | Split | Broadcast | Local | Error ...
 //!   -> session::dispatch    admit (auth, ACL), MULTI queue, execute: session::local answers
 //!                           the proxy's own commands, lock runs lock commands
 //!   -> topology             the shard's current view: primary, readable replicas
-//!   -> backend::NodeConn    multiplexed, pipelined connection; FIFO of waiting replies
+//!   -> backend::NodeConn    the worker's multiplexed, pipelined connection; FIFO of replies
 //!   -> resp::ReplyFramer    frame boundaries in backend bytes, depth-limited
 //!   -> session pipeline     replies written strictly in request order; splits merged
 //! client socket

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shardis::config::{Config, ConfigError};
-use shardis::server::Server;
 
 #[derive(Parser)]
 #[command(
@@ -79,23 +78,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config, source: shardis::proxy::ConfigSource) -> ExitCode {
-    let runtime = match shardis::server::runtime(config.workers) {
-        Ok(rt) => rt,
+    match shardis::server::serve(config, Some(source), |_| {}) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shardis: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("shardis: {e}");
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(async {
-        let listen = config.listen;
-        let server = match Server::bind_from(config, Some(source)).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("shardis: cannot listen on {listen}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        server.run(shardis::server::shutdown_signal()).await;
-        ExitCode::SUCCESS
-    })
+    }
 }

@@ -71,28 +71,41 @@ const STABLE: Duration = Duration::from_secs(1);
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
 
-pub(super) fn spawn_set(settings: &NodeSettings, proto: Proto) -> Vec<NodeConn> {
-    (0..settings.backend.connections)
-        .map(|index| spawn_at(settings, proto, None, index))
+/// A protocol's shared connections to a node: `connections` per worker, each group spawned on
+/// its worker, numbered across the groups. A mirror shard has one group, on worker 0.
+pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<NodeConn>> {
+    let groups = match settings.mirror {
+        Some(_) => 1,
+        None => crate::net::workers::count(),
+    };
+    let per_group = settings.backend.connections;
+    (0..groups)
+        .map(|worker| {
+            (0..per_group)
+                .map(|i| spawn_at(settings, proto, None, worker * per_group + i, Some(worker)))
+                .collect()
+        })
         .collect()
 }
 
 /// Starts one connection task. Shared connections (`dedicated: None`) reconnect by themselves;
 /// a dedicated one lives for one session and is never reopened, since the server-side state it
-/// carries (WATCH, subscriptions) would not survive a reconnect.
+/// carries (WATCH, subscriptions) would not survive a reconnect. It runs on the session's worker.
 pub(super) fn spawn(
     settings: &NodeSettings,
     proto: Proto,
     dedicated: Option<Dedicated>,
 ) -> NodeConn {
-    spawn_at(settings, proto, dedicated, 0)
+    spawn_at(settings, proto, dedicated, 0, None)
 }
 
+/// `worker`: where the task runs; `None` for the caller's runtime.
 fn spawn_at(
     settings: &NodeSettings,
     proto: Proto,
     dedicated: Option<Dedicated>,
     index: usize,
+    worker: Option<usize>,
 ) -> NodeConn {
     let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
@@ -106,7 +119,10 @@ fn spawn_at(
         index,
         counted: dedicated_is_some,
     };
-    tokio::spawn(task.run());
+    match worker {
+        Some(worker) => drop(crate::net::workers::spawn_on(worker, task.run())),
+        None => drop(tokio::spawn(task.run())),
+    }
     NodeConn { tx, state }
 }
 
@@ -133,7 +149,7 @@ struct ConnTask {
     rx: mpsc::Receiver<BackendRequest>,
     state: Arc<AtomicU8>,
     dedicated: Option<Dedicated>,
-    /// Position in its node's connection set.
+    /// Position in its node's connection set, counted across the workers' groups.
     index: usize,
     /// A dedicated connection still counted under `max_dedicated`.
     counted: bool,

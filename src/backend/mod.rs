@@ -1,9 +1,9 @@
 //! Backend nodes: a few multiplexed, pipelined connections per Redis node.
 //!
 //! Many clients share each connection: requests are written in the order they arrive and replies
-//! are matched to them first-in first-out, as Redis answers in order. A client always uses the
-//! same connection of a node (chosen by its id), so its own commands to one node run in the order
-//! it sent them.
+//! are matched to them first-in first-out, as Redis answers in order. Each worker thread has its
+//! own connections to every node; a client always uses the same connection of its worker (chosen
+//! by its id), so its own commands to one node run in the order it sent them.
 
 mod conn;
 
@@ -296,17 +296,20 @@ impl NodeStats {
     }
 }
 
-/// The connections to one node: a set per client protocol, the RESP3 set opened on first use.
+/// The connections to one node: a set per client protocol, the RESP3 set opened on first use;
+/// and within each, one group of `connections` per worker thread, so a request and its reply
+/// stay on the thread of the client that sent it. A mirror shard's nodes have one group, shared
+/// by every worker: its copies must follow the one order the primary ran the writes in.
 pub struct NodePool {
     settings: NodeSettings,
-    resp2: Vec<NodeConn>,
-    resp3: OnceLock<Vec<NodeConn>>,
+    resp2: Vec<Vec<NodeConn>>,
+    resp3: OnceLock<Vec<Vec<NodeConn>>>,
 }
 
 impl NodePool {
-    /// Starts the RESP2 connections now (on the current tokio runtime).
+    /// Starts the RESP2 connections now, each group on its worker.
     pub fn start(settings: NodeSettings) -> NodePool {
-        let resp2 = conn::spawn_set(&settings, Proto::Resp2);
+        let resp2 = conn::spawn_groups(&settings, Proto::Resp2);
         NodePool {
             settings,
             resp2,
@@ -318,21 +321,32 @@ impl NodePool {
         &self.settings.addr
     }
 
-    /// The connection a client uses for this node.
-    pub fn conn(&self, proto: Proto, client_id: u64) -> &NodeConn {
-        let set = match proto {
+    fn groups(&self, proto: Proto) -> &[Vec<NodeConn>] {
+        match proto {
             Proto::Resp2 => &self.resp2,
             Proto::Resp3 => self
                 .resp3
-                .get_or_init(|| conn::spawn_set(&self.settings, Proto::Resp3)),
-        };
-        &set[(client_id % set.len() as u64) as usize]
+                .get_or_init(|| conn::spawn_groups(&self.settings, Proto::Resp3)),
+        }
     }
 
-    /// Connection `index` of a protocol's set: where a request parked by the same connection of
-    /// another node goes, so each client's requests stay on one connection, in order.
+    /// The connection a client of this worker uses for this node.
+    pub fn conn(&self, proto: Proto, client_id: u64) -> &NodeConn {
+        let groups = self.groups(proto);
+        let group = groups
+            .get(crate::net::workers::index())
+            .unwrap_or(&groups[0]);
+        &group[(client_id % group.len() as u64) as usize]
+    }
+
+    /// Connection `index` (counted across the groups) of a protocol's set: where a request
+    /// parked by the same connection of another node goes, so each client's requests stay on
+    /// one connection, in order, on their worker.
     pub fn conn_at(&self, proto: Proto, index: usize) -> &NodeConn {
-        self.conn(proto, index as u64)
+        let groups = self.groups(proto);
+        let per_group = groups[0].len();
+        let group = groups.get(index / per_group).unwrap_or(&groups[0]);
+        &group[index % per_group]
     }
 
     /// Opens a connection for one session alone (a pinned transaction, a blocking command, a
@@ -379,19 +393,20 @@ impl NodePool {
         self.settings.stats.clone()
     }
 
-    /// Shared connections open now (both protocols).
+    /// Shared connections open now (both protocols, every worker).
     pub fn open(&self) -> usize {
         let resp3 = self.resp3.get().map(Vec::as_slice).unwrap_or_default();
         self.resp2
             .iter()
             .chain(resp3)
+            .flatten()
             .filter(|c| c.state() == NodeState::Up)
             .count()
     }
 
     /// The node's state: up if any RESP2 connection is up, down if all are down.
     pub fn state(&self) -> NodeState {
-        let states = self.resp2.iter().map(NodeConn::state);
+        let states = self.resp2.iter().flatten().map(NodeConn::state);
         if states.clone().any(|s| s == NodeState::Up) {
             NodeState::Up
         } else if states.clone().all(|s| s == NodeState::Down) {

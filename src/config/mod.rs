@@ -99,7 +99,8 @@ fn without_source(e: &config::ConfigError) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// Runtime worker threads; 0 = one per CPU.
+    /// Worker threads, each with its own clients and node connections; 0 = one per two CPUs
+    /// (see [`crate::net::workers::wanted`]).
     pub workers: usize,
     /// On SIGTERM/SIGINT: how long sessions may take to finish their in-flight requests.
     pub shutdown_grace: Duration,

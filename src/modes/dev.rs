@@ -11,7 +11,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::server::{runtime, shutdown_signal, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -83,32 +82,22 @@ pub fn run(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match runtime(0) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shardis dev: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = rt.block_on(async {
-        let server = match Server::bind(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("shardis dev: cannot listen on {}: {e}", args.listen);
-                return ExitCode::FAILURE;
-            }
-        };
+    let shards = args.shards;
+    let ports = children_ports(&children);
+    let served = crate::server::serve(config, None, |server| {
         println!(
-            "shardis dev: {} shards on 127.0.0.1 ports {:?}; proxy on {}. Try: redis-cli -p {}",
-            args.shards,
-            children_ports(&children),
+            "shardis dev: {shards} shards on 127.0.0.1 ports {ports:?}; proxy on {}. Try: redis-cli -p {}",
             server.local_addr(),
             server.local_addr().port()
         );
-        server.run(shutdown_signal()).await;
-        ExitCode::SUCCESS
     });
-    rt.shutdown_timeout(Duration::from_secs(1));
+    let code = match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardis dev: {e}");
+            ExitCode::FAILURE
+        }
+    };
     drop(children);
     println!("shardis dev: stopped the redis-server children");
     code

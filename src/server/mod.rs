@@ -46,9 +46,10 @@ fn descriptor_limit(config: &Config) {
     };
     let b = &config.backend;
     let nodes: usize = config.shards.iter().map(|s| s.nodes().count()).sum();
-    // Per node: the shared connections of both protocols, the dedicated ones, a health check
-    // and a spare for REPLICAOF or a script kill.
-    let backend = nodes * (2 * b.connections + b.max_dedicated + 2);
+    // Per node: the shared connections of both protocols on every worker, the dedicated ones,
+    // a health check and a spare for REPLICAOF or a script kill.
+    let shared = 2 * b.connections * crate::net::workers::count();
+    let backend = nodes * (shared + b.max_dedicated + 2);
     let needed = (config.client.max_clients + backend + 32) as u64;
     if needed > limit {
         tracing::warn!(
@@ -180,6 +181,15 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
+            // Handed to a worker thread as a plain socket: it is registered again there, with
+            // that worker's own event loop.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(peer = %peer, "cannot hand the connection to a worker: {e}");
+                    continue;
+                }
+            };
             let proxy = self.proxy.clone();
             let stats = &proxy.stats;
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -192,10 +202,19 @@ impl Server {
             }
             let id = next_id;
             next_id += 1;
-            tokio::spawn(async move {
+            let worker = crate::net::workers::assign();
+            crate::net::workers::spawn_on(worker.worker, async move {
+                let _worker = worker;
                 // Counted out on drop, so a session that ends any way frees its place (for a
                 // TLS client, when its bridge ends).
                 let slot = (!refused).then(|| ClientSlot(proxy.clone()));
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, "cannot register the connection: {e}");
+                        return;
+                    }
+                };
                 let laddr = stream.local_addr().unwrap_or(proxy.listen_addr());
                 match acceptor {
                     None if refused => refuse(stream).await,
@@ -319,17 +338,28 @@ impl Drop for ClientSlot {
     }
 }
 
-/// The tokio runtime the proxy runs on: `workers` threads, or one per CPU when 0.
-pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if workers == 1 {
-        // One thread: the current-thread scheduler, with no work stealing to pay for.
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if workers > 1 {
-            b.worker_threads(workers);
-        }
-        b
-    };
-    builder.enable_all().thread_name("shardis").build()
+/// Runs the proxy until SIGTERM or SIGINT: starts the worker threads (`workers`, or one per
+/// CPU when 0; see [`crate::net::workers`]), binds on worker 0, which is the calling thread, and
+/// serves. `bound` is called once the listener is bound, with the server, before it accepts.
+pub fn serve(
+    config: Config,
+    source: Option<ConfigSource>,
+    bound: impl FnOnce(&Server),
+) -> Result<(), String> {
+    let workers = crate::net::workers::wanted(config.workers);
+    let (runtime, threads) = crate::net::workers::start(workers)
+        .map_err(|e| format!("cannot start the worker threads: {e}"))?;
+    tracing::info!(workers, "worker threads");
+    let served = runtime.block_on(async {
+        let listen = config.listen;
+        let server = Server::bind_from(config, source)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        bound(&server);
+        server.run(shutdown_signal()).await;
+        Ok(())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(threads);
+    served
 }
