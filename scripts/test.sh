@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, in the order CI runs it: dependencies, formatting,
-# lints, then every test target. The integration tests start real
-# redis-server, redis-sentinel and nutcracker processes on free loopback
-# ports. Stops at the first failing step with its exit status.
+# lints, every test target, then the tests again with three worker threads.
+# The integration tests start real redis-server, redis-sentinel and
+# nutcracker processes on free loopback ports. Stops at the first failing
+# step with its exit status.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,5 +38,11 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test --all-targets"
 cargo test --all-targets
+
+# Where `workers` is not set, a proxy on this machine may run one worker thread (one per two
+# CPUs): run the integration tests again with every proxy on three, so the worker threads'
+# own connections, and clients spread over them, are tested whatever the machine.
+step "SHARDIS__WORKERS=3 cargo test --tests"
+SHARDIS__WORKERS=3 cargo test --tests
 
 step "all tests passed"
