@@ -7,10 +7,12 @@
 # every key on the same backend. "direct" is the first backend alone: the
 # numbers of a single Redis node, for reference, not a sharded setup.
 #
-# For each pipeline depth (-P 1 and -P 16) and each round, the targets run
-# in turn (direct, nutcracker, shardis), so slow drift of the machine hits
-# all of them alike. The table shows medians over the rounds, throughput
-# ratios, and each proxy's CPU time per 100k requests, read from
+# Three loads: 50 clients at -P 1 and at -P 16, and one client at -P 1 (where
+# the latency of one request shows). For each load and each round, the
+# targets run in turn (direct, nutcracker, shardis, then shardis with each
+# `workers` setting asked for), so slow drift of the machine hits all of them
+# alike. The table shows medians over the rounds, throughput ratios, the
+# median latency (p50), and each proxy's CPU time per 100k requests, read from
 # /proc/PID/stat around its runs.
 #
 # Usage: benches/load.sh [--quick] [--blocking] [--big]
@@ -26,11 +28,12 @@
 # Environment:
 #   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
+#   LOAD_N_SINGLE        requests per test at -c 1   (default 20000; quick 5000)
 #   LOAD_ROUNDS          rounds                      (default 3; quick 1)
 #   LOAD_CLIENTS         redis-benchmark connections (default 50)
-#   LOAD_SHARDIS_WORKERS worker threads of the second shardis (default 1, like
-#                        nutcracker's single thread); the first runs the configuration
-#                        as shipped (`workers` not set: one per CPU)
+#   LOAD_SHARDIS_WORKERS `workers` settings to measure beside the configuration as
+#                        shipped (`workers` not set), one shardis each (default
+#                        "1 2": nutcracker's single thread, and two)
 #   LOAD_TIMEOUT         seconds one redis-benchmark run may take (default 600)
 #   SHARDIS_BIN          shardis binary to use; skips the cargo build
 #   SKIP_SHARDIS=1       leave shardis out (to develop this script)
@@ -68,10 +71,12 @@ done
 if ((quick)); then
     n_plain=${LOAD_N:-20000}
     n_pipeline=${LOAD_N_PIPELINE:-100000}
+    n_single=${LOAD_N_SINGLE:-5000}
     rounds=${LOAD_ROUNDS:-1}
 else
     n_plain=${LOAD_N:-200000}
     n_pipeline=${LOAD_N_PIPELINE:-1000000}
+    n_single=${LOAD_N_SINGLE:-20000}
     rounds=${LOAD_ROUNDS:-3}
 fi
 clients=${LOAD_CLIENTS:-50}
@@ -79,9 +84,11 @@ bench_timeout=${LOAD_TIMEOUT:-600}
 skip_shardis=${SKIP_SHARDIS:-0}
 [[ "$skip_shardis" == 0 || -z "$skip_shardis" ]] && skip_shardis=0 || skip_shardis=1
 
-# -P 1 and -P 16, each with its own request count.
-pipelines=(1 16)
-declare -A requests_for=([1]=$n_plain [16]=$n_pipeline)
+# The loads: clients, pipeline depth and request count of each.
+loads=(c50p1 c50p16 c1p1)
+declare -A clients_for=([c50p1]=$clients [c50p16]=$clients [c1p1]=1)
+declare -A pipeline_for=([c50p1]=1 [c50p16]=16 [c1p1]=1)
+declare -A requests_for=([c50p1]=$n_plain [c50p16]=$n_pipeline [c1p1]=$n_single)
 
 # ------------------------------------------------------------ cleanup setup
 
@@ -188,7 +195,10 @@ fi
 
 # ----------------------------------------------------------------- backends
 
-read -r port_a port_b port_c port_nut port_nut_stats port_shardis port_shardis_w <<<"$(free_ports 7)"
+worker_settings=(${LOAD_SHARDIS_WORKERS-1 2})
+read -ra ports <<<"$(free_ports $((6 + ${#worker_settings[@]})))"
+port_a=${ports[0]} port_b=${ports[1]} port_c=${ports[2]}
+port_nut=${ports[3]} port_nut_stats=${ports[4]} port_shardis=${ports[5]}
 backend_ports=("$port_a" "$port_b" "$port_c")
 
 for port in "${backend_ports[@]}"; do
@@ -230,8 +240,7 @@ wait_pong nutcracker "$port_nut" "$nut_pid" "$tmp/nutcracker.log"
 # ------------------------------------------------------------------ shardis
 
 shardis_pid=""
-shardis_w_pid=""
-shardis_workers=${LOAD_SHARDIS_WORKERS:-1}
+declare -A shardis_w_pid=() shardis_w_port=()
 # start_shardis NAME PORT [WORKERS]: a shardis on the three backends, as shipped but for the
 # pool and, when given, `workers`; sets started_pid.
 start_shardis() {
@@ -264,8 +273,12 @@ start_shardis() {
 if ((!skip_shardis)); then
     start_shardis shardis "$port_shardis"
     shardis_pid=$started_pid
-    start_shardis "shardis-w$shardis_workers" "$port_shardis_w" "$shardis_workers"
-    shardis_w_pid=$started_pid
+    for i in "${!worker_settings[@]}"; do
+        w=${worker_settings[i]}
+        shardis_w_port[$w]=${ports[6 + i]}
+        start_shardis "shardis-w$w" "${shardis_w_port[$w]}" "$w"
+        shardis_w_pid[$w]=$started_pid
+    done
 
     # Both proxies must place keys alike, or the comparison is of different
     # things: write keys through shardis, read them back through nutcracker.
@@ -287,13 +300,17 @@ fi
 # ---------------------------------------------------------------- the runs
 
 # shardis is the configuration as shipped; shardis-wN the same with `workers = N`.
-shardis_w="shardis-w$shardis_workers"
 targets=(direct nutcracker)
-((skip_shardis)) || targets+=(shardis "$shardis_w")
-declare -A port_of=([direct]=$port_a [nutcracker]=$port_nut [shardis]=$port_shardis
-    [$shardis_w]=$port_shardis_w)
-declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid
-    [$shardis_w]=$shardis_w_pid)
+declare -A port_of=([direct]=$port_a [nutcracker]=$port_nut [shardis]=$port_shardis)
+declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid)
+if ((!skip_shardis)); then
+    targets+=(shardis)
+    for w in "${worker_settings[@]}"; do
+        targets+=("shardis-w$w")
+        port_of[shardis-w$w]=${shardis_w_port[$w]}
+        pid_of[shardis-w$w]=${shardis_w_pid[$w]}
+    done
+fi
 
 echo
 echo "machine: $(nproc) CPUs; $(redis-server --version | awk '{print $1, $2, $3}');" \
@@ -304,25 +321,26 @@ if [[ -n "${SHARDIS_BIN:-}" ]]; then
 else
     built_from=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 fi
-echo "shardis: ${shardis_bin:-(skipped)} ($built_from); shardis: as shipped, workers not set" \
-    "(one per CPU); $shardis_w: workers = $shardis_workers"
-echo "redis-benchmark -c $clients -r 100000 -t set,get; -P 1: -n $n_plain," \
-    "-P 16: -n $n_pipeline; $rounds round(s)"
+echo "shardis: ${shardis_bin:-(skipped)} ($built_from); shardis: as shipped, workers not set;" \
+    "shardis-wN: workers = N"
+echo "redis-benchmark -r 100000 -t set,get; -c $clients -P 1: -n $n_plain;" \
+    "-c $clients -P 16: -n $n_pipeline; -c 1 -P 1: -n $n_single; $rounds round(s)"
 echo
 
 # Raw results, one line per measurement, summarised at the end:
-#   rps.csv: round,pipeline,target,test,requests_per_second
-#   cpu.csv: round,pipeline,target,cpu_seconds,requests
+#   rps.csv: round,load,target,test,requests_per_second,p50_ms
+#   cpu.csv: round,load,target,cpu_seconds,requests
 : >"$tmp/rps.csv"
 : >"$tmp/cpu.csv"
 
 for round in $(seq "$rounds"); do
-    for pipeline in "${pipelines[@]}"; do
-        n=${requests_for[$pipeline]}
+    for load in "${loads[@]}"; do
+        n=${requests_for[$load]}
+        pipeline=${pipeline_for[$load]}
         for target in "${targets[@]}"; do
             port=${port_of[$target]}
             pid=${pid_of[$target]}
-            out="$tmp/bench-r$round-p$pipeline-$target"
+            out="$tmp/bench-r$round-$load-$target"
 
             [[ -n "$pid" ]] && before=$(cpu_ticks "$pid")
             # In the background and waited for, so Ctrl-C or TERM reach the
@@ -330,7 +348,7 @@ for round in $(seq "$rounds"); do
             # (redis-benchmark first sends CONFIG GET, which nutcracker
             # refuses; it only warns about that, on stderr.)
             timeout "$bench_timeout" redis-benchmark -h 127.0.0.1 -p "$port" \
-                -c "$clients" -r 100000 -n "$n" -t set,get -P "$pipeline" -q --csv \
+                -c "${clients_for[$load]}" -r 100000 -n "$n" -t set,get -P "$pipeline" -q --csv \
                 >"$out.csv" 2>"$out.err" &
             bench_pid=$!
             pids+=("$bench_pid")
@@ -338,23 +356,23 @@ for round in $(seq "$rounds"); do
             wait "$bench_pid" || bench_status=$?
             if ((bench_status != 0)); then
                 tail -n 5 "$out.err" >&2 || true
-                die "redis-benchmark against $target (-P $pipeline) failed with status $bench_status"
+                die "redis-benchmark against $target ($load) failed with status $bench_status"
             fi
 
-            # Keep the "TEST",rps rows of the CSV (the header says "test").
-            line=$(printf 'round %s  -P %-2s  %-11s' "$round" "$pipeline" "$target")
-            while IFS=, read -r test rps _; do
-                test=${test//\"/} rps=${rps//\"/}
+            # Keep the "TEST",rps,...,p50 rows of the CSV (the header says "test").
+            line=$(printf 'round %s  %-6s  %-11s' "$round" "$load" "$target")
+            while IFS=, read -r test rps _avg _min p50 _; do
+                test=${test//\"/} rps=${rps//\"/} p50=${p50//\"/}
                 [[ "$test" == SET || "$test" == GET ]] || continue
-                echo "$round,$pipeline,$target,$test,$rps" >>"$tmp/rps.csv"
-                line+="  $test $(printf '%10.0f' "$rps") rps"
+                echo "$round,$load,$target,$test,$rps,$p50" >>"$tmp/rps.csv"
+                line+="  $test $(printf '%10.0f' "$rps") rps p50 $p50 ms"
             done <"$out.csv"
 
             if [[ -n "$pid" ]]; then
                 kill -0 "$pid" 2>/dev/null || die "$target died during the run (see $tmp)"
                 after=$(cpu_ticks "$pid")
                 cpu=$(awk -v t=$((after - before)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
-                echo "$round,$pipeline,$target,$cpu,$((n * 2))" >>"$tmp/cpu.csv"
+                echo "$round,$load,$target,$cpu,$((n * 2))" >>"$tmp/cpu.csv"
                 line+="  cpu ${cpu} s"
             fi
             echo "$line"
@@ -372,13 +390,15 @@ from statistics import median
 
 rps_path, cpu_path, rounds = sys.argv[1], sys.argv[2], sys.argv[3]
 
-rps = defaultdict(list)      # (pipeline, test, target) -> [requests/s per round]
-for _, p, target, test, value in csv.reader(open(rps_path)):
-    rps[(int(p), test, target)].append(float(value))
+rps = defaultdict(list)      # (load, test, target) -> [requests/s per round]
+p50 = defaultdict(list)      # (load, test, target) -> [median latency, ms, per round]
+for _, load, target, test, value, ms in csv.reader(open(rps_path)):
+    rps[(load, test, target)].append(float(value))
+    p50[(load, test, target)].append(float(ms))
 
-cpu = defaultdict(list)      # (pipeline, target) -> [CPU s per 100k requests per round]
-for _, p, target, seconds, requests in csv.reader(open(cpu_path)):
-    cpu[(int(p), target)].append(float(seconds) / int(requests) * 100_000)
+cpu = defaultdict(list)      # (load, target) -> [CPU s per 100k requests per round]
+for _, load, target, seconds, requests in csv.reader(open(cpu_path)):
+    cpu[(load, target)].append(float(seconds) / int(requests) * 100_000)
 
 def med(values):
     return median(values) if values else None
@@ -389,20 +409,26 @@ def ratio(a, b):
 def num(v, fmt):
     return format(v, fmt) if v is not None else "-"
 
+LOADS = {"c50p1": "-c 50 -P 1", "c50p16": "-c 50 -P 16", "c1p1": "-c 1 -P 1"}
 targets = [t for t in ("direct", "nutcracker", "shardis") if any(k[2] == t for k in rps)]
-targets += sorted({k[2] for k in rps if k[2].startswith("shardis-")})
-head = ("P", "test", "target", "r/s", "x nutcracker", "x direct", "cpu", "cpu x nutcracker")
+targets += sorted({k[2] for k in rps if k[2].startswith("shardis-")},
+                  key=lambda t: int(t.removeprefix("shardis-w")))
+head = ("load", "test", "target", "r/s", "x nutcracker", "x direct", "p50 ms",
+        "p50 x nutcracker", "cpu", "cpu x nutcracker", "cpu x w1")
 rows = []
-for p in sorted({k[0] for k in rps}):
-    nut_cpu = med(cpu[(p, "nutcracker")])
+for load in (l for l in LOADS if any(k[0] == l for k in rps)):
+    nut_cpu, w1_cpu = med(cpu[(load, "nutcracker")]), med(cpu[(load, "shardis-w1")])
     for test in ("SET", "GET"):
-        d, n = (med(rps[(p, test, t)]) for t in ("direct", "nutcracker"))
+        d, n = (med(rps[(load, test, t)]) for t in ("direct", "nutcracker"))
+        nut_p50 = med(p50[(load, test, "nutcracker")])
         for t in targets:
-            r, c = med(rps[(p, test, t)]), med(cpu[(p, t)])
+            r, c, l = med(rps[(load, test, t)]), med(cpu[(load, t)]), med(p50[(load, test, t)])
             proxy = t != "direct"
-            rows.append((str(p), test, t, num(r, ",.0f"),
+            shardis = t.startswith("shardis")
+            rows.append((LOADS[load], test, t, num(r, ",.0f"),
                          ratio(r, n) if proxy else "-", ratio(r, d) if proxy else "-",
-                         num(c, ".3f"), ratio(c, nut_cpu)))
+                         num(l, ".3f"), ratio(l, nut_p50) if proxy else "-",
+                         num(c, ".3f"), ratio(c, nut_cpu), ratio(c, w1_cpu) if shardis else "-"))
 
 widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 def show(r):
@@ -412,8 +438,10 @@ show(head)
 show(tuple("-" * w for w in widths))
 for r in rows:
     show(r)
+print("p50 = redis-benchmark's median latency (its resolution is about 0.008 ms).")
 print("cpu = proxy CPU seconds (user+system) per 100k requests, for the SET+GET run as a whole,")
-print("      so both rows of a P show the same value; lower is better.")
+print("      so both rows of a load show the same value; lower is better. cpu x w1: against")
+print("      shardis-w1 on the same load.")
 print("shardis = the configuration as shipped; shardis-wN = the same with workers = N.")
 print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
 PY
