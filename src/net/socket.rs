@@ -9,11 +9,10 @@
 //! right after the read still wakes the task.
 
 use std::future::Future;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 
 use bytes::BytesMut;
-use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -24,6 +23,7 @@ pub trait Socket: AsFd + AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
 
@@ -38,6 +38,9 @@ macro_rules! socket {
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$t>::try_read_buf(self, buf)
             }
             fn try_io<R>(
                 &self,
@@ -98,14 +101,13 @@ impl Reader {
     /// Reads what is available into `buf` without blocking. `Ok(0)` is end of stream;
     /// `WouldBlock` means nothing was there.
     pub fn try_read(&mut self, stream: &impl Socket, buf: &mut BytesMut) -> io::Result<usize> {
-        let start = buf.len();
-        let room = self.size;
-        // The read needs initialised memory (no unsafe here); zeroing a few KiB costs far less
-        // than the system call this saves.
-        buf.resize(start + room, 0);
+        buf.reserve(self.size);
+        // Tokio reads into the spare capacity as it is, uninitialised: zeroing it first, as a
+        // read into a slice needs, cost a sixth of the proxy's instructions.
+        let room = buf.capacity() - buf.len();
         let mut got = 0;
         let result = stream.try_io(Interest::READABLE, || {
-            let n = (&*SockRef::from(stream)).read(&mut buf[start..])?;
+            let n = stream.try_read_buf(buf)?;
             got = n;
             if n > 0 && n < room {
                 // Short read: the socket is drained. Reporting WouldBlock clears readiness.
@@ -113,12 +115,11 @@ impl Reader {
             }
             Ok(n)
         });
-        buf.truncate(start + got);
         // Grow the reads while they come back full, shrink them when traffic is light.
-        if got == room {
-            self.size = (room * 2).min(MAX_READ);
-        } else if got < room / 4 {
-            self.size = (room / 2).max(MIN_READ);
+        if got >= self.size {
+            self.size = (self.size * 2).min(MAX_READ);
+        } else if got < self.size / 4 {
+            self.size = (self.size / 2).max(MIN_READ);
         }
         match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
