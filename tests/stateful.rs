@@ -175,6 +175,46 @@ fn messages_reach_each_subscriber_once_in_its_own_protocol() {
     }
 }
 
+/// An unsubscription is confirmed to the client once the node has confirmed it, so another
+/// client's PUBSUB NUMSUB right after it no longer counts the channel. (Before, the proxy
+/// confirmed it at once, and a NUMSUB that overtook the UNSUBSCRIBE still counted it.)
+#[test]
+fn an_unsubscription_is_confirmed_once_the_node_has_done_it() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "");
+    let _log = proxy.log_on_panic();
+    let mut observer = Raw::connect(proxy.port());
+    for proto in [&b"2"[..], b"3"] {
+        let mut subscriber = Raw::connect(proxy.port());
+        subscriber.call(&[b"HELLO", proto]);
+        subscriber.call(&[b"SUBSCRIBE", b"leaving"]);
+        {
+            let _paused = node.proc.pause();
+            subscriber.send(&common::encode(&[b"UNSUBSCRIBE", b"leaving"]));
+            subscriber
+                .stream
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut early = [0u8; 64];
+            let read = std::io::Read::read(&mut subscriber.stream, &mut early);
+            assert!(
+                read.is_err(),
+                "RESP{}: confirmed while the node was stopped: {:?}",
+                proto[0] as char,
+                read.map(|n| String::from_utf8_lossy(&early[..n]).into_owned())
+            );
+        }
+        subscriber
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let left = String::from_utf8(subscriber.reply()).unwrap();
+        assert!(left.contains("unsubscribe"), "{left:?}");
+        let counted = observer.call(&[b"PUBSUB", b"NUMSUB", b"leaving"]);
+        assert_eq!(counted, b"*2\r\n$7\r\nleaving\r\n:0\r\n");
+    }
+}
+
 #[test]
 fn a_subscriber_that_does_not_read_is_closed_not_buffered() {
     let nodes: Vec<Redis> = (0..2).map(|_| Redis::start()).collect();

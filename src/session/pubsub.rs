@@ -186,20 +186,19 @@ impl Subscriptions {
             let mut request = BytesMut::new();
             let args = std::iter::once(backend_cmd).chain(names.iter().map(|n| &n[..]));
             encode::command(&mut request, args.collect::<Vec<_>>().into_iter());
-            if subscribing {
-                let (done, rx) = oneshot::channel();
-                self.confirmations[shard].push_back(Expected {
-                    done,
-                    remaining: names.len(),
-                });
-                waits.push(rx);
-            }
+            // Leaving waits for the shard too: once the client has its confirmation, a PUBSUB
+            // NUMSUB on another connection no longer counts it.
+            let (done, rx) = oneshot::channel();
+            self.confirmations[shard].push_back(Expected {
+                done,
+                remaining: names.len(),
+            });
+            waits.push(rx);
             conn.send_no_reply(request.freeze()).await;
         }
-        if !self.active() {
-            // Out of subscriber mode: closing the connections drops whatever they still hold.
-            self.close();
-        }
+        // Out of subscriber mode, the connections close once the shards have confirmed
+        // (see `confirm`): closing them drops whatever they still hold.
+        self.close_if_done();
         Slot::Gated {
             waits,
             then: out.freeze(),
@@ -236,8 +235,10 @@ impl Subscriptions {
                 let name = elements.get(1).and_then(reply::bulk_payload);
                 let held = |set: &HashSet<Bytes>| name.as_ref().is_some_and(|n| set.contains(n));
                 match &kind[..] {
-                    b"subscribe" | b"psubscribe" | b"ssubscribe" => {
+                    b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe"
+                    | b"punsubscribe" | b"sunsubscribe" => {
                         self.confirm(shard, frame);
+                        self.close_if_done();
                         Event::None
                     }
                     b"message" if held(&self.channels) => Event::Message(frame),
@@ -256,6 +257,14 @@ impl Subscriptions {
         self.shard_channels.clear();
         self.conns.iter_mut().for_each(|c| *c = None);
         self.confirmations.iter_mut().for_each(VecDeque::clear);
+    }
+
+    /// Closes the connections of a client that holds no subscription and waits for no
+    /// confirmation.
+    fn close_if_done(&mut self) {
+        if !self.active() && self.confirmations.iter().all(VecDeque::is_empty) {
+            self.close();
+        }
     }
 
     fn confirm(&mut self, shard: usize, frame: Bytes) {
