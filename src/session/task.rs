@@ -3,6 +3,7 @@
 //! for one [`Wake`] in [`ClientTask::next_event`] and hands it to its handler. Every handler
 //! returns whether the session goes on.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -24,7 +25,7 @@ use crate::backend::Push;
 use crate::command::{self, Local, Plan};
 use crate::config::ClientLimits;
 use crate::net::socket::Socket;
-use crate::proxy::clients::{Buffers, LastCommand, Registration, Registry};
+use crate::proxy::clients::{Buffers, ClientEntry, LastCommand, Registration, Registry};
 use crate::proxy::Proxy;
 use crate::resp::RequestParser;
 
@@ -70,30 +71,58 @@ enum Wake {
     /// The oldest owed reply is ready.
     ReplyReady,
     Push(Push),
-    Killed,
-    Shutdown,
-    Reloaded,
+    Heard(Notice, Listeners),
     IdleTick,
 }
 
-/// The proxy's shutdown and reload signals, as this session sees them.
+/// What the proxy or another client tells a session, besides its requests.
+enum Notice {
+    /// CLIENT KILL.
+    Killed,
+    Shutdown,
+    Reloaded,
+}
+
+/// The proxy's shutdown and reload signals and CLIENT KILL, as this session sees them.
 struct Notices {
-    shutdown: watch::Receiver<bool>,
+    /// Waits for any of them. Kept from one turn of the loop to the next, so the session
+    /// registers with each signal once, not once per request; made again once it has fired.
+    heard: Pin<Box<dyn Future<Output = (Notice, Listeners)> + Send>>,
+    /// The reload signal as the loop has taken it in (the one `heard` waits on is marked seen
+    /// as it wakes the loop).
     reloaded: watch::Receiver<u64>,
-    /// A reload was signalled while the loop waited: `changed()` marked it seen as it woke
-    /// the loop, so this notes it for the top of the loop.
-    reload_due: bool,
 }
 
 impl Notices {
     /// Whether a reload happened since the last call.
     fn take_reload(&mut self) -> bool {
-        let due = self.reload_due || self.reloaded.has_changed().unwrap_or(false);
+        let due = self.reloaded.has_changed().unwrap_or(false);
         if due {
-            self.reload_due = false;
             self.reloaded.borrow_and_update();
         }
         due
+    }
+}
+
+/// What [`Notices::heard`] waits on; handed back with what it heard, to wait again.
+struct Listeners {
+    entry: Arc<ClientEntry>,
+    shutdown: watch::Receiver<bool>,
+    reloaded: watch::Receiver<u64>,
+    /// Shutdown was heard (or had begun when the session started): not waited for again.
+    shutting_down: bool,
+}
+
+impl Listeners {
+    fn wait(mut self) -> Pin<Box<dyn Future<Output = (Notice, Listeners)> + Send>> {
+        Box::pin(async move {
+            let notice = tokio::select! {
+                () = self.entry.kill.notified() => Notice::Killed,
+                _ = self.shutdown.changed(), if !self.shutting_down => Notice::Shutdown,
+                _ = self.reloaded.changed() => Notice::Reloaded,
+            };
+            (notice, self)
+        })
     }
 }
 
@@ -174,6 +203,12 @@ impl<S: Socket> ClientTask<S> {
         let mut shutdown = proxy.shutdown_notice();
         // A session that starts after shutdown began takes no command.
         let closing = *shutdown.borrow_and_update();
+        let listeners = Listeners {
+            entry: registration.entry.clone(),
+            shutdown,
+            reloaded: reloaded.clone(),
+            shutting_down: closing,
+        };
         ClientTask {
             peer,
             conn: ClientConn::new(stream),
@@ -184,9 +219,8 @@ impl<S: Socket> ClientTask<S> {
             closing,
             idle: IdleTimer::new(limits.idle_timeout),
             notices: Notices {
-                shutdown,
+                heard: listeners.wait(),
                 reloaded,
-                reload_due: false,
             },
             _registration: registration,
             proxy,
@@ -242,9 +276,7 @@ impl<S: Socket> ClientTask<S> {
             ready = conn.stream.writable(), if writing => Wake::Writable(ready),
             () = std::future::poll_fn(|cx| pipe.poll_front(cx)), if can_collect => Wake::ReplyReady,
             Some(push) = session.pushes.recv() => Wake::Push(push),
-            () = session.entry.kill.notified() => Wake::Killed,
-            _ = notices.shutdown.changed(), if !closing => Wake::Shutdown,
-            _ = notices.reloaded.changed() => Wake::Reloaded,
+            (notice, listeners) = notices.heard.as_mut() => Wake::Heard(notice, listeners),
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = idle.timer.as_mut(), if idle_timer => Wake::IdleTick,
         }
@@ -259,17 +291,21 @@ impl<S: Socket> ClientTask<S> {
             // Moved out at the top of the loop.
             Wake::ReplyReady => ControlFlow::Continue(()),
             Wake::Push(push) => self.on_push(push),
-            Wake::Killed => {
-                self.log("closed by CLIENT KILL");
-                ControlFlow::Break(())
-            }
-            // Shutting down: read nothing more, answer what was read, then close.
-            Wake::Shutdown => {
-                self.closing = true;
-                ControlFlow::Continue(())
-            }
-            Wake::Reloaded => {
-                self.notices.reload_due = true;
+            Wake::Heard(notice, mut listeners) => {
+                match notice {
+                    Notice::Killed => {
+                        self.log("closed by CLIENT KILL");
+                        return ControlFlow::Break(());
+                    }
+                    // Shutting down: read nothing more, answer what was read, then close.
+                    Notice::Shutdown => {
+                        self.closing = true;
+                        listeners.shutting_down = true;
+                    }
+                    // Taken in at the top of the loop.
+                    Notice::Reloaded => {}
+                }
+                self.notices.heard = listeners.wait();
                 ControlFlow::Continue(())
             }
             Wake::IdleTick => self.on_idle_tick(),
