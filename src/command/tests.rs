@@ -32,6 +32,29 @@ fn table_is_sorted_and_complete() {
 }
 
 #[test]
+fn every_name_is_found_by_its_hash_in_any_case() {
+    let hashes: std::collections::HashSet<u64> = by_hash().iter().map(|&(h, _)| h).collect();
+    assert_eq!(hashes.len(), all().len(), "two names share a hash");
+    for spec in all() {
+        let upper = spec.name.to_ascii_uppercase();
+        assert!(
+            std::ptr::eq(lookup(upper.as_bytes()).unwrap(), spec),
+            "{}",
+            spec.name
+        );
+        assert!(
+            std::ptr::eq(lookup(spec.name.as_bytes()).unwrap(), spec),
+            "{}",
+            spec.name
+        );
+    }
+    // A name one letter off, or a prefix, is no command.
+    assert!(lookup(b"gets").is_none());
+    assert!(lookup(b"ge").is_none());
+    assert!(lookup(b"").is_none());
+}
+
+#[test]
 fn key_positions_follow_redis_key_specs() {
     assert_eq!(keys("GET k"), Ok(vec![1]));
     assert_eq!(keys("MSET a 1 b 2"), Ok(vec![1, 3]));
