@@ -1,6 +1,7 @@
 //! The listener: accepts clients up to the limit, starts a session for each, and stops
 //! accepting on shutdown.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -258,28 +259,30 @@ impl Server {
     /// first, so it is only closed) and closes it, then takes the spare back, so clients get
     /// an answer at once rather than wait in the backlog. Warned about at most once a second.
     async fn refuse_one(&mut self, tls: bool) {
-        self.spare_fd = None;
         let listener = match (&self.tls, tls) {
             (Some((l, _)), true) => l,
             _ => &self.listener,
         };
-        let accepted =
-            tokio::time::timeout(std::time::Duration::from_millis(10), listener.accept()).await;
-        let refused = match accepted {
-            Ok(Ok((stream, peer))) => {
-                if !tls {
-                    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+        // Nothing awaits between giving the spare up and taking it back: another task of this
+        // thread opening a socket meanwhile (a dedicated backend connection, say) would take
+        // the descriptor, and the spare would be lost for good.
+        self.spare_fd = None;
+        let refused = match socket2::SockRef::from(listener).accept() {
+            Ok((socket, peer)) => {
+                // Accepted as a blocking socket: made non-blocking before it is touched.
+                if socket.set_nonblocking(true).is_ok() {
+                    if !tls {
+                        let _ = (&socket).write(b"-ERR max number of clients reached\r\n");
+                    }
+                    // What the client already sent is read first: closing a socket with
+                    // unread data resets it, and the client might not see the error.
+                    let mut sent = [0u8; 4096];
+                    let _ = (&socket).read(&mut sent);
                 }
-                // What the client already sent is read first: closing a socket with unread
-                // data resets it, and the client might not see the error.
-                let mut sent = [0u8; 4096];
-                let _ = stream.try_read(&mut sent);
-                Some(peer)
+                peer.as_socket()
             }
-            _ => None,
+            Err(_) => None,
         };
-        // The spare is taken back at once, before anything else runs here: another thread
-        // opening a socket meanwhile (a backend connection) would take the descriptor.
         self.spare_fd = std::fs::File::open("/dev/null").ok();
         if let Some(peer) = refused {
             self.proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
