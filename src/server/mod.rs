@@ -342,8 +342,8 @@ impl Drop for ClientSlot {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT: starts the worker threads (`workers`, or one per
-/// CPU when 0; see [`crate::net::workers`]), binds on worker 0, which is the calling thread, and
-/// serves. `bound` is called once the listener is bound, with the server, before it accepts.
+/// two CPUs when 0; see [`crate::net::workers::wanted`]), binds on worker 0, which is the
+/// calling thread, and serves. `bound` is called once the listener is bound, with the server, before it accepts.
 pub fn serve(
     config: Config,
     source: Option<ConfigSource>,

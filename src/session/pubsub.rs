@@ -5,7 +5,8 @@
 //! every shard, and since a message is published on its channel's shard alone, each message
 //! still reaches the client once. The proxy writes the subscription confirmations itself, with
 //! the client-wide counts Redis would give, but only after the shards have confirmed, so a
-//! message published after the client saw its confirmation is delivered.
+//! message published after the client saw its confirmation is delivered, and a channel it saw
+//! itself leave is no longer counted by the node.
 
 use std::collections::{HashSet, VecDeque};
 
