@@ -571,7 +571,9 @@ fn a_primary_busy_in_a_long_script_or_a_huge_reply_is_not_failed_over() {
     assert_no_failover(&proxy, &primary, epoch);
     drop(hog);
 
-    wait_writable(proxy.port(), Duration::from_secs(10));
+    // The node has 400 replies of 8 MiB queued for the hog (3.2 GB) to free first: on a CI
+    // machine running the other tests of this file beside it, that once took more than 10 s.
+    wait_writable(proxy.port(), Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     let acked = w.join().unwrap();
     let lost = lost_writes(proxy.port(), "w:", &acked);
