@@ -112,20 +112,21 @@ pub fn wanted(configured: usize) -> usize {
 /// Fails when called twice in one process.
 pub fn start(workers: usize) -> std::io::Result<(Runtime, Threads)> {
     let workers = workers.max(1);
-    let runtime = |name: &str| {
+    // `thread_name` names the runtime's blocking-pool threads (DNS lookups of node names).
+    let runtime = || {
         Builder::new_current_thread()
             .enable_all()
-            .thread_name(name)
+            .thread_name("shardis-blocking")
             .build()
     };
-    let own = runtime("shardis")?;
+    let own = runtime()?;
     let mut handles = vec![own.handle().clone()];
     let mut threads = Threads {
         stop: Vec::new(),
         threads: Vec::new(),
     };
     for i in 1..workers {
-        let rt = runtime("shardis")?;
+        let rt = runtime()?;
         handles.push(rt.handle().clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
