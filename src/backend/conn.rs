@@ -331,7 +331,7 @@ impl ConnTask {
 
     async fn connect(&self) -> Result<Connected, String> {
         let backend = &self.settings.backend;
-        let connecting = TcpStream::connect(&self.settings.addr);
+        let connecting = crate::net::fds::connect(&self.settings.addr);
         let stream = match tokio::time::timeout(backend.connect_timeout, connecting).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(e.to_string()),

@@ -2,6 +2,7 @@
 //! the worker threads they are served on.
 //! Imports nothing from the rest of the crate.
 
+pub mod fds;
 pub mod socket;
 pub mod tls;
 pub mod workers;

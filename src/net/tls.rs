@@ -110,7 +110,10 @@ pub fn bridge<T>(tls: T, guard: impl Send + 'static) -> std::io::Result<UnixStre
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ours, theirs) = UnixStream::pair()?;
+    let (ours, theirs) = {
+        let _open = super::fds::opening();
+        UnixStream::pair()?
+    };
     tokio::spawn(async move {
         let _guard = guard;
         let (mut tls_read, mut tls_write) = tokio::io::split(tls);

@@ -265,7 +265,9 @@ impl Server {
         };
         // Nothing awaits between giving the spare up and taking it back: another task of this
         // thread opening a socket meanwhile (a dedicated backend connection, say) would take
-        // the descriptor, and the spare would be lost for good.
+        // the descriptor, and the spare would be lost for good. Other workers open theirs
+        // under `fds::opening`, which this holds back.
+        let swapping = crate::net::fds::swapping();
         self.spare_fd = None;
         let refused = match socket2::SockRef::from(listener).accept() {
             Ok((socket, peer)) => {
@@ -284,6 +286,7 @@ impl Server {
             Err(_) => None,
         };
         self.spare_fd = std::fs::File::open("/dev/null").ok();
+        drop(swapping);
         if let Some(peer) = refused {
             self.proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
             self.proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);

@@ -75,7 +75,7 @@ trait LinkStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> LinkStream for T {}
 
 async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, LinkError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    match tokio::time::timeout(timeout, crate::net::fds::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(stream)
