@@ -68,16 +68,9 @@ fn descriptor_limit(config: &Config) {
 const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
-    /// Binds the listen address and starts connecting to the backends. Needs a tokio runtime.
-    pub async fn bind(config: Config) -> std::io::Result<Server> {
-        Self::bind_from(config, None).await
-    }
-
-    /// [`Server::bind`] for a configuration read from `source`, which reloads read again.
-    pub async fn bind_from(
-        config: Config,
-        source: Option<ConfigSource>,
-    ) -> std::io::Result<Server> {
+    /// Binds the listen address and starts connecting to the backends; `source` is the file
+    /// the configuration was read from, which reloads read again. Runs on worker 0.
+    async fn bind(config: Config, source: Option<ConfigSource>) -> std::io::Result<Server> {
         descriptor_limit(&config);
         let listener = TcpListener::bind(config.listen).await?;
         let listen_addr = listener.local_addr()?;
@@ -274,7 +267,7 @@ impl Server {
                 // Accepted as a blocking socket: made non-blocking before it is touched.
                 if socket.set_nonblocking(true).is_ok() {
                     if !tls {
-                        let _ = (&socket).write(b"-ERR max number of clients reached\r\n");
+                        let _ = (&socket).write(MAX_CLIENTS_REACHED);
                     }
                     // What the client already sent is read first: closing a socket with
                     // unread data resets it, and the client might not see the error.
@@ -327,11 +320,12 @@ impl Server {
     }
 }
 
+/// What a client refused for `max_clients`, or for want of file descriptors, is told.
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
 /// Tells a client past `max_clients` so, and closes.
 async fn refuse(mut stream: impl tokio::io::AsyncWrite + Unpin) {
-    let _ = stream
-        .write_all(b"-ERR max number of clients reached\r\n")
-        .await;
+    let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
     let _ = stream.shutdown().await;
 }
 
@@ -358,7 +352,7 @@ pub fn serve(
     tracing::info!(workers, "worker threads");
     let served = runtime.block_on(async {
         let listen = config.listen;
-        let server = Server::bind_from(config, source)
+        let server = Server::bind(config, source)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         bound(&server);
