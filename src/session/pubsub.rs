@@ -104,7 +104,7 @@ impl Subscriptions {
         if cmd == PubSubCommand::SSubscribe {
             let first = topology.router.shard_of(&names[0]);
             if names.iter().any(|n| topology.router.shard_of(n) != first) {
-                return Slot::Ready(encode::error_bytes(CROSSSLOT));
+                return Slot::error(CROSSSLOT);
             }
         }
         // The connections a subscription needs, opened before anything changes: when one
@@ -139,7 +139,7 @@ impl Subscriptions {
                         if !self.active() {
                             self.close();
                         }
-                        return Slot::Ready(encode::error_bytes(&format!("ERR {e}")));
+                        return Slot::error(&format!("ERR {e}"));
                     }
                 }
             }
