@@ -87,7 +87,7 @@ enum Notice {
 struct Notices {
     /// Waits for any of them. Kept from one turn of the loop to the next, so the session
     /// registers with each signal once, not once per request; made again once it has fired.
-    heard: Pin<Box<dyn Future<Output = (Notice, Listeners)> + Send>>,
+    heard: Heard,
     /// The reload signal as the loop has taken it in (the one `heard` waits on is marked seen
     /// as it wakes the loop).
     reloaded: watch::Receiver<u64>,
@@ -104,6 +104,9 @@ impl Notices {
     }
 }
 
+/// A wait for the next [`Notice`], which hands its [`Listeners`] back to wait again.
+type Heard = Pin<Box<dyn Future<Output = (Notice, Listeners)> + Send>>;
+
 /// What [`Notices::heard`] waits on; handed back with what it heard, to wait again.
 struct Listeners {
     entry: Arc<ClientEntry>,
@@ -114,7 +117,7 @@ struct Listeners {
 }
 
 impl Listeners {
-    fn wait(mut self) -> Pin<Box<dyn Future<Output = (Notice, Listeners)> + Send>> {
+    fn wait(mut self) -> Heard {
         Box::pin(async move {
             let notice = tokio::select! {
                 () = self.entry.kill.notified() => Notice::Killed,
