@@ -232,3 +232,50 @@ fn a_million_requests_leave_no_memory_behind() {
         "resident memory grew from {before} MiB to {after} MiB over 1,000,000 requests"
     );
 }
+
+/// A process's peak resident memory since its peak was last reset, in MiB.
+fn peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib / 1024
+}
+
+/// A big value passes through the proxy without being copied: its SET and its GETs take the
+/// proxy about the value's size in memory, not twice that, and it is given back afterwards.
+#[test]
+fn a_big_value_is_held_once_not_copied() {
+    const MIB: u64 = 64;
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "");
+    let _log = proxy.log_on_panic();
+    let pid = proxy.proc.pid();
+    let value = vec![b'x'; (MIB << 20) as usize];
+    let mut raw = Raw::connect(proxy.port());
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let idle = rss_mib(pid);
+    // Writing 5 resets the peak (VmHWM) to what is resident now.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    assert_eq!(raw.call(&[b"SET", b"big", &value]), b"+OK\r\n");
+    let header = format!("${}\r\n", value.len());
+    for _ in 0..2 {
+        raw.send(&encode(&[b"GET", b"big"]));
+        assert_eq!(raw.read_exact(header.len()), header.as_bytes());
+        let body = raw.read_exact(value.len() + 2);
+        assert!(
+            body[..value.len()] == value[..],
+            "the value came back changed"
+        );
+    }
+    let peak = peak_mib(pid);
+    assert!(
+        peak <= idle + MIB * 3 / 2,
+        "a {MIB} MiB value made the proxy grow from {idle} MiB to a peak of {peak} MiB"
+    );
+    eprintln!("{MIB} MiB value: shardis resident {idle} MiB, peak {peak} MiB");
+}

@@ -25,6 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::mirror::{self, Mirror, Target};
 use super::{BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait};
 use crate::config::BackendSettings;
+use crate::net::outbox::{self, Outbox};
 use crate::net::socket::{Reader, Socket, Watermark};
 use crate::resp::{encode, reply, Proto, ReplyFramer};
 
@@ -67,6 +68,10 @@ const DEPOSED: &str = "it was replaced as the shard's primary while the request 
 
 /// A connection that lived this long was working; losing it resets the backoff.
 const STABLE: Duration = Duration::from_secs(1);
+
+/// The most room made at once for a value announced by its length: Redis's own limit on a
+/// bulk string (`proto-max-bulk-len`'s default). A bigger one grows the buffer as it comes.
+const ROOM_MAX: usize = 512 << 20;
 
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
@@ -362,20 +367,20 @@ impl ConnTask {
         let mut pending: VecDeque<Waiter> = VecDeque::new();
         // Write replies waiting for the WAIT after their batch.
         let mut held: VecDeque<Held> = VecDeque::new();
-        let mut wbuf = BytesMut::new();
+        let mut wbuf = Outbox::default();
         let mut rbuf = BytesMut::new();
         let mut reader = Reader::default();
-        // Give back what a big value made the buffers grow to.
-        let (mut rmark, mut wmark) = (Watermark::default(), Watermark::default());
+        // Give back what a big value made the read buffer grow to.
+        let mut rmark = Watermark::default();
         let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
         if let Some(auth) = self.settings.backend.auth_args() {
-            encode::command(&mut wbuf, auth.into_iter());
+            encode::command(wbuf.buf(), auth.into_iter());
             pending.push_back(Waiter::Handshake {
                 deadline: Instant::now() + self.settings.backend.timeout,
             });
         }
         if self.proto == Proto::Resp3 {
-            encode::command(&mut wbuf, [&b"HELLO"[..], b"3"].into_iter());
+            encode::command(wbuf.buf(), [&b"HELLO"[..], b"3"].into_iter());
             pending.push_back(Waiter::Handshake {
                 deadline: Instant::now() + self.settings.backend.timeout,
             });
@@ -398,13 +403,8 @@ impl ConnTask {
 
         let broken: Broken = loop {
             if !wbuf.is_empty() {
-                match stream.try_write(&wbuf) {
-                    Ok(n) => {
-                        let _ = wbuf.split_to(n);
-                        wmark.check(&mut wbuf);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => break Broken::Lost(e.to_string()),
+                if let Err(e) = wbuf.write_to(&stream) {
+                    break Broken::Lost(e.to_string());
                 }
             }
             // A dedicated connection whose session is gone closes at once: Redis then drops
@@ -429,6 +429,18 @@ impl ConnTask {
                                 break Broken::Lost(e);
                             }
                             rmark.check(&mut rbuf);
+                            // A big value on its way: room for all of it at once, rather than
+                            // a copy of what came so far each time the buffer doubles.
+                            let wants = framer.wants().min(ROOM_MAX);
+                            if wants > rbuf.capacity() {
+                                rbuf.reserve(wants - rbuf.len());
+                            }
+                            // What is left is part of a reply: when it is a big one, the other
+                            // connections and clients of this worker get a turn between its
+                            // reads, rather than waiting for all of it to arrive.
+                            if rbuf.len() >= outbox::BIG {
+                                tokio::task::yield_now().await;
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => break Broken::Lost(e.to_string()),
@@ -539,14 +551,14 @@ impl ConnTask {
     /// Ends a batch that has writes needing `ack` replica acknowledgements with one WAIT: it
     /// covers every write of the batch (and before), as Redis counts acknowledgements up to
     /// this connection's last write.
-    fn close_batch(&self, ack: u8, wbuf: &mut BytesMut, pending: &mut VecDeque<Waiter>) {
+    fn close_batch(&self, ack: u8, wbuf: &mut Outbox, pending: &mut VecDeque<Waiter>) {
         if ack == 0 {
             return;
         }
         let ms = self.settings.ack_timeout.as_millis().max(1).to_string();
         let want = ack.to_string();
         let args = [&b"WAIT"[..], want.as_bytes(), ms.as_bytes()];
-        encode::command(wbuf, args.into_iter());
+        encode::command(wbuf.buf(), args.into_iter());
         pending.push_back(Waiter::Ack {
             deadline: None,
             want: ack,
@@ -568,12 +580,12 @@ impl ConnTask {
         &self,
         req: BackendRequest,
         now: Instant,
-        wbuf: &mut BytesMut,
+        wbuf: &mut Outbox,
         pending: &mut VecDeque<Waiter>,
     ) -> u8 {
         let Some(reply) = req.reply else {
             // Nothing waits for a reply (a subscriber's SUBSCRIBE: its events are pushes).
-            wbuf.extend_from_slice(&req.bytes);
+            wbuf.put(&req.bytes);
             return 0;
         };
         // A client that already went away needs no answer; skipping its request is safe
@@ -593,7 +605,7 @@ impl ConnTask {
             }));
             return 0;
         };
-        wbuf.extend_from_slice(&req.bytes);
+        wbuf.put(&req.bytes);
         let deadline = match req.wait {
             Wait::Default => Some(now + self.settings.backend.timeout),
             Wait::For(d) => Some(now + d),

@@ -3,6 +3,7 @@
 //! Imports nothing from the rest of the crate.
 
 pub mod fds;
+pub mod outbox;
 pub mod socket;
 pub mod tls;
 pub mod workers;

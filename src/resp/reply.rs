@@ -33,6 +33,9 @@ pub struct ReplyFramer {
     pos: usize,
     /// Elements still expected at each open aggregate level.
     open: Vec<u64>,
+    /// How long the buffer must be for the bulk string being scanned to be complete; 0 when
+    /// no bulk string is waiting for its bytes.
+    wants: usize,
 }
 
 impl ReplyFramer {
@@ -41,7 +44,15 @@ impl ReplyFramer {
             max_depth,
             pos: 0,
             open: Vec::new(),
+            wants: 0,
         }
+    }
+
+    /// How many bytes the buffer must hold for the bulk string the framer is in the middle of
+    /// to be complete (0 if it is in none): a reader can make room for a big value at once,
+    /// rather than copying it each time its buffer doubles.
+    pub fn wants(&self) -> usize {
+        self.wants
     }
 
     /// Length of the complete reply at the front of `buf`, or `Ok(None)` if it is not all there
@@ -93,10 +104,12 @@ impl ReplyFramer {
                         // `$-1`: the RESP2 null bulk string.
                         return Ok(Some(after_line));
                     };
-                    let end = after_line + len;
-                    if buf.len() < end + 2 {
+                    let end = after_line.saturating_add(len);
+                    if buf.len() < end.saturating_add(2) {
+                        self.wants = end.saturating_add(2);
                         return Ok(None);
                     }
+                    self.wants = 0;
                     if &buf[end..end + 2] != b"\r\n" {
                         return Err(FrameError::MissingCrlf);
                     }

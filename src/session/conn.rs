@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
+use crate::net::outbox::Outbox;
 use crate::net::socket::{Reader, Socket, Watermark};
 use crate::proxy::clients::Buffers;
 use crate::telemetry::Telemetry;
@@ -19,11 +20,10 @@ pub(super) struct ClientConn<S> {
     /// Read, not yet parsed.
     pub(super) inbuf: BytesMut,
     /// Replies in order, not yet written.
-    pub(super) out: BytesMut,
+    pub(super) out: Outbox,
     /// The client closed its side: nothing more to read, so no lingering needed.
     peer_closed: bool,
     in_mark: Watermark,
-    out_mark: Watermark,
 }
 
 /// What a read brought.
@@ -42,10 +42,9 @@ impl<S: Socket> ClientConn<S> {
             stream,
             reader: Reader::default(),
             inbuf: BytesMut::new(),
-            out: BytesMut::new(),
+            out: Outbox::default(),
             peer_closed: false,
             in_mark: Watermark::default(),
-            out_mark: Watermark::default(),
         }
     }
 
@@ -55,16 +54,9 @@ impl<S: Socket> ClientConn<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        match self.stream.try_write(&self.out) {
-            Ok(n) => {
-                telemetry.net_output.fetch_add(n as u64, Ordering::Relaxed);
-                let _ = self.out.split_to(n);
-                self.out_mark.check(&mut self.out);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-        }
+        let n = self.out.write_to(&self.stream)?;
+        telemetry.net_output.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Reads what has arrived into `inbuf`, without waiting. An error means the connection is

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use crate::net::outbox::Outbox;
 
 use super::slot::Slot;
 use super::state::Session;
@@ -157,7 +157,7 @@ impl Pipeline {
     pub(super) fn move_ready(
         &mut self,
         telemetry: &Telemetry,
-        out: &mut BytesMut,
+        out: &mut Outbox,
         max_output: usize,
     ) -> Option<Instant> {
         let mut cx = Context::from_waker(Waker::noop());
@@ -175,11 +175,11 @@ impl Pipeline {
                         let now = *now.get_or_insert_with(Instant::now);
                         counted.record(telemetry, now, &bytes);
                     }
-                    out.extend_from_slice(&bytes);
+                    out.put(&bytes);
                 }
                 Slot::Message(bytes) => {
                     self.message_bytes -= bytes.len();
-                    out.extend_from_slice(&bytes);
+                    out.put(&bytes);
                 }
                 _ => {}
             }

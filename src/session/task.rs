@@ -24,6 +24,7 @@ use super::state::Session;
 use crate::backend::Push;
 use crate::command::{self, Local, Plan};
 use crate::config::ClientLimits;
+use crate::net::outbox::BIG;
 use crate::net::socket::Socket;
 use crate::proxy::clients::{Buffers, ClientEntry, LastCommand, Registration, Registry};
 use crate::proxy::Proxy;
@@ -243,6 +244,11 @@ impl<S: Socket> ClientTask<S> {
             if self.finished() {
                 self.conn.close().await;
                 break;
+            }
+            // A big request still arriving: the worker's other clients and connections get a
+            // turn between its reads.
+            if self.conn.inbuf.len() >= BIG {
+                tokio::task::yield_now().await;
             }
             let wake = self.next_event().await;
             if self.handle(wake).is_break() {
@@ -521,7 +527,7 @@ impl<S: Socket> ClientTask<S> {
         if queued {
             self.pipe.push_message(frame);
         } else {
-            self.conn.out.extend_from_slice(&frame);
+            self.conn.out.put(&frame);
         }
         ControlFlow::Continue(())
     }

@@ -103,6 +103,30 @@ fn helpers_read_merged_values() {
     );
 }
 
+#[test]
+fn the_framer_says_how_long_a_bulk_string_it_is_in_needs_the_buffer() {
+    let mut framer = ReplyFramer::new(8);
+    // A bulk string alone, and one inside an array after a complete element.
+    assert_eq!(framer.frame_len(b"$100000\r\nabc"), Ok(None));
+    assert_eq!(framer.wants(), 9 + 100_000 + 2);
+    let mut framer = ReplyFramer::new(8);
+    assert_eq!(framer.frame_len(b"*2\r\n:1\r\n$5\r\nab"), Ok(None));
+    assert_eq!(framer.wants(), 8 + 4 + 5 + 2);
+    assert_eq!(
+        framer.frame_len(b"*2\r\n:1\r\n$5\r\nabcde\r\n"),
+        Ok(Some(19))
+    );
+    assert_eq!(framer.wants(), 0);
+    // A header still arriving asks for nothing yet; a length past any real value is refused.
+    let mut framer = ReplyFramer::new(8);
+    assert_eq!(framer.frame_len(b"$12"), Ok(None));
+    assert_eq!(framer.wants(), 0);
+    assert_eq!(
+        framer.frame_len(b"$9223372036854775807\r\n"),
+        Err(FrameError::BadLength)
+    );
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
