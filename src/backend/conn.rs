@@ -23,7 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::mirror::{self, Mirror, Target};
-use super::{BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait};
+use super::{
+    BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait, RECEIVING_BIG,
+};
 use crate::config::BackendSettings;
 use crate::net::outbox::{self, Outbox};
 use crate::net::socket::{Reader, Socket, Watermark};
@@ -330,8 +332,17 @@ impl ConnTask {
         }
     }
 
+    /// Also clears [`RECEIVING_BIG`]: a connection that is opened or lost receives nothing.
     fn set_state(&self, state: NodeState) {
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    fn mark_receiving_big(&self, big: bool) {
+        if big {
+            self.state.fetch_or(RECEIVING_BIG, Ordering::Relaxed);
+        } else {
+            self.state.fetch_and(!RECEIVING_BIG, Ordering::Relaxed);
+        }
     }
 
     async fn connect(&self) -> Result<Connected, String> {
@@ -400,6 +411,7 @@ impl ConnTask {
         let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(5)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
+        let mut receiving_big = false;
 
         let broken: Broken = loop {
             if !wbuf.is_empty() {
@@ -434,6 +446,12 @@ impl ConnTask {
                             let wants = framer.wants().min(ROOM_MAX);
                             if wants > rbuf.capacity() {
                                 rbuf.reserve(wants - rbuf.len());
+                            }
+                            // Shown to the sessions choosing a connection, before they run.
+                            let big = rbuf.len() >= outbox::BIG;
+                            if big != receiving_big {
+                                receiving_big = big;
+                                self.mark_receiving_big(big);
                             }
                             // What is left is part of a reply: when it is a big one, the other
                             // connections and clients of this worker get a turn between its

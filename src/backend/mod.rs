@@ -152,6 +152,12 @@ pub enum NodeState {
     Down = 2,
 }
 
+/// Set beside a connection's [`NodeState`] while it reads a reply of at least
+/// [`crate::net::outbox::BIG`] bytes that has not fully arrived: a request sent on it now is
+/// answered only after the rest of that reply has passed, so a client with nothing in flight
+/// picks another connection (`Session::lane`).
+pub const RECEIVING_BIG: u8 = 0x80;
+
 /// Handle to one multiplexed connection (its task reconnects by itself).
 #[derive(Clone)]
 pub struct NodeConn {
@@ -269,11 +275,16 @@ impl NodeConn {
     }
 
     pub fn state(&self) -> NodeState {
-        match self.state.load(Ordering::Relaxed) {
+        match self.state.load(Ordering::Relaxed) & !RECEIVING_BIG {
             1 => NodeState::Up,
             2 => NodeState::Down,
             _ => NodeState::Connecting,
         }
+    }
+
+    /// Whether the connection is in the middle of a big reply (see [`RECEIVING_BIG`]).
+    pub fn receiving_big(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & RECEIVING_BIG != 0
     }
 }
 

@@ -328,7 +328,7 @@ impl<'a> Call<'a> {
             self.session.touch(topology.shards.len(), cmd.shard);
         }
         let shard = &topology.shards[cmd.shard];
-        Slot::Waiting(lock::dispatch(shard, self.session.proto, self.session.id, cmd).await)
+        Slot::Waiting(lock::dispatch(shard, self.session.proto, self.session.lane, cmd).await)
     }
 
     async fn pubsub(self, cmd: PubSubCommand) -> Slot {
@@ -363,7 +363,7 @@ async fn in_transaction(
             let shard = tx.shard.or(watched).unwrap_or_else(|| topology.any_shard());
             let conn = match pinned {
                 Some(p) => p.conn,
-                None => match topology.shards[shard].writer(session.proto, session.id) {
+                None => match topology.shards[shard].writer(session.proto, session.lane) {
                     Ok(conn) => conn,
                     Err(e) => return Slot::Waiting(failed(e)),
                 },

@@ -34,7 +34,7 @@ pub(super) async fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slo
     let topology = proxy.topology();
     let mut step = ScanStep {
         proto: session.proto,
-        id: session.id,
+        lane: session.lane,
         options: args[2..].to_vec(),
         cursors: Cursors {
             shards: topology.shards.len(),
@@ -58,7 +58,8 @@ pub(super) async fn scan(proxy: &Proxy, session: &Session, req: &Request) -> Slo
 /// One SCAN call across shards.
 struct ScanStep {
     proto: Proto,
-    id: u64,
+    /// The session's lane, picking its connection.
+    lane: u64,
     /// MATCH, COUNT, TYPE as the client gave them.
     options: Vec<Bytes>,
     cursors: Cursors,
@@ -80,7 +81,7 @@ impl ScanStep {
             .chain(self.options.iter().map(|a| &a[..]))
             .collect();
         encode::command(&mut request, all.into_iter());
-        match topology.shards[shard].writer(self.proto, self.id) {
+        match topology.shards[shard].writer(self.proto, self.lane) {
             Ok(conn) => conn.send(request.freeze()).await,
             Err(e) => failed(e),
         }

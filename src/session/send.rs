@@ -166,21 +166,38 @@ pub(super) async fn forward(
     Slot::Waiting(send(topology, session, shard, request_bytes(req), readonly).await)
 }
 
+/// How many lanes a client looks at, its own first, for a connection that is not in the middle
+/// of a big reply: every connection of a node, with up to 8 per worker (2 by default).
+const LANES: u64 = 8;
+
 /// Sends one request to a shard: a read-only one to the node `read_from` picks, any other to
 /// the primary, waiting for the replica acknowledgements `write_ack` asks for.
 pub(super) async fn send(
     topology: &Topology,
-    session: &Session,
+    session: &mut Session,
     shard: usize,
     request: Bytes,
     readonly: bool,
 ) -> oneshot::Receiver<Reply> {
     let shard = &topology.shards[shard];
-    let (conn, ack) = if readonly {
-        (shard.reader(session.proto, session.id), None)
-    } else {
-        (shard.writer(session.proto, session.id), Some(shard.acks()))
+    let proto = session.proto;
+    let pick = |lane| match readonly {
+        true => shard.reader(proto, lane),
+        false => shard.writer(proto, lane),
     };
+    let mut conn = pick(session.lane);
+    // With nothing in flight, the client need not wait behind another client's big reply:
+    // a connection that is free of one will do, for this request and the ones after it.
+    if std::mem::take(&mut session.may_move) && conn.as_ref().is_ok_and(|c| c.receiving_big()) {
+        let free = (1..LANES)
+            .map(|step| (step, pick(session.lane.wrapping_add(step))))
+            .find(|(_, c)| c.as_ref().is_ok_and(|c| !c.receiving_big()));
+        if let Some((step, free)) = free {
+            session.lane = session.lane.wrapping_add(step);
+            conn = free;
+        }
+    }
+    let ack = (!readonly).then(|| shard.acks());
     match conn {
         Ok(conn) => conn.send_acked(request, 0, Wait::Default, ack).await,
         Err(e) => failed(e),

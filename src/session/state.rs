@@ -52,6 +52,13 @@ pub struct Session {
     /// Waiting in a blocking command or WAIT: counted in INFO's `blocked_clients` until its
     /// reply is out.
     pub(super) blocked: bool,
+    /// Picks its shared connection to each node (the connection `lane` modulo their number);
+    /// starts as its id. It changes only while no reply is owed, so requests in flight keep
+    /// their connection and their order.
+    pub(super) lane: u64,
+    /// No reply is owed: the next request may take another lane, away from a connection in the
+    /// middle of a big reply (see `send::send`).
+    pub(super) may_move: bool,
 }
 
 /// The tag of dedicated connections that carry no subscription (subscriber connections are
@@ -82,6 +89,8 @@ impl Session {
             pushes_tx,
             pushes,
             blocked: false,
+            lane: id,
+            may_move: false,
         }
     }
 

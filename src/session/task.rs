@@ -378,6 +378,7 @@ impl<S: Socket> ClientTask<S> {
         let (req, planned) = *held;
         let topology = self.proxy.topology();
         let counted = Counted::of(&planned);
+        self.session.may_move = true;
         let slot = dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
         self.owe(slot, counted);
         self.pipe.barrier = Barrier::Draining { held: None };
@@ -415,6 +416,7 @@ impl<S: Socket> ClientTask<S> {
                         continue;
                     }
                     let counted = Counted::of(&planned);
+                    self.session.may_move = self.pipe.is_empty();
                     let slot =
                         dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
                     self.owe(slot, counted);
