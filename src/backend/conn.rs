@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::mirror::{self, Mirror, Target};
 use super::{
-    BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, Reply, Wait, RECEIVING_BIG,
+    BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, ReplyTo, Wait, RECEIVING_BIG,
 };
 use crate::config::BackendSettings;
 use crate::net::outbox::{self, Outbox};
@@ -182,7 +182,7 @@ fn aborted(request: &[u8], frame: &[u8]) -> bool {
 
 /// A write's reply kept until the WAIT after its batch says enough replicas have it.
 struct Held {
-    reply: oneshot::Sender<Reply>,
+    reply: ReplyTo,
     frame: bytes::Bytes,
     ack: u8,
     /// The node's gate closes when its request was written.
@@ -199,7 +199,7 @@ enum Broken {
 /// Who is waiting for the next reply on the connection.
 enum Waiter {
     Client {
-        reply: oneshot::Sender<Reply>,
+        reply: ReplyTo,
         /// Past this instant without a reply the connection is declared broken; `None` for a
         /// command that may block as long as it likes (BLPOP with timeout 0).
         deadline: Option<Instant>,
@@ -526,7 +526,7 @@ impl ConnTask {
         let waiting = waiting.inspect(|_| stats.count(true));
         for reply in held.chain(waiting) {
             let node = self.settings.label.clone();
-            let _ = reply.send(Err(match &broken {
+            reply.send(Err(match &broken {
                 Broken::Timeout => BackendError::Timeout {
                     node,
                     ms: timeout.as_millis(),
@@ -617,7 +617,7 @@ impl ConnTask {
         };
         let Some(gate) = admitted else {
             self.settings.stats.count(true);
-            let _ = reply.send(Err(BackendError::Unavailable {
+            reply.send(Err(BackendError::Unavailable {
                 node: self.settings.label.clone(),
                 reason: "it is no longer the shard's primary".into(),
             }));
@@ -652,7 +652,7 @@ impl ConnTask {
 
     /// A mirror shard's reply: copies what it must, then answers (or leaves answering to the
     /// replicas' acknowledgements).
-    fn copy(&self, m: &Mirror, tap: Tap, reply: oneshot::Sender<Reply>, ack: u8, frame: Bytes) {
+    fn copy(&self, m: &Mirror, tap: Tap, reply: ReplyTo, ack: u8, frame: Bytes) {
         match tap {
             Tap::Write(request, skip) if !reply::is_error(&frame) && !aborted(&request, &frame) => {
                 if !m.is_source(&self.settings.addr) {
@@ -668,13 +668,13 @@ impl ConnTask {
                     } else {
                         Ok(frame)
                     };
-                    let _ = reply.send(result);
+                    reply.send(result);
                     return;
                 }
                 let waiting = if ack > 0 {
                     Some((reply, ack))
                 } else {
-                    let _ = reply.send(Ok(frame.clone()));
+                    reply.send(Ok(frame.clone()));
                     None
                 };
                 m.publish(&request, skip, frame, waiting, &self.settings.label);
@@ -683,10 +683,10 @@ impl ConnTask {
                 for restore in mirror::restores(&keys, &frame) {
                     m.push_to(&target, restore);
                 }
-                let _ = reply.send(Ok(frame));
+                reply.send(Ok(frame));
             }
             _ => {
-                let _ = reply.send(Ok(frame));
+                reply.send(Ok(frame));
             }
         }
     }
@@ -728,7 +728,7 @@ impl ConnTask {
                     {
                         self.settings.stats.count(reply::is_error(&frame));
                         if gate != self.settings.gate.closes() {
-                            let _ = reply.send(Err(self.deposed()));
+                            reply.send(Err(self.deposed()));
                             continue;
                         }
                         match (&self.settings.mirror, tap) {
@@ -742,7 +742,7 @@ impl ConnTask {
                                 });
                             }
                             (None, _) => {
-                                let _ = reply.send(Ok(frame));
+                                reply.send(Ok(frame));
                             }
                         }
                     }
@@ -764,7 +764,7 @@ impl ConnTask {
                                 applied: h.frame,
                             }),
                         };
-                        let _ = h.reply.send(result);
+                        h.reply.send(result);
                     }
                     if got.is_none() {
                         tracing::warn!(

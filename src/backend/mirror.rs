@@ -20,7 +20,7 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BackendError, NodeConn, Reply};
+use super::{BackendError, NodeConn, Reply, ReplyTo};
 use crate::resp::{encode, reply};
 
 /// Copies queued for one replica before it is declared stale.
@@ -78,7 +78,7 @@ struct AckGroup {
     total: usize,
     ok: AtomicUsize,
     failed: AtomicUsize,
-    reply: Mutex<Option<(oneshot::Sender<Reply>, Bytes)>>,
+    reply: Mutex<Option<(ReplyTo, Bytes)>>,
     node: Arc<str>,
     want_n: u8,
     ms: u128,
@@ -88,7 +88,7 @@ impl AckGroup {
     fn confirm(&self) {
         if self.ok.fetch_add(1, Ordering::AcqRel) + 1 == self.want {
             if let Some((tx, frame)) = self.take() {
-                let _ = tx.send(Ok(frame));
+                tx.send(Ok(frame));
             }
         }
     }
@@ -102,7 +102,7 @@ impl AckGroup {
 
     fn shortfall(&self) {
         if let Some((tx, applied)) = self.take() {
-            let _ = tx.send(Err(BackendError::NotAcknowledged {
+            tx.send(Err(BackendError::NotAcknowledged {
                 node: self.node.clone(),
                 got: self.ok.load(Ordering::Acquire) as i64,
                 want: self.want_n,
@@ -112,7 +112,7 @@ impl AckGroup {
         }
     }
 
-    fn take(&self) -> Option<(oneshot::Sender<Reply>, Bytes)> {
+    fn take(&self) -> Option<(ReplyTo, Bytes)> {
         self.reply.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
@@ -187,7 +187,7 @@ impl Mirror {
         request: &Bytes,
         skip: u32,
         frame: Bytes,
-        reply: Option<(oneshot::Sender<Reply>, u8)>,
+        reply: Option<(ReplyTo, u8)>,
         node: &Arc<str>,
     ) {
         let (bytes, skip) = match effect(request, &frame) {
@@ -247,7 +247,7 @@ impl Mirror {
             total: 1,
             ok: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-            reply: Mutex::new(Some((tx, Bytes::from_static(encode::OK)))),
+            reply: Mutex::new(Some((ReplyTo::Channel(tx), Bytes::from_static(encode::OK)))),
             node: Arc::from(target.addr.as_str()),
             want_n: 1,
             ms: 0,

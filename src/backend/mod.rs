@@ -6,6 +6,7 @@
 //! by its id), so its own commands to one node run in the order it sent them.
 
 mod conn;
+mod inbox;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{Dedicated, NodeSettings, Push};
+pub use inbox::{ended as inbox_ended, Arrivals, ReplyTo, Ticket};
 pub use mirror::{Mirror, Target};
 pub use parking::{Parked, Parking};
 
@@ -57,7 +59,7 @@ pub type Reply = Result<Bytes, BackendError>;
 pub struct BackendRequest {
     pub bytes: Bytes,
     /// Where the reply goes; `None` when the frames it causes are pushes (SUBSCRIBE).
-    pub reply: Option<oneshot::Sender<Reply>>,
+    pub reply: Option<ReplyTo>,
     /// Replies to discard before the one delivered: `MULTI ... EXEC` sent as one batch
     /// delivers only EXEC's reply.
     pub skip: u32,
@@ -85,7 +87,7 @@ pub enum Copy {
 impl BackendRequest {
     pub fn fail(self, error: BackendError) {
         if let Some(reply) = self.reply {
-            let _ = reply.send(Err(error));
+            reply.send(Err(error));
         }
     }
 }
@@ -198,6 +200,28 @@ impl NodeConn {
             .await
     }
 
+    /// [`send_acked`](Self::send_acked) for a plain request, answered through its session's
+    /// inbox under `ticket` rather than on a channel of its own.
+    pub async fn send_ticketed(&self, bytes: Bytes, ticket: Ticket, write: Option<u8>) {
+        let request = BackendRequest {
+            bytes,
+            reply: Some(ReplyTo::Inbox(ticket)),
+            skip: 0,
+            wait: Wait::Default,
+            ack: write.unwrap_or(0),
+            copy: if write.is_some() {
+                Copy::Write
+            } else {
+                Copy::Nothing
+            },
+        };
+        // Without waiting for a permit when there is room, as there nearly always is. The
+        // ticket, dropped with a request that cannot be sent, answers with an error.
+        if let Err(mpsc::error::TrySendError::Full(request)) = self.tx.try_send(request) {
+            let _ = self.tx.send(request).await;
+        }
+    }
+
     /// A copy to a mirror replica (see [`Copy::Mirrored`]).
     pub async fn send_copy(&self, bytes: Bytes, skip: u32) -> oneshot::Receiver<Reply> {
         self.send_request(bytes, skip, Wait::Default, 0, Copy::Mirrored)
@@ -228,7 +252,7 @@ impl NodeConn {
         // `self` exists; if it did, the dropped sender answers the receiver with an error.
         let request = BackendRequest {
             bytes,
-            reply: Some(reply),
+            reply: Some(ReplyTo::Channel(reply)),
             skip,
             wait,
             ack,

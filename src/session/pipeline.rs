@@ -11,6 +11,7 @@ use crate::net::outbox::Outbox;
 
 use super::slot::Slot;
 use super::state::Session;
+use crate::backend::Arrivals;
 use crate::command::{CommandId, Local, Plan, TxCommand};
 use crate::resp::Request;
 use crate::telemetry::Telemetry;
@@ -131,10 +132,10 @@ impl Pipeline {
     }
 
     /// Ready when the front reply is.
-    pub(super) fn poll_front(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_front(&mut self, arrivals: &mut Arrivals, cx: &mut Context<'_>) -> Poll<()> {
         self.owed
             .front_mut()
-            .map_or(Poll::Pending, |o| o.slot.poll_ready(cx))
+            .map_or(Poll::Pending, |o| o.slot.poll_ready(arrivals, cx))
     }
 
     pub(super) fn is_draining(&self) -> bool {
@@ -157,13 +158,14 @@ impl Pipeline {
     pub(super) fn move_ready(
         &mut self,
         telemetry: &Telemetry,
+        arrivals: &mut Arrivals,
         out: &mut Outbox,
         max_output: usize,
     ) -> Option<Instant> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut now = None;
         while out.len() < max_output {
-            if self.poll_front(&mut cx).is_pending() {
+            if self.poll_front(arrivals, &mut cx).is_pending() {
                 return now;
             }
             let Some(owed) = self.owed.pop_front() else {

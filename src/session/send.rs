@@ -1,17 +1,19 @@
 //! Sending a request to its shards: to one, to several with the replies merged, to every node;
 //! WAIT; the scripts FLUSHDB and the like run as.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::slot::{Extra, Merging, PartReply, Slot};
 use super::state::Session;
-use crate::backend::{Reply, Wait};
+use crate::backend::{BackendError, Reply, Wait};
 use crate::command::{self, Merge, Part};
 use crate::lock;
 use crate::proxy::Proxy;
 use crate::resp::{encode, Request};
-use crate::topology::{failed, NodeCall, Topology};
+use crate::topology::{failed, Node, NodeCall, Topology};
 
 /// FLUSHDB / FLUSHALL as the script that keeps shardis' own keys.
 pub(super) fn flush_script(req: &Request) -> Bytes {
@@ -163,7 +165,15 @@ pub(super) async fn forward(
     if writes {
         session.touch(topology.shards.len(), shard);
     }
-    Slot::Waiting(send(topology, session, shard, request_bytes(req), readonly).await)
+    match pick(topology, session, shard, readonly) {
+        (Ok(node), ack) => {
+            let (number, ticket) = session.arrivals.issue();
+            let conn = node.pool.conn(session.proto, session.lane);
+            conn.send_ticketed(request_bytes(req), ticket, ack).await;
+            Slot::Ticket(number)
+        }
+        (Err(e), _) => Slot::failed(e),
+    }
 }
 
 /// How many lanes a client looks at, its own first, for a connection that is not in the middle
@@ -179,29 +189,47 @@ pub(super) async fn send(
     request: Bytes,
     readonly: bool,
 ) -> oneshot::Receiver<Reply> {
+    match pick(topology, session, shard, readonly) {
+        (Ok(node), ack) => {
+            let conn = node.pool.conn(session.proto, session.lane);
+            conn.send_acked(request, 0, Wait::Default, ack).await
+        }
+        (Err(e), _) => failed(e),
+    }
+}
+
+/// The node a request to `shard` goes to, on its connection for `session.lane`; and the
+/// replica acknowledgements it waits for (a write's, as `write_ack` asks).
+fn pick(
+    topology: &Topology,
+    session: &mut Session,
+    shard: usize,
+    readonly: bool,
+) -> (Result<Arc<Node>, BackendError>, Option<u8>) {
     let shard = &topology.shards[shard];
     let proto = session.proto;
     let pick = |lane| match readonly {
-        true => shard.reader(proto, lane),
-        false => shard.writer(proto, lane),
+        true => shard.read_node(lane),
+        false => shard.up_primary(),
     };
-    let mut conn = pick(session.lane);
+    let busy = |node: &Result<Arc<Node>, BackendError>, lane| {
+        node.as_ref()
+            .is_ok_and(|n| n.pool.conn(proto, lane).receiving_big())
+    };
+    let mut node = pick(session.lane);
     // With nothing in flight, the client need not wait behind another client's big reply:
     // a connection that is free of one will do, for this request and the ones after it.
-    if std::mem::take(&mut session.may_move) && conn.as_ref().is_ok_and(|c| c.receiving_big()) {
+    if std::mem::take(&mut session.may_move) && busy(&node, session.lane) {
         let free = (1..LANES)
-            .map(|step| (step, pick(session.lane.wrapping_add(step))))
-            .find(|(_, c)| c.as_ref().is_ok_and(|c| !c.receiving_big()));
-        if let Some((step, free)) = free {
-            session.lane = session.lane.wrapping_add(step);
-            conn = free;
+            .map(|step| session.lane.wrapping_add(step))
+            .map(|lane| (lane, pick(lane)))
+            .find(|(lane, n)| n.is_ok() && !busy(n, *lane));
+        if let Some((lane, free)) = free {
+            session.lane = lane;
+            node = free;
         }
     }
-    let ack = (!readonly).then(|| shard.acks());
-    match conn {
-        Ok(conn) => conn.send_acked(request, 0, Wait::Default, ack).await,
-        Err(e) => failed(e),
-    }
+    (node, (!readonly).then(|| shard.acks()))
 }
 
 /// The request as RESP bytes: the client's own bytes when it sent RESP.

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, Reply};
+use crate::backend::{Arrivals, BackendError, Reply};
 use crate::command::Merge;
 use crate::resp::{encode, reply, Proto};
 use crate::session::local::info;
@@ -21,6 +21,8 @@ pub enum Slot {
     /// since a subscriber cannot be slowed down by not reading its socket.
     Message(Bytes),
     Waiting(oneshot::Receiver<Reply>),
+    /// Answered through the session's inbox, under this ticket (see `backend::Arrivals`).
+    Ticket(u64),
     Merging(Box<Merging>),
     /// Ready as `then` once every wait has answered without an error (a SUBSCRIBE is
     /// confirmed only when each shard it went to has confirmed it).
@@ -89,10 +91,22 @@ impl Slot {
         }))
     }
 
+    /// A reply ready now: the failure `e`, as a backend failure reads.
+    pub fn failed(e: BackendError) -> Slot {
+        Slot::Ready(reply_bytes(Err(e)))
+    }
+
     /// Turns the slot ready if its replies have arrived. `Ready` when it is.
-    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_ready(&mut self, arrivals: &mut Arrivals, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Slot::Ready(_) | Slot::Message(_) => Poll::Ready(()),
+            Slot::Ticket(number) => match arrivals.poll_take(*number, cx) {
+                Poll::Ready(reply) => {
+                    *self = Slot::Ready(reply_bytes(reply));
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
             Slot::Waiting(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(result) => {
                     *self = Slot::Ready(reply_bytes(flatten(result)));
@@ -148,12 +162,7 @@ fn reserved(frame: &Bytes) -> bool {
 }
 
 fn flatten(result: Result<Reply, oneshot::error::RecvError>) -> Reply {
-    result.unwrap_or_else(|_| {
-        Err(BackendError::Lost {
-            node: Arc::from("backend"),
-            reason: "the connection task ended".into(),
-        })
-    })
+    result.unwrap_or_else(|_| Err(crate::backend::inbox_ended()))
 }
 
 /// The bytes a client gets for a backend reply or failure.

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::pubsub::Subscriptions;
 use super::transaction::{Pinned, Transaction};
-use crate::backend::{BackendError, Dedicated, NodeConn, NodeState, Push};
+use crate::backend::{Arrivals, BackendError, Dedicated, NodeConn, NodeState, Push};
 use crate::proxy::clients::{Buffers, ClientEntry, LastCommand};
 use crate::proxy::Proxy;
 use crate::resp::{Proto, Value};
@@ -59,6 +59,8 @@ pub struct Session {
     /// No reply is owed: the next request may take another lane, away from a connection in the
     /// middle of a big reply (see `send::send`).
     pub(super) may_move: bool,
+    /// Where replies to requests forwarded to one shard arrive.
+    pub(super) arrivals: Arrivals,
 }
 
 /// The tag of dedicated connections that carry no subscription (subscriber connections are
@@ -91,6 +93,7 @@ impl Session {
             blocked: false,
             lane: id,
             may_move: false,
+            arrivals: Arrivals::default(),
         }
     }
 

@@ -283,7 +283,7 @@ impl<S: Socket> ClientTask<S> {
         tokio::select! {
             ready = conn.stream.readable(), if can_read => Wake::Readable(ready),
             ready = conn.stream.writable(), if writing => Wake::Writable(ready),
-            () = std::future::poll_fn(|cx| pipe.poll_front(cx)), if can_collect => Wake::ReplyReady,
+            () = std::future::poll_fn(|cx| pipe.poll_front(&mut session.arrivals, cx)), if can_collect => Wake::ReplyReady,
             Some(push) = session.pushes.recv() => Wake::Push(push),
             (notice, listeners) = notices.heard.as_mut() => Wake::Heard(notice, listeners),
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
@@ -354,7 +354,11 @@ impl<S: Socket> ClientTask<S> {
     fn write_replies(&mut self) -> io::Result<()> {
         let max = self.limits.max_output_buffer;
         let telemetry = &self.proxy.telemetry;
-        if let Some(at) = self.pipe.move_ready(telemetry, &mut self.conn.out, max) {
+        let arrivals = &mut self.session.arrivals;
+        if let Some(at) = self
+            .pipe
+            .move_ready(telemetry, arrivals, &mut self.conn.out, max)
+        {
             self.idle.last_active = Instant::from_std(at);
         }
         self.conn.flush(telemetry)

@@ -431,8 +431,9 @@ impl Shard {
         Ok(self.up_primary()?.pool.conn(proto, client_id).clone())
     }
 
-    /// The current primary, unless the health checks hold it down.
-    fn up_primary(&self) -> Result<Arc<Node>, BackendError> {
+    /// The current primary, unless the health checks hold it down: the node
+    /// [`writer`](Self::writer) takes a connection of.
+    pub fn up_primary(&self) -> Result<Arc<Node>, BackendError> {
         self.check_confirmed()?;
         let view = self.view.load();
         if !view.primary.health.is_up() {
@@ -449,8 +450,17 @@ impl Shard {
     /// same replica while the set of readable replicas stays the same, so its reads do not go
     /// back in time by hopping between replicas.
     pub fn reader(&self, proto: Proto, client_id: u64) -> Result<NodeConn, BackendError> {
+        Ok(self
+            .read_node(client_id)?
+            .pool
+            .conn(proto, client_id)
+            .clone())
+    }
+
+    /// The node [`reader`](Self::reader) takes a connection of.
+    pub fn read_node(&self, client_id: u64) -> Result<Arc<Node>, BackendError> {
         if self.config.read_from == ReadFrom::Primary {
-            return self.writer(proto, client_id);
+            return self.up_primary();
         }
         self.check_confirmed()?;
         let view = self.view.load();
@@ -465,11 +475,10 @@ impl Shard {
                     "no replica is readable (up, following {} and within the lag limit)",
                     view.primary.addr
                 ))),
-                _ => self.writer(proto, client_id),
+                _ => self.up_primary(),
             };
         }
-        let node = readable[(client_id % readable.len() as u64) as usize];
-        Ok(node.pool.conn(proto, client_id).clone())
+        Ok(readable[(client_id % readable.len() as u64) as usize].clone())
     }
 
     /// A connection for one session alone on the current primary.

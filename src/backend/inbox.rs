@@ -1,0 +1,255 @@
+//! Where replies go: a oneshot channel, or a session's inbox.
+//!
+//! A request forwarded to one shard, the common case by far, is answered through its session's
+//! [`Inbox`]: one per session, made once, where a oneshot channel would be allocated, polled and
+//! freed for every request. The node connection puts the reply in under the number (ticket) the
+//! session gave the request, and wakes the session; the wake is taken by the first reply, so a
+//! batch of replies read at once wakes the session once. The session takes the replies out in
+//! the order it gave the tickets, which is the order it owes them to its client.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::oneshot;
+
+use super::{BackendError, Reply};
+
+/// A session's replies from its node connections, by ticket.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    arrived: Mutex<Vec<(u64, Reply)>>,
+    waker: AtomicWaker,
+    /// The session has ended: nobody takes replies any more.
+    closed: AtomicBool,
+}
+
+impl Inbox {
+    fn put(&self, ticket: u64, reply: Reply) {
+        self.arrived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((ticket, reply));
+        self.waker.wake();
+    }
+}
+
+/// A request's claim on one reply of an inbox. Dropped unanswered (its connection task ended),
+/// it answers with an error, as a dropped oneshot sender does.
+#[derive(Debug)]
+pub struct Ticket {
+    inbox: Arc<Inbox>,
+    number: u64,
+    answered: bool,
+}
+
+impl Ticket {
+    fn send(mut self, reply: Reply) {
+        self.answered = true;
+        self.inbox.put(self.number, reply);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.inbox.put(self.number, Err(ended()));
+        }
+    }
+}
+
+/// The error for a request whose connection task ended without answering it.
+pub fn ended() -> BackendError {
+    BackendError::Lost {
+        node: Arc::from("backend"),
+        reason: "the connection task ended".into(),
+    }
+}
+
+/// Where a request's reply goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    Channel(oneshot::Sender<Reply>),
+    Inbox(Ticket),
+}
+
+impl ReplyTo {
+    pub fn send(self, reply: Reply) {
+        match self {
+            ReplyTo::Channel(tx) => {
+                let _ = tx.send(reply);
+            }
+            ReplyTo::Inbox(ticket) => ticket.send(reply),
+        }
+    }
+
+    /// Nobody waits for the reply any more (the client went away).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::Channel(tx) => tx.is_closed(),
+            ReplyTo::Inbox(ticket) => ticket.inbox.closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The session's side of its inbox: gives tickets out, and takes replies in by ticket.
+#[derive(Debug)]
+pub struct Arrivals {
+    inbox: Arc<Inbox>,
+    /// The next ticket to give out.
+    next: u64,
+    /// The oldest ticket not yet taken; `got[i]` is ticket `base + i`'s reply, once arrived.
+    base: u64,
+    got: VecDeque<Option<Reply>>,
+    /// The inbox's replies are swapped into this, so its lock is held for a swap only.
+    scratch: Vec<(u64, Reply)>,
+}
+
+impl Default for Arrivals {
+    fn default() -> Self {
+        Arrivals {
+            inbox: Arc::new(Inbox::default()),
+            next: 0,
+            base: 0,
+            got: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Arrivals {
+    fn drop(&mut self) {
+        self.inbox.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Arrivals {
+    /// A ticket for the next request; its number is what [`Arrivals::poll_take`] is asked for.
+    pub fn issue(&mut self) -> (u64, Ticket) {
+        let number = self.next;
+        self.next += 1;
+        let ticket = Ticket {
+            inbox: self.inbox.clone(),
+            number,
+            answered: false,
+        };
+        (number, ticket)
+    }
+
+    /// Ready with ticket `number`'s reply once it has arrived. Tickets must be taken in the
+    /// order they were given out; the ones skipped are given up.
+    pub fn poll_take(&mut self, number: u64, cx: &mut Context<'_>) -> Poll<Reply> {
+        if let Some(reply) = self.take(number) {
+            return Poll::Ready(reply);
+        }
+        self.collect();
+        if let Some(reply) = self.take(number) {
+            return Poll::Ready(reply);
+        }
+        self.inbox.waker.register(cx.waker());
+        // One that arrived before the waker was in place would wake no one.
+        self.collect();
+        match self.take(number) {
+            Some(reply) => Poll::Ready(reply),
+            None => Poll::Pending,
+        }
+    }
+
+    fn collect(&mut self) {
+        {
+            let mut arrived = self.inbox.arrived.lock().unwrap_or_else(|e| e.into_inner());
+            if arrived.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *arrived, &mut self.scratch);
+        }
+        for (number, reply) in self.scratch.drain(..) {
+            let Some(i) = number.checked_sub(self.base) else {
+                // A ticket given up.
+                continue;
+            };
+            let i = i as usize;
+            if self.got.len() <= i {
+                self.got.resize_with(i + 1, || None);
+            }
+            self.got[i] = Some(reply);
+        }
+    }
+
+    fn take(&mut self, number: u64) -> Option<Reply> {
+        let i = number.checked_sub(self.base)? as usize;
+        let reply = self.got.get_mut(i)?.take()?;
+        if i == 0 {
+            self.got.pop_front();
+        } else {
+            self.got.drain(..=i);
+        }
+        self.base = number + 1;
+        Some(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::task::Waker;
+
+    fn ok(s: &'static str) -> Reply {
+        Ok(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn replies_are_taken_by_ticket_whatever_order_they_arrive_in() {
+        let mut arrivals = Arrivals::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        let (a, ta) = arrivals.issue();
+        let (b, tb) = arrivals.issue();
+        let (c, tc) = arrivals.issue();
+        assert!(arrivals.poll_take(a, &mut cx).is_pending());
+        // Replies from two connections: b's first.
+        ReplyTo::Inbox(tb).send(ok("b"));
+        ReplyTo::Inbox(ta).send(ok("a"));
+        assert_eq!(arrivals.poll_take(a, &mut cx), Poll::Ready(ok("a")));
+        assert_eq!(arrivals.poll_take(b, &mut cx), Poll::Ready(ok("b")));
+        assert!(arrivals.poll_take(c, &mut cx).is_pending());
+        // A ticket dropped unanswered answers with an error.
+        drop(tc);
+        let Poll::Ready(Err(e)) = arrivals.poll_take(c, &mut cx) else {
+            panic!("no error for a dropped ticket");
+        };
+        assert!(e.to_string().contains("the connection task ended"), "{e}");
+        assert!(arrivals.got.is_empty());
+    }
+
+    #[test]
+    fn a_reply_wakes_the_session_and_a_closed_session_is_seen() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut arrivals = Arrivals::default();
+        let (a, ta) = arrivals.issue();
+        let (_, tb) = arrivals.issue();
+        assert!(arrivals.poll_take(a, &mut cx).is_pending());
+        let (ta, tb) = (ReplyTo::Inbox(ta), ReplyTo::Inbox(tb));
+        assert!(!ta.is_closed());
+        // Two replies in a row wake the session once.
+        ta.send(ok("a"));
+        tb.send(ok("b"));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let (_, tc) = arrivals.issue();
+        let tc = ReplyTo::Inbox(tc);
+        drop(arrivals);
+        assert!(tc.is_closed());
+    }
+}
