@@ -2,8 +2,9 @@
 //!
 //! Many clients share each connection: requests are written in the order they arrive and replies
 //! are matched to them first-in first-out, as Redis answers in order. Each worker thread has its
-//! own connections to every node; a client always uses the same connection of its worker (chosen
-//! by its id), so its own commands to one node run in the order it sent them.
+//! own connections to every node; a client uses the connection of its worker that its lane picks
+//! (its id, unless it moved away from a connection busy with a big reply while it had nothing in
+//! flight), so its own commands to one node run in the order it sent them.
 
 mod conn;
 mod inbox;
