@@ -153,15 +153,19 @@ impl CommandSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedKeys;
 
+/// Where a command's keys are: held inline for up to four, so that planning a GET or a SET
+/// allocates nothing for them.
+pub type KeyPositions = smallvec::SmallVec<[usize; 4]>;
+
 /// Positions in `args` of every key the command names, following Redis's key-spec rules
 /// (`getKeysUsingKeySpecs`). `SORT ... STORE dest` is the one command whose destination Redis
 /// does not describe by a spec; it is found here by its keyword.
 pub fn key_positions(
     spec: &CommandSpec,
     args: &[bytes::Bytes],
-) -> Result<Vec<usize>, MalformedKeys> {
+) -> Result<KeyPositions, MalformedKeys> {
     let argc = args.len() as i64;
-    let mut keys = Vec::new();
+    let mut keys = KeyPositions::new();
     for ks in spec.keys.iter().filter(|ks| !ks.not_key) {
         let first = match ks.begin {
             BeginSearch::Index(i) => i64::from(i),

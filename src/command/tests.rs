@@ -14,7 +14,7 @@ fn keys(cmd: &str) -> Result<Vec<usize>, MalformedKeys> {
     if spec.has(spec::flags::CONTAINER) {
         spec = lookup_sub(spec, &a[1]).expect("known subcommand");
     }
-    key_positions(spec, &a)
+    key_positions(spec, &a).map(|k| k.to_vec())
 }
 
 #[test]

@@ -127,6 +127,9 @@ enum State {
 pub struct RequestParser {
     limits: Limits,
     state: State,
+    /// The argument spans of the last command, kept for the next one: one allocation per
+    /// connection rather than per command.
+    spare: Vec<(usize, usize)>,
 }
 
 impl RequestParser {
@@ -134,6 +137,7 @@ impl RequestParser {
         RequestParser {
             limits,
             state: State::Start,
+            spare: Vec::new(),
         }
     }
 
@@ -166,10 +170,12 @@ impl RequestParser {
                                 ProtocolError::TooManyArgs(self.limits.max_args)
                             });
                         }
+                        let mut spans = std::mem::take(&mut self.spare);
+                        spans.reserve(count.min(64));
                         self.state = State::Multibulk {
                             remaining: count,
                             pos: header_len,
-                            spans: Vec::with_capacity(count.min(64)),
+                            spans,
                             bulk: None,
                         };
                     }
@@ -235,11 +241,16 @@ impl RequestParser {
             *bulk = None;
             *remaining -= 1;
         }
-        let State::Multibulk { pos, spans, .. } = std::mem::take(&mut self.state) else {
+        let State::Multibulk { pos, mut spans, .. } = std::mem::take(&mut self.state) else {
             unreachable!("still in multibulk state")
         };
         let raw = buf.split_to(pos).freeze();
         let args = spans.iter().map(|&(s, e)| raw.slice(s..e)).collect();
+        // A command of many arguments does not leave its spans behind for good.
+        if spans.capacity() <= 64 {
+            spans.clear();
+            self.spare = spans;
+        }
         Ok(Some(Request {
             args,
             raw: Some(raw),
