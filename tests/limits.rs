@@ -10,15 +10,21 @@ use std::time::{Duration, Instant};
 
 use common::{encode, Cluster, Raw, Redis, Shardis};
 
-/// Resident memory of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> u64 {
+/// A memory figure of process `pid` from its /proc status (`VmRSS`, or `VmHWM` for its peak), in
+/// MiB.
+fn status_mib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
+        .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
     kib / 1024
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    status_mib(pid, "VmRSS")
 }
 
 #[test]
@@ -233,17 +239,6 @@ fn a_million_requests_leave_no_memory_behind() {
     );
 }
 
-/// A process's peak resident memory since its peak was last reset, in MiB.
-fn peak_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kib / 1024
-}
-
 /// A big value passes through the proxy without being copied: its SET and its GETs take the
 /// proxy about the value's size in memory, not twice that, and it is given back afterwards.
 #[test]
@@ -272,7 +267,8 @@ fn a_big_value_is_held_once_not_copied() {
             "the value came back changed"
         );
     }
-    let peak = peak_mib(pid);
+    // Its peak since the reset.
+    let peak = status_mib(pid, "VmHWM");
     assert!(
         peak <= idle + MIB * 3 / 2,
         "a {MIB} MiB value made the proxy grow from {idle} MiB to a peak of {peak} MiB"
