@@ -7,12 +7,11 @@ use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use crate::net::outbox::Outbox;
-
 use super::slot::Slot;
 use super::state::Session;
 use crate::backend::Arrivals;
 use crate::command::{CommandId, Local, Plan, TxCommand};
+use crate::net::outbox::Outbox;
 use crate::resp::Request;
 use crate::telemetry::Telemetry;
 

@@ -154,6 +154,7 @@ pub(super) async fn fan_out(
     }))
 }
 
+/// To one shard, as [`send`] would, answered through the session's inbox.
 pub(super) async fn forward(
     topology: &Topology,
     session: &mut Session,
