@@ -553,3 +553,51 @@ fn session_state_edges_behave_as_on_redis() {
     );
     assert!(k.is_closed());
 }
+
+/// CLIENT KILL closes a client that never stops sending: its session sees the kill between
+/// requests, not only when it has nothing else to do.
+#[test]
+fn client_kill_closes_a_client_that_never_stops_sending() {
+    use std::io::{Read, Write};
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "");
+    let _log = proxy.log_on_panic();
+    let mut flood = Raw::connect(proxy.port());
+    let reply = String::from_utf8(flood.call(&[b"CLIENT", b"ID"])).unwrap();
+    let id = reply.trim_start_matches(':').trim_end().to_string();
+    // Pipelined PINGs, written without pause for at most 30 s, and their replies read.
+    let mut writer = flood.stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let batch = common::encode(&[b"PING"]).repeat(500);
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until && writer.write_all(&batch).is_ok() {}
+    });
+    let mut reader = flood.stream;
+    let reading = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got += n,
+                // A reset is a close too; a timeout is not.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(got),
+                Err(e) => return Err(format!("{e} after {got} bytes")),
+            }
+        }
+    });
+    // Let the flood run before the kill.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut admin = Raw::connect(proxy.port());
+    assert_eq!(
+        admin.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]),
+        b":1\r\n"
+    );
+    let got = reading
+        .join()
+        .unwrap()
+        .expect("the flooding client was not closed within the 10 s read timeout");
+    assert!(got > 0, "the flood got no replies before the kill");
+    sending.join().unwrap();
+    assert_eq!(admin.call(&[b"PING"]), b"+PONG\r\n");
+}

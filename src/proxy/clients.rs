@@ -6,6 +6,7 @@
 //! lock per read from the socket.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,7 +28,17 @@ pub struct ClientEntry {
     created: Instant,
     /// Woken by CLIENT KILL: the session closes.
     pub kill: Notify,
+    /// Set by CLIENT KILL before `kill` is woken, for the session to see without a lock.
+    pub killed: AtomicBool,
     state: Mutex<ClientState>,
+}
+
+impl ClientEntry {
+    /// CLIENT KILL: its session closes.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
 }
 
 /// The first two arguments of a session's last request, copied (up to [`Word::MAX`] bytes
@@ -160,6 +171,7 @@ impl Registry {
             fd,
             created: now,
             kill: Notify::new(),
+            killed: AtomicBool::new(false),
             state: Mutex::new(ClientState {
                 name: None,
                 lib_name: None,

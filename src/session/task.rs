@@ -8,7 +8,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,6 +75,8 @@ enum Wake {
     ReplyReady,
     Push(Push),
     Heard(Notice, Listeners),
+    /// CLIENT KILL.
+    Killed,
     IdleTick,
 }
 
@@ -89,12 +93,47 @@ struct Notices {
     /// Waits for any of them. Kept from one turn of the loop to the next, so the session
     /// registers with each signal once, not once per request; made again once it has fired.
     heard: Heard,
+    /// `heard` has been polled since it was made, so the session is woken when a signal
+    /// fires. From then on it is polled only when one has (see [`Notices::due`]): a few atomic
+    /// loads, where a poll takes the kill signal's lock.
+    armed: bool,
     /// The reload signal as the loop has taken it in (the one `heard` waits on is marked seen
     /// as it wakes the loop).
     reloaded: watch::Receiver<u64>,
+    /// The session's entry and the shutdown signal, to look at without waiting.
+    entry: Arc<ClientEntry>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Notices {
+    /// Whether shutdown or a reload was signalled that `heard` has not reported yet.
+    fn due(&self) -> bool {
+        self.shutdown.has_changed().unwrap_or(false) || self.reloaded.has_changed().unwrap_or(false)
+    }
+
+    /// Ready with what was heard. Polled every time the loop wakes, so it looks at the signals
+    /// each time, but polls `heard` only to arm it or once one of them fired. A CLIENT KILL is
+    /// seen by its flag, whatever `heard` reports first.
+    fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if self.entry.killed.load(Ordering::Acquire) {
+            return Poll::Ready(Wake::Killed);
+        }
+        if self.armed && !self.due() {
+            return Poll::Pending;
+        }
+        self.armed = true;
+        self.heard
+            .as_mut()
+            .poll(cx)
+            .map(|(notice, listeners)| Wake::Heard(notice, listeners))
+    }
+
+    /// Waits again with `listeners`, once `heard` has fired.
+    fn rearm(&mut self, listeners: Listeners) {
+        self.heard = listeners.wait();
+        self.armed = false;
+    }
+
     /// Whether a reload happened since the last call.
     fn take_reload(&mut self) -> bool {
         let due = self.reloaded.has_changed().unwrap_or(false);
@@ -209,7 +248,7 @@ impl<S: Socket> ClientTask<S> {
         let closing = *shutdown.borrow_and_update();
         let listeners = Listeners {
             entry: registration.entry.clone(),
-            shutdown,
+            shutdown: shutdown.clone(),
             reloaded: reloaded.clone(),
             shutting_down: closing,
         };
@@ -224,7 +263,10 @@ impl<S: Socket> ClientTask<S> {
             idle: IdleTimer::new(limits.idle_timeout),
             notices: Notices {
                 heard: listeners.wait(),
+                armed: false,
                 reloaded,
+                entry: registration.entry.clone(),
+                shutdown,
             },
             _registration: registration,
             proxy,
@@ -285,7 +327,7 @@ impl<S: Socket> ClientTask<S> {
             ready = conn.stream.writable(), if writing => Wake::Writable(ready),
             () = std::future::poll_fn(|cx| pipe.poll_front(&mut session.arrivals, cx)), if can_collect => Wake::ReplyReady,
             Some(push) = session.pushes.recv() => Wake::Push(push),
-            (notice, listeners) = notices.heard.as_mut() => Wake::Heard(notice, listeners),
+            wake = std::future::poll_fn(|cx| notices.poll_heard(cx)) => wake,
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = idle.timer.as_mut(), if idle_timer => Wake::IdleTick,
         }
@@ -300,21 +342,23 @@ impl<S: Socket> ClientTask<S> {
             // Moved out at the top of the loop.
             Wake::ReplyReady => ControlFlow::Continue(()),
             Wake::Push(push) => self.on_push(push),
+            Wake::Killed | Wake::Heard(Notice::Killed, _) => {
+                self.log("closed by CLIENT KILL");
+                ControlFlow::Break(())
+            }
             Wake::Heard(notice, mut listeners) => {
                 match notice {
-                    Notice::Killed => {
-                        self.log("closed by CLIENT KILL");
-                        return ControlFlow::Break(());
-                    }
+                    Notice::Killed => unreachable!("handled above"),
                     // Shutting down: read nothing more, answer what was read, then close.
                     Notice::Shutdown => {
                         self.closing = true;
                         listeners.shutting_down = true;
+                        self.notices.shutdown.borrow_and_update();
                     }
                     // Taken in at the top of the loop.
                     Notice::Reloaded => {}
                 }
-                self.notices.heard = listeners.wait();
+                self.notices.rearm(listeners);
                 ControlFlow::Continue(())
             }
             Wake::IdleTick => self.on_idle_tick(),

@@ -239,7 +239,7 @@ fn kill(session: &mut Session, client: &ClientEntry) {
     if client.id == session.id {
         session.close_after_reply = true;
     } else {
-        client.kill.notify_one();
+        client.kill();
     }
 }
 
