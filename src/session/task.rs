@@ -139,6 +139,9 @@ impl Notices {
         let due = self.reloaded.has_changed().unwrap_or(false);
         if due {
             self.reloaded.borrow_and_update();
+            // `heard` may have seen this reload without reporting it, and would then not wake
+            // the session for the next one: it is polled again, reports it, and is made anew.
+            self.armed = false;
         }
         due
     }
