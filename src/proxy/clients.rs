@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 #[derive(Default)]
 pub struct Registry {
@@ -26,10 +26,10 @@ pub struct ClientEntry {
     /// The client socket's file descriptor.
     pub fd: i32,
     created: Instant,
-    /// Woken by CLIENT KILL: the session closes.
-    pub kill: Notify,
-    /// Set by CLIENT KILL before `kill` is woken, for the session to see without a lock.
+    /// Set by CLIENT KILL: the session closes.
     pub killed: AtomicBool,
+    /// Wakes the session to look at its signals: CLIENT KILL, shutdown, a reload.
+    pub signal: AtomicWaker,
     state: Mutex<ClientState>,
 }
 
@@ -37,7 +37,7 @@ impl ClientEntry {
     /// CLIENT KILL: its session closes.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.signal.wake();
     }
 }
 
@@ -170,8 +170,8 @@ impl Registry {
             laddr,
             fd,
             created: now,
-            kill: Notify::new(),
             killed: AtomicBool::new(false),
+            signal: AtomicWaker::new(),
             state: Mutex::new(ClientState {
                 name: None,
                 lib_name: None,
@@ -211,6 +211,13 @@ impl Registry {
                     o.max(s.io.obl + s.io.omem),
                 )
             })
+    }
+
+    /// Wakes every session to look at its signals, after shutdown or a reload was signalled.
+    pub fn wake_all(&self) {
+        for entry in self.clients.iter() {
+            entry.value().signal.wake();
+        }
     }
 
     /// Every entry, by id.

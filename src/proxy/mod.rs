@@ -98,6 +98,7 @@ impl Proxy {
     /// it was sent.
     pub fn shut_down(&self) {
         self.shutdown.send_replace(true);
+        self.clients.wake_all();
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -154,6 +155,7 @@ impl Proxy {
             Ok(report) => {
                 let n = self.telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed) + 1;
                 self.reloaded.send_replace(n);
+                self.clients.wake_all();
                 tracing::info!("configuration reloaded: {report}");
             }
             Err(e) => {

@@ -3,7 +3,6 @@
 //! for one [`Wake`] in [`ClientTask::next_event`] and hands it to its handler. Every handler
 //! returns whether the session goes on.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -74,9 +73,7 @@ enum Wake {
     /// The oldest owed reply is ready.
     ReplyReady,
     Push(Push),
-    Heard(Notice, Listeners),
-    /// CLIENT KILL.
-    Killed,
+    Heard(Notice),
     IdleTick,
 }
 
@@ -88,50 +85,32 @@ enum Notice {
     Reloaded,
 }
 
-/// The proxy's shutdown and reload signals and CLIENT KILL, as this session sees them.
+/// The proxy's shutdown and reload signals and CLIENT KILL, as this session sees them: a flag
+/// and two version numbers, looked at each time the loop wakes, and the entry's waker, which
+/// whoever signals wakes after setting them (`ClientEntry::kill`, `Registry::wake_all`). No
+/// lock and no future is polled for them on the way.
 struct Notices {
-    /// Waits for any of them. Kept from one turn of the loop to the next, so the session
-    /// registers with each signal once, not once per request; made again once it has fired.
-    heard: Heard,
-    /// `heard` has been polled since it was made, so the session is woken when a signal
-    /// fires. From then on it is polled only when one has (see [`Notices::due`]): a few atomic
-    /// loads, where a poll takes the kill signal's lock.
-    armed: bool,
-    /// The reload signal as the loop has taken it in (the one `heard` waits on is marked seen
-    /// as it wakes the loop).
-    reloaded: watch::Receiver<u64>,
-    /// The session's entry and the shutdown signal, to look at without waiting.
     entry: Arc<ClientEntry>,
     shutdown: watch::Receiver<bool>,
+    /// The reload signal as the loop has taken it in.
+    reloaded: watch::Receiver<u64>,
 }
 
 impl Notices {
-    /// Whether shutdown or a reload was signalled that `heard` has not reported yet.
-    fn due(&self) -> bool {
-        self.shutdown.has_changed().unwrap_or(false) || self.reloaded.has_changed().unwrap_or(false)
-    }
-
-    /// Ready with what was heard. Polled every time the loop wakes, so it looks at the signals
-    /// each time, but polls `heard` only to arm it or once one of them fired. A CLIENT KILL is
-    /// seen by its flag, whatever `heard` reports first.
-    fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+    /// Ready with a signal the session has not taken in yet. The waker is registered before
+    /// the signals are looked at, so one set after the look wakes the session.
+    fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<Notice> {
+        self.entry.signal.register(cx.waker());
         if self.entry.killed.load(Ordering::Acquire) {
-            return Poll::Ready(Wake::Killed);
+            Poll::Ready(Notice::Killed)
+        } else if self.shutdown.has_changed().unwrap_or(false) {
+            self.shutdown.borrow_and_update();
+            Poll::Ready(Notice::Shutdown)
+        } else if self.reloaded.has_changed().unwrap_or(false) {
+            Poll::Ready(Notice::Reloaded)
+        } else {
+            Poll::Pending
         }
-        if self.armed && !self.due() {
-            return Poll::Pending;
-        }
-        self.armed = true;
-        self.heard
-            .as_mut()
-            .poll(cx)
-            .map(|(notice, listeners)| Wake::Heard(notice, listeners))
-    }
-
-    /// Waits again with `listeners`, once `heard` has fired.
-    fn rearm(&mut self, listeners: Listeners) {
-        self.heard = listeners.wait();
-        self.armed = false;
     }
 
     /// Whether a reload happened since the last call.
@@ -139,36 +118,8 @@ impl Notices {
         let due = self.reloaded.has_changed().unwrap_or(false);
         if due {
             self.reloaded.borrow_and_update();
-            // `heard` may have seen this reload without reporting it, and would then not wake
-            // the session for the next one: it is polled again, reports it, and is made anew.
-            self.armed = false;
         }
         due
-    }
-}
-
-/// A wait for the next [`Notice`], which hands its [`Listeners`] back to wait again.
-type Heard = Pin<Box<dyn Future<Output = (Notice, Listeners)> + Send>>;
-
-/// What [`Notices::heard`] waits on; handed back with what it heard, to wait again.
-struct Listeners {
-    entry: Arc<ClientEntry>,
-    shutdown: watch::Receiver<bool>,
-    reloaded: watch::Receiver<u64>,
-    /// Shutdown was heard (or had begun when the session started): not waited for again.
-    shutting_down: bool,
-}
-
-impl Listeners {
-    fn wait(mut self) -> Heard {
-        Box::pin(async move {
-            let notice = tokio::select! {
-                () = self.entry.kill.notified() => Notice::Killed,
-                _ = self.shutdown.changed(), if !self.shutting_down => Notice::Shutdown,
-                _ = self.reloaded.changed() => Notice::Reloaded,
-            };
-            (notice, self)
-        })
     }
 }
 
@@ -249,12 +200,6 @@ impl<S: Socket> ClientTask<S> {
         let mut shutdown = proxy.shutdown_notice();
         // A session that starts after shutdown began takes no command.
         let closing = *shutdown.borrow_and_update();
-        let listeners = Listeners {
-            entry: registration.entry.clone(),
-            shutdown: shutdown.clone(),
-            reloaded: reloaded.clone(),
-            shutting_down: closing,
-        };
         ClientTask {
             peer,
             conn: ClientConn::new(stream),
@@ -265,11 +210,9 @@ impl<S: Socket> ClientTask<S> {
             closing,
             idle: IdleTimer::new(limits.idle_timeout),
             notices: Notices {
-                heard: listeners.wait(),
-                armed: false,
-                reloaded,
                 entry: registration.entry.clone(),
                 shutdown,
+                reloaded,
             },
             _registration: registration,
             proxy,
@@ -330,7 +273,7 @@ impl<S: Socket> ClientTask<S> {
             ready = conn.stream.writable(), if writing => Wake::Writable(ready),
             () = std::future::poll_fn(|cx| pipe.poll_front(&mut session.arrivals, cx)), if can_collect => Wake::ReplyReady,
             Some(push) = session.pushes.recv() => Wake::Push(push),
-            wake = std::future::poll_fn(|cx| notices.poll_heard(cx)) => wake,
+            notice = std::future::poll_fn(|cx| notices.poll_heard(cx)) => Wake::Heard(notice),
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = idle.timer.as_mut(), if idle_timer => Wake::IdleTick,
         }
@@ -345,25 +288,17 @@ impl<S: Socket> ClientTask<S> {
             // Moved out at the top of the loop.
             Wake::ReplyReady => ControlFlow::Continue(()),
             Wake::Push(push) => self.on_push(push),
-            Wake::Killed | Wake::Heard(Notice::Killed, _) => {
+            Wake::Heard(Notice::Killed) => {
                 self.log("closed by CLIENT KILL");
                 ControlFlow::Break(())
             }
-            Wake::Heard(notice, mut listeners) => {
-                match notice {
-                    Notice::Killed => unreachable!("handled above"),
-                    // Shutting down: read nothing more, answer what was read, then close.
-                    Notice::Shutdown => {
-                        self.closing = true;
-                        listeners.shutting_down = true;
-                        self.notices.shutdown.borrow_and_update();
-                    }
-                    // Taken in at the top of the loop.
-                    Notice::Reloaded => {}
-                }
-                self.notices.rearm(listeners);
+            // Shutting down: read nothing more, answer what was read, then close.
+            Wake::Heard(Notice::Shutdown) => {
+                self.closing = true;
                 ControlFlow::Continue(())
             }
+            // Taken in at the top of the loop.
+            Wake::Heard(Notice::Reloaded) => ControlFlow::Continue(()),
             Wake::IdleTick => self.on_idle_tick(),
         }
     }
