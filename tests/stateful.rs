@@ -554,7 +554,8 @@ fn session_state_edges_behave_as_on_redis() {
     assert!(k.is_closed());
 }
 
-/// CLIENT KILL closes a client that never stops sending: its session sees the kill between
+/// A client that never stops sending does not hold its worker: another client connects and is
+/// answered, and its CLIENT KILL closes the flood, whose session sees the kill between
 /// requests, not only when it has nothing else to do.
 #[test]
 fn client_kill_closes_a_client_that_never_stops_sending() {
@@ -588,6 +589,7 @@ fn client_kill_closes_a_client_that_never_stops_sending() {
     });
     // Let the flood run before the kill.
     std::thread::sleep(Duration::from_millis(300));
+    // A client that connects during the flood is served: its worker is not held by the flood.
     let mut admin = Raw::connect(proxy.port());
     assert_eq!(
         admin.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]),

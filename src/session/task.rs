@@ -407,6 +407,11 @@ impl<S: Socket> ClientTask<S> {
                         dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
                     self.owe(slot, counted);
                     last = Some(this);
+                    // Work done counts against the task's cooperative budget, as a read does:
+                    // a client that keeps a deep pipeline full (PINGs the proxy answers itself)
+                    // would otherwise keep its worker from its other clients, and from the
+                    // event loop, for as long as it sends.
+                    tokio::task::consume_budget().await;
                 }
                 Ok(None) => break,
                 Err(e) => {
