@@ -446,18 +446,9 @@ impl Shard {
         Ok(view.primary.clone())
     }
 
-    /// The connection a client's read-only commands use, by `read_from`. A client keeps the
-    /// same replica while the set of readable replicas stays the same, so its reads do not go
-    /// back in time by hopping between replicas.
-    pub fn reader(&self, proto: Proto, client_id: u64) -> Result<NodeConn, BackendError> {
-        Ok(self
-            .read_node(client_id)?
-            .pool
-            .conn(proto, client_id)
-            .clone())
-    }
-
-    /// The node [`reader`](Self::reader) takes a connection of.
+    /// The node a client's read-only commands go to, by `read_from`; the client's lane picks
+    /// among readable replicas. A client keeps the same replica while the set of readable
+    /// replicas stays the same, so its reads do not go back in time by hopping between replicas.
     pub fn read_node(&self, client_id: u64) -> Result<Arc<Node>, BackendError> {
         if self.config.read_from == ReadFrom::Primary {
             return self.up_primary();
