@@ -192,35 +192,23 @@ impl NodeConn {
         wait: Wait,
         write: Option<u8>,
     ) -> oneshot::Receiver<Reply> {
-        let copy = if write.is_some() {
-            Copy::Write
-        } else {
-            Copy::Nothing
-        };
-        self.send_request(bytes, skip, wait, write.unwrap_or(0), copy)
-            .await
+        let (ack, copy) = write_copy(write);
+        self.send_request(bytes, skip, wait, ack, copy).await
     }
 
     /// [`send_acked`](Self::send_acked) for a plain request, answered through its session's
     /// inbox under `ticket` rather than on a channel of its own.
     pub async fn send_ticketed(&self, bytes: Bytes, ticket: Ticket, write: Option<u8>) {
+        let (ack, copy) = write_copy(write);
         let request = BackendRequest {
             bytes,
             reply: Some(ReplyTo::Inbox(ticket)),
             skip: 0,
             wait: Wait::Default,
-            ack: write.unwrap_or(0),
-            copy: if write.is_some() {
-                Copy::Write
-            } else {
-                Copy::Nothing
-            },
+            ack,
+            copy,
         };
-        // Without waiting for a permit when there is room, as there nearly always is. The
-        // ticket, dropped with a request that cannot be sent, answers with an error.
-        if let Err(mpsc::error::TrySendError::Full(request)) = self.tx.try_send(request) {
-            let _ = self.tx.send(request).await;
-        }
+        self.enqueue(request).await;
     }
 
     /// A copy to a mirror replica (see [`Copy::Mirrored`]).
@@ -249,8 +237,6 @@ impl NodeConn {
         copy: Copy,
     ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
-        // The task only ends when every handle is gone, so a send error cannot happen while
-        // `self` exists; if it did, the dropped sender answers the receiver with an error.
         let request = BackendRequest {
             bytes,
             reply: Some(ReplyTo::Channel(reply)),
@@ -259,8 +245,18 @@ impl NodeConn {
             ack,
             copy,
         };
-        let _ = self.tx.send(request).await;
+        self.enqueue(request).await;
         rx
+    }
+
+    /// Puts a request in the connection's queue, waiting for a permit only when the queue is
+    /// full, as it nearly never is. The task only ends when every handle is gone, so a send
+    /// error cannot happen while `self` exists; if it did, the request's dropped reply (a
+    /// oneshot sender, a ticket) answers with an error.
+    async fn enqueue(&self, request: BackendRequest) {
+        if let Err(mpsc::error::TrySendError::Full(request)) = self.tx.try_send(request) {
+            let _ = self.tx.send(request).await;
+        }
     }
 
     /// Sends a request that no reply answers (its effects arrive as pushes).
@@ -273,7 +269,7 @@ impl NodeConn {
             ack: 0,
             copy: Copy::Nothing,
         };
-        let _ = self.tx.send(request).await;
+        self.enqueue(request).await;
     }
 
     /// Hands a request over as is (a parked request, re-sent after a failover).
@@ -310,6 +306,15 @@ impl NodeConn {
     /// Whether the connection is in the middle of a big reply (see [`RECEIVING_BIG`]).
     pub fn receiving_big(&self) -> bool {
         self.state.load(Ordering::Relaxed) & RECEIVING_BIG != 0
+    }
+}
+
+/// A request's replica acknowledgements and what a mirror shard copies of it: a write
+/// (`Some(acks)`) is copied and waits for `acks` replicas; anything else neither.
+fn write_copy(write: Option<u8>) -> (u8, Copy) {
+    match write {
+        Some(acks) => (acks, Copy::Write),
+        None => (0, Copy::Nothing),
     }
 }
 
