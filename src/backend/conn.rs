@@ -456,7 +456,7 @@ impl ConnTask {
                             // What is left is part of a reply: when it is a big one, the other
                             // connections and clients of this worker get a turn between its
                             // reads, rather than waiting for all of it to arrive.
-                            if rbuf.len() >= outbox::BIG {
+                            if big {
                                 tokio::task::yield_now().await;
                             }
                         }
