@@ -91,12 +91,6 @@ impl Drop for Relay {
     }
 }
 
-fn client_id(raw: &mut Raw) -> u64 {
-    let reply = raw.call(&[b"CLIENT", b"ID"]);
-    let text = String::from_utf8(reply).unwrap();
-    text.trim_start_matches(':').trim_end().parse().unwrap()
-}
-
 #[test]
 fn a_small_get_is_not_held_behind_another_clients_big_reply() {
     const VALUE: usize = 48 << 20;
@@ -120,7 +114,7 @@ fn a_small_get_is_not_held_behind_another_clients_big_reply() {
 
     relay.armed.store(true, Ordering::SeqCst);
     let mut big = Raw::connect(proxy.port());
-    let big_id = client_id(&mut big);
+    let big_id = big.client_id();
     big.send(&common::encode(&[b"GET", b"big"]));
     relay
         .holding
@@ -130,7 +124,7 @@ fn a_small_get_is_not_held_behind_another_clients_big_reply() {
     // A client that would share the big reply's connection.
     let mut small = loop {
         let mut raw = Raw::connect(proxy.port());
-        if client_id(&mut raw) % 2 == big_id % 2 {
+        if raw.client_id() % 2 == big_id % 2 {
             break raw;
         }
     };

@@ -545,8 +545,7 @@ fn session_state_edges_behave_as_on_redis() {
         k.call(&[b"CLIENT", b"KILL", b"SKIPME", b"no", b"TYPE", b"normal", b"MAXAGE", b"1000"]),
         b":0\r\n"
     );
-    let id = String::from_utf8(k.call(&[b"CLIENT", b"ID"])).unwrap();
-    let id = id.trim_start_matches(':').trim();
+    let id = k.client_id().to_string();
     assert_eq!(
         k.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes(), b"SKIPME", b"no"]),
         b":1\r\n"
@@ -564,8 +563,7 @@ fn client_kill_closes_a_client_that_never_stops_sending() {
     let proxy = Shardis::in_front_of(&[&node], "");
     let _log = proxy.log_on_panic();
     let mut flood = Raw::connect(proxy.port());
-    let reply = String::from_utf8(flood.call(&[b"CLIENT", b"ID"])).unwrap();
-    let id = reply.trim_start_matches(':').trim_end().to_string();
+    let id = flood.client_id().to_string();
     // Pipelined PINGs, written without pause for at most 30 s, and their replies read.
     let mut writer = flood.stream.try_clone().unwrap();
     let sending = std::thread::spawn(move || {

@@ -478,6 +478,12 @@ impl Raw {
         self.reply()
     }
 
+    /// This connection's CLIENT ID.
+    pub fn client_id(&mut self) -> u64 {
+        let reply = String::from_utf8(self.call(&[b"CLIENT", b"ID"])).unwrap();
+        reply.trim_start_matches(':').trim_end().parse().unwrap()
+    }
+
     /// Whether the peer closed the connection (reads EOF within the timeout).
     /// Whether the proxy closed the connection (end of stream or a reset), waiting up to the
     /// read timeout. A timeout is not a close, and neither is data.
