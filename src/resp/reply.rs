@@ -36,6 +36,8 @@ pub struct ReplyFramer {
     /// How long the buffer must be for the bulk string being scanned to be complete; 0 when
     /// no bulk string is waiting for its bytes.
     wants: usize,
+    /// Where the payload of the bulk string waiting for its bytes ends (its CRLF starts).
+    bulk_end: Option<usize>,
 }
 
 impl ReplyFramer {
@@ -45,6 +47,7 @@ impl ReplyFramer {
             pos: 0,
             open: Vec::new(),
             wants: 0,
+            bulk_end: None,
         }
     }
 
@@ -55,9 +58,30 @@ impl ReplyFramer {
         self.wants
     }
 
+    /// How many bytes at the front of `buf` (`len` long), part of a reply not complete yet, the
+    /// framer is done with: the caller may pass them on and tell it [`ReplyFramer::taken`].
+    pub fn movable(&self, len: usize) -> usize {
+        match self.bulk_end {
+            Some(end) => end.min(len),
+            None => self.pos.min(len),
+        }
+    }
+
+    /// The caller removed the first `n` bytes of the reply being framed, `n` at most what
+    /// [`ReplyFramer::movable`] allowed: the next call's buffer starts after them, and the
+    /// length returned when the reply is complete counts from there.
+    pub fn taken(&mut self, n: usize) {
+        self.pos = self.pos.saturating_sub(n);
+        self.wants = self.wants.saturating_sub(n);
+        if let Some(end) = &mut self.bulk_end {
+            *end -= n;
+        }
+    }
+
     /// Length of the complete reply at the front of `buf`, or `Ok(None)` if it is not all there
-    /// yet. `buf` must start with the same bytes on every call until a length is returned; the
-    /// caller then removes that many bytes and the framer starts afresh.
+    /// yet. `buf` must start with the same bytes on every call until a length is returned (or
+    /// with what is left of them after [`ReplyFramer::taken`]); the caller then removes that
+    /// many bytes and the framer starts afresh.
     pub fn frame_len(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         loop {
             let Some(element_end) = self.element(buf)? else {
@@ -87,6 +111,9 @@ impl ReplyFramer {
     /// Scans the element at `self.pos`. Returns where a scalar element ends; an aggregate header
     /// is pushed and scanning goes on into its children.
     fn element(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if let Some(end) = self.bulk_end {
+            return self.bulk_tail(buf, end);
+        }
         loop {
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
@@ -104,16 +131,7 @@ impl ReplyFramer {
                         // `$-1`: the RESP2 null bulk string.
                         return Ok(Some(after_line));
                     };
-                    let end = after_line.saturating_add(len);
-                    if buf.len() < end.saturating_add(2) {
-                        self.wants = end.saturating_add(2);
-                        return Ok(None);
-                    }
-                    self.wants = 0;
-                    if &buf[end..end + 2] != b"\r\n" {
-                        return Err(FrameError::MissingCrlf);
-                    }
-                    return Ok(Some(end + 2));
+                    return self.bulk_tail(buf, after_line.saturating_add(len));
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_len(line)?;
@@ -139,6 +157,23 @@ impl ReplyFramer {
                 other => return Err(FrameError::BadType(other)),
             }
         }
+    }
+}
+
+impl ReplyFramer {
+    /// Where the bulk string whose payload ends at `end` ends, once all of it is there.
+    fn bulk_tail(&mut self, buf: &[u8], end: usize) -> Result<Option<usize>, FrameError> {
+        if buf.len() < end.saturating_add(2) {
+            self.wants = end.saturating_add(2);
+            self.bulk_end = Some(end);
+            return Ok(None);
+        }
+        self.wants = 0;
+        self.bulk_end = None;
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(FrameError::MissingCrlf);
+        }
+        Ok(Some(end + 2))
     }
 }
 

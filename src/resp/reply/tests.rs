@@ -127,6 +127,58 @@ fn the_framer_says_how_long_a_bulk_string_it_is_in_needs_the_buffer() {
     );
 }
 
+/// Feeds `input` to a framer `cut` bytes at a time, passing on what it allows after each piece
+/// (at most `take` bytes at once), as a connection streaming a big reply does. Returns each
+/// reply, as the bytes passed on for it.
+fn stream_through(input: &[u8], cut: usize, take: usize) -> Vec<Vec<u8>> {
+    let mut framer = ReplyFramer::new(8);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut replies = Vec::new();
+    let mut passed: Vec<u8> = Vec::new();
+    for piece in input.chunks(cut.max(1)) {
+        buf.extend_from_slice(piece);
+        while let Some(len) = framer.frame_len(&buf).unwrap() {
+            passed.extend(buf.drain(..len));
+            replies.push(std::mem::take(&mut passed));
+        }
+        let n = framer.movable(buf.len()).min(take);
+        passed.extend(buf.drain(..n));
+        framer.taken(n);
+    }
+    assert!(buf.is_empty() && passed.is_empty(), "input left over");
+    replies
+}
+
+#[test]
+fn a_reply_passed_on_in_pieces_comes_out_whole() {
+    let big = format!("${}\r\n{}\r\n", 300, "v".repeat(300));
+    let replies = [
+        big.as_bytes(),
+        b"*3\r\n:1\r\n$5\r\nabcde\r\n*1\r\n$0\r\n\r\n",
+        b"+OK\r\n",
+        b"$-1\r\n",
+    ];
+    let input = replies.concat();
+    for cut in [1, 2, 3, 7, 64, 1000] {
+        for take in [1, 5, usize::MAX] {
+            let got = stream_through(&input, cut, take);
+            assert_eq!(got, replies.map(<[u8]>::to_vec), "cut {cut} take {take}");
+        }
+    }
+    // Only whole elements and bulk payload bytes are movable: a header still arriving is not.
+    let mut framer = ReplyFramer::new(8);
+    assert_eq!(framer.frame_len(b"*2\r\n$3"), Ok(None));
+    assert_eq!(framer.movable(8), 4);
+    assert_eq!(framer.frame_len(b"*2\r\n$3\r\nab"), Ok(None));
+    assert_eq!(framer.movable(10), 10);
+    framer.taken(10);
+    // The CRLF after the payload is checked, and is what completes the element.
+    assert_eq!(framer.frame_len(b"c"), Ok(None));
+    assert_eq!(framer.movable(1), 1);
+    framer.taken(1);
+    assert_eq!(framer.frame_len(b"\r\n:5\r\n"), Ok(Some(6)));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -138,6 +190,23 @@ mod props {
             if let Ok(Some(len)) = framer.frame_len(&data) {
                 prop_assert!(len <= data.len());
             }
+        }
+
+        #[test]
+        fn replies_passed_on_in_any_pieces_come_out_whole(
+            sizes in proptest::collection::vec(0usize..200, 1..6),
+            cut in 1usize..50,
+            take in 1usize..100,
+        ) {
+            let replies: Vec<Vec<u8>> = sizes
+                .iter()
+                .map(|&n| match n % 3 {
+                    0 => format!("${n}\r\n{}\r\n", "x".repeat(n)).into_bytes(),
+                    1 => format!("*2\r\n${n}\r\n{}\r\n:{n}\r\n", "y".repeat(n)).into_bytes(),
+                    _ => format!("%1\r\n+k\r\n*1\r\n${n}\r\n{}\r\n", "z".repeat(n)).into_bytes(),
+                })
+                .collect();
+            prop_assert_eq!(stream_through(&replies.concat(), cut, take), replies);
         }
     }
 }
