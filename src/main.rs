@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    give_big_blocks_back();
     let cli = Cli::parse();
     if let Some(yaml) = &cli.from_twemproxy {
         return shardis::modes::twemproxy::run(yaml);
@@ -76,6 +77,23 @@ fn main() -> ExitCode {
     };
     serve(config, source)
 }
+
+/// A big value passes through the proxy in pieces of up to 1 MiB, each freed once written
+/// (`backend::stream`). glibc's malloc maps blocks of 128 KiB or more on their own and unmaps them
+/// when freed, but after the first such block is freed it raises that threshold to the block's
+/// size: from then on the pieces come from its heap, where freed memory stays with the process,
+/// so one big value would leave the proxy as big as the most of it ever in flight. Setting the
+/// threshold fixes it where it starts and turns the raising off.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_big_blocks_back() {
+    // SAFETY: mallopt only changes a malloc tunable; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_big_blocks_back() {}
 
 fn serve(config: Config, source: shardis::proxy::ConfigSource) -> ExitCode {
     match shardis::server::serve(config, Some(source), |_| {}) {

@@ -1,5 +1,5 @@
-//! Big values through the proxy: a client receiving a huge reply does not hold up the replies
-//! of other clients that use the same node.
+//! Big values through the proxy: a huge reply is passed on as it arrives, and a client
+//! receiving one does not hold up the replies of other clients that use the same node.
 
 mod common;
 
@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{Raw, Redis, Shardis};
+use common::{rss_mib, Raw, Redis, Shardis};
 
 /// A TCP relay in front of a node that, once armed, holds back the node's bytes on the first
 /// connection that passes `after` bytes from the node, until released. The proxy then sits in
-/// the middle of one big reply for as long as the test likes.
+/// the middle of one big reply for as long as the test likes. Released with `cut` set, it
+/// closes that connection instead of passing the rest on.
 struct Relay {
     port: u16,
     armed: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     released: Arc<(Mutex<bool>, Condvar)>,
     holding: mpsc::Receiver<()>,
 }
@@ -26,10 +28,11 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
         let released = Arc::new((Mutex::new(false), Condvar::new()));
         let (tell, holding) = mpsc::channel();
         let node = node.to_string();
-        let (a, r) = (armed.clone(), released.clone());
+        let (a, r, k) = (armed.clone(), released.clone(), cut.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -42,7 +45,7 @@ impl Relay {
                     let _ = std::io::copy(&mut c_in, &mut s_out);
                     let _ = s_out.shutdown(std::net::Shutdown::Write);
                 });
-                let (armed, released, tell) = (a.clone(), r.clone(), tell.clone());
+                let (armed, released, tell, cut) = (a.clone(), r.clone(), tell.clone(), k.clone());
                 let (mut s_in, mut c_out) = (server, client);
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
@@ -63,6 +66,11 @@ impl Relay {
                             while !*done {
                                 done = cv.wait(done).unwrap();
                             }
+                            if cut.load(Ordering::SeqCst) {
+                                let _ = s_in.shutdown(std::net::Shutdown::Both);
+                                let _ = c_out.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
                         }
                     }
                     let _ = c_out.shutdown(std::net::Shutdown::Write);
@@ -72,6 +80,7 @@ impl Relay {
         Relay {
             port,
             armed,
+            cut,
             released,
             holding,
         }
@@ -149,4 +158,201 @@ fn a_small_get_is_not_held_behind_another_clients_big_reply() {
     // Both clients go on as before.
     assert_eq!(big.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
     assert_eq!(small.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
+}
+
+/// A proxy on one node behind a relay that holds a 48 MiB reply back once 32 MiB have passed,
+/// with `big` set to that value.
+fn held_back() -> (Redis, Relay, Shardis) {
+    let node = Redis::start();
+    let relay = Relay::start(&node.addr(), 32 << 20);
+    let proxy = Shardis::start_with(&format!(
+        "workers = 1\n[backend]\ntimeout = \"60s\"\n[[shards]]\nname = \"a\"\nprimary = \"127.0.0.1:{}\"\n",
+        relay.port
+    ));
+    let mut setup = Raw::connect(proxy.port());
+    assert_eq!(
+        setup.call(&[b"SET", b"big", &vec![b'x'; 48 << 20]]),
+        b"+OK\r\n"
+    );
+    assert_eq!(setup.call(&[b"SET", b"small", b"v"]), b"+OK\r\n");
+    relay.armed.store(true, Ordering::SeqCst);
+    (node, relay, proxy)
+}
+
+#[test]
+fn a_big_reply_reaches_the_client_while_it_is_still_arriving() {
+    const VALUE: usize = 48 << 20;
+    let (_node, relay, proxy) = held_back();
+    let _log = proxy.log_on_panic();
+    let pid = proxy.proc.pid();
+    let idle = rss_mib(pid);
+    let mut big = Raw::connect(proxy.port());
+    big.send(&common::encode(&[b"GET", b"big"]));
+    relay
+        .holding
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the relay never saw the big reply");
+    // 32 MiB left the node, less what the socket buffers on the way hold: at least 16 MiB of
+    // the value reach the client before the rest has left the node. A proxy that gathers the
+    // whole reply first sends nothing, and the read ends in its 10 s timeout.
+    let header = format!("${VALUE}\r\n");
+    assert_eq!(big.read_exact(header.len()), header.as_bytes());
+    // Everything the proxy passes on before the rest comes: read until nothing more comes for
+    // a second.
+    big.stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut first = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok(n @ 1..) = big.stream.read(&mut buf) {
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        first.len() >= 16 << 20,
+        "{} bytes of the value came before the rest left the node",
+        first.len()
+    );
+    assert!(
+        first.iter().all(|&b| b == b'x'),
+        "the value came out changed"
+    );
+    // What the client has taken is not held by the proxy any more.
+    let now = rss_mib(pid);
+    assert!(
+        now <= idle + 8,
+        "the proxy went from {idle} MiB to {now} MiB after passing {} MiB on",
+        first.len() >> 20
+    );
+    // The rest follows, and the connection carries on.
+    relay.release();
+    big.stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let rest = big.read_exact(VALUE - first.len() + 2);
+    assert!(
+        rest[..rest.len() - 2].iter().all(|&b| b == b'x'),
+        "the value came out changed"
+    );
+    assert_eq!(&rest[rest.len() - 2..], b"\r\n");
+    assert_eq!(big.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
+    eprintln!(
+        "48 MiB reply: {} MiB passed on before its end left the node; shardis resident {idle} MiB idle, {now} MiB then",
+        first.len() >> 20
+    );
+}
+
+#[test]
+fn a_big_reply_that_breaks_off_closes_the_client_connection() {
+    const VALUE: usize = 48 << 20;
+    let (_node, relay, proxy) = held_back();
+    let _log = proxy.log_on_panic();
+    let mut big = Raw::connect(proxy.port());
+    big.send(&common::encode(&[b"GET", b"big"]));
+    relay
+        .holding
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the relay never saw the big reply");
+    // The node's connection is lost in the middle of the reply.
+    relay.cut.store(true, Ordering::SeqCst);
+    relay.release();
+    // The client has part of a bulk string: no error can follow it, so the proxy closes the
+    // connection before the value is complete, rather than answer the next request in its
+    // place.
+    let mut got = Vec::new();
+    let closed = big.stream.read_to_end(&mut got);
+    assert!(closed.is_ok(), "no end of stream: {closed:?}");
+    let header = format!("${VALUE}\r\n");
+    assert!(
+        got.len() < VALUE && got.starts_with(header.as_bytes()),
+        "{} bytes came, starting {:?}",
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(32)])
+    );
+    assert!(
+        got[header.len()..].iter().all(|&b| b == b'x'),
+        "something other than the value came"
+    );
+    // The proxy reconnects to the node, and other clients carry on.
+    let mut other = Raw::connect(proxy.port());
+    common::wait_for("the node back", Duration::from_secs(10), || {
+        match other.call(&[b"GET", b"small"]) {
+            reply if reply == b"$1\r\nv\r\n" => Ok(()),
+            reply => Err(String::from_utf8_lossy(&reply).into_owned()),
+        }
+    });
+}
+
+/// Reads `n` whole replies, a read of many bytes at a time.
+fn read_replies(stream: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut replies = Vec::new();
+    while replies.len() < n {
+        match shardis::resp::reply::frame_len(&buf).unwrap() {
+            Some(len) => replies.push(buf.drain(..len).collect()),
+            None => {
+                let got = stream.read(&mut chunk).unwrap();
+                assert!(got > 0, "closed after {} replies", replies.len());
+                buf.extend_from_slice(&chunk[..got]);
+            }
+        }
+    }
+    assert!(buf.is_empty(), "more than {n} replies");
+    replies
+}
+
+#[test]
+fn big_replies_of_every_shape_come_out_as_the_node_sends_them_and_in_order() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "");
+    let _log = proxy.log_on_panic();
+    let mut setup = Raw::connect(node.port());
+    let elements: Vec<Vec<u8>> = (0..30_000)
+        .map(|i| format!("element-{i}").into_bytes())
+        .collect();
+    let mut rpush: Vec<&[u8]> = vec![b"RPUSH", b"list"];
+    rpush.extend(elements.iter().map(|e| &e[..]));
+    assert_eq!(setup.call(&rpush), b":30000\r\n");
+    let mut hset: Vec<&[u8]> = vec![b"HSET", b"hash"];
+    hset.extend(elements.iter().flat_map(|e| [&e[..], &e[..]]));
+    assert_eq!(setup.call(&hset), b":30000\r\n");
+    assert_eq!(
+        setup.call(&[b"SET", b"big", &vec![b'b'; 3 << 20]]),
+        b"+OK\r\n"
+    );
+    assert_eq!(setup.call(&[b"SET", b"small", b"v"]), b"+OK\r\n");
+
+    // Big replies (an array of many small elements, a map, a bulk string) between small ones,
+    // pipelined, in RESP2 and then RESP3: the bytes must be the node's own, in order.
+    let commands: &[&[&[u8]]] = &[
+        &[b"GET", b"small"],
+        &[b"LRANGE", b"list", b"0", b"-1"],
+        &[b"GET", b"big"],
+        &[b"HGETALL", b"hash"],
+        &[b"GET", b"small"],
+        &[b"GET", b"big"],
+        &[b"GET", b"missing"],
+    ];
+    let pipeline: Vec<u8> = commands.iter().flat_map(|c| common::encode(c)).collect();
+    for hello in [&b"2"[..], b"3"] {
+        let mut replies = Vec::new();
+        for port in [node.port(), proxy.port()] {
+            let mut raw = Raw::connect(port);
+            raw.stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            raw.call(&[b"HELLO", hello]);
+            raw.send(&pipeline);
+            replies.push(read_replies(&mut raw.stream, commands.len()));
+        }
+        for (i, (direct, proxied)) in replies[0].iter().zip(&replies[1]).enumerate() {
+            assert!(
+                direct == proxied,
+                "RESP{}: reply {i} differs: {} bytes from the node, {} through the proxy",
+                hello[0] as char,
+                direct.len(),
+                proxied.len()
+            );
+        }
+    }
 }

@@ -8,24 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{encode, Cluster, Raw, Redis, Shardis};
-
-/// A memory figure of process `pid` from its /proc status (`VmRSS`, or `VmHWM` for its peak), in
-/// MiB.
-fn status_mib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
-    kib / 1024
-}
-
-/// Resident memory of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    status_mib(pid, "VmRSS")
-}
+use common::{encode, rss_mib, status_mib, Cluster, Raw, Redis, Shardis};
 
 #[test]
 fn five_thousand_idle_clients_then_one_more_than_max_clients() {

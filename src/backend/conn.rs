@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::mirror::{self, Mirror, Target};
+use super::stream::Feed;
 use super::{
     BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, ReplyTo, Wait, RECEIVING_BIG,
 };
@@ -74,6 +75,10 @@ const STABLE: Duration = Duration::from_secs(1);
 /// The most room made at once for a value announced by its length: Redis's own limit on a
 /// bulk string (`proto-max-bulk-len`'s default). A bigger one grows the buffer as it comes.
 const ROOM_MAX: usize = 512 << 20;
+
+/// The most room made at once for a reply passed on as it arrives: each read's bytes leave as
+/// soon as they came, so a bigger buffer would only hold more of the value at a time.
+const STREAM_ROOM: usize = 1 << 20;
 
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
@@ -187,6 +192,13 @@ struct Held {
     ack: u8,
     /// The node's gate closes when its request was written.
     gate: u64,
+}
+
+/// The reply at the front, passed on as it arrives (see `backend::stream`).
+struct Streaming {
+    feed: Feed,
+    /// As the request's: a reply still arriving after it breaks the connection.
+    deadline: Option<Instant>,
 }
 
 /// Why a connection stopped being usable.
@@ -412,6 +424,7 @@ impl ConnTask {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
         let mut receiving_big = false;
+        let mut streaming: Option<Streaming> = None;
 
         let broken: Broken = loop {
             if !wbuf.is_empty() {
@@ -422,7 +435,8 @@ impl ConnTask {
             // A dedicated connection whose session is gone closes at once: Redis then drops
             // what the session left behind (a BLPOP still blocked would otherwise take the
             // next pushed element for no one).
-            let idle = pending.is_empty() && wbuf.is_empty() && held.is_empty();
+            let idle =
+                pending.is_empty() && wbuf.is_empty() && held.is_empty() && streaming.is_none();
             if !open && (idle || self.abandoned(&pending, &held)) {
                 return None;
             }
@@ -435,20 +449,32 @@ impl ConnTask {
                     match reader.try_read(&stream, &mut rbuf) {
                         Ok(0) => break Broken::Lost("closed by the node".into()),
                         Ok(_) => {
-                            if let Err(e) =
-                                self.deliver(&mut rbuf, &mut framer, &mut pending, &mut held)
-                            {
+                            let delivered = self.deliver(
+                                &mut rbuf,
+                                &mut framer,
+                                &mut pending,
+                                &mut held,
+                                &mut streaming,
+                            );
+                            if let Err(e) = delivered {
                                 break Broken::Lost(e);
                             }
                             rmark.check(&mut rbuf);
-                            // A big value on its way: room for all of it at once, rather than
-                            // a copy of what came so far each time the buffer doubles.
-                            let wants = framer.wants().min(ROOM_MAX);
-                            if wants > rbuf.capacity() {
-                                rbuf.reserve(wants - rbuf.len());
+                            // A big value on its way. Passed on as it arrives: room for a
+                            // good read at a time. Gathered: room for all of it at once, rather
+                            // than a copy of what came so far each time the buffer doubles.
+                            let mut wants = framer.wants();
+                            if wants > 0 {
+                                wants = match streaming.is_some() || self.streamable(&pending) {
+                                    true => wants.min(STREAM_ROOM),
+                                    false => wants.min(ROOM_MAX),
+                                };
+                                if wants > rbuf.capacity() {
+                                    rbuf.reserve(wants - rbuf.len());
+                                }
                             }
                             // Shown to the sessions choosing a connection, before they run.
-                            let big = rbuf.len() >= outbox::BIG;
+                            let big = streaming.is_some() || rbuf.len() >= outbox::BIG;
                             if big != receiving_big {
                                 receiving_big = big;
                                 self.mark_receiving_big(big);
@@ -489,9 +515,10 @@ impl ConnTask {
                     }
                     None => open = false,
                 },
-                _ = tick.tick(), if !pending.is_empty() => {
+                _ = tick.tick(), if !pending.is_empty() || streaming.is_some() => {
                     // Replies come in order, so the front waiter is the one overdue first.
                     let deadline = match pending.front_mut() {
+                        _ if streaming.is_some() => streaming.as_ref().and_then(|s| s.deadline),
                         Some(Waiter::Client { deadline, .. }) => *deadline,
                         Some(Waiter::Handshake { deadline }) => Some(*deadline),
                         // A WAIT's time starts when it is the oldest request: WAITs run one
@@ -514,6 +541,19 @@ impl ConnTask {
             // reuse it for its next request.
             self.set_state(NodeState::Down);
         }
+        let error = |node| match &broken {
+            Broken::Timeout => BackendError::Timeout {
+                node,
+                ms: timeout.as_millis(),
+            },
+            Broken::Lost(reason) => BackendError::Lost {
+                node,
+                reason: reason.clone(),
+            },
+        };
+        if let Some(s) = streaming {
+            s.feed.fail(error(self.settings.label.clone()));
+        }
         let held = held.into_iter().map(|h| h.reply);
         let waiting = pending.into_iter().filter_map(|w| match w {
             Waiter::Client { reply, .. } => Some(reply),
@@ -525,17 +565,7 @@ impl ConnTask {
         let stats = &self.settings.stats;
         let waiting = waiting.inspect(|_| stats.count(true));
         for reply in held.chain(waiting) {
-            let node = self.settings.label.clone();
-            reply.send(Err(match &broken {
-                Broken::Timeout => BackendError::Timeout {
-                    node,
-                    ms: timeout.as_millis(),
-                },
-                Broken::Lost(reason) => BackendError::Lost {
-                    node,
-                    reason: reason.clone(),
-                },
-            }));
+            reply.send(Err(error(self.settings.label.clone())));
         }
         Some(match broken {
             Broken::Timeout => format!(
@@ -691,8 +721,83 @@ impl ConnTask {
         }
     }
 
-    /// Hands every complete reply in `rbuf` to its waiter.
+    /// Whether the reply at the front, once big, is passed on as it arrives: a shared
+    /// connection's reply that goes to an inbox as it is (not one to hold for replica
+    /// acknowledgements, copy to a mirror's replicas, or skip part of).
+    fn streamable(&self, pending: &VecDeque<Waiter>) -> bool {
+        self.dedicated.is_none()
+            && self.settings.mirror.is_none()
+            && matches!(
+                pending.front(),
+                Some(Waiter::Client {
+                    reply: ReplyTo::Inbox(_),
+                    skip: 0,
+                    ack: 0,
+                    tap: Tap::None,
+                    gate,
+                    ..
+                }) if *gate == self.settings.gate.closes()
+            )
+    }
+
+    /// Passes on what has come of the streamed reply at the front, once there is a piece worth
+    /// a wake-up; or all of it, with the reply's end, once it is complete. True when complete.
+    fn pass_on(
+        rbuf: &mut BytesMut,
+        framer: &mut ReplyFramer,
+        streaming: &mut Option<Streaming>,
+    ) -> Result<bool, String> {
+        let Some(s) = streaming else {
+            return Ok(true);
+        };
+        if let Some(len) = framer.frame_len(rbuf).map_err(|e| e.to_string())? {
+            let last = rbuf.split_to(len).freeze();
+            if let Some(s) = streaming.take() {
+                s.feed.finish(last);
+            }
+            return Ok(true);
+        }
+        let n = framer.movable(rbuf.len());
+        if n >= outbox::BIG {
+            s.feed.push(rbuf.split_to(n).freeze());
+            framer.taken(n);
+        }
+        Ok(false)
+    }
+
+    /// Hands every complete reply in `rbuf` to its waiter; starts passing the reply at the
+    /// front on as it arrives once a big part of it is here.
     fn deliver(
+        &self,
+        rbuf: &mut BytesMut,
+        framer: &mut ReplyFramer,
+        pending: &mut VecDeque<Waiter>,
+        held: &mut VecDeque<Held>,
+        streaming: &mut Option<Streaming>,
+    ) -> Result<(), String> {
+        if !Self::pass_on(rbuf, framer, streaming)? {
+            return Ok(());
+        }
+        self.deliver_whole(rbuf, framer, pending, held)?;
+        if rbuf.len() < outbox::BIG || rbuf[0] == b'>' || !self.streamable(pending) {
+            return Ok(());
+        }
+        if let Some(Waiter::Client {
+            reply, deadline, ..
+        }) = pending.pop_front()
+        {
+            self.settings.stats.count(false);
+            match reply.into_stream() {
+                Ok(feed) => *streaming = Some(Streaming { feed, deadline }),
+                Err(_) => unreachable!("a streamable reply goes to an inbox"),
+            }
+            Self::pass_on(rbuf, framer, streaming)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every complete reply in `rbuf` to its waiter.
+    fn deliver_whole(
         &self,
         rbuf: &mut BytesMut,
         framer: &mut ReplyFramer,

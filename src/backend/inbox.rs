@@ -5,7 +5,8 @@
 //! freed for every request. The node connection puts the reply in under the number (ticket) the
 //! session gave the request, and wakes the session; the wake is taken by the first reply, so a
 //! batch of replies read at once wakes the session once. The session takes the replies out in
-//! the order it gave the tickets, which is the order it owes them to its client.
+//! the order it gave the tickets, which is the order it owes them to its client. A big reply may
+//! arrive as a [`Stream`] of pieces instead (see `backend::stream`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,24 +16,33 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio::sync::oneshot;
 
+use super::stream::{self, Feed, Stream};
 use super::{BackendError, Reply};
+
+/// What answers a ticket: the whole reply, or the stream its pieces come through.
+#[derive(Debug)]
+pub enum Arrival {
+    Reply(Reply),
+    Stream(Stream),
+}
 
 /// A session's replies from its node connections, by ticket.
 #[derive(Debug, Default)]
 pub struct Inbox {
-    arrived: Mutex<Vec<(u64, Reply)>>,
+    arrived: Mutex<Vec<(u64, Arrival)>>,
     waker: AtomicWaker,
     /// The session has ended: nobody takes replies any more.
     closed: AtomicBool,
 }
 
 impl Inbox {
-    fn put(&self, ticket: u64, reply: Reply) {
-        self.arrived
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((ticket, reply));
+    fn put(&self, ticket: u64, arrival: Arrival) {
+        self.lock().push((ticket, arrival));
         self.waker.wake();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arrival)>> {
+        self.arrived.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -48,14 +58,26 @@ pub struct Ticket {
 impl Ticket {
     fn send(mut self, reply: Reply) {
         self.answered = true;
-        self.inbox.put(self.number, reply);
+        self.inbox.put(self.number, Arrival::Reply(reply));
+    }
+
+    /// Answers with a stream, and returns the end its pieces are fed into.
+    fn stream(mut self) -> Feed {
+        self.answered = true;
+        let (feed, stream) = stream::stream();
+        // A session that has ended takes nothing: its end of the stream is dropped at once,
+        // so that the pieces are too.
+        if !self.inbox.closed.load(Ordering::Relaxed) {
+            self.inbox.put(self.number, Arrival::Stream(stream));
+        }
+        feed
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.answered {
-            self.inbox.put(self.number, Err(ended()));
+            self.inbox.put(self.number, Arrival::Reply(Err(ended())));
         }
     }
 }
@@ -85,6 +107,15 @@ impl ReplyTo {
         }
     }
 
+    /// Answers with a stream of pieces, if the reply goes to an inbox: a oneshot's receiver
+    /// takes whole replies only.
+    pub fn into_stream(self) -> Result<Feed, ReplyTo> {
+        match self {
+            ReplyTo::Inbox(ticket) => Ok(ticket.stream()),
+            channel => Err(channel),
+        }
+    }
+
     /// Nobody waits for the reply any more (the client went away).
     pub fn is_closed(&self) -> bool {
         match self {
@@ -102,9 +133,9 @@ pub struct Arrivals {
     next: u64,
     /// The oldest ticket not yet taken; `got[i]` is ticket `base + i`'s reply, once arrived.
     base: u64,
-    got: VecDeque<Option<Reply>>,
+    got: VecDeque<Option<Arrival>>,
     /// The inbox's replies are swapped into this, so its lock is held for a swap only.
-    scratch: Vec<(u64, Reply)>,
+    scratch: Vec<(u64, Arrival)>,
 }
 
 impl Default for Arrivals {
@@ -122,6 +153,8 @@ impl Default for Arrivals {
 impl Drop for Arrivals {
     fn drop(&mut self) {
         self.inbox.closed.store(true, Ordering::Relaxed);
+        // Streams that came and were not taken stop keeping their pieces.
+        self.inbox.lock().clear();
     }
 }
 
@@ -140,7 +173,7 @@ impl Arrivals {
 
     /// Ready with ticket `number`'s reply once it has arrived. Tickets must be taken in the
     /// order they were given out; the ones skipped are given up.
-    pub fn poll_take(&mut self, number: u64, cx: &mut Context<'_>) -> Poll<Reply> {
+    pub fn poll_take(&mut self, number: u64, cx: &mut Context<'_>) -> Poll<Arrival> {
         if let Some(reply) = self.take(number) {
             return Poll::Ready(reply);
         }
@@ -159,7 +192,7 @@ impl Arrivals {
 
     fn collect(&mut self) {
         {
-            let mut arrived = self.inbox.arrived.lock().unwrap_or_else(|e| e.into_inner());
+            let mut arrived = self.inbox.lock();
             if arrived.is_empty() {
                 return;
             }
@@ -178,7 +211,7 @@ impl Arrivals {
         }
     }
 
-    fn take(&mut self, number: u64) -> Option<Reply> {
+    fn take(&mut self, number: u64) -> Option<Arrival> {
         let i = number.checked_sub(self.base)? as usize;
         let reply = self.got.get_mut(i)?.take()?;
         if i == 0 {
@@ -201,6 +234,13 @@ mod tests {
         Ok(Bytes::from_static(s.as_bytes()))
     }
 
+    fn whole(arrival: Poll<Arrival>) -> Option<Reply> {
+        match arrival {
+            Poll::Ready(Arrival::Reply(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
     #[test]
     fn replies_are_taken_by_ticket_whatever_order_they_arrive_in() {
         let mut arrivals = Arrivals::default();
@@ -212,12 +252,12 @@ mod tests {
         // Replies from two connections: b's first.
         ReplyTo::Inbox(tb).send(ok("b"));
         ReplyTo::Inbox(ta).send(ok("a"));
-        assert_eq!(arrivals.poll_take(a, &mut cx), Poll::Ready(ok("a")));
-        assert_eq!(arrivals.poll_take(b, &mut cx), Poll::Ready(ok("b")));
+        assert_eq!(whole(arrivals.poll_take(a, &mut cx)), Some(ok("a")));
+        assert_eq!(whole(arrivals.poll_take(b, &mut cx)), Some(ok("b")));
         assert!(arrivals.poll_take(c, &mut cx).is_pending());
         // A ticket dropped unanswered answers with an error.
         drop(tc);
-        let Poll::Ready(Err(e)) = arrivals.poll_take(c, &mut cx) else {
+        let Some(Err(e)) = whole(arrivals.poll_take(c, &mut cx)) else {
             panic!("no error for a dropped ticket");
         };
         assert!(e.to_string().contains("the connection task ended"), "{e}");

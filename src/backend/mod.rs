@@ -8,6 +8,7 @@
 
 mod conn;
 mod inbox;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,9 +17,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{Dedicated, NodeSettings, Push};
-pub use inbox::{ended as inbox_ended, Arrivals, ReplyTo, Ticket};
+pub use inbox::{ended as inbox_ended, Arrival, Arrivals, ReplyTo, Ticket};
 pub use mirror::{Mirror, Target};
 pub use parking::{Parked, Parking};
+pub use stream::{Stream, Taken};
 
 pub mod mirror;
 mod parking;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::slot::Slot;
 use super::state::Session;
-use crate::backend::Arrivals;
+use crate::backend::{Arrivals, BackendError, Taken};
 use crate::command::{CommandId, Local, Plan, TxCommand};
 use crate::net::outbox::Outbox;
 use crate::resp::Request;
@@ -153,24 +153,47 @@ impl Pipeline {
     }
 
     /// Moves the replies at the front that are ready into `out`, up to `max_output` bytes;
-    /// returns when, if it moved a reply to a command.
+    /// returns when, if it moved a reply to a command. An error is a streamed reply that broke
+    /// off after part of it was moved: the client's connection must close.
     pub(super) fn move_ready(
         &mut self,
         telemetry: &Telemetry,
         arrivals: &mut Arrivals,
         out: &mut Outbox,
         max_output: usize,
-    ) -> Option<Instant> {
+    ) -> Result<Option<Instant>, BackendError> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut now = None;
         while out.len() < max_output {
             if self.poll_front(arrivals, &mut cx).is_pending() {
-                return now;
+                return Ok(now);
+            }
+            if let Some(Owed {
+                slot: Slot::Streaming(stream),
+                ..
+            }) = self.owed.front()
+            {
+                let taken = stream.take(|piece| {
+                    out.put(piece);
+                    out.len() < max_output
+                });
+                match taken {
+                    Taken::More => return Ok(now),
+                    Taken::Broken(e) => return Err(e),
+                    Taken::Done => {}
+                }
             }
             let Some(owed) = self.owed.pop_front() else {
-                return now;
+                return Ok(now);
             };
             match owed.slot {
+                Slot::Streaming(_) => {
+                    if let Some(counted) = owed.counted {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        // A reply long enough to stream is no error.
+                        counted.record(telemetry, now, b"$");
+                    }
+                }
                 Slot::Ready(bytes) => {
                     if let Some(counted) = owed.counted {
                         let now = *now.get_or_insert_with(Instant::now);
@@ -185,7 +208,7 @@ impl Pipeline {
                 _ => {}
             }
         }
-        now
+        Ok(now)
     }
 }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{Arrivals, BackendError, Reply};
+use crate::backend::{Arrival, Arrivals, BackendError, Reply, Stream};
 use crate::command::Merge;
 use crate::resp::{encode, reply, Proto};
 use crate::session::local::info;
@@ -23,6 +23,8 @@ pub enum Slot {
     Waiting(oneshot::Receiver<Reply>),
     /// Answered through the session's inbox, under this ticket (see `backend::Arrivals`).
     Ticket(u64),
+    /// A big reply, written out as its pieces arrive (see `backend::Stream`).
+    Streaming(Stream),
     Merging(Box<Merging>),
     /// Ready as `then` once every wait has answered without an error (a SUBSCRIBE is
     /// confirmed only when each shard it went to has confirmed it).
@@ -101,12 +103,19 @@ impl Slot {
         match self {
             Slot::Ready(_) | Slot::Message(_) => Poll::Ready(()),
             Slot::Ticket(number) => match arrivals.poll_take(*number, cx) {
-                Poll::Ready(reply) => {
+                Poll::Ready(Arrival::Reply(reply)) => {
                     *self = Slot::Ready(reply_bytes(reply));
                     Poll::Ready(())
                 }
+                Poll::Ready(Arrival::Stream(stream)) => {
+                    let news = stream.poll_ready(cx);
+                    *self = Slot::Streaming(stream);
+                    news
+                }
                 Poll::Pending => Poll::Pending,
             },
+            // Ready when there is a piece to write, or the end.
+            Slot::Streaming(stream) => stream.poll_ready(cx),
             Slot::Waiting(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(result) => {
                     *self = Slot::Ready(reply_bytes(flatten(result)));

@@ -337,11 +337,19 @@ impl<S: Socket> ClientTask<S> {
         let max = self.limits.max_output_buffer;
         let telemetry = &self.proxy.telemetry;
         let arrivals = &mut self.session.arrivals;
-        if let Some(at) = self
+        match self
             .pipe
             .move_ready(telemetry, arrivals, &mut self.conn.out, max)
         {
-            self.idle.last_active = Instant::from_std(at);
+            Ok(Some(at)) => self.idle.last_active = Instant::from_std(at),
+            Ok(None) => {}
+            Err(e) => {
+                self.log(&format!("closed: a reply broke off midway ({e})"));
+                // What came of the reply goes out; the client sees the connection close
+                // before the reply is complete.
+                let _ = self.conn.flush(telemetry);
+                return Err(io::Error::other(e));
+            }
         }
         self.conn.flush(telemetry)
     }

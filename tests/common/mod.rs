@@ -906,3 +906,20 @@ impl Drop for Partition {
 pub fn partition_gid() -> u32 {
     40_000 + std::process::id() % 20_000
 }
+
+/// A memory figure of process `pid` from its /proc status (`VmRSS`, or `VmHWM` for its peak), in
+/// MiB.
+pub fn status_mib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
+    kib / 1024
+}
+
+/// Resident memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> u64 {
+    status_mib(pid, "VmRSS")
+}
