@@ -21,10 +21,11 @@
 #                        other clients sit in BLPOP (2 s timeout, re-issued),
 #                        against the same run without them
 #   --big                also, per proxy, SET a big value once and GET it 5 times
-#                        (50 and 200 MiB): resident memory at idle, its peak, after
-#                        the GETs and 10 s later; and the slowest of 100 small GETs
-#                        that another client sends to the same node during one more
-#                        big GET
+#                        (50 and 200 MiB): resident memory at idle, its peak during
+#                        the SET, during the GETs and during one more GET read as fast
+#                        as the socket gives it, after them and 10 s later; and the
+#                        slowest of 100 small GETs that another client sends to the
+#                        same node during one more big GET
 # Environment:
 #   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
@@ -484,12 +485,25 @@ rss_mb() {
     awk -v f="${2:-VmRSS}:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# raw_get PORT KEY BYTES: GET KEY, its reply (BYTES long) read as fast as the socket gives it,
+# where redis-cli reads it slower than a node sends it.
+raw_get() {
+    local fd
+    exec {fd}<>"/dev/tcp/127.0.0.1/$1"
+    printf '*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n' "${#2}" "$2" >&"$fd"
+    head -c "$3" <&"$fd" >/dev/null
+    exec {fd}>&-
+}
+
 if ((big)); then
     echo
-    echo "Big values: SET once, GET 5 times, by redis-cli; the proxy's resident memory in MB."
-    echo "small max = the slowest of 100 small GETs another client sends to the same node"
-    echo "(redis-benchmark -c 1) while one more big GET passes."
-    printf '%-11s %5s %6s %6s %7s %7s %11s\n' proxy MiB idle peak after "+10 s" "small max"
+    echo "Big values: SET once, GET 5 times, by redis-cli; the proxy's resident memory in MB:"
+    echo "its peak during the SET, during the GETs, and during one more GET read as fast as the"
+    echo "socket gives it (raw GET; redis-cli reads slower than a node sends, so the proxy holds"
+    echo "what it has not read yet). small max = the slowest of 100 small GETs another client"
+    echo "sends to the same node (redis-benchmark -c 1) while one more big GET passes."
+    printf '%-11s %5s %6s %8s %8s %8s %7s %7s %11s\n' proxy MiB idle "peak SET" "peak GET" \
+        "raw GET" after "+10 s" "small max"
     for target in nutcracker shardis; do
         [[ $target == shardis ]] && ((skip_shardis)) && continue
         port=${port_of[$target]}
@@ -502,10 +516,18 @@ if ((big)); then
             echo 5 >"/proc/$pid/clear_refs"
             # Hash tags put both keys on one node, so the small GETs share its connection.
             redis-cli -h 127.0.0.1 -p "$port" -x SET "{big}value" <"$value" >/dev/null
+            peak_set=$(rss_mb "$pid" VmHWM)
+            # The SET's memory is given back once it has passed (a moment, for the write).
+            sleep 0.5
+            echo 5 >"/proc/$pid/clear_refs"
             for _ in 1 2 3 4 5; do
                 redis-cli -h 127.0.0.1 -p "$port" GET "{big}value" >/dev/null
             done
-            peak=$(rss_mb "$pid" VmHWM)
+            peak_get=$(rss_mb "$pid" VmHWM)
+            echo 5 >"/proc/$pid/clear_refs"
+            header="\$$((mib << 20))"
+            raw_get "$port" "{big}value" $((${#header} + (mib << 20) + 4))
+            peak_raw=$(rss_mb "$pid" VmHWM)
             after=$(rss_mb "$pid")
             redis-cli -h 127.0.0.1 -p "$port" SET "{big}small" v >/dev/null
             redis-cli -h 127.0.0.1 -p "$port" GET "{big}value" >/dev/null &
@@ -516,8 +538,8 @@ if ((big)); then
             wait "$reader"
             redis-cli -h 127.0.0.1 -p "$port" DEL "{big}value" "{big}small" >/dev/null
             sleep 10
-            printf '%-11s %5s %6s %6s %7s %7s %8s ms\n' "$target" "$mib" "$idle" "$peak" \
-                "$after" "$(rss_mb "$pid")" "${small:-?}"
+            printf '%-11s %5s %6s %8s %8s %8s %7s %7s %8s ms\n' "$target" "$mib" "$idle" \
+                "$peak_set" "$peak_get" "$peak_raw" "$after" "$(rss_mb "$pid")" "${small:-?}"
         done
     done
 fi

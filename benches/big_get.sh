@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# One big GET through two shardis builds, by turns: how long the reply takes and how much
+# memory the proxy needs for it, when the client reads as fast as the socket gives it.
+#
+# One redis-server holds a value of MIB MiB; a proxy of each build (workers = 1) stands in
+# front of it. Each round GETs the value through each proxy in turn, reading the reply with
+# `head -c` from a bash TCP socket, and prints the time the GET took (from before the request
+# to its last byte) and the proxy's resident memory before it and at its peak during it
+# (VmHWM, reset first). The same GET straight from the node is timed for reference.
+#
+# Usage: benches/big_get.sh BIN_A BIN_B [ROUNDS] [MIB]   (defaults: 5 rounds, 200 MiB)
+# All traffic stays on 127.0.0.1; every process started here is stopped on exit.
+set -euo pipefail
+
+[[ $# -ge 2 ]] || {
+    sed -n '2,12p' "$0"
+    exit 1
+}
+bins=("$1" "$2")
+rounds=${3:-5}
+mib=${4:-200}
+for cmd in redis-server redis-cli python3 head; do
+    command -v "$cmd" >/dev/null || {
+        echo "big_get.sh: $cmd is missing (scripts/setup.sh installs it)" >&2
+        exit 1
+    }
+done
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+read -ra ports <<<"$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+node=${ports[0]}
+
+# up PORT PID: wait up to 10 s for PORT to answer PING.
+up() {
+    for _ in $(seq 100); do
+        [[ "$(redis-cli -p "$1" ping 2>/dev/null)" == PONG ]] && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "big_get.sh: nothing answers on port $1; logs in $tmp" >&2
+    trap - EXIT
+    exit 1
+}
+
+redis-server --port "$node" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
+pids+=($!)
+up "$node" $!
+proxy_pids=()
+for i in 0 1; do
+    printf 'listen = "127.0.0.1:%s"\nworkers = 1\n[[shards]]\nname = "a"\nprimary = "127.0.0.1:%s"\n' \
+        "${ports[i + 1]}" "$node" >"$tmp/$i.toml"
+    "${bins[i]}" --config "$tmp/$i.toml" >"$tmp/shardis-$i.log" 2>&1 &
+    pids+=($!)
+    proxy_pids+=($!)
+    up "${ports[i + 1]}" $!
+done
+head -c $((mib << 20)) /dev/zero | tr '\0' x | redis-cli -p "$node" -x SET big >/dev/null
+
+# mb PID FIELD: a /proc status figure in MB.
+mb() { awk -v f="$2:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# get PORT: GET big, read to its last byte; prints the milliseconds it took.
+get() {
+    local fd start header="\$$((mib << 20))"
+    start=$(date +%s%N)
+    exec {fd}<>"/dev/tcp/127.0.0.1/$1"
+    printf '*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n' >&"$fd"
+    head -c $((${#header} + (mib << 20) + 4)) <&"$fd" >/dev/null
+    exec {fd}>&-
+    echo $((($(date +%s%N) - start) / 1000000))
+}
+
+echo "GET of $mib MiB; ms from request to last byte; proxy resident MB idle and peak"
+printf '%-6s %-40s %8s %6s %6s\n' round build ms idle peak
+for round in $(seq "$rounds"); do
+    printf '%-6s %-40s %8s\n' "$round" "(straight from the node)" "$(get "$node")"
+    for i in 0 1; do
+        pid=${proxy_pids[i]}
+        idle=$(mb "$pid" VmRSS)
+        echo 5 >"/proc/$pid/clear_refs"
+        ms=$(get "${ports[i + 1]}")
+        printf '%-6s %-40s %8s %6s %6s\n' "$round" "${bins[i]}" "$ms" "$idle" "$(mb "$pid" VmHWM)"
+    done
+done
