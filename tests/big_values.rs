@@ -356,3 +356,38 @@ fn big_replies_of_every_shape_come_out_as_the_node_sends_them_and_in_order() {
         }
     }
 }
+
+#[test]
+fn a_client_that_leaves_in_the_middle_of_a_big_reply_leaves_nothing_behind() {
+    let (_node, relay, proxy) = held_back();
+    let _log = proxy.log_on_panic();
+    let pid = proxy.proc.pid();
+    let idle = rss_mib(pid);
+    let mut big = Raw::connect(proxy.port());
+    let big_id = big.client_id();
+    big.send(&common::encode(&[b"GET", b"big"]));
+    relay
+        .holding
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the relay never saw the big reply");
+    // It reads a little of the value, and goes.
+    assert_eq!(&big.read_exact(4)[..], b"$503");
+    drop(big);
+    relay.release();
+    // A client on the connection the big reply came on gets its replies, and the rest of the
+    // value, which nobody reads, is not kept.
+    let mut next = loop {
+        let mut raw = Raw::connect(proxy.port());
+        if raw.client_id() % 2 == big_id % 2 {
+            break raw;
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(next.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
+    }
+    let now = rss_mib(pid);
+    assert!(
+        now <= idle + 8,
+        "the proxy went from {idle} MiB to {now} MiB after the client left"
+    );
+}

@@ -484,7 +484,6 @@ impl Raw {
         reply.trim_start_matches(':').trim_end().parse().unwrap()
     }
 
-    /// Whether the peer closed the connection (reads EOF within the timeout).
     /// Whether the proxy closed the connection (end of stream or a reset), waiting up to the
     /// read timeout. A timeout is not a close, and neither is data.
     pub fn is_closed(&mut self) -> bool {
