@@ -100,43 +100,63 @@ impl Drop for Relay {
     }
 }
 
-#[test]
-fn a_small_get_is_not_held_behind_another_clients_big_reply() {
-    const VALUE: usize = 48 << 20;
-    // More than the socket buffers between the relay and the proxy hold: when the relay has
-    // written this much, the proxy has read tens of MiB of the reply and is in its middle.
-    const AFTER: usize = 32 << 20;
+/// The value the relay holds back, and how much of it passes first: more than the socket
+/// buffers between the relay and the proxy hold, so that when the relay has written this much,
+/// the proxy has read tens of MiB of the reply and is in its middle.
+const VALUE: usize = 48 << 20;
+const AFTER: usize = 32 << 20;
+
+/// A proxy on one node behind a relay that holds a reply of [`VALUE`] bytes back once [`AFTER`]
+/// have passed, with `big` set to that value and `small` to `v`. One worker, two connections to
+/// the node (the default): clients whose ids have the same parity share one. The timeout leaves
+/// the held reply time to finish.
+fn held_back() -> (Redis, Relay, Shardis) {
     let node = Redis::start();
     let relay = Relay::start(&node.addr(), AFTER);
-    // One worker, two connections to the node: clients whose ids have the same parity share
-    // one. The timeout leaves the held reply time to finish.
     let proxy = Shardis::start_with(&format!(
         "workers = 1\n[backend]\nconnections = 2\ntimeout = \"60s\"\n[[shards]]\nname = \"a\"\nprimary = \"127.0.0.1:{}\"\n",
         relay.port
     ));
-    let _log = proxy.log_on_panic();
     let mut setup = Raw::connect(proxy.port());
-    let value = vec![b'x'; VALUE];
-    assert_eq!(setup.call(&[b"SET", b"big", &value]), b"+OK\r\n");
+    assert_eq!(
+        setup.call(&[b"SET", b"big", &vec![b'x'; VALUE]]),
+        b"+OK\r\n"
+    );
     assert_eq!(setup.call(&[b"SET", b"small", b"v"]), b"+OK\r\n");
-    drop(value);
-
     relay.armed.store(true, Ordering::SeqCst);
+    (node, relay, proxy)
+}
+
+/// A client that has sent GET big, and its id, once the relay holds the rest of the reply back.
+fn get_big_held(proxy: &Shardis, relay: &Relay) -> (Raw, u64) {
     let mut big = Raw::connect(proxy.port());
-    let big_id = big.client_id();
+    let id = big.client_id();
     big.send(&common::encode(&[b"GET", b"big"]));
     relay
         .holding
         .recv_timeout(Duration::from_secs(60))
         .expect("the relay never saw the big reply");
+    (big, id)
+}
+
+/// A new client whose id picks the same connection to the node as client `id`'s.
+fn sharing_with(proxy: &Shardis, id: u64) -> Raw {
+    loop {
+        let mut raw = Raw::connect(proxy.port());
+        if raw.client_id() % 2 == id % 2 {
+            return raw;
+        }
+    }
+}
+
+#[test]
+fn a_small_get_is_not_held_behind_another_clients_big_reply() {
+    let (_node, relay, proxy) = held_back();
+    let _log = proxy.log_on_panic();
+    let (mut big, big_id) = get_big_held(&proxy, &relay);
 
     // A client that would share the big reply's connection.
-    let mut small = loop {
-        let mut raw = Raw::connect(proxy.port());
-        if raw.client_id() % 2 == big_id % 2 {
-            break raw;
-        }
-    };
+    let mut small = sharing_with(&proxy, big_id);
     // Answered while the rest of the big reply is still held back (a wait for it would end in
     // the 10 s read timeout).
     for _ in 0..3 {
@@ -160,38 +180,13 @@ fn a_small_get_is_not_held_behind_another_clients_big_reply() {
     assert_eq!(small.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
 }
 
-/// A proxy on one node behind a relay that holds a 48 MiB reply back once 32 MiB have passed,
-/// with `big` set to that value.
-fn held_back() -> (Redis, Relay, Shardis) {
-    let node = Redis::start();
-    let relay = Relay::start(&node.addr(), 32 << 20);
-    let proxy = Shardis::start_with(&format!(
-        "workers = 1\n[backend]\ntimeout = \"60s\"\n[[shards]]\nname = \"a\"\nprimary = \"127.0.0.1:{}\"\n",
-        relay.port
-    ));
-    let mut setup = Raw::connect(proxy.port());
-    assert_eq!(
-        setup.call(&[b"SET", b"big", &vec![b'x'; 48 << 20]]),
-        b"+OK\r\n"
-    );
-    assert_eq!(setup.call(&[b"SET", b"small", b"v"]), b"+OK\r\n");
-    relay.armed.store(true, Ordering::SeqCst);
-    (node, relay, proxy)
-}
-
 #[test]
 fn a_big_reply_reaches_the_client_while_it_is_still_arriving() {
-    const VALUE: usize = 48 << 20;
     let (_node, relay, proxy) = held_back();
     let _log = proxy.log_on_panic();
     let pid = proxy.proc.pid();
     let idle = rss_mib(pid);
-    let mut big = Raw::connect(proxy.port());
-    big.send(&common::encode(&[b"GET", b"big"]));
-    relay
-        .holding
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the relay never saw the big reply");
+    let (mut big, _) = get_big_held(&proxy, &relay);
     // 32 MiB left the node, less what the socket buffers on the way hold: at least 16 MiB of
     // the value reach the client before the rest has left the node. A proxy that gathers the
     // whole reply first sends nothing, and the read ends in its 10 s timeout.
@@ -243,15 +238,9 @@ fn a_big_reply_reaches_the_client_while_it_is_still_arriving() {
 
 #[test]
 fn a_big_reply_that_breaks_off_closes_the_client_connection() {
-    const VALUE: usize = 48 << 20;
     let (_node, relay, proxy) = held_back();
     let _log = proxy.log_on_panic();
-    let mut big = Raw::connect(proxy.port());
-    big.send(&common::encode(&[b"GET", b"big"]));
-    relay
-        .holding
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the relay never saw the big reply");
+    let (mut big, _) = get_big_held(&proxy, &relay);
     // The node's connection is lost in the middle of the reply.
     relay.cut.store(true, Ordering::SeqCst);
     relay.release();
@@ -363,25 +352,14 @@ fn a_client_that_leaves_in_the_middle_of_a_big_reply_leaves_nothing_behind() {
     let _log = proxy.log_on_panic();
     let pid = proxy.proc.pid();
     let idle = rss_mib(pid);
-    let mut big = Raw::connect(proxy.port());
-    let big_id = big.client_id();
-    big.send(&common::encode(&[b"GET", b"big"]));
-    relay
-        .holding
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the relay never saw the big reply");
+    let (mut big, big_id) = get_big_held(&proxy, &relay);
     // It reads a little of the value, and goes.
     assert_eq!(&big.read_exact(4)[..], b"$503");
     drop(big);
     relay.release();
     // A client on the connection the big reply came on gets its replies, and the rest of the
     // value, which nobody reads, is not kept.
-    let mut next = loop {
-        let mut raw = Raw::connect(proxy.port());
-        if raw.client_id() % 2 == big_id % 2 {
-            break raw;
-        }
-    };
+    let mut next = sharing_with(&proxy, big_id);
     for _ in 0..3 {
         assert_eq!(next.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
     }
