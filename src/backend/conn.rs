@@ -779,7 +779,13 @@ impl ConnTask {
             return Ok(());
         }
         self.deliver_whole(rbuf, framer, pending, held)?;
-        if rbuf.len() < outbox::BIG || rbuf[0] == b'>' || !self.streamable(pending) {
+        // Pushes and errors are read whole: a push answers no request, and an error is counted
+        // as one once complete.
+        if rbuf.len() < outbox::BIG
+            || rbuf[0] == b'>'
+            || reply::is_error(rbuf)
+            || !self.streamable(pending)
+        {
             return Ok(());
         }
         if let Some(Waiter::Client {
