@@ -4,22 +4,25 @@
 #
 # One redis-server holds a value of MIB MiB; a proxy of each build (workers = 1) stands in
 # front of it. Each round GETs the value through each proxy in turn, reading the reply with
-# `head -c` from a bash TCP socket, and prints the time the GET took (from before the request
-# to its last byte) and the proxy's resident memory before it and at its peak during it
-# (VmHWM, reset first). The same GET straight from the node is timed for reference.
+# `head -c` from a bash TCP socket, and prints: the time the GET took (from before the request
+# to its last byte); the proxy's resident memory before it and at its peak during it (VmHWM,
+# reset first); the proxy's CPU time for it, in clock ticks, and how long its threads waited
+# for a core meanwhile (run delay, from /proc/PID/task/*/schedstat). Then one more GET, during
+# which another client sends 100 small GETs (redis-benchmark -c 1): the slowest of them. The
+# same GET straight from the node is timed for reference.
 #
 # Usage: benches/big_get.sh BIN_A BIN_B [ROUNDS] [MIB]   (defaults: 5 rounds, 200 MiB)
 # All traffic stays on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
 
 [[ $# -ge 2 ]] || {
-    sed -n '2,12p' "$0"
+    sed -n '2,15p' "$0"
     exit 1
 }
 bins=("$1" "$2")
 rounds=${3:-5}
 mib=${4:-200}
-for cmd in redis-server redis-cli python3 head; do
+for cmd in redis-server redis-cli redis-benchmark python3 head; do
     command -v "$cmd" >/dev/null || {
         echo "big_get.sh: $cmd is missing (scripts/setup.sh installs it)" >&2
         exit 1
@@ -68,9 +71,21 @@ for i in 0 1; do
     up "${ports[i + 1]}" $!
 done
 head -c $((mib << 20)) /dev/zero | tr '\0' x | redis-cli -p "$node" -x SET big >/dev/null
+redis-cli -p "$node" SET small v >/dev/null
 
 # mb PID FIELD: a /proc status figure in MB.
 mb() { awk -v f="$2:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# ticks PID: the CPU time of the whole process, in clock ticks (/proc/PID/stat fields 14, 15).
+ticks() {
+    local stat fields
+    stat=$(<"/proc/$1/stat")
+    read -ra fields <<<"${stat##*) }"
+    echo $((fields[11] + fields[12]))
+}
+
+# waited PID: how long the process's threads have waited for a core, in ms.
+waited() { cat /proc/"$1"/task/*/schedstat | awk '{ ns += $2 } END { printf "%.0f", ns / 1e6 }'; }
 
 # get PORT: GET big, read to its last byte; prints the milliseconds it took.
 get() {
@@ -83,15 +98,34 @@ get() {
     echo $((($(date +%s%N) - start) / 1000000))
 }
 
-echo "GET of $mib MiB; ms from request to last byte; proxy resident MB idle and peak"
-printf '%-6s %-40s %8s %6s %6s\n' round build ms idle peak
+# small_max PORT: GET big in the background, and 50 ms later 100 small GETs from another
+# client; prints the slowest of them, in ms.
+small_max() {
+    get "$1" >/dev/null &
+    local reader=$!
+    sleep 0.05
+    redis-benchmark -p "$1" -c 1 -n 100 --csv GET small 2>/dev/null |
+        awk -F, 'NR == 2 { gsub(/"/, "", $8); print $8 }'
+    wait "$reader"
+}
+
+echo "GET of $mib MiB: ms from request to last byte; proxy resident MB idle and peak; proxy CPU"
+echo "ticks and ms waited for a core during it; the slowest small GET during one more, in ms"
+printf '%-6s %-40s %8s %6s %6s %6s %7s %10s\n' round build ms idle peak ticks waited "small max"
 for round in $(seq "$rounds"); do
     printf '%-6s %-40s %8s\n' "$round" "(straight from the node)" "$(get "$node")"
     for i in 0 1; do
         pid=${proxy_pids[i]}
         idle=$(mb "$pid" VmRSS)
         echo 5 >"/proc/$pid/clear_refs"
+        t0=$(ticks "$pid")
+        w0=$(waited "$pid")
         ms=$(get "${ports[i + 1]}")
-        printf '%-6s %-40s %8s %6s %6s\n' "$round" "${bins[i]}" "$ms" "$idle" "$(mb "$pid" VmHWM)"
+        t1=$(ticks "$pid")
+        w1=$(waited "$pid")
+        peak=$(mb "$pid" VmHWM)
+        small=$(small_max "${ports[i + 1]}")
+        printf '%-6s %-40s %8s %6s %6s %6s %7s %10s\n' "$round" "${bins[i]}" "$ms" "$idle" \
+            "$peak" $((t1 - t0)) $((w1 - w0)) "$small"
     done
 done
