@@ -9,8 +9,8 @@
 //! sits whole in the proxy.
 //!
 //! A reply that breaks off after its first piece was written cannot be answered with an error:
-//! the client already has part of a bulk string. The session then closes the client's
-//! connection, as Redis closes a connection it cannot finish a reply on.
+//! the client already has part of the reply, and anything after it would be read as the rest.
+//! The session then closes the client's connection.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
