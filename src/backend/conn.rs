@@ -425,6 +425,8 @@ impl ConnTask {
         let mut open = true;
         let mut receiving_big = false;
         let mut streaming: Option<Streaming> = None;
+        // The last batch was one request: requests come one at a time (see below).
+        let mut alone = false;
 
         let broken: Broken = loop {
             if !wbuf.is_empty() {
@@ -501,16 +503,24 @@ impl ConnTask {
                         let mut ack = self.enqueue(req, now, &mut wbuf, &mut pending);
                         // Let the other sessions that are ready run first, so their requests
                         // join this write: one system call for many clients, as twemproxy's
-                        // event loop batches. Costs one task switch, not a system call.
-                        tokio::task::yield_now().await;
-                        for _ in 0..BATCH {
+                        // event loop batches. Not while requests come one at a time (one
+                        // client, without pipelining): there the wait gathers nothing and costs
+                        // a look at the event loop per request. A batch of more than one, read
+                        // without it, turns it back on.
+                        if !alone {
+                            tokio::task::yield_now().await;
+                        }
+                        let mut batch = 1;
+                        while batch < BATCH {
                             match self.rx.try_recv() {
                                 Ok(req) => {
+                                    batch += 1;
                                     ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
                                 }
                                 Err(_) => break,
                             }
                         }
+                        alone = batch == 1;
                         self.close_batch(ack, &mut wbuf, &mut pending);
                     }
                     None => open = false,
