@@ -491,7 +491,7 @@ raw_get() {
     local fd
     exec {fd}<>"/dev/tcp/127.0.0.1/$1"
     printf '*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n' "${#2}" "$2" >&"$fd"
-    head -c "$3" <&"$fd" >/dev/null
+    timeout "$bench_timeout" head -c "$3" <&"$fd" >/dev/null || true
     exec {fd}>&-
 }
 
