@@ -369,3 +369,29 @@ fn a_client_that_leaves_in_the_middle_of_a_big_reply_leaves_nothing_behind() {
         "the proxy went from {idle} MiB to {now} MiB after the client left"
     );
 }
+
+#[test]
+fn a_big_error_reply_is_counted_as_an_error() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "");
+    let _log = proxy.log_on_panic();
+    let mut raw = Raw::connect(proxy.port());
+    // A script's error of 2 MB, on the key's shard.
+    let script = b"return redis.error_reply('BIG ' .. string.rep('x', 2000000))";
+    raw.send(&common::encode(&[b"EVAL", script, b"1", b"k"]));
+    let reply = read_replies(&mut raw.stream, 1).remove(0);
+    assert!(
+        reply.starts_with(b"-BIG xxx") && reply.len() > 2_000_000,
+        "{:?}",
+        String::from_utf8_lossy(&reply[..reply.len().min(32)])
+    );
+    // Counted as what it is: a failed call, under its error code.
+    let stats = common::try_info(proxy.port(), "commandstats").expect("INFO commandstats");
+    let eval = common::info_field(&stats, "cmdstat_eval").expect("cmdstat_eval");
+    assert!(eval.contains("failed_calls=1"), "{eval}");
+    let errors = common::try_info(proxy.port(), "errorstats").expect("INFO errorstats");
+    assert!(
+        common::info_field(&errors, "errorstat_BIG").is_some(),
+        "{errors}"
+    );
+}
