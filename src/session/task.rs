@@ -345,8 +345,8 @@ impl<S: Socket> ClientTask<S> {
             Ok(None) => {}
             Err(e) => {
                 self.log(&format!("closed: a reply broke off midway ({e})"));
-                // What came of the reply goes out; the client sees the connection close
-                // before the reply is complete.
+                // What came of the reply goes out, as far as the socket takes it now; the
+                // client sees the connection close before the reply is complete.
                 let _ = self.conn.flush(telemetry);
                 return Err(io::Error::other(e));
             }
