@@ -467,7 +467,7 @@ impl ConnTask {
                             // than a copy of what came so far each time the buffer doubles.
                             let mut wants = framer.wants();
                             if wants > 0 {
-                                wants = match streaming.is_some() || self.streamable(&pending) {
+                                wants = match streaming.is_some() || self.streamable(&rbuf, &pending) {
                                     true => wants.min(STREAM_ROOM),
                                     false => wants.min(ROOM_MAX),
                                 };
@@ -731,11 +731,14 @@ impl ConnTask {
         }
     }
 
-    /// Whether the reply at the front, once big, is passed on as it arrives: a shared
+    /// Whether the reply at the front of `rbuf`, once big, is passed on as it arrives: a shared
     /// connection's reply that goes to an inbox as it is (not one to hold for replica
-    /// acknowledgements, copy to a mirror's replicas, or skip part of).
-    fn streamable(&self, pending: &VecDeque<Waiter>) -> bool {
-        self.dedicated.is_none()
+    /// acknowledgements, copy to a mirror's replicas, or skip part of). Pushes and errors are
+    /// read whole: a push answers no request, and an error is counted as one once complete.
+    fn streamable(&self, rbuf: &[u8], pending: &VecDeque<Waiter>) -> bool {
+        rbuf.first() != Some(&b'>')
+            && !reply::is_error(rbuf)
+            && self.dedicated.is_none()
             && self.settings.mirror.is_none()
             && matches!(
                 pending.front(),
@@ -789,13 +792,7 @@ impl ConnTask {
             return Ok(());
         }
         self.deliver_whole(rbuf, framer, pending, held)?;
-        // Pushes and errors are read whole: a push answers no request, and an error is counted
-        // as one once complete.
-        if rbuf.len() < outbox::BIG
-            || rbuf[0] == b'>'
-            || reply::is_error(rbuf)
-            || !self.streamable(pending)
-        {
+        if rbuf.len() < outbox::BIG || !self.streamable(rbuf, pending) {
             return Ok(());
         }
         if let Some(Waiter::Client {
