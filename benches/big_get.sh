@@ -15,6 +15,9 @@
 # All traffic stays on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
 
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 [[ $# -ge 2 ]] || {
     sed -n '2,15p' "$0"
     exit 1
@@ -22,45 +25,24 @@ set -euo pipefail
 bins=("$1" "$2")
 rounds=${3:-5}
 mib=${4:-200}
-for cmd in redis-server redis-cli redis-benchmark python3 head; do
-    command -v "$cmd" >/dev/null || {
-        echo "big_get.sh: $cmd is missing (scripts/setup.sh installs it)" >&2
-        exit 1
-    }
+for cmd in redis-server redis-cli redis-benchmark python3 head timeout; do
+    command -v "$cmd" >/dev/null || die "'$cmd' not found (scripts/install-deps.sh installs it)"
 done
+# A proxy that never finishes a reply ends the run, not hangs it.
+bench_timeout=300
 
-tmp=$(mktemp -d)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-big-get.XXXXXX")
 pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-read -ra ports <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+read -ra ports <<<"$(free_ports 3)"
 node=${ports[0]}
-
-# up PORT PID: wait up to 10 s for PORT to answer PING.
-up() {
-    for _ in $(seq 100); do
-        [[ "$(redis-cli -p "$1" ping 2>/dev/null)" == PONG ]] && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "big_get.sh: nothing answers on port $1; logs in $tmp" >&2
-    trap - EXIT
-    exit 1
-}
 
 redis-server --port "$node" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
 pids+=($!)
-up "$node" $!
+wait_pong redis-server "$node" $! "$tmp/redis.log"
 proxy_pids=()
 for i in 0 1; do
     printf 'listen = "127.0.0.1:%s"\nworkers = 1\n[[shards]]\nname = "a"\nprimary = "127.0.0.1:%s"\n' \
@@ -68,34 +50,19 @@ for i in 0 1; do
     "${bins[i]}" --config "$tmp/$i.toml" >"$tmp/shardis-$i.log" 2>&1 &
     pids+=($!)
     proxy_pids+=($!)
-    up "${ports[i + 1]}" $!
+    wait_pong "${bins[i]}" "${ports[i + 1]}" $! "$tmp/shardis-$i.log"
 done
 head -c $((mib << 20)) /dev/zero | tr '\0' x | redis-cli -p "$node" -x SET big >/dev/null
 redis-cli -p "$node" SET small v >/dev/null
-
-# mb PID FIELD: a /proc status figure in MB.
-mb() { awk -v f="$2:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-
-# ticks PID: the CPU time of the whole process, in clock ticks (/proc/PID/stat fields 14, 15).
-ticks() {
-    local stat fields
-    stat=$(<"/proc/$1/stat")
-    read -ra fields <<<"${stat##*) }"
-    echo $((fields[11] + fields[12]))
-}
 
 # waited PID: how long the process's threads have waited for a core, in ms.
 waited() { cat /proc/"$1"/task/*/schedstat | awk '{ ns += $2 } END { printf "%.0f", ns / 1e6 }'; }
 
 # get PORT: GET big, read to its last byte; prints the milliseconds it took.
 get() {
-    local fd start header="\$$((mib << 20))"
+    local start header="\$$((mib << 20))"
     start=$(date +%s%N)
-    exec {fd}<>"/dev/tcp/127.0.0.1/$1"
-    printf '*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n' >&"$fd"
-    # A proxy that never finishes the reply ends the run, not hangs it.
-    timeout 300 head -c $((${#header} + (mib << 20) + 4)) <&"$fd" >/dev/null
-    exec {fd}>&-
+    raw_get "$1" big $((${#header} + (mib << 20) + 4))
     echo $((($(date +%s%N) - start) / 1000000))
 }
 
@@ -117,14 +84,14 @@ for round in $(seq "$rounds"); do
     printf '%-6s %-40s %8s\n' "$round" "(straight from the node)" "$(get "$node")"
     for i in 0 1; do
         pid=${proxy_pids[i]}
-        idle=$(mb "$pid" VmRSS)
+        idle=$(rss_mb "$pid")
         echo 5 >"/proc/$pid/clear_refs"
-        t0=$(ticks "$pid")
+        t0=$(cpu_ticks "$pid")
         w0=$(waited "$pid")
         ms=$(get "${ports[i + 1]}")
-        t1=$(ticks "$pid")
+        t1=$(cpu_ticks "$pid")
         w1=$(waited "$pid")
-        peak=$(mb "$pid" VmHWM)
+        peak=$(rss_mb "$pid" VmHWM)
         small=$(small_max "${ports[i + 1]}")
         printf '%-6s %-40s %8s %6s %6s %6s %7s %10s\n' "$round" "${bins[i]}" "$ms" "$idle" \
             "$peak" $((t1 - t0)) $((w1 - w0)) "$small"

@@ -45,6 +45,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 # rustup's cargo and Debian's /usr/sbin (nutcracker) may be missing from PATH.
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/local/sbin:/usr/sbin"
 
@@ -96,81 +98,9 @@ declare -A requests_for=([c50p1]=$n_plain [c50p16]=$n_pipeline [c1p1]=$n_single)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-load.XXXXXX")
 pids=() # every background process started here, stopped in cleanup()
 
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    local pid
-    # Ask politely first, then insist on whatever is still running.
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-        local alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    # Keep the evidence after a failure; an interrupt (130, 143) is not one.
-    if [[ "${KEEP_TMP:-0}" == 1 || ! $status =~ ^(0|130|143)$ ]]; then
-        echo "load.sh: logs and raw results kept in $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-    exit "$status"
-}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-die() {
-    echo "load.sh: $*" >&2
-    exit 1
-}
-
-# ------------------------------------------------------------------ helpers
-
-# free_ports N: print N distinct free TCP ports on 127.0.0.1. The sockets stay
-# bound until all N are chosen, so the ports differ from one another.
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-# wait_pong NAME PORT PID LOG: wait up to 10 s until PORT answers PING with
-# PONG; fail with the end of LOG when the process dies or never answers.
-wait_pong() {
-    local name=$1 port=$2 pid=$3 log=$4
-    for _ in $(seq 100); do
-        if [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]]; then
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$log" >&2 || true
-            die "$name exited before answering PING on port $port"
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$log" >&2 || true
-    die "$name did not answer PING on port $port within 10 s"
-}
-
-# cpu_ticks PID: utime + stime of the whole process (all threads), in clock
-# ticks: fields 14 and 15 of /proc/PID/stat. Field 2, the command name, is in
-# parentheses and may hold spaces, so count fields after the last ')'.
-cpu_ticks() {
-    local stat rest fields
-    stat=$(<"/proc/$1/stat")
-    rest=${stat##*) }
-    read -ra fields <<<"$rest" # fields[0] is field 3 (state)
-    echo $((fields[11] + fields[12]))
-}
 
 # ------------------------------------------------------------ dependencies
 
@@ -480,21 +410,6 @@ fi
 
 # ------------------------------------------------------------------ big values
 
-# rss_mb PID [FIELD]: a process's resident memory (VmRSS, or FIELD: VmHWM for its peak), in MB.
-rss_mb() {
-    awk -v f="${2:-VmRSS}:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
-}
-
-# raw_get PORT KEY BYTES: GET KEY, its reply (BYTES long) read as fast as the socket gives it,
-# where redis-cli reads it slower than a node sends it.
-raw_get() {
-    local fd
-    exec {fd}<>"/dev/tcp/127.0.0.1/$1"
-    printf '*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n' "${#2}" "$2" >&"$fd"
-    timeout "$bench_timeout" head -c "$3" <&"$fd" >/dev/null || true
-    exec {fd}>&-
-}
-
 if ((big)); then
     echo
     echo "Big values: SET once, GET 5 times, by redis-cli; the proxy's resident memory in MB:"
@@ -526,7 +441,7 @@ if ((big)); then
             peak_get=$(rss_mb "$pid" VmHWM)
             echo 5 >"/proc/$pid/clear_refs"
             header="\$$((mib << 20))"
-            raw_get "$port" "{big}value" $((${#header} + (mib << 20) + 4))
+            raw_get "$port" "{big}value" $((${#header} + (mib << 20) + 4)) || true
             peak_raw=$(rss_mb "$pid" VmHWM)
             after=$(rss_mb "$pid")
             redis-cli -h 127.0.0.1 -p "$port" SET "{big}small" v >/dev/null
