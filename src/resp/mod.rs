@@ -6,4 +6,4 @@ mod request;
 
 pub use encode::{Proto, Value};
 pub use reply::{FrameError, ReplyFramer};
-pub use request::{parse_i64, Limits, ProtocolError, Request, RequestParser};
+pub use request::{parse_i64, Limits, ProtocolError, Request, RequestParser, Unfinished};

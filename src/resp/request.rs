@@ -98,6 +98,16 @@ impl Request {
     }
 }
 
+/// A command still arriving, whose last argument is a big payload (see
+/// [`RequestParser::unfinished`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The arguments before the last, the command name first.
+    pub head: Vec<Bytes>,
+    /// The last argument's length.
+    pub len: usize,
+}
+
 /// Longest `*<n>` or `$<n>` header line Redis accepts before the CRLF.
 const MAX_HEADER_LINE: usize = 64;
 /// The parser never reserves more than this ahead of data that has actually arrived.
@@ -290,6 +300,46 @@ impl RequestParser {
             return Err(ProtocolError::TooManyArgs(self.limits.max_args));
         }
         Ok(Some(Some(Request::from_args(args))))
+    }
+
+    /// The command at the front of `buf`, when all it still lacks is the payload of its last
+    /// argument, which is at least `min` bytes long: the arguments before that one (copied),
+    /// and the payload's length. `None` in any other state, also when the payload is all there.
+    /// Asked after [`next`](Self::next) said more input is needed.
+    pub fn unfinished(&self, buf: &[u8], min: usize) -> Option<Unfinished> {
+        let State::Multibulk {
+            remaining: 1,
+            pos,
+            spans,
+            bulk: Some(len),
+        } = &self.state
+        else {
+            return None;
+        };
+        if *len < min || buf.len() >= pos + len {
+            return None;
+        }
+        Some(Unfinished {
+            head: spans
+                .iter()
+                .map(|&(s, e)| Bytes::copy_from_slice(&buf[s..e]))
+                .collect(),
+            len: *len,
+        })
+    }
+
+    /// Hands over the [`unfinished`](Self::unfinished) command at the front of `buf`: takes
+    /// its bytes up to where the last payload starts off `buf` and returns them. The caller
+    /// passes the payload and its CRLF on itself; the parser starts afresh after them.
+    pub fn hand_over(&mut self, buf: &mut BytesMut) -> Bytes {
+        let State::Multibulk { pos, mut spans, .. } = std::mem::take(&mut self.state) else {
+            unreachable!("hand_over after unfinished said yes")
+        };
+        if spans.capacity() <= 64 {
+            spans.clear();
+            self.spare = spans;
+        }
+        buf.split_to(pos).freeze()
     }
 
     fn check_buffered(&self, buf: &BytesMut) -> Result<Option<Request>, ProtocolError> {

@@ -271,3 +271,52 @@ fn a_header_one_byte_over_the_limit_is_refused_not_waited_on() {
         ProtocolError::InvalidBulkLength
     );
 }
+
+#[test]
+fn a_big_last_value_still_arriving_is_handed_over_after_its_head() {
+    let value = [b'v'; 100];
+    let mut wire = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$100\r\n".to_vec();
+    let head_len = wire.len();
+    wire.extend_from_slice(&value[..40]);
+    let mut p = parser();
+    let mut buf = BytesMut::from(&wire[..]);
+    assert_eq!(p.next(&mut buf), Ok(None));
+    // Too small for the threshold asked: not handed over.
+    assert_eq!(p.unfinished(&buf, 101), None);
+    let unfinished = p.unfinished(&buf, 100).expect("unfinished");
+    assert_eq!(unfinished.head, args(&["SET", "key"]));
+    assert_eq!(unfinished.len, 100);
+    let head = p.hand_over(&mut buf);
+    assert_eq!(&head[..], &wire[..head_len]);
+    // What is left is the payload so far; the caller takes it and the CRLF, and the parser
+    // then reads the next command from the start.
+    assert_eq!(&buf[..], &value[..40]);
+    buf.clear();
+    buf.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    assert_eq!(parse_all(&mut p, &mut buf).unwrap(), vec![args(&["PING"])]);
+}
+
+#[test]
+fn only_a_missing_last_payload_makes_a_command_unfinished() {
+    let cases: [&[u8]; 4] = [
+        // The last argument's header is not complete.
+        b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$10",
+        // An argument before the last is still arriving.
+        b"*3\r\n$3\r\nSET\r\n$100\r\nkey",
+        // The payload is there, only its CRLF is not.
+        b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$2\r\nab",
+        // An inline command.
+        b"SET key ",
+    ];
+    for wire in cases {
+        let mut p = parser();
+        let mut buf = BytesMut::from(wire);
+        assert_eq!(p.next(&mut buf), Ok(None));
+        assert_eq!(
+            p.unfinished(&buf, 1),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+}
