@@ -83,6 +83,11 @@ const STREAM_ROOM: usize = 1 << 20;
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
 
+/// No more requests are taken off the queue while this much waits to be written: a node
+/// that reads slowly leaves them in the queue, whose senders then wait (a big request passed
+/// on as it arrives, see `session::upload`, so holds this and its queue at most).
+const WRITE_AHEAD: usize = 1 << 20;
+
 /// A protocol's shared connections to a node: `connections` per worker, each group spawned on
 /// its worker, numbered across the groups. A mirror shard has one group, on worker 0.
 pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<NodeConn>> {
@@ -94,7 +99,11 @@ pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<Nod
     (0..groups)
         .map(|worker| {
             (0..per_group)
-                .map(|i| spawn_at(settings, proto, None, worker * per_group + i, Some(worker)))
+                .map(|i| {
+                    let index = worker * per_group + i;
+                    let queue = settings.backend.queue_depth;
+                    spawn_at(settings, proto, None, index, Some(worker), queue)
+                })
                 .collect()
         })
         .collect()
@@ -103,12 +112,14 @@ pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<Nod
 /// Starts one connection task. Shared connections (`dedicated: None`) reconnect by themselves;
 /// a dedicated one lives for one session and is never reopened, since the server-side state it
 /// carries (WATCH, subscriptions) would not survive a reconnect. It runs on the session's worker.
+/// `queue`: the requests its channel holds before senders wait.
 pub(super) fn spawn(
     settings: &NodeSettings,
     proto: Proto,
     dedicated: Option<Dedicated>,
+    queue: usize,
 ) -> NodeConn {
-    spawn_at(settings, proto, dedicated, 0, None)
+    spawn_at(settings, proto, dedicated, 0, None, queue)
 }
 
 /// `worker`: where the task runs; `None` for the caller's runtime.
@@ -118,8 +129,9 @@ fn spawn_at(
     dedicated: Option<Dedicated>,
     index: usize,
     worker: Option<usize>,
+    queue: usize,
 ) -> NodeConn {
-    let (tx, rx) = mpsc::channel(settings.backend.queue_depth);
+    let (tx, rx) = mpsc::channel(queue);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
     let dedicated_is_some = dedicated.is_some();
     let task = ConnTask {
@@ -497,7 +509,7 @@ impl ConnTask {
                         break Broken::Lost(e.to_string());
                     }
                 }
-                req = self.rx.recv(), if open => match req {
+                req = self.rx.recv(), if open && wbuf.len() < WRITE_AHEAD => match req {
                     Some(req) => {
                         let now = Instant::now();
                         let mut ack = self.enqueue(req, now, &mut wbuf, &mut pending);
@@ -511,7 +523,7 @@ impl ConnTask {
                             tokio::task::yield_now().await;
                         }
                         let mut batch = 1;
-                        while batch < BATCH {
+                        while batch < BATCH && wbuf.len() < WRITE_AHEAD {
                             match self.rx.try_recv() {
                                 Ok(req) => {
                                     batch += 1;

@@ -148,6 +148,9 @@ pub enum Wait {
     Forever,
 }
 
+/// Pieces of a big request an upload connection's queue holds (see [`NodePool::upload`]).
+const UPLOAD_QUEUE: usize = 8;
+
 /// Health of a node as its connections see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -259,6 +262,31 @@ impl NodeConn {
         if let Err(mpsc::error::TrySendError::Full(request)) = self.tx.try_send(request) {
             let _ = self.tx.send(request).await;
         }
+    }
+
+    /// Queues `bytes`, answered through `ticket` if there is one, once the queue has room,
+    /// waiting at most `within` for it; else gives the ticket back.
+    pub async fn send_within(
+        &self,
+        bytes: Bytes,
+        ticket: Option<Ticket>,
+        within: std::time::Duration,
+    ) -> Result<(), Option<Ticket>> {
+        let permit = match tokio::time::timeout(within, self.tx.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            // The task has ended: a dropped ticket answers with an error.
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => return Err(ticket),
+        };
+        permit.send(BackendRequest {
+            bytes,
+            reply: ticket.map(ReplyTo::Inbox),
+            skip: 0,
+            wait: Wait::Default,
+            ack: 0,
+            copy: Copy::Nothing,
+        });
+        Ok(())
     }
 
     /// Sends a request that no reply answers (its effects arrive as pushes).
@@ -396,6 +424,13 @@ impl NodePool {
     /// subscriber). It is never reopened: when it breaks, everything sent on it fails. Refused
     /// when `max_dedicated` of them are open to the node.
     pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> Result<NodeConn, BackendError> {
+        self.reserve_dedicated()?;
+        let queue = self.settings.backend.queue_depth;
+        Ok(conn::spawn(&self.settings, proto, Some(dedicated), queue))
+    }
+
+    /// Counts one more dedicated connection to the node, unless `max_dedicated` are open.
+    fn reserve_dedicated(&self) -> Result<(), BackendError> {
         let max = self.settings.backend.max_dedicated;
         let open = &self.settings.dedicated_open;
         if open.fetch_add(1, Ordering::AcqRel) >= max {
@@ -407,12 +442,30 @@ impl NodePool {
                 ),
             });
         }
-        Ok(conn::spawn(&self.settings, proto, Some(dedicated)))
+        Ok(())
+    }
+
+    /// A dedicated connection (counted as one) for one big request passed on in pieces as it
+    /// arrives: its queue holds a few pieces, so the sender waits while the node is slow to
+    /// take them, and what waits in the proxy stays small.
+    pub fn upload(&self, proto: Proto, dedicated: Dedicated) -> Result<NodeConn, BackendError> {
+        self.reserve_dedicated()?;
+        Ok(conn::spawn(
+            &self.settings,
+            proto,
+            Some(dedicated),
+            UPLOAD_QUEUE,
+        ))
     }
 
     /// Dedicated connections open to the node now.
     pub fn dedicated_open(&self) -> usize {
         self.settings.dedicated_open.load(Ordering::Acquire)
+    }
+
+    /// How errors name the node: `shard 'a' node 127.0.0.1:7001`.
+    pub fn label(&self) -> &Arc<str> {
+        &self.settings.label
     }
 
     /// The node's gate (see [`Gate`]).
