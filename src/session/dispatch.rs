@@ -92,7 +92,7 @@ pub(super) async fn dispatch(
 
 /// Whether this session may run the request at all: `Err` holds the refusal. Checked before
 /// the request is queued in a transaction or sent anywhere.
-fn admit(
+pub(super) fn admit(
     session: &Session,
     req: &Request,
     plan: &Plan,

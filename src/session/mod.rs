@@ -30,6 +30,7 @@ mod slot;
 mod state;
 mod task;
 mod transaction;
+mod upload;
 
 pub use dispatch::auth_failure_delay;
 pub use state::Session;

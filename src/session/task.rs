@@ -22,14 +22,16 @@ use super::pipeline::{runs_alone, Barrier, Counted, Pipeline, Planned};
 use super::pubsub::Event;
 use super::slot::Slot;
 use super::state::Session;
+use super::upload::{self, Begun, Pumped, Upload};
 use crate::backend::Push;
 use crate::command::{self, Local, Plan};
-use crate::config::ClientLimits;
+use crate::config::{ClientLimits, Policy};
 use crate::net::outbox::BIG;
 use crate::net::socket::Socket;
 use crate::proxy::clients::{Buffers, ClientEntry, LastCommand, Registration, Registry};
 use crate::proxy::Proxy;
 use crate::resp::RequestParser;
+use crate::topology::Topology;
 
 /// Bytes read ahead while a request runs alone, enough to see the client close.
 const BARRIER_READ: usize = 64 * 1024;
@@ -62,6 +64,8 @@ struct ClientTask<S> {
     closing: bool,
     idle: IdleTimer,
     notices: Notices,
+    /// A big request being passed on as its value arrives (see `upload`).
+    upload: Option<Upload>,
     /// Its entry in the client registry, removed when the task ends.
     _registration: Registration,
 }
@@ -214,6 +218,7 @@ impl<S: Socket> ClientTask<S> {
                 shutdown,
                 reloaded,
             },
+            upload: None,
             _registration: registration,
             proxy,
         }
@@ -228,6 +233,7 @@ impl<S: Socket> ClientTask<S> {
             if self.release_barrier().await {
                 continue;
             }
+            self.pump_upload().await;
             self.parse_and_dispatch().await;
             if self.finished() {
                 self.conn.close().await;
@@ -429,10 +435,82 @@ impl<S: Socket> ClientTask<S> {
                 }
             }
         }
+        if self.pipe.is_empty() && self.can_dispatch() {
+            self.begin_upload(&topology, &policy, since).await;
+        }
         self.conn.parsed();
         if last.is_some() {
             self.session.report(last, self.buffers());
         }
+    }
+
+    /// The request at the front lacks only a big last value, and nothing is owed before it:
+    /// it is passed on as the value arrives, if it is one to pass on (see `upload`). Nothing
+    /// after it goes out before its reply is in.
+    async fn begin_upload(
+        &mut self,
+        topology: &Topology,
+        policy: &Policy,
+        since: std::time::Instant,
+    ) {
+        let Some(unfinished) = self.parser.unfinished(&self.conn.inbuf, upload::MIN) else {
+            return;
+        };
+        let session = &mut self.session;
+        let begun = upload::begin(&self.proxy, topology, policy, session, &unfinished, since);
+        let Some(Begun {
+            mut upload,
+            number,
+            counted,
+            last,
+        }) = begun
+        else {
+            return;
+        };
+        self.session.report(Some(last), self.buffers());
+        self.owe(Slot::Ticket(number), counted);
+        self.pipe.barrier = Barrier::Draining { held: None };
+        let head = self.parser.hand_over(&mut self.conn.inbuf);
+        match upload.send_head(head).await {
+            Pumped::Failed(why) => self.upload_failed(&why),
+            Pumped::More | Pumped::Done => {
+                self.upload = Some(upload);
+                self.pump_upload().await;
+            }
+        }
+    }
+
+    /// Passes on what has arrived of the value being uploaded.
+    async fn pump_upload(&mut self) {
+        if self.closing {
+            // Leaving before the value is all there: the node's connection closes, and the
+            // node drops the half command.
+            if let Some(upload) = self.upload.take() {
+                upload.abandon();
+            }
+            return;
+        }
+        let Some(upload) = self.upload.as_mut() else {
+            return;
+        };
+        match upload.pump(&mut self.conn.inbuf).await {
+            Pumped::More => {}
+            Pumped::Done => self.upload = None,
+            Pumped::Failed(why) => {
+                self.upload = None;
+                self.upload_failed(&why);
+            }
+        }
+        self.conn.parsed();
+    }
+
+    /// The rest of the client's input would be read as commands: the reply says what failed,
+    /// then the connection closes.
+    fn upload_failed(&mut self, why: &str) {
+        self.log(&format!(
+            "closing: a big request could not be passed on ({why})"
+        ));
+        self.closing = true;
     }
 
     fn can_dispatch(&self) -> bool {
@@ -534,7 +612,9 @@ impl<S: Socket> ClientTask<S> {
     }
 
     fn on_idle_tick(&mut self) -> ControlFlow<()> {
-        let quiet = self.pipe.is_empty() && !self.pipe.holds() && !self.session.subs.active();
+        // A client that stops in the middle of a big request it uploads is idle too.
+        let owes = !self.pipe.is_empty() && self.upload.is_none();
+        let quiet = !owes && !self.pipe.holds() && !self.session.subs.active();
         if self.idle.expired(quiet) {
             let idle = self.idle.idle;
             self.log(&format!("closed: idle for {idle:?} (limits.idle_timeout)"));
