@@ -14,7 +14,13 @@ const FIRST: usize = 32 << 20;
 
 /// `*3 $3 SET $<key> key $<len>`: a SET up to where its value starts.
 fn set_head(key: &str, len: usize) -> Vec<u8> {
-    format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${len}\r\n", key.len()).into_bytes()
+    head("SET", key, len)
+}
+
+/// `command key value` up to where its value of `len` bytes starts.
+fn head(command: &str, key: &str, len: usize) -> Vec<u8> {
+    let (c, k) = (command.len(), key.len());
+    format!("*3\r\n${c}\r\n{command}\r\n${k}\r\n{key}\r\n${len}\r\n").into_bytes()
 }
 
 /// The most bytes any client of `node` has buffered of a command it has not finished reading
@@ -257,4 +263,55 @@ fn a_node_that_stops_taking_a_big_request_fails_it_in_time() {
             r => Err(String::from_utf8_lossy(&r).into_owned()),
         }
     });
+}
+
+/// An RPUSH of a value of `len` bytes sent in two parts, the second once the node holds part
+/// of the first, so that it is passed on as it arrives; its reply.
+fn push_in_two(client: &mut Raw, node: &Redis, key: &str, len: usize) -> Vec<u8> {
+    client.send(&head("RPUSH", key, len));
+    client.send(&vec![b'u'; len / 2]);
+    node_has_part(node, len / 4);
+    client.send(&[vec![b'u'; len - len / 2], b"\r\n".to_vec()].concat());
+    client.reply()
+}
+
+/// The node's clients whose last command was an RPUSH, by id: the upload connections, in a
+/// test that sends no other RPUSH.
+fn pushers(node: &Redis) -> Vec<u64> {
+    let mut c = Raw::connect(node.port());
+    let list = String::from_utf8(c.call(&[b"CLIENT", b"LIST"])).unwrap();
+    list.lines()
+        .filter(|l| l.contains(" cmd=rpush "))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn uploads_in_a_row_share_one_connection() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "");
+    let _log = proxy.log_on_panic();
+    const LEN: usize = 4 << 20;
+    let mut client = Raw::connect(proxy.port());
+    assert_eq!(push_in_two(&mut client, &node, "a", LEN), b":1\r\n");
+    let first = pushers(&node);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(push_in_two(&mut client, &node, "b", LEN), b":1\r\n");
+    assert_eq!(
+        pushers(&node),
+        first,
+        "the second upload opened a connection"
+    );
+    // Another command in between: the kept connection is closed, and the next upload opens
+    // one again.
+    assert_eq!(client.call(&[b"GET", b"x"]), b"$-1\r\n");
+    assert_eq!(push_in_two(&mut client, &node, "c", LEN), b":1\r\n");
+    wait_for(
+        "one upload connection, a new one",
+        Duration::from_secs(10),
+        || match pushers(&node) {
+            ids if ids.len() == 1 && ids != first => Ok(()),
+            ids => Err(format!("{ids:?}, the first {first:?}")),
+        },
+    );
 }

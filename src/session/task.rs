@@ -66,6 +66,10 @@ struct ClientTask<S> {
     notices: Notices,
     /// A big request being passed on as its value arrives (see `upload`).
     upload: Option<Upload>,
+    /// The connection the last one went on, kept while the client's next request is another
+    /// such: dropped once it sends anything else, so that it does not keep one of the node's
+    /// `max_dedicated` connections for long.
+    kept_upload: Option<upload::Kept>,
     /// Its entry in the client registry, removed when the task ends.
     _registration: Registration,
 }
@@ -219,6 +223,7 @@ impl<S: Socket> ClientTask<S> {
                 reloaded,
             },
             upload: None,
+            kept_upload: None,
             _registration: registration,
             proxy,
         }
@@ -332,6 +337,7 @@ impl<S: Socket> ClientTask<S> {
             }
             self.session.generation = generation;
             self.session.touched.clear();
+            self.kept_upload = None;
         }
         self.limits = self.proxy.config().client;
         self.idle.set(self.limits.idle_timeout);
@@ -378,6 +384,7 @@ impl<S: Socket> ClientTask<S> {
         let (req, planned) = *held;
         let topology = self.proxy.topology();
         let counted = Counted::of(&planned);
+        self.kept_upload = None;
         self.session.may_move = true;
         let slot = dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
         self.owe(slot, counted);
@@ -416,6 +423,7 @@ impl<S: Socket> ClientTask<S> {
                         continue;
                     }
                     let counted = Counted::of(&planned);
+                    self.kept_upload = None;
                     self.session.may_move = self.pipe.is_empty();
                     let slot =
                         dispatch(&self.proxy, &topology, &mut self.session, req, planned).await;
@@ -457,7 +465,16 @@ impl<S: Socket> ClientTask<S> {
             return;
         };
         let session = &mut self.session;
-        let begun = upload::begin(&self.proxy, topology, policy, session, &unfinished, since);
+        let kept = &mut self.kept_upload;
+        let begun = upload::begin(
+            &self.proxy,
+            topology,
+            policy,
+            session,
+            &unfinished,
+            since,
+            kept,
+        );
         let Some(Begun {
             mut upload,
             number,
@@ -495,7 +512,7 @@ impl<S: Socket> ClientTask<S> {
         };
         match upload.pump(&mut self.conn.inbuf).await {
             Pumped::More => {}
-            Pumped::Done => self.upload = None,
+            Pumped::Done => self.kept_upload = self.upload.take().map(Upload::keep),
             Pumped::Failed(why) => {
                 self.upload = None;
                 self.upload_failed(&why);

@@ -35,14 +35,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::dispatch::admit;
 use super::pipeline::{Counted, Planned};
 use super::state::Session;
-use crate::backend::{BackendError, NodeConn, ReplyTo, Ticket};
+use crate::backend::{BackendError, NodeConn, NodeState, ReplyTo, Ticket};
 use crate::command::spec::flags::{READONLY, WRITE};
 use crate::command::{self, Plan};
 use crate::config::{Policy, ReplicationMode};
 use crate::proxy::clients::LastCommand;
 use crate::proxy::Proxy;
-use crate::resp::Unfinished;
-use crate::topology::Topology;
+use crate::resp::{Proto, Unfinished};
+use crate::topology::{Node, Topology};
 
 /// The smallest payload passed on as it arrives. Below it, a connection of its own would cost
 /// more than gathering the value does.
@@ -75,8 +75,21 @@ pub(super) struct Upload {
     crlf: usize,
     /// Sent with the CRLF, the last piece.
     ticket: Option<Ticket>,
-    node: Arc<str>,
+    node: Arc<Node>,
+    proto: Proto,
+    /// How errors name the node.
+    label: Arc<str>,
     timeout: Duration,
+}
+
+/// An upload's connection, kept once its request is passed on, for the session's next upload
+/// to the same node in the same protocol if nothing else comes between: a client that uploads
+/// many values in a row does not open a connection for each, nor leave a closed one behind
+/// each time (a socket in TIME_WAIT on the proxy's side for a minute).
+pub(super) struct Kept {
+    node: Arc<Node>,
+    proto: Proto,
+    conn: NodeConn,
 }
 
 /// Where an upload stands after taking what was read.
@@ -100,7 +113,7 @@ pub(super) struct Begun {
 
 /// Begins passing `unfinished` on, if it is a request to pass on: the caller then sends its
 /// head ([`Upload::send_head`]) and pumps the payload through ([`Upload::pump`]). `None`: it
-/// is gathered as any request.
+/// is gathered as any request. `kept`: the connection of the session's last upload.
 pub(super) fn begin(
     proxy: &Proxy,
     topology: &Topology,
@@ -108,6 +121,7 @@ pub(super) fn begin(
     session: &mut Session,
     unfinished: &Unfinished,
     since: Instant,
+    kept: &mut Option<Kept>,
 ) -> Option<Begun> {
     let argc = unfinished.head.len() + 1;
     let name = unfinished.head.first()?;
@@ -134,7 +148,17 @@ pub(super) fn begin(
         return None;
     }
     let node = target.up_primary().ok()?;
-    let conn = node.pool.upload(session.proto, session.dedicated()).ok()?;
+    let proto = session.proto;
+    let conn = match kept.take() {
+        Some(k)
+            if Arc::ptr_eq(&k.node, &node)
+                && k.proto == proto
+                && k.conn.state() != NodeState::Down =>
+        {
+            k.conn
+        }
+        _ => node.pool.upload(proto, session.dedicated()).ok()?,
+    };
     proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
     session.touch(topology.shards.len(), shard);
     let (number, ticket) = session.arrivals.issue();
@@ -150,7 +174,9 @@ pub(super) fn begin(
             left: unfinished.len,
             crlf: 0,
             ticket: Some(ticket),
-            node: node.pool.label().clone(),
+            label: node.pool.label().clone(),
+            node,
+            proto,
             timeout: proxy.config().backend.timeout,
         },
         number,
@@ -216,10 +242,19 @@ impl Upload {
         }
     }
 
+    /// Its connection, once [`Upload::pump`] said `Done`.
+    pub(super) fn keep(self) -> Kept {
+        Kept {
+            node: self.node,
+            proto: self.proto,
+            conn: self.conn,
+        }
+    }
+
     /// Gives up before the payload is all there (the client is leaving): the reply says so.
     pub(super) fn abandon(mut self) {
         let error = BackendError::Lost {
-            node: self.node.clone(),
+            node: self.label.clone(),
             reason: "the client's connection is closing before the request's value has all arrived"
                 .into(),
         };
@@ -228,7 +263,7 @@ impl Upload {
 
     fn timed_out(&self) -> BackendError {
         BackendError::Timeout {
-            node: self.node.clone(),
+            node: self.label.clone(),
             ms: self.timeout.as_millis(),
         }
     }
