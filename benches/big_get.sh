@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# One big GET through two shardis builds, by turns: how long the reply takes and how much
-# memory the proxy needs for it, when the client reads as fast as the socket gives it.
+# One big SET and one big GET through two shardis builds, by turns: how long each takes and how
+# much memory the proxy needs for it, when the client writes and reads as fast as the socket
+# goes.
 #
-# One redis-server holds a value of MIB MiB; a proxy of each build (workers = 1) stands in
-# front of it. Each round GETs the value through each proxy in turn, reading the reply with
-# `head -c` from a bash TCP socket, and prints: the time the GET took (from before the request
-# to its last byte); the proxy's resident memory before it and at its peak during it (VmHWM,
-# reset first); the proxy's CPU time for it, in clock ticks, and how long its threads waited
-# for a core meanwhile (run delay, from /proc/PID/task/*/schedstat). Then one more GET, during
-# which another client sends 100 small GETs (redis-benchmark -c 1): the slowest of them. The
-# same GET straight from the node is timed for reference.
+# One redis-server and a proxy of each build (workers = 1) in front of it. Each round SETs a
+# value of MIB MiB through each proxy in turn, written from a file through a bash TCP socket,
+# then GETs it, reading the reply with `head -c`, and prints: the time the SET took (to its
+# +OK) and the proxy's peak resident memory during it; the time the GET took (from before the
+# request to its last byte); the proxy's resident memory before it and at its peak during it
+# (VmHWM, reset first); the proxy's CPU time for it, in clock ticks, and how long its threads
+# waited for a core meanwhile (run delay, from /proc/PID/task/*/schedstat). Then one more GET,
+# during which another client sends 100 small GETs (redis-benchmark -c 1): the slowest of
+# them. The same SET and GET straight to the node are timed for reference.
 #
 # Usage: benches/big_get.sh BIN_A BIN_B [ROUNDS] [MIB]   (defaults: 5 rounds, 200 MiB)
 # All traffic stays on 127.0.0.1; every process started here is stopped on exit.
@@ -19,13 +21,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -ge 2 ]] || {
-    sed -n '2,15p' "$0"
+    sed -n '2,17p' "$0"
     exit 1
 }
 bins=("$1" "$2")
 rounds=${3:-5}
 mib=${4:-200}
-for cmd in redis-server redis-cli redis-benchmark python3 head timeout; do
+for cmd in redis-server redis-cli redis-benchmark python3 head timeout stat; do
     command -v "$cmd" >/dev/null || die "'$cmd' not found (scripts/install-deps.sh installs it)"
 done
 # A proxy that never finishes a reply ends the run, not hangs it.
@@ -52,7 +54,7 @@ for i in 0 1; do
     proxy_pids+=($!)
     wait_pong "${bins[i]}" "${ports[i + 1]}" $! "$tmp/shardis-$i.log"
 done
-head -c $((mib << 20)) /dev/zero | tr '\0' x | redis-cli -p "$node" -x SET big >/dev/null
+head -c $((mib << 20)) /dev/zero | tr '\0' x >"$tmp/value"
 redis-cli -p "$node" SET small v >/dev/null
 
 # waited PID: how long the process's threads have waited for a core, in ms.
@@ -63,6 +65,14 @@ get() {
     local start header="\$$((mib << 20))"
     start=$(date +%s%N)
     raw_get "$1" big $((${#header} + (mib << 20) + 4))
+    echo $((($(date +%s%N) - start) / 1000000))
+}
+
+# set PORT: SET big from the file, to its +OK; prints the milliseconds it took.
+set_big() {
+    local start
+    start=$(date +%s%N)
+    raw_set "$1" big "$tmp/value" || die "SET through port $1 failed"
     echo $((($(date +%s%N) - start) / 1000000))
 }
 
@@ -77,13 +87,19 @@ small_max() {
     wait "$reader"
 }
 
-echo "GET of $mib MiB: ms from request to last byte; proxy resident MB idle and peak; proxy CPU"
-echo "ticks and ms waited for a core during it; the slowest small GET during one more, in ms"
-printf '%-6s %-40s %8s %6s %6s %6s %7s %10s\n' round build ms idle peak ticks waited "small max"
+echo "SET of $mib MiB: ms to its +OK, proxy peak resident MB. GET of it: ms from request to last"
+echo "byte; proxy resident MB idle and peak; proxy CPU ticks and ms waited for a core during it;"
+echo "the slowest small GET during one more, in ms"
+printf '%-6s %-40s %7s %8s %8s %6s %6s %6s %7s %10s\n' round build "SET ms" "SET peak" "GET ms" \
+    idle peak ticks waited "small max"
 for round in $(seq "$rounds"); do
-    printf '%-6s %-40s %8s\n' "$round" "(straight from the node)" "$(get "$node")"
+    printf '%-6s %-40s %7s %8s %8s\n' "$round" "(straight to the node)" "$(set_big "$node")" "" \
+        "$(get "$node")"
     for i in 0 1; do
         pid=${proxy_pids[i]}
+        echo 5 >"/proc/$pid/clear_refs"
+        set_ms=$(set_big "${ports[i + 1]}")
+        set_peak=$(rss_mb "$pid" VmHWM)
         idle=$(rss_mb "$pid")
         echo 5 >"/proc/$pid/clear_refs"
         t0=$(cpu_ticks "$pid")
@@ -93,7 +109,7 @@ for round in $(seq "$rounds"); do
         w1=$(waited "$pid")
         peak=$(rss_mb "$pid" VmHWM)
         small=$(small_max "${ports[i + 1]}")
-        printf '%-6s %-40s %8s %6s %6s %6s %7s %10s\n' "$round" "${bins[i]}" "$ms" "$idle" \
-            "$peak" $((t1 - t0)) $((w1 - w0)) "$small"
+        printf '%-6s %-40s %7s %8s %8s %6s %6s %6s %7s %10s\n' "$round" "${bins[i]}" "$set_ms" \
+            "$set_peak" "$ms" "$idle" "$peak" $((t1 - t0)) $((w1 - w0)) "$small"
     done
 done

@@ -89,3 +89,19 @@ raw_get() {
     exec {fd}>&-
     return "$status"
 }
+
+# raw_set PORT KEY FILE: SET KEY to FILE's bytes, written as fast as the socket takes them,
+# and waits for the +OK. Fails unless the reply is +OK within $bench_timeout seconds.
+raw_set() {
+    local fd reply status=0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$1"
+    {
+        printf '*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n' "${#2}" "$2" "$(stat -c %s "$3")"
+        cat "$3"
+        printf '\r\n'
+    } >&"$fd"
+    reply=$(timeout "$bench_timeout" head -c 5 <&"$fd") || status=$?
+    exec {fd}>&-
+    # The command substitution took the final newline off.
+    [[ $status == 0 && $reply == $'+OK\r' ]]
+}
