@@ -31,7 +31,8 @@ pub struct BackendSettings {
     /// Requests queued per backend connection before senders wait.
     pub queue_depth: usize,
     /// Connections to one node opened for one client each (a blocking command, a WATCH, a
-    /// subscriber) that may be open at once; past it such a client gets an error at once.
+    /// subscriber, a big value being uploaded) that may be open at once; past it such a client
+    /// gets an error at once (an upload is gathered whole instead).
     /// Each takes a client slot on the node (Redis's `maxclients`, 10,000 by default).
     pub max_dedicated: usize,
     /// Sent with AUTH on every connection to a node (data and health checks), with
