@@ -1017,9 +1017,22 @@ fn state_file_keeps_epoch_and_primary_across_restarts() {
     assert_all(second.port(), "t:", 500);
 }
 
+/// A SET of a 2 MiB value of `byte`s sent in two parts 200 ms apart, so that the proxy passes
+/// it on as it arrives where the shard allows that (redis mode); its reply.
+fn big_set_in_two(raw: &mut Raw, key: &str, byte: u8) -> String {
+    const LEN: usize = 2 << 20;
+    let head = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${LEN}\r\n", key.len());
+    raw.send(head.as_bytes());
+    raw.send(&vec![byte; LEN / 2]);
+    std::thread::sleep(Duration::from_millis(200));
+    raw.send(&[vec![byte; LEN - LEN / 2], b"\r\n".to_vec()].concat());
+    text(raw.reply())
+}
+
 /// `write_ack = "replicas:1"` never answers OK for a write no replica has: with the only
 /// replica stopped (redis mode: WAIT returns 0) or stale (mirror mode: no copy confirmed),
-/// writes get the shortfall error, and OK again once the replica is back.
+/// writes get the shortfall error, and OK again once the replica is back. Big values passed on
+/// as they arrive too.
 #[test]
 fn unacknowledged_writes_get_an_error_not_ok() {
     for mode in ["redis", "mirror"] {
@@ -1050,6 +1063,13 @@ fn unacknowledged_writes_get_an_error_not_ok() {
         // The write did reach the primary: the error says so, and it is there.
         let on_primary: String = primary.conn().get("k").unwrap();
         assert_eq!(on_primary, "2", "{mode}");
+        let reply = big_set_in_two(&mut raw, "big", b'2');
+        assert!(
+            reply.contains("write not acknowledged by enough replicas (0 of 1"),
+            "{mode}: a big SET: {reply}"
+        );
+        let on_primary: String = primary.conn().getrange("big", 0, 0).unwrap();
+        assert_eq!(on_primary, "2", "{mode}");
         drop(paused);
 
         // Back: redis mode at once; mirror mode once the replica has been resynced.
@@ -1058,5 +1078,11 @@ fn unacknowledged_writes_get_an_error_not_ok() {
         assert_eq!(text(raw.call(&[b"SET", b"k", b"3"])), "+OK\r\n", "{mode}");
         let on_replica: String = replica.conn().get("k").unwrap();
         assert_eq!(on_replica, "3", "{mode}");
+        assert_eq!(big_set_in_two(&mut raw, "big", b'3'), "+OK\r\n", "{mode}");
+        let on_replica: (usize, String) = (
+            replica.conn().strlen("big").unwrap(),
+            replica.conn().getrange("big", -1, -1).unwrap(),
+        );
+        assert_eq!(on_replica, (2 << 20, "3".to_string()), "{mode}");
     }
 }

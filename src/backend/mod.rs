@@ -265,11 +265,13 @@ impl NodeConn {
     }
 
     /// Queues `bytes`, answered through `ticket` if there is one, once the queue has room,
-    /// waiting at most `within` for it; else gives the ticket back.
+    /// waiting at most `within` for it; else gives the ticket back. A write answered through a
+    /// ticket waits for `ack` replicas, as [`send_acked`](Self::send_acked)'s does.
     pub async fn send_within(
         &self,
         bytes: Bytes,
         ticket: Option<Ticket>,
+        ack: u8,
         within: std::time::Duration,
     ) -> Result<(), Option<Ticket>> {
         let permit = match tokio::time::timeout(within, self.tx.reserve()).await {
@@ -278,13 +280,17 @@ impl NodeConn {
             Ok(Err(_)) => return Ok(()),
             Err(_) => return Err(ticket),
         };
+        let (ack, copy) = match ticket {
+            Some(_) => write_copy(Some(ack)),
+            None => write_copy(None),
+        };
         permit.send(BackendRequest {
             bytes,
             reply: ticket.map(ReplyTo::Inbox),
             skip: 0,
             wait: Wait::Default,
-            ack: 0,
-            copy: Copy::Nothing,
+            ack,
+            copy,
         });
         Ok(())
     }

@@ -21,10 +21,11 @@
 //! - **Time.** The reply's timeout starts once the last byte is queued. A node that takes no
 //!   piece for `backend.timeout` fails the request; the client's connection then closes, since
 //!   the rest of its payload would be read as commands.
+//! - **`write_ack`.** The WAIT for the replicas follows the command on its connection, as on
+//!   a shared one, so the reply is held until they have it.
 //! - **Gathered as before:** anything but such a write forwarded to one shard; transactions,
 //!   subscribers and sessions holding a dedicated connection; mirror shards (the copy to the
-//!   replicas needs the whole request) and `write_ack` (its WAIT goes on the shared
-//!   connection); a payload that has all arrived.
+//!   replicas needs the whole request); a payload that has all arrived.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,6 +81,9 @@ pub(super) struct Upload {
     /// How errors name the node.
     label: Arc<str>,
     timeout: Duration,
+    /// Replicas that must acknowledge it (`write_ack`): its reply waits for a WAIT sent
+    /// after it on the same connection.
+    ack: u8,
 }
 
 /// An upload's connection, kept once its request is passed on, for the session's next upload
@@ -144,7 +148,7 @@ pub(super) fn begin(
         return None;
     }
     let target = &topology.shards[shard];
-    if target.config.replication == ReplicationMode::Mirror || target.acks() > 0 {
+    if target.config.replication == ReplicationMode::Mirror {
         return None;
     }
     let node = target.up_primary().ok()?;
@@ -178,6 +182,7 @@ pub(super) fn begin(
             node,
             proto,
             timeout: proxy.config().backend.timeout,
+            ack: target.acks(),
         },
         number,
         counted: Counted::of(&planned),
@@ -188,7 +193,7 @@ pub(super) fn begin(
 impl Upload {
     /// Sends the command's head, taken off the client's input ([`crate::resp::RequestParser::hand_over`]).
     pub(super) async fn send_head(&mut self, head: Bytes) -> Pumped {
-        match self.conn.send_within(head, None, self.timeout).await {
+        match self.conn.send_within(head, None, 0, self.timeout).await {
             Ok(()) => Pumped::More,
             Err(_) => self.fail(self.timed_out()),
         }
@@ -202,7 +207,7 @@ impl Upload {
             self.left -= piece.len();
             if self
                 .conn
-                .send_within(piece, None, self.timeout)
+                .send_within(piece, None, 0, self.timeout)
                 .await
                 .is_err()
             {
@@ -231,7 +236,12 @@ impl Upload {
         };
         match self
             .conn
-            .send_within(Bytes::from_static(b"\r\n"), Some(ticket), self.timeout)
+            .send_within(
+                Bytes::from_static(b"\r\n"),
+                Some(ticket),
+                self.ack,
+                self.timeout,
+            )
             .await
         {
             Ok(()) => Pumped::Done,
