@@ -191,7 +191,8 @@ pub(super) fn begin(
 }
 
 impl Upload {
-    /// Sends the command's head, taken off the client's input ([`crate::resp::RequestParser::hand_over`]).
+    /// Sends the command's head, taken off the client's input
+    /// ([`crate::resp::RequestParser::hand_over`]).
     pub(super) async fn send_head(&mut self, head: Bytes) -> Pumped {
         match self.conn.send_within(head, None, 0, self.timeout).await {
             Ok(()) => Pumped::More,
