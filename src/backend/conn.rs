@@ -85,7 +85,7 @@ const BATCH: usize = 256;
 
 /// No more requests are taken off the queue while this much waits to be written: a node
 /// that reads slowly leaves them in the queue, whose senders then wait (a big request passed
-/// on as it arrives, see `session::upload`, so holds this and its queue at most).
+/// on as it arrives, see `session::upload`, so holds this, a batch and its queue at most).
 const WRITE_AHEAD: usize = 1 << 20;
 
 /// A protocol's shared connections to a node: `connections` per worker, each group spawned on
@@ -439,6 +439,8 @@ impl ConnTask {
         let mut streaming: Option<Streaming> = None;
         // The last batch was one request: requests come one at a time (see below).
         let mut alone = false;
+        // A batch of requests taken off the queue.
+        let mut intake: Vec<BackendRequest> = Vec::with_capacity(BATCH);
 
         let broken: Broken = loop {
             if !wbuf.is_empty() {
@@ -509,34 +511,36 @@ impl ConnTask {
                         break Broken::Lost(e.to_string());
                     }
                 }
-                req = self.rx.recv(), if open && wbuf.len() < WRITE_AHEAD => match req {
-                    Some(req) => {
-                        let now = Instant::now();
-                        let mut ack = self.enqueue(req, now, &mut wbuf, &mut pending);
-                        // Let the other sessions that are ready run first, so their requests
-                        // join this write: one system call for many clients, as twemproxy's
-                        // event loop batches. Not while requests come one at a time (one
-                        // client, without pipelining): there the wait gathers nothing and costs
-                        // a look at the event loop per request. A batch of more than one, read
-                        // without it, turns it back on.
-                        if !alone {
-                            tokio::task::yield_now().await;
-                        }
-                        let mut batch = 1;
-                        while batch < BATCH && wbuf.len() < WRITE_AHEAD {
-                            match self.rx.try_recv() {
-                                Ok(req) => {
-                                    batch += 1;
-                                    ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        alone = batch == 1;
-                        self.close_batch(ack, &mut wbuf, &mut pending);
+                // Taken off the queue many at a time: the queue's room is given back once per
+                // batch, where taking them one by one gave it back, under a lock, each time.
+                got = self.rx.recv_many(&mut intake, BATCH), if open && wbuf.len() < WRITE_AHEAD => {
+                    if got == 0 {
+                        // Every handle is gone.
+                        open = false;
+                        continue;
                     }
-                    None => open = false,
-                },
+                    let now = Instant::now();
+                    // Let the other sessions that are ready run first, so their requests join
+                    // this write: one system call for many clients, as twemproxy's event loop
+                    // batches. Not while requests come one at a time (one client, without
+                    // pipelining): there the wait gathers nothing and costs a look at the
+                    // event loop per request. A batch of more than one, read without it, turns
+                    // it back on.
+                    if !alone {
+                        tokio::task::yield_now().await;
+                        if !self.rx.is_empty() && intake.len() < BATCH {
+                            // Not empty: this takes what is there without waiting.
+                            let room = BATCH - intake.len();
+                            self.rx.recv_many(&mut intake, room).await;
+                        }
+                    }
+                    alone = intake.len() == 1;
+                    let mut ack = 0;
+                    for req in intake.drain(..) {
+                        ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
+                    }
+                    self.close_batch(ack, &mut wbuf, &mut pending);
+                }
                 _ = tick.tick(), if !pending.is_empty() || streaming.is_some() => {
                     // Replies come in order, so the front waiter is the one overdue first.
                     let deadline = match pending.front_mut() {
