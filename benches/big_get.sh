@@ -68,7 +68,7 @@ get() {
     echo $((($(date +%s%N) - start) / 1000000))
 }
 
-# set PORT: SET big from the file, to its +OK; prints the milliseconds it took.
+# set_big PORT: SET big from the file, to its +OK; prints the milliseconds it took.
 set_big() {
     local start
     start=$(date +%s%N)
