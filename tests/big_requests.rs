@@ -247,7 +247,9 @@ fn a_node_that_stops_taking_a_big_request_fails_it_in_time() {
     };
     let reply = client.reply();
     assert!(
-        reply.starts_with(b"-ERR") && String::from_utf8_lossy(&reply).contains("timed out"),
+        reply.starts_with(b"-ERR")
+            && String::from_utf8_lossy(&reply)
+                .contains("timed out: took none of the request's value"),
         "{}",
         String::from_utf8_lossy(&reply)
     );

@@ -36,6 +36,9 @@ pub enum BackendError {
     Unavailable { node: Arc<str>, reason: String },
     #[error("{node} timed out: did not answer within {ms} ms")]
     Timeout { node: Arc<str>, ms: u128 },
+    /// A big request passed on as its value arrives: the node took none of it for that long.
+    #[error("{node} timed out: took none of the request's value for {ms} ms")]
+    Stalled { node: Arc<str>, ms: u128 },
     #[error("{node} connection lost: {reason}")]
     Lost { node: Arc<str>, reason: String },
     /// The shard has no node to send the request to (its primary is down, no replica is

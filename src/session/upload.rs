@@ -273,7 +273,7 @@ impl Upload {
     }
 
     fn timed_out(&self) -> BackendError {
-        BackendError::Timeout {
+        BackendError::Stalled {
             node: self.label.clone(),
             ms: self.timeout.as_millis(),
         }
