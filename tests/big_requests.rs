@@ -72,6 +72,8 @@ fn a_big_request_reaches_the_node_while_it_is_still_arriving() {
         "the proxy went from {idle} MiB to {now} MiB with {} MiB of the value passed on",
         held >> 20
     );
+    // A client slower than the time an idle upload connection is kept (1 s) is waited for.
+    std::thread::sleep(Duration::from_millis(1500));
     let mut rest = vec![b'y'; VALUE - FIRST];
     rest.extend_from_slice(b"\r\n");
     client.send(&rest);
@@ -316,4 +318,16 @@ fn uploads_in_a_row_share_one_connection() {
             ids => Err(format!("{ids:?}, the first {first:?}")),
         },
     );
+    // Left with nothing to do, it closes within a few seconds, and gives its place under
+    // max_dedicated back.
+    wait_for(
+        "the kept connection to close",
+        Duration::from_secs(5),
+        || match pushers(&node) {
+            ids if ids.is_empty() => Ok(()),
+            ids => Err(format!("{ids:?}")),
+        },
+    );
+    let info = String::from_utf8(client.call(&[b"INFO", b"shards"])).unwrap();
+    assert!(info.contains("dedicated=0"), "{info}");
 }

@@ -102,7 +102,7 @@ pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<Nod
                 .map(|i| {
                     let index = worker * per_group + i;
                     let queue = settings.backend.queue_depth;
-                    spawn_at(settings, proto, None, index, Some(worker), queue)
+                    spawn_at(settings, proto, None, index, Some(worker), queue, None)
                 })
                 .collect()
         })
@@ -112,14 +112,16 @@ pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<Nod
 /// Starts one connection task. Shared connections (`dedicated: None`) reconnect by themselves;
 /// a dedicated one lives for one session and is never reopened, since the server-side state it
 /// carries (WATCH, subscriptions) would not survive a reconnect. It runs on the session's worker.
-/// `queue`: the requests its channel holds before senders wait.
+/// `queue`: the requests its channel holds before senders wait. `keep`: how long a dedicated
+/// connection with nothing to do stays open (`None`: as long as its session holds it).
 pub(super) fn spawn(
     settings: &NodeSettings,
     proto: Proto,
     dedicated: Option<Dedicated>,
     queue: usize,
+    keep: Option<Duration>,
 ) -> NodeConn {
-    spawn_at(settings, proto, dedicated, 0, None, queue)
+    spawn_at(settings, proto, dedicated, 0, None, queue, keep)
 }
 
 /// `worker`: where the task runs; `None` for the caller's runtime.
@@ -130,6 +132,7 @@ fn spawn_at(
     index: usize,
     worker: Option<usize>,
     queue: usize,
+    keep: Option<Duration>,
 ) -> NodeConn {
     let (tx, rx) = mpsc::channel(queue);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
@@ -142,6 +145,7 @@ fn spawn_at(
         dedicated,
         index,
         counted: dedicated_is_some,
+        keep,
     };
     match worker {
         Some(worker) => drop(crate::net::workers::spawn_on(worker, task.run())),
@@ -177,6 +181,8 @@ struct ConnTask {
     index: usize,
     /// A dedicated connection still counted under `max_dedicated`.
     counted: bool,
+    /// How long it stays open with nothing to do (an upload's, kept for the next one).
+    keep: Option<Duration>,
 }
 
 /// What a mirror shard does with a reply.
@@ -439,6 +445,11 @@ impl ConnTask {
         let mut streaming: Option<Streaming> = None;
         // The last batch was one request: requests come one at a time (see below).
         let mut alone = false;
+        // Runs out once the connection has had nothing to do for `keep`.
+        let mut unused = self.keep.map(|keep| Box::pin(tokio::time::sleep(keep)));
+        // The last piece written is part of a request whose end has not come (an upload's
+        // head or value): the client may be slow to send the rest, and the connection waits.
+        let mut partial = false;
         // A batch of requests taken off the queue.
         let mut intake: Vec<BackendRequest> = Vec::with_capacity(BATCH);
 
@@ -455,6 +466,11 @@ impl ConnTask {
                 pending.is_empty() && wbuf.is_empty() && held.is_empty() && streaming.is_none();
             if !open && (idle || self.abandoned(&pending, &held)) {
                 return None;
+            }
+            if let (Some(unused), Some(keep)) = (unused.as_mut(), self.keep) {
+                if !idle {
+                    unused.as_mut().reset(Instant::now() + keep);
+                }
             }
             tokio::select! {
                 biased;
@@ -536,10 +552,19 @@ impl ConnTask {
                     }
                     alone = intake.len() == 1;
                     let mut ack = 0;
+                    if let Some(last) = intake.last() {
+                        partial = last.reply.is_none() && self.keep.is_some();
+                    }
                     for req in intake.drain(..) {
                         ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
                     }
                     self.close_batch(ack, &mut wbuf, &mut pending);
+                }
+                // Kept for a session's next upload, which has not come: closed, and no longer
+                // counted under `max_dedicated`. The session sees it down and opens another.
+                () = async { unused.as_mut().expect("enabled only with a timer").await }, if unused.is_some() && idle && !partial => {
+                    self.set_state(NodeState::Down);
+                    return None;
                 }
                 _ = tick.tick(), if !pending.is_empty() || streaming.is_some() => {
                     // Replies come in order, so the front waiter is the one overdue first.

@@ -154,6 +154,11 @@ pub enum Wait {
 /// Pieces of a big request an upload connection's queue holds (see [`NodePool::upload`]).
 const UPLOAD_QUEUE: usize = 8;
 
+/// How long an upload connection waits, with nothing to do, for its session's next upload:
+/// a client loading values one after another sends the next well within it, and a client
+/// that moved on does not keep one of the node's `max_dedicated` places.
+const UPLOAD_KEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Health of a node as its connections see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -435,7 +440,13 @@ impl NodePool {
     pub fn dedicated(&self, proto: Proto, dedicated: Dedicated) -> Result<NodeConn, BackendError> {
         self.reserve_dedicated()?;
         let queue = self.settings.backend.queue_depth;
-        Ok(conn::spawn(&self.settings, proto, Some(dedicated), queue))
+        Ok(conn::spawn(
+            &self.settings,
+            proto,
+            Some(dedicated),
+            queue,
+            None,
+        ))
     }
 
     /// Counts one more dedicated connection to the node, unless `max_dedicated` are open.
@@ -456,15 +467,13 @@ impl NodePool {
 
     /// A dedicated connection (counted as one) for one big request passed on in pieces as it
     /// arrives: its queue holds a few pieces, so the sender waits while the node is slow to
-    /// take them, and what waits in the proxy stays small.
+    /// take them, and what waits in the proxy stays small. Kept by its session for the next
+    /// such request, it closes itself after [`UPLOAD_KEEP`] with nothing to do.
     pub fn upload(&self, proto: Proto, dedicated: Dedicated) -> Result<NodeConn, BackendError> {
         self.reserve_dedicated()?;
-        Ok(conn::spawn(
-            &self.settings,
-            proto,
-            Some(dedicated),
-            UPLOAD_QUEUE,
-        ))
+        let keep = Some(UPLOAD_KEEP);
+        let upload = conn::spawn(&self.settings, proto, Some(dedicated), UPLOAD_QUEUE, keep);
+        Ok(upload)
     }
 
     /// Dedicated connections open to the node now.

@@ -67,8 +67,8 @@ struct ClientTask<S> {
     /// A big request being passed on as its value arrives (see `upload`).
     upload: Option<Upload>,
     /// The connection the last one went on, kept while the client's next request is another
-    /// such: dropped once it sends anything else, so that it does not keep one of the node's
-    /// `max_dedicated` connections for long.
+    /// such: dropped once it sends anything else, and closed by itself after a second with
+    /// nothing to do, so that it does not keep one of the node's `max_dedicated` places long.
     kept_upload: Option<upload::Kept>,
     /// Its entry in the client registry, removed when the task ends.
     _registration: Registration,
