@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{encode, rss_mib, wait_for, Raw, Redis, Shardis};
+use common::{assert_near_idle, encode, rss_mib, wait_for, Raw, Redis, Shardis};
 
 /// The value uploaded, and how much of it the client sends before it stops for a while.
 const VALUE: usize = 48 << 20;
@@ -66,12 +66,8 @@ fn a_big_request_reaches_the_node_while_it_is_still_arriving() {
     // that gathers the request first sends it nothing.
     let held = node_has_part(&node, 16 << 20);
     // What the node has is not held by the proxy any more.
-    let now = rss_mib(pid);
-    assert!(
-        now <= idle + 8,
-        "the proxy went from {idle} MiB to {now} MiB with {} MiB of the value passed on",
-        held >> 20
-    );
+    let when = format!("with {} MiB of the value passed on", held >> 20);
+    let now = assert_near_idle(pid, idle, &when);
     // A client slower than the time an idle upload connection is kept (1 s) is waited for.
     std::thread::sleep(Duration::from_millis(1500));
     let mut rest = vec![b'y'; VALUE - FIRST];
@@ -130,11 +126,7 @@ fn a_client_that_leaves_in_the_middle_of_a_big_request_runs_nothing() {
         },
     );
     assert_eq!(probe.call(&[b"GET", b"big"]), b"$6\r\nbefore\r\n");
-    let now = rss_mib(pid);
-    assert!(
-        now <= idle + 8,
-        "the proxy went from {idle} MiB to {now} MiB"
-    );
+    assert_near_idle(pid, idle, "after the client left");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{rss_mib, Raw, Redis, Shardis};
+use common::{assert_near_idle, rss_mib, Raw, Redis, Shardis};
 
 /// A TCP relay in front of a node that, once armed, holds back the node's bytes on the first
 /// connection that passes `after` bytes from the node, until released. The proxy then sits in
@@ -212,12 +212,8 @@ fn a_big_reply_reaches_the_client_while_it_is_still_arriving() {
         "the value came out changed"
     );
     // What the client has taken is not held by the proxy any more.
-    let now = rss_mib(pid);
-    assert!(
-        now <= idle + 8,
-        "the proxy went from {idle} MiB to {now} MiB after passing {} MiB on",
-        first.len() >> 20
-    );
+    let when = format!("after passing {} MiB on", first.len() >> 20);
+    let now = assert_near_idle(pid, idle, &when);
     // The rest follows, and the connection carries on.
     relay.release();
     big.stream
@@ -363,11 +359,7 @@ fn a_client_that_leaves_in_the_middle_of_a_big_reply_leaves_nothing_behind() {
     for _ in 0..3 {
         assert_eq!(next.call(&[b"GET", b"small"]), b"$1\r\nv\r\n");
     }
-    let now = rss_mib(pid);
-    assert!(
-        now <= idle + 8,
-        "the proxy went from {idle} MiB to {now} MiB after the client left"
-    );
+    assert_near_idle(pid, idle, "after the client left");
 }
 
 #[test]

@@ -922,3 +922,14 @@ pub fn status_mib(pid: u32, field: &str) -> u64 {
 pub fn rss_mib(pid: u32) -> u64 {
     status_mib(pid, "VmRSS")
 }
+
+/// Asserts that process `pid` holds at most 8 MiB more than `idle` (MiB) now, saying `when` it
+/// did not (`"after the client left"`); returns its resident memory.
+pub fn assert_near_idle(pid: u32, idle: u64, when: &str) -> u64 {
+    let now = rss_mib(pid);
+    assert!(
+        now <= idle + 8,
+        "the proxy went from {idle} MiB to {now} MiB {when}"
+    );
+    now
+}
