@@ -474,7 +474,7 @@ impl ConnTask {
             }
             tokio::select! {
                 biased;
-                ready = stream.readable() => {
+                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                     if let Err(e) = ready {
                         break Broken::Lost(e.to_string());
                     }
@@ -522,7 +522,7 @@ impl ConnTask {
                         Err(e) => break Broken::Lost(e.to_string()),
                     }
                 }
-                ready = stream.writable(), if !wbuf.is_empty() => {
+                ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if !wbuf.is_empty() => {
                     if let Err(e) = ready {
                         break Broken::Lost(e.to_string());
                     }

@@ -125,6 +125,13 @@ impl Session {
         self.subs.close();
     }
 
+    /// Whether a push can arrive: one is queued, or a dedicated connection holds a sender.
+    /// Only the session makes those, so while this is false the loop need not wait on the
+    /// channel, which costs a look at the task's budget each time round.
+    pub(super) fn may_push(&self) -> bool {
+        !self.pushes.is_empty() || self.pushes_tx.strong_count() > 1
+    }
+
     pub(super) fn dedicated(&self) -> Dedicated {
         Dedicated {
             push: self.pushes_tx.clone(),

@@ -279,11 +279,12 @@ impl<S: Socket> ClientTask<S> {
             ..
         } = self;
         let idle_timer = idle.enabled() && !closing;
+        let may_push = session.may_push();
         tokio::select! {
-            ready = conn.stream.readable(), if can_read => Wake::Readable(ready),
-            ready = conn.stream.writable(), if writing => Wake::Writable(ready),
+            ready = std::future::poll_fn(|cx| conn.stream.poll_read_ready(cx)), if can_read => Wake::Readable(ready),
+            ready = std::future::poll_fn(|cx| conn.stream.poll_write_ready(cx)), if writing => Wake::Writable(ready),
             () = std::future::poll_fn(|cx| pipe.poll_front(&mut session.arrivals, cx)), if can_collect => Wake::ReplyReady,
-            Some(push) = session.pushes.recv() => Wake::Push(push),
+            Some(push) = session.pushes.recv(), if may_push => Wake::Push(push),
             notice = std::future::poll_fn(|cx| notices.poll_heard(cx)) => Wake::Heard(notice),
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = idle.timer.as_mut(), if idle_timer => Wake::IdleTick,
