@@ -98,6 +98,53 @@ impl Request {
     }
 }
 
+impl Drop for Request {
+    fn drop(&mut self) {
+        lists::give(std::mem::take(&mut self.args));
+    }
+}
+
+/// Argument lists of requests gone, kept on their thread for the requests parsed next there,
+/// so that a request allocates nothing of its own: a request lives from its parse to its
+/// dispatch, on one worker, so a handful of lists serves a worker's every client. Lists for
+/// many arguments are not kept, nor more than [`KEEP`] lists (at most 64 KiB a thread).
+mod lists {
+    use std::cell::RefCell;
+
+    use bytes::Bytes;
+
+    const KEEP: usize = 128;
+    const MAX_ARGS: usize = 16;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<Bytes>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty list, one given back if there is one.
+    pub(super) fn take() -> Vec<Bytes> {
+        SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    pub(super) fn give(mut list: Vec<Bytes>) {
+        if list.capacity() == 0 || list.capacity() > MAX_ARGS {
+            return;
+        }
+        list.clear();
+        // At thread exit the pool may be gone: the list is then freed.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < KEEP {
+                    spare.push(list);
+                }
+            }
+        });
+    }
+}
+
 /// A command still arriving, whose last argument is a big payload (see
 /// [`RequestParser::unfinished`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,7 +302,8 @@ impl RequestParser {
             unreachable!("still in multibulk state")
         };
         let raw = buf.split_to(pos).freeze();
-        let args = spans.iter().map(|&(s, e)| raw.slice(s..e)).collect();
+        let mut args = lists::take();
+        args.extend(spans.iter().map(|&(s, e)| raw.slice(s..e)));
         // A command of many arguments does not leave its spans behind for good.
         if spans.capacity() <= 64 {
             spans.clear();

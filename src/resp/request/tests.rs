@@ -320,3 +320,31 @@ fn only_a_missing_last_payload_makes_a_command_unfinished() {
         );
     }
 }
+
+#[test]
+fn a_request_reuses_the_argument_list_of_one_gone() {
+    // The pool is the thread's: empty it first, whatever ran here before.
+    while lists::take().capacity() > 0 {}
+    let mut parser = parser();
+    let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"[..]);
+    let first = parser.next(&mut buf).unwrap().unwrap();
+    let list = first.args().as_ptr();
+    drop(first);
+    // The list is kept (not freed, for the allocator to hand out again, or not).
+    let kept = lists::take();
+    assert!(kept.is_empty() && kept.capacity() >= 3, "no list kept");
+    assert_eq!(kept.as_ptr(), list);
+    lists::give(kept);
+    buf.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    let second = parser.next(&mut buf).unwrap().unwrap();
+    assert_eq!(second.args(), &args(&["GET", "k"])[..]);
+    assert_eq!(second.args().as_ptr(), list, "the kept list was not used");
+    // One of many arguments is not kept.
+    let mut many = BytesMut::from(&b"*20\r\n"[..]);
+    for _ in 0..20 {
+        many.extend_from_slice(b"$1\r\nx\r\n");
+    }
+    drop(parser.next(&mut many).unwrap().unwrap());
+    assert_eq!(lists::take().capacity(), 0, "a list of 20 was kept");
+    drop(second);
+}
