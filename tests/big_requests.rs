@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_near_idle, encode, rss_mib, wait_for, Raw, Redis, Shardis};
+use common::{
+    assert_near_idle, encode, node_has_part, node_qbuf, rss_mib, wait_for, Raw, Redis, Shardis,
+};
 
 /// The value uploaded, and how much of it the client sends before it stops for a while.
 const VALUE: usize = 48 << 20;
@@ -21,30 +23,6 @@ fn set_head(key: &str, len: usize) -> Vec<u8> {
 fn head(command: &str, key: &str, len: usize) -> Vec<u8> {
     let (c, k) = (command.len(), key.len());
     format!("*3\r\n${c}\r\n{command}\r\n${k}\r\n{key}\r\n${len}\r\n").into_bytes()
-}
-
-/// The most bytes any client of `node` has buffered of a command it has not finished reading
-/// (CLIENT LIST's `qbuf`).
-fn node_qbuf(node: &Redis) -> usize {
-    let mut c = Raw::connect(node.port());
-    let list = String::from_utf8(c.call(&[b"CLIENT", b"LIST"])).unwrap();
-    list.split_whitespace()
-        .filter_map(|f| f.strip_prefix("qbuf="))
-        .filter_map(|v| v.parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-/// Waits until the node holds at least `bytes` of a command still arriving.
-fn node_has_part(node: &Redis, bytes: usize) -> usize {
-    wait_for(
-        "the node to hold part of the big request",
-        Duration::from_secs(10),
-        || match node_qbuf(node) {
-            q if q >= bytes => Ok(q),
-            q => Err(format!("qbuf {q}")),
-        },
-    )
 }
 
 fn strlen(node: &Redis, key: &str) -> Vec<u8> {

@@ -28,6 +28,11 @@
 //!   JSON with the shard's epoch and new primary; a restarted shardis (with the old primary
 //!   back, empty, as a primary) starts from that epoch and primary, never points the new
 //!   primary at the old one, turns the old one into a replica, and all data is readable.
+//! - `a_big_write_cut_by_a_failover_gets_an_error_not_ok`: a 2 MiB SET passed on as it arrives
+//!   has all of its value but the CRLF on the old primary when that is stopped and replaced;
+//!   the CRLF sent after the failover is refused at the old primary's gate, so the client gets
+//!   an error, not the OK the old primary (continued at once) would give, and the new primary
+//!   then takes the same write.
 //!
 //! Replica reads are counted with `cmdstat_get` (INFO commandstats), not `keyspace_hits`:
 //! shardis' health checks read the epoch key on every node (with MGET), a hit once it exists.
@@ -38,8 +43,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    info_field, keys_on, router, shard_info, shard_toml, try_connect, try_info, wait_for,
-    wait_ready, LogOnPanic, Raw, Redis, Sentinel, ShardInfo, Shardis,
+    info_field, keys_on, node_has_part, router, shard_info, shard_toml, try_connect, try_info,
+    wait_for, wait_ready, LogOnPanic, Raw, Redis, Sentinel, ShardInfo, Shardis,
 };
 use redis::Commands;
 use shardis::routing::Router;
@@ -1085,4 +1090,49 @@ fn unacknowledged_writes_get_an_error_not_ok() {
         );
         assert_eq!(on_replica, (2 << 20, "3".to_string()), "{mode}");
     }
+}
+
+/// A failover in the middle of a big write that is passed on as it arrives. The old primary
+/// has the whole value but its end (the CRLF) when it stops and shard a fails over; the client
+/// then sends the end, and the old primary is continued at once, a primary still, able to run
+/// the SET and answer OK. The client must get an error: the end goes through the old
+/// primary's closed gate, and the new primary never saw the value.
+#[test]
+fn a_big_write_cut_by_a_failover_gets_an_error_not_ok() {
+    const LEN: usize = 2 << 20;
+    let primary = Redis::start();
+    let replica = Redis::start();
+    // A stopped primary is replaced once its replica has not heard from it for down_after.
+    let health = format!("{HEALTH}down_after = \"1s\"\n");
+    let body = config(&health, "", &[shard_toml("a", &primary, &[&replica], "")]);
+    let router = router(&body);
+    let proxy = Shardis::start_with(&body);
+    let _log = proxy.log_on_panic();
+    let before = wait_ready(&proxy, "a", &primary.addr(), 1);
+    wait_writable(&proxy, &router, 1);
+
+    let mut raw = Raw::connect(proxy.port());
+    raw.send(format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${LEN}\r\n").as_bytes());
+    raw.send(&vec![b'x'; LEN]);
+    // Passed on: the old primary holds all of the value, waiting for its end.
+    node_has_part(&primary, LEN);
+    let paused = primary.proc.pause();
+    wait_failover(&proxy, "a", &primary.addr(), Duration::from_secs(10));
+    failed_over(proxy.port(), "a", &before, &[&replica]);
+    raw.send(b"\r\n");
+    drop(paused);
+    let reply = text(raw.reply());
+    assert!(
+        reply.starts_with("-ERR shard 'a' node ")
+            && reply.contains("no longer the shard's primary"),
+        "the big SET after the failover: {reply}"
+    );
+    let on_new: usize = replica.conn().strlen("big").unwrap();
+    assert_eq!(on_new, 0, "the value is on the new primary");
+    // The request was read whole, so the connection goes on: the same write is acknowledged,
+    // and on the new primary.
+    let value = vec![b'y'; LEN];
+    assert_eq!(text(raw.call(&[b"SET", b"big", &value])), "+OK\r\n");
+    let on_new: usize = replica.conn().strlen("big").unwrap();
+    assert_eq!(on_new, LEN);
 }

@@ -933,3 +933,27 @@ pub fn assert_near_idle(pid: u32, idle: u64, when: &str) -> u64 {
     );
     now
 }
+
+/// The most bytes any client of `node` has buffered of a command it has not finished reading
+/// (CLIENT LIST's `qbuf`).
+pub fn node_qbuf(node: &Redis) -> usize {
+    let mut c = Raw::connect(node.port());
+    let list = String::from_utf8(c.call(&[b"CLIENT", b"LIST"])).unwrap();
+    list.split_whitespace()
+        .filter_map(|f| f.strip_prefix("qbuf="))
+        .filter_map(|v| v.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the node holds at least `bytes` of a command still arriving.
+pub fn node_has_part(node: &Redis, bytes: usize) -> usize {
+    wait_for(
+        "the node to hold part of the big request",
+        Duration::from_secs(10),
+        || match node_qbuf(node) {
+            q if q >= bytes => Ok(q),
+            q => Err(format!("qbuf {q}")),
+        },
+    )
+}
