@@ -177,12 +177,9 @@ impl Arrivals {
         if let Some(reply) = self.take(number) {
             return Poll::Ready(reply);
         }
-        self.collect();
-        if let Some(reply) = self.take(number) {
-            return Poll::Ready(reply);
-        }
+        // The waker goes in first: a reply put in after this wakes the session, and one put
+        // in before it is collected now. One look at the inbox either way.
         self.inbox.waker.register(cx.waker());
-        // One that arrived before the waker was in place would wake no one.
         self.collect();
         match self.take(number) {
             Some(reply) => Poll::Ready(reply),
