@@ -66,11 +66,18 @@ wait_pong() {
 # ticks: fields 14 and 15 of /proc/PID/stat. Field 2, the command name, is in
 # parentheses and may hold spaces, so count fields after the last ')'.
 cpu_ticks() {
+    local user system
+    read -r user system <<<"$(cpu_ticks_apart "$1")"
+    echo $((user + system))
+}
+
+# cpu_ticks_apart PID: utime and stime, apart ("<user> <system>"), as cpu_ticks.
+cpu_ticks_apart() {
     local stat rest fields
     stat=$(<"/proc/$1/stat")
     rest=${stat##*) }
     read -ra fields <<<"$rest" # fields[0] is field 3 (state)
-    echo $((fields[11] + fields[12]))
+    echo "${fields[11]} ${fields[12]}"
 }
 
 # rss_mb PID [FIELD]: a process's resident memory (VmRSS, or FIELD: VmHWM for its peak), in MB.

@@ -260,7 +260,7 @@ echo
 
 # Raw results, one line per measurement, summarised at the end:
 #   rps.csv: round,load,target,test,requests_per_second,p50_ms
-#   cpu.csv: round,load,target,cpu_seconds,requests
+#   cpu.csv: round,load,target,cpu_seconds,requests,user_seconds
 : >"$tmp/rps.csv"
 : >"$tmp/cpu.csv"
 
@@ -273,7 +273,7 @@ for round in $(seq "$rounds"); do
             pid=${pid_of[$target]}
             out="$tmp/bench-r$round-$load-$target"
 
-            [[ -n "$pid" ]] && before=$(cpu_ticks "$pid")
+            [[ -n "$pid" ]] && before=$(cpu_ticks_apart "$pid")
             # In the background and waited for, so Ctrl-C or TERM reach the
             # cleanup at once; timeout bounds a proxy that stops answering.
             # (redis-benchmark first sends CONFIG GET, which nutcracker
@@ -301,10 +301,13 @@ for round in $(seq "$rounds"); do
 
             if [[ -n "$pid" ]]; then
                 kill -0 "$pid" 2>/dev/null || die "$target died during the run (see $tmp)"
-                after=$(cpu_ticks "$pid")
-                cpu=$(awk -v t=$((after - before)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
-                echo "$round,$load,$target,$cpu,$((n * 2))" >>"$tmp/cpu.csv"
-                line+="  cpu ${cpu} s"
+                after=$(cpu_ticks_apart "$pid")
+                read -r user system user_after system_after <<<"$before $after"
+                user=$((user_after - user)) system=$((system_after - system))
+                cpu=$(awk -v t=$((user + system)) -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
+                user=$(awk -v t="$user" -v hz="$clk_tck" 'BEGIN { printf "%.2f", t / hz }')
+                echo "$round,$load,$target,$cpu,$((n * 2)),$user" >>"$tmp/cpu.csv"
+                line+="  cpu ${cpu} s (user ${user})"
             fi
             echo "$line"
         done
@@ -328,8 +331,10 @@ for _, load, target, test, value, ms in csv.reader(open(rps_path)):
     p50[(load, test, target)].append(float(ms))
 
 cpu = defaultdict(list)      # (load, target) -> [CPU s per 100k requests per round]
-for _, load, target, seconds, requests in csv.reader(open(cpu_path)):
+user = defaultdict(list)     # (load, target) -> [of which user space, likewise]
+for _, load, target, seconds, requests, user_seconds in csv.reader(open(cpu_path)):
     cpu[(load, target)].append(float(seconds) / int(requests) * 100_000)
+    user[(load, target)].append(float(user_seconds) / int(requests) * 100_000)
 
 def med(values):
     return median(values) if values else None
@@ -345,7 +350,7 @@ targets = [t for t in ("direct", "nutcracker", "shardis") if any(k[2] == t for k
 targets += sorted({k[2] for k in rps if k[2].startswith("shardis-")},
                   key=lambda t: int(t.removeprefix("shardis-w")))
 head = ("load", "test", "target", "r/s", "x nutcracker", "x direct", "p50 ms",
-        "p50 x nutcracker", "cpu", "cpu x nutcracker", "cpu x w1")
+        "p50 x nutcracker", "cpu", "user", "cpu x nutcracker", "cpu x w1")
 rows = []
 for load in (l for l in LOADS if any(k[0] == l for k in rps)):
     nut_cpu, w1_cpu = med(cpu[(load, "nutcracker")]), med(cpu[(load, "shardis-w1")])
@@ -354,12 +359,14 @@ for load in (l for l in LOADS if any(k[0] == l for k in rps)):
         nut_p50 = med(p50[(load, test, "nutcracker")])
         for t in targets:
             r, c, l = med(rps[(load, test, t)]), med(cpu[(load, t)]), med(p50[(load, test, t)])
+            u = med(user[(load, t)])
             proxy = t != "direct"
             shardis = t.startswith("shardis")
             rows.append((LOADS[load], test, t, num(r, ",.0f"),
                          ratio(r, n) if proxy else "-", ratio(r, d) if proxy else "-",
                          num(l, ".3f"), ratio(l, nut_p50) if proxy else "-",
-                         num(c, ".3f"), ratio(c, nut_cpu), ratio(c, w1_cpu) if shardis else "-"))
+                         num(c, ".3f"), num(u, ".3f"), ratio(c, nut_cpu),
+                         ratio(c, w1_cpu) if shardis else "-"))
 
 widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 def show(r):
@@ -372,7 +379,8 @@ for r in rows:
 print("p50 = redis-benchmark's median latency (its resolution is about 0.008 ms).")
 print("cpu = proxy CPU seconds (user+system) per 100k requests, for the SET+GET run as a whole,")
 print("      so both rows of a load show the same value; lower is better. cpu x w1: against")
-print("      shardis-w1 on the same load.")
+print("      shardis-w1 on the same load. user = the part of cpu spent in user space (the")
+print("      rest is the kernel's: system calls and the loopback TCP work they cause).")
 print("shardis = the configuration as shipped; shardis-wN = the same with workers = N.")
 print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
 PY
