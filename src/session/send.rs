@@ -177,8 +177,8 @@ pub(super) async fn forward(
     }
 }
 
-/// How many lanes a client looks at, its own first, for a connection that is not in the middle
-/// of a big reply: every connection of a node, with up to 8 per worker (2 by default).
+/// How many lanes a client looks at, from the first, for a connection that is not in the
+/// middle of a big reply: every connection of a node, with up to 8 per worker (2 by default).
 const LANES: u64 = 8;
 
 /// Sends one request to a shard: a read-only one to the node `read_from` picks, any other to
@@ -200,7 +200,8 @@ pub(super) async fn send(
 }
 
 /// The node a request to `shard` goes to, on its connection for `session.lane`; and the
-/// replica acknowledgements it waits for (a write's, as `write_ack` asks).
+/// replica acknowledgements it waits for (a write's, as `write_ack` asks). A read from replicas
+/// goes to the one the client's id picks.
 fn pick(
     topology: &Topology,
     session: &mut Session,
@@ -208,26 +209,21 @@ fn pick(
     readonly: bool,
 ) -> (Result<Arc<Node>, BackendError>, Option<u8>) {
     let shard = &topology.shards[shard];
-    let proto = session.proto;
-    let pick = |lane| match readonly {
-        true => shard.read_node(lane),
+    let node = match readonly {
+        true => shard.read_node(session.id),
         false => shard.up_primary(),
     };
-    let busy = |node: &Result<Arc<Node>, BackendError>, lane| {
-        node.as_ref()
-            .is_ok_and(|n| n.pool.conn(proto, lane).receiving_big())
-    };
-    let mut node = pick(session.lane);
-    // With nothing in flight, the client need not wait behind another client's big reply:
-    // a connection that is free of one will do, for this request and the ones after it.
-    if std::mem::take(&mut session.may_move) && busy(&node, session.lane) {
-        let free = (1..LANES)
-            .map(|step| session.lane.wrapping_add(step))
-            .map(|lane| (lane, pick(lane)))
-            .find(|(lane, n)| n.is_ok() && !busy(n, *lane));
-        if let Some((lane, free)) = free {
-            session.lane = lane;
-            node = free;
+    // With nothing in flight, the client takes the node's first connection that is not in the
+    // middle of a big reply. Its requests so join the other clients' on one connection, and
+    // each write to the node and each read from it carries as many as it can: spread over two
+    // connections, the same load without pipelining cost a sixth more CPU, mostly the
+    // kernel's. And it need not wait behind another client's big reply.
+    if std::mem::take(&mut session.may_move) {
+        if let Ok(node) = &node {
+            let proto = session.proto;
+            if let Some(lane) = (0..LANES).find(|&l| !node.pool.conn(proto, l).receiving_big()) {
+                session.lane = lane;
+            }
         }
     }
     (node, (!readonly).then(|| shard.acks()))

@@ -53,11 +53,11 @@ pub struct Session {
     /// reply is out.
     pub(super) blocked: bool,
     /// Picks its shared connection to each node (the connection `lane` modulo their number);
-    /// starts as its id. It changes only while no reply is owed, so requests in flight keep
+    /// starts at the first. It changes only while no reply is owed, so requests in flight keep
     /// their connection and their order.
     pub(super) lane: u64,
-    /// No reply is owed: the next request may take another lane, away from a connection in the
-    /// middle of a big reply (see `send::send`).
+    /// No reply is owed: the next request may take another lane, the first connection not in
+    /// the middle of a big reply (see `send::pick`).
     pub(super) may_move: bool,
     /// Where replies to requests forwarded to one shard arrive.
     pub(super) arrivals: Arrivals,
@@ -91,7 +91,7 @@ impl Session {
             pushes_tx,
             pushes,
             blocked: false,
-            lane: id,
+            lane: 0,
             may_move: false,
             arrivals: Arrivals::default(),
         }
