@@ -216,7 +216,7 @@ fn pick(
     // With nothing in flight, the client takes the node's first connection that is not in the
     // middle of a big reply. Its requests so join the other clients' on one connection, and
     // each write to the node and each read from it carries as many as it can: spread over two
-    // connections, the same load without pipelining cost a sixth more CPU, mostly the
+    // connections, the same load without pipelining cost a fifth more CPU, mostly the
     // kernel's. And it need not wait behind another client's big reply.
     if std::mem::take(&mut session.may_move) {
         if let Ok(node) = &node {
