@@ -288,10 +288,7 @@ impl NodeConn {
             Ok(Err(_)) => return Ok(()),
             Err(_) => return Err(ticket),
         };
-        let (ack, copy) = match ticket {
-            Some(_) => write_copy(Some(ack)),
-            None => write_copy(None),
-        };
+        let (ack, copy) = write_copy(ticket.is_some().then_some(ack));
         permit.send(BackendRequest {
             bytes,
             reply: ticket.map(ReplyTo::Inbox),

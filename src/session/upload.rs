@@ -78,8 +78,6 @@ pub(super) struct Upload {
     ticket: Option<Ticket>,
     node: Arc<Node>,
     proto: Proto,
-    /// How errors name the node.
-    label: Arc<str>,
     timeout: Duration,
     /// Replicas that must acknowledge it (`write_ack`): its reply waits for a WAIT sent
     /// after it on the same connection.
@@ -178,7 +176,6 @@ pub(super) fn begin(
             left: unfinished.len,
             crlf: 0,
             ticket: Some(ticket),
-            label: node.pool.label().clone(),
             node,
             proto,
             timeout: proxy.config().backend.timeout,
@@ -265,7 +262,7 @@ impl Upload {
     /// Gives up before the payload is all there (the client is leaving): the reply says so.
     pub(super) fn abandon(mut self) {
         let error = BackendError::Lost {
-            node: self.label.clone(),
+            node: self.node.pool.label().clone(),
             reason: "the client's connection is closing before the request's value has all arrived"
                 .into(),
         };
@@ -274,7 +271,7 @@ impl Upload {
 
     fn timed_out(&self) -> BackendError {
         BackendError::Stalled {
-            node: self.label.clone(),
+            node: self.node.pool.label().clone(),
             ms: self.timeout.as_millis(),
         }
     }
