@@ -109,11 +109,6 @@ impl Proxy {
         self.topology.load_full()
     }
 
-    /// Which commands the current configuration allows beyond the defaults.
-    pub fn policy(&self) -> crate::config::Policy {
-        self.config.load().policy.clone()
-    }
-
     /// CONFIG RESETSTAT: the counters INFO shows from the proxy start again from zero, as a
     /// node's do (connections now open stay counted in `connected_clients`).
     pub fn reset_stats(&self) {

@@ -59,6 +59,12 @@ struct ClientTask<S> {
     session: Session,
     pipe: Pipeline,
     limits: ClientLimits,
+    /// The shards and the policy requests are planned with: the proxy's, as of the last reload
+    /// the loop took in. Only a reload replaces them (a failover changes the topology inside),
+    /// so a batch of requests takes a reference count here rather than loading them from the
+    /// proxy's shared slots.
+    topology: Arc<Topology>,
+    policy: Arc<Policy>,
     /// Set after QUIT, a protocol error, EOF or shutdown: no more reading; write what is
     /// owed, then close.
     closing: bool,
@@ -201,8 +207,10 @@ impl<S: Socket> ClientTask<S> {
         let reloaded = proxy.reload_notice();
         let config = proxy.config();
         let limits = config.client;
+        let policy = Arc::new(config.policy.clone());
+        let topology = proxy.topology();
         let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
-        session.generation = proxy.topology().generation;
+        session.generation = topology.generation;
         let parser = RequestParser::new(config.protocol);
         drop(config);
         let mut shutdown = proxy.shutdown_notice();
@@ -215,6 +223,8 @@ impl<S: Socket> ClientTask<S> {
             session,
             pipe: Pipeline::new(),
             limits,
+            topology,
+            policy,
             closing,
             idle: IdleTimer::new(limits.idle_timeout),
             notices: Notices {
@@ -325,7 +335,10 @@ impl<S: Socket> ClientTask<S> {
         if !self.notices.take_reload() {
             return;
         }
-        let generation = self.proxy.topology().generation;
+        let config = self.proxy.config();
+        self.topology = self.proxy.topology();
+        self.policy = Arc::new(config.policy.clone());
+        let generation = self.topology.generation;
         if generation != self.session.generation {
             // Shard positions and nodes changed under it: what it holds on them (and a
             // request planned on the old ring) cannot be carried over. It gets the replies
@@ -340,7 +353,7 @@ impl<S: Socket> ClientTask<S> {
             self.session.touched.clear();
             self.kept_upload = None;
         }
-        self.limits = self.proxy.config().client;
+        self.limits = config.client;
         self.idle.set(self.limits.idle_timeout);
     }
 
@@ -383,7 +396,7 @@ impl<S: Socket> ClientTask<S> {
             return false;
         };
         let (req, planned) = *held;
-        let topology = self.proxy.topology();
+        let topology = self.topology.clone();
         let counted = Counted::of(&planned);
         self.kept_upload = None;
         self.session.may_move = true;
@@ -401,8 +414,8 @@ impl<S: Socket> ClientTask<S> {
         if !self.can_dispatch() || self.conn.inbuf.is_empty() {
             return;
         }
-        let topology = self.proxy.topology();
-        let policy = self.proxy.policy();
+        let topology = self.topology.clone();
+        let policy = self.policy.clone();
         let mut last: Option<LastCommand> = None;
         // Requests read together share one start time (one clock read per batch).
         let since = std::time::Instant::now();
