@@ -290,12 +290,20 @@ impl<S: Socket> ClientTask<S> {
         } = self;
         let idle_timer = idle.enabled() && !closing;
         let may_push = session.may_push();
+        // In a fixed order, which costs no random draw per wake-up: the proxy's notices (a
+        // kill or shutdown is never put off by a busy client), then replies and output, then
+        // input, then pushes. None can keep those after it from their turn for long: replies
+        // owed are bounded by `max_pipeline`, output is written at the top of the loop, and
+        // input stops once the pipeline or output buffer is full. Pushes come last because
+        // their channel has no bound: a flood of messages must not shut a subscriber's
+        // UNSUBSCRIBE out.
         tokio::select! {
-            ready = std::future::poll_fn(|cx| conn.stream.poll_read_ready(cx)), if can_read => Wake::Readable(ready),
-            ready = std::future::poll_fn(|cx| conn.stream.poll_write_ready(cx)), if writing => Wake::Writable(ready),
-            () = std::future::poll_fn(|cx| pipe.poll_front(&mut session.arrivals, cx)), if can_collect => Wake::ReplyReady,
-            Some(push) = session.pushes.recv(), if may_push => Wake::Push(push),
+            biased;
             notice = std::future::poll_fn(|cx| notices.poll_heard(cx)) => Wake::Heard(notice),
+            () = std::future::poll_fn(|cx| pipe.poll_front(&mut session.arrivals, cx)), if can_collect => Wake::ReplyReady,
+            ready = std::future::poll_fn(|cx| conn.stream.poll_write_ready(cx)), if writing => Wake::Writable(ready),
+            ready = std::future::poll_fn(|cx| conn.stream.poll_read_ready(cx)), if can_read => Wake::Readable(ready),
+            Some(push) = session.pushes.recv(), if may_push => Wake::Push(push),
             // As on Redis, a client waiting for replies, blocked or subscribed is not idle.
             () = idle.timer.as_mut(), if idle_timer => Wake::IdleTick,
         }
