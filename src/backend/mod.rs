@@ -181,6 +181,9 @@ pub struct NodeConn {
     state: Arc<AtomicU8>,
 }
 
+/// A request a node connection's queue had no room for (see [`NodeConn::send_ticketed`]).
+pub struct Full(BackendRequest);
+
 impl NodeConn {
     /// Queues a request; its reply arrives on the returned receiver. Waits only when the
     /// connection's queue is full (backpressure).
@@ -210,8 +213,15 @@ impl NodeConn {
     }
 
     /// [`send_acked`](Self::send_acked) for a plain request, answered through its session's
-    /// inbox under `ticket` rather than on a channel of its own.
-    pub async fn send_ticketed(&self, bytes: Bytes, ticket: Ticket, write: Option<u8>) {
+    /// inbox under `ticket` rather than on a channel of its own. Queued at once when the queue
+    /// has room, as it nearly always has, with no future made for it; else given back, for
+    /// [`send_when_room`](Self::send_when_room).
+    pub fn send_ticketed(
+        &self,
+        bytes: Bytes,
+        ticket: Ticket,
+        write: Option<u8>,
+    ) -> Result<(), Full> {
         let (ack, copy) = write_copy(write);
         let request = BackendRequest {
             bytes,
@@ -221,7 +231,17 @@ impl NodeConn {
             ack,
             copy,
         };
-        self.enqueue(request).await;
+        match self.tx.try_send(request) {
+            Err(mpsc::error::TrySendError::Full(request)) => Err(Full(request)),
+            // Sent; or the task has ended, and the dropped ticket answers with an error.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Queues a request [`send_ticketed`](Self::send_ticketed) found no room for, once there
+    /// is some.
+    pub async fn send_when_room(&self, full: Full) {
+        let _ = self.tx.send(full.0).await;
     }
 
     /// A copy to a mirror replica (see [`Copy::Mirrored`]).

@@ -170,7 +170,9 @@ pub(super) async fn forward(
         (Ok(node), ack) => {
             let (number, ticket) = session.arrivals.issue();
             let conn = node.pool.conn(session.proto, session.lane);
-            conn.send_ticketed(request_bytes(req), ticket, ack).await;
+            if let Err(full) = conn.send_ticketed(request_bytes(req), ticket, ack) {
+                conn.send_when_room(full).await;
+            }
             Slot::Ticket(number)
         }
         (Err(e), _) => Slot::failed(e),
