@@ -11,40 +11,37 @@
 #   LOCKS_N        requests per run (default 100000)
 #   LOCKS_ROUNDS   rounds (default 3)
 #   LOCKS_CLIENTS  redis-benchmark connections (default 50)
-#   LOCKS_PORT     first of four ports used on 127.0.0.1 (default 17100)
+#   LOCKS_TIMEOUT  seconds one redis-benchmark run may take before the script fails (default 600)
 #   SHARDIS_BIN    shardis binary (default: cargo build --release)
+#   KEEP_TMP=1     keep the temp dir with configs, logs and raw results
 #
-# All traffic stays on 127.0.0.1; every process started here is stopped on exit.
+# All traffic stays on 127.0.0.1, on free ports; every process started here is stopped on
+# exit, also on failure.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 n=${LOCKS_N:-100000}
 rounds=${LOCKS_ROUNDS:-3}
 clients=${LOCKS_CLIENTS:-50}
-port=${LOCKS_PORT:-17100}
+bench_timeout=${LOCKS_TIMEOUT:-600}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-locks.XXXXXX")
+pids=() # every background process started here, stopped in cleanup()
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bash scripts/install-deps.sh
+for cmd in redis-server redis-cli redis-benchmark python3 timeout; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found"
+done
 if [[ -z "${SHARDIS_BIN:-}" ]]; then
     cargo build --release --quiet
     SHARDIS_BIN="$root/target/release/shardis"
 fi
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 100); do
-        redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "nothing answers on port $1" >&2
-    return 1
-}
 
 commands=(
     "SET plain:__rand_int__ v NX PX 10000"
@@ -55,17 +52,17 @@ commands=(
 for replicas in 0 1; do
     run="$tmp/r$replicas"
     mkdir -p "$run/p" "$run/r"
-    p=$((port + 1)) r=$((port + 2)) proxy=$((port + 3))
+    read -r p r proxy <<<"$(free_ports 3)"
     redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$run/p" \
         >"$run/p.log" 2>&1 &
     pids+=($!)
-    wait_port "$p"
+    wait_pong redis-server "$p" "$!" "$run/p.log"
     replica_line=""
     if [[ $replicas == 1 ]]; then
         redis-server --port "$r" --bind 127.0.0.1 --save '' --appendonly no --dir "$run/r" \
             --replicaof 127.0.0.1 "$p" >"$run/r.log" 2>&1 &
         pids+=($!)
-        wait_port "$r"
+        wait_pong "redis-server (replica)" "$r" "$!" "$run/r.log"
         replica_line="replicas = [\"127.0.0.1:$r\"]"
     fi
     cat >"$run/shardis.toml" <<EOF
@@ -78,17 +75,18 @@ $replica_line
 EOF
     "$SHARDIS_BIN" --config "$run/shardis.toml" 2>"$run/shardis.log" &
     pids+=($!)
-    wait_port "$proxy"
+    wait_pong shardis "$proxy" "$!" "$run/shardis.log"
     # Until the replica has synced and been seen healthy, a grant may be NOTREPLICATED.
     for _ in $(seq 100); do
-        out=$(redis-cli -p "$proxy" LOCK.ACQUIRE "lk:ready" ready 1000 2>&1 || true)
+        out=$(redis-cli -h 127.0.0.1 -p "$proxy" LOCK.ACQUIRE "lk:ready" ready 1000 2>&1 || true)
         [[ $out == *NOTREPLICATED* || $out == *TRYAGAIN* ]] || break
         sleep 0.1
     done
     for cmd in "${commands[@]}"; do
         for round in $(seq "$rounds"); do
             # shellcheck disable=SC2086
-            redis-benchmark -p "$proxy" -n "$n" -r 100000000 -c "$clients" -q $cmd 2>&1 |
+            timeout "$bench_timeout" redis-benchmark -h 127.0.0.1 -p "$proxy" -n "$n" \
+                -r 100000000 -c "$clients" -q $cmd 2>&1 |
                 tr '\r' '\n' | grep "requests per second" | tail -1 |
                 sed -E 's/.*: ([0-9.]+) requests per second, p50=([0-9.]+) msec.*/\1 \2/' \
                     >>"$run/$(echo "$cmd" | cut -d' ' -f1-2 | tr ' :' '__')"
