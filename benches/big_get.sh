@@ -33,11 +33,7 @@ done
 # A proxy that never finishes a reply ends the run, not hangs it.
 bench_timeout=300
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-big-get.XXXXXX")
-pids=()
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_start big-get
 
 read -ra ports <<<"$(free_ports 3)"
 node=${ports[0]}

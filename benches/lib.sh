@@ -30,6 +30,26 @@ die() {
     exit 1
 }
 
+# bench_start NAME: makes the temp dir `tmp` (shardis-NAME.XXXXXX) and the list `pids`, and
+# sets cleanup to run however the script ends (an interrupt exits 130, a TERM 143).
+bench_start() {
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-$1.XXXXXX")
+    pids=() # every background process started, stopped in cleanup()
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# need CMD...: installs what the benches use (scripts/install-deps.sh) and fails unless every
+# CMD is then on PATH.
+need() {
+    bash scripts/install-deps.sh
+    local cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found"
+    done
+}
+
 # free_ports N: print N distinct free TCP ports on 127.0.0.1. The sockets stay
 # bound until all N are chosen, so the ports differ from one another.
 free_ports() {

@@ -95,19 +95,11 @@ declare -A requests_for=([c50p1]=$n_plain [c50p16]=$n_pipeline [c1p1]=$n_single)
 
 # ------------------------------------------------------------ cleanup setup
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-load.XXXXXX")
-pids=() # every background process started here, stopped in cleanup()
-
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_start load
 
 # ------------------------------------------------------------ dependencies
 
-bash scripts/install-deps.sh
-for cmd in redis-server redis-cli redis-benchmark nutcracker python3 timeout; do
-    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found"
-done
+need redis-server redis-cli redis-benchmark nutcracker python3 timeout
 clk_tck=$(getconf CLK_TCK)
 
 shardis_bin=""

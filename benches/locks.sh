@@ -28,16 +28,8 @@ n=${LOCKS_N:-100000}
 rounds=${LOCKS_ROUNDS:-3}
 clients=${LOCKS_CLIENTS:-50}
 bench_timeout=${LOCKS_TIMEOUT:-600}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/shardis-locks.XXXXXX")
-pids=() # every background process started here, stopped in cleanup()
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-bash scripts/install-deps.sh
-for cmd in redis-server redis-cli redis-benchmark python3 timeout; do
-    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found"
-done
+bench_start locks
+need redis-server redis-cli redis-benchmark python3 timeout
 if [[ -z "${SHARDIS_BIN:-}" ]]; then
     cargo build --release --quiet
     SHARDIS_BIN="$root/target/release/shardis"
