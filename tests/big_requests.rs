@@ -182,7 +182,17 @@ fn a_big_request_is_checked_like_any_other() {
         }
     }
     // A value whose CRLF is wrong: the protocol error, then the connection closes, and the
-    // node runs nothing.
+    // node runs nothing. As for a small request with a bad CRLF, the error is the input's,
+    // not a SET's: SET's counts do not move.
+    let mut stats = Raw::connect(proxy.port());
+    assert_eq!(stats.call(&[b"AUTH", b"app", b"app-pw"]), b"+OK\r\n");
+    let set_stats = |stats: &mut Raw| {
+        let info = String::from_utf8_lossy(&stats.call(&[b"INFO", b"commandstats"])).into_owned();
+        let line = info.lines().find(|l| l.starts_with("cmdstat_set:"));
+        line.unwrap_or_else(|| panic!("no cmdstat_set in {info}"))
+            .to_string()
+    };
+    let before = set_stats(&mut stats);
     client.send(&set_head("app:bad", LEN));
     client.send(&vec![b'v'; LEN / 2]);
     node_has_part(&node, LEN / 4);
@@ -195,6 +205,11 @@ fn a_big_request_is_checked_like_any_other() {
     );
     assert!(client.is_closed(), "the connection stayed open");
     assert_eq!(strlen(&node, "app:bad"), b":0\r\n");
+    assert_eq!(
+        set_stats(&mut stats),
+        before,
+        "the bad input was counted as a SET"
+    );
 }
 
 #[test]

@@ -119,6 +119,18 @@ impl Pipeline {
         });
     }
 
+    /// The reply owed under ticket `number` counts under no command after all (see
+    /// `upload::Pumped::Malformed`).
+    pub(super) fn uncount(&mut self, number: u64) {
+        if let Some(owed) = self
+            .owed
+            .iter_mut()
+            .find(|o| matches!(o.slot, Slot::Ticket(n) if n == number))
+        {
+            owed.counted = None;
+        }
+    }
+
     /// A pub/sub message that must wait behind a subscription confirmation.
     pub(super) fn push_message(&mut self, frame: bytes::Bytes) {
         self.message_bytes += frame.len();

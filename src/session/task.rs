@@ -499,7 +499,6 @@ impl<S: Socket> ClientTask<S> {
         );
         let Some(Begun {
             mut upload,
-            number,
             counted,
             last,
         }) = begun
@@ -507,11 +506,15 @@ impl<S: Socket> ClientTask<S> {
             return;
         };
         self.session.report(Some(last), self.buffers());
-        self.owe(Slot::Ticket(number), counted);
+        self.owe(Slot::Ticket(upload.number()), counted);
         self.pipe.barrier = Barrier::Draining { held: None };
         let head = self.parser.hand_over(&mut self.conn.inbuf);
         match upload.send_head(head).await {
             Pumped::Failed(why) => self.upload_failed(&why),
+            Pumped::Malformed(why) => {
+                self.pipe.uncount(upload.number());
+                self.upload_failed(&why);
+            }
             Pumped::More | Pumped::Done => {
                 self.upload = Some(upload);
                 self.pump_upload().await;
@@ -537,6 +540,12 @@ impl<S: Socket> ClientTask<S> {
             Pumped::Done => self.kept_upload = self.upload.take().map(Upload::keep),
             Pumped::Failed(why) => {
                 self.upload = None;
+                self.upload_failed(&why);
+            }
+            Pumped::Malformed(why) => {
+                if let Some(upload) = self.upload.take() {
+                    self.pipe.uncount(upload.number());
+                }
                 self.upload_failed(&why);
             }
         }

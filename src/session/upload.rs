@@ -76,6 +76,8 @@ pub(super) struct Upload {
     crlf: usize,
     /// Sent with the CRLF, the last piece.
     ticket: Option<Ticket>,
+    /// The ticket's number: the reply the client is owed for it.
+    number: u64,
     node: Arc<Node>,
     proto: Proto,
     timeout: Duration,
@@ -102,13 +104,15 @@ pub(super) enum Pumped {
     Done,
     /// It failed; the reply says why, and the client's connection must close.
     Failed(String),
+    /// The bytes after the value were not its CRLF: a protocol error, the client's, which
+    /// counts under no command (as a small request's does); the connection must close.
+    Malformed(String),
 }
 
 /// An upload begun: the connection has the command's head, and the client is owed the
-/// reply under `number`.
+/// reply under the upload's [`number`](Upload::number).
 pub(super) struct Begun {
     pub(super) upload: Upload,
-    pub(super) number: u64,
     pub(super) counted: Counted,
     pub(super) last: LastCommand,
 }
@@ -176,18 +180,23 @@ pub(super) fn begin(
             left: unfinished.len,
             crlf: 0,
             ticket: Some(ticket),
+            number,
             node,
             proto,
             timeout: proxy.config().backend.timeout,
             ack: target.acks(),
         },
-        number,
         counted: Counted::of(&planned),
         last: LastCommand::of(request.args()),
     })
 }
 
 impl Upload {
+    /// The number of the reply the client is owed for it.
+    pub(super) fn number(&self) -> u64 {
+        self.number
+    }
+
     /// Sends the command's head, taken off the client's input
     /// ([`crate::resp::RequestParser::hand_over`]).
     pub(super) async fn send_head(&mut self, head: Bytes) -> Pumped {
@@ -221,7 +230,7 @@ impl Upload {
                 if let Some(ticket) = self.ticket.take() {
                     ReplyTo::Inbox(ticket).send(Ok(Bytes::from(format!("-ERR {e}\r\n"))));
                 }
-                return Pumped::Failed(format!("protocol error: {e}"));
+                return Pumped::Malformed(e.to_string());
             }
             inbuf.advance(1);
             self.crlf += 1;
