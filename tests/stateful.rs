@@ -133,6 +133,40 @@ fn resp2_subscriber_mode_behaves_as_redis() {
 }
 
 #[test]
+fn a_subscriber_reset_in_the_same_pipeline_as_its_unsubscribe_is_answered_as_on_redis() {
+    // RESET forgets the subscriptions; the unsubscriptions sent before it are still each
+    // confirmed first, in order, as Redis confirms them.
+    let reference = Redis::start();
+    let c = Cluster::start("");
+    for hello in [&b"2"[..], b"3"] {
+        let exchange = |port: u16| -> Vec<String> {
+            let mut raw = Raw::connect(port);
+            let mut got = vec![raw.call(&[b"HELLO", hello])[..1].to_vec()];
+            raw.send(&common::encode(&[b"SUBSCRIBE", b"a", b"b"]));
+            raw.send(&common::encode(&[b"PSUBSCRIBE", b"p*"]));
+            got.extend((0..3).map(|_| raw.reply()));
+            let pipeline = [
+                common::encode(&[b"UNSUBSCRIBE", b"a", b"b"]),
+                common::encode(&[b"PUNSUBSCRIBE"]),
+                common::encode(&[b"RESET"]),
+                common::encode(&[b"PING"]),
+            ];
+            raw.send(&pipeline.concat());
+            got.extend((0..5).map(|_| raw.reply()));
+            got.iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect()
+        };
+        assert_eq!(
+            exchange(c.proxy.port()),
+            exchange(reference.port()),
+            "HELLO {}",
+            String::from_utf8_lossy(hello)
+        );
+    }
+}
+
+#[test]
 fn messages_reach_each_subscriber_once_in_its_own_protocol() {
     let c = Cluster::start("");
     let mut resp2 = Raw::connect(c.proxy.port());
