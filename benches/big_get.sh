@@ -17,19 +17,20 @@
 # All traffic stays on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
 
-# shellcheck source=benches/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
 [[ $# -ge 2 ]] || {
     sed -n '2,17p' "$0"
     exit 1
 }
-bins=("$1" "$2")
+# The builds' paths, resolved before the script moves to the repository's root.
+bins=("$(realpath "$1")" "$(realpath "$2")")
 rounds=${3:-5}
 mib=${4:-200}
-for cmd in redis-server redis-cli redis-benchmark python3 head timeout stat; do
-    command -v "$cmd" >/dev/null || die "'$cmd' not found (scripts/install-deps.sh installs it)"
-done
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need redis-server redis-cli redis-benchmark python3 head timeout stat
 # A proxy that never finishes a reply ends the run, not hangs it.
 bench_timeout=300
 
