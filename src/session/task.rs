@@ -245,11 +245,17 @@ impl<S: Socket> ClientTask<S> {
             if self.write_replies().is_err() {
                 break;
             }
-            if self.release_barrier().await {
+            // Each step is looked at before it is called: calling one makes its future, and
+            // most turns (a reply to write, say) need none of them.
+            if self.pipe.is_draining() && self.release_barrier().await {
                 continue;
             }
-            self.pump_upload().await;
-            self.parse_and_dispatch().await;
+            if self.upload.is_some() {
+                self.pump_upload().await;
+            }
+            if !self.conn.inbuf.is_empty() {
+                self.parse_and_dispatch().await;
+            }
             if self.finished() {
                 self.conn.close().await;
                 break;
