@@ -209,6 +209,66 @@ fn messages_reach_each_subscriber_once_in_its_own_protocol() {
     }
 }
 
+/// A RESP3 subscriber that never stops sending commands still gets its messages: a socket
+/// that is always readable must not keep the session from its subscription's pushes.
+#[test]
+fn a_subscriber_that_keeps_sending_still_gets_its_messages() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = Cluster::start("");
+    let mut raw = Raw::connect(c.proxy.port());
+    raw.call(&[b"HELLO", b"3"]);
+    raw.call(&[b"SUBSCRIBE", b"busy"]);
+    // A stream of PINGs, written as fast as the proxy reads them, for at most 20 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut stream = raw.stream.try_clone().unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let pings = common::encode(&[b"PING"]).repeat(2000);
+            let until = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                if stream.write_all(&pings).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut publisher = c.proxy.conn();
+    for i in 0..10 {
+        let _: i64 = publisher.publish("busy", format!("m{i}")).unwrap();
+    }
+    // Every reply is a PONG or one of the messages; all ten must come while the PINGs do.
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut messages = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages < 10 && Instant::now() < deadline {
+        let n = raw.stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the proxy closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some(len)) = shardis::resp::reply::frame_len(&buf) {
+            let frame: Vec<u8> = buf.drain(..len).collect();
+            if frame.starts_with(b">3\r\n$7\r\nmessage") {
+                messages += 1;
+            } else {
+                assert_eq!(frame, b"+PONG\r\n", "{}", String::from_utf8_lossy(&frame));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = raw.stream.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+    assert_eq!(
+        messages, 10,
+        "messages held back while the client kept sending"
+    );
+}
+
 /// An unsubscription is confirmed to the client once the node has confirmed it, so another
 /// client's PUBSUB NUMSUB right after it no longer counts the channel. (Before, the proxy
 /// confirmed it at once, and a NUMSUB that overtook the UNSUBSCRIBE still counted it.)

@@ -36,6 +36,9 @@ use crate::topology::Topology;
 /// Bytes read ahead while a request runs alone, enough to see the client close.
 const BARRIER_READ: usize = 64 * 1024;
 
+/// Pushes taken in at the top of each turn of the loop, at most.
+const PUSHES_PER_TURN: usize = 64;
+
 /// A deadline that never comes, for the idle timer when there is no idle timeout.
 const IDLE_NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
@@ -242,6 +245,9 @@ impl<S: Socket> ClientTask<S> {
     async fn run(mut self) {
         loop {
             self.take_reload();
+            if self.take_pushes().is_break() {
+                break;
+            }
             if self.write_replies().is_err() {
                 break;
             }
@@ -298,11 +304,11 @@ impl<S: Socket> ClientTask<S> {
         let may_push = session.may_push();
         // In a fixed order, which costs no random draw per wake-up: the proxy's notices (a
         // kill or shutdown is never put off by a busy client), then replies and output, then
-        // input, then pushes. None can keep those after it from their turn for long: replies
-        // owed are bounded by `max_pipeline`, output is written at the top of the loop, and
-        // input stops once the pipeline or output buffer is full. Pushes come last because
-        // their channel has no bound: a flood of messages must not shut a subscriber's
-        // UNSUBSCRIBE out.
+        // input, then pushes. Replies owed are bounded by `max_pipeline`, and output is
+        // written at the top of the loop, so neither keeps input from its turn for long. A
+        // client that keeps sending can keep its socket readable at every turn, though, so
+        // pushes are not left to this branch alone: each turn takes some in at its top
+        // (`take_pushes`), and the branch only wakes a session that has nothing else to do.
         tokio::select! {
             biased;
             notice = std::future::poll_fn(|cx| notices.poll_heard(cx)) => Wake::Heard(notice),
@@ -624,6 +630,24 @@ impl<S: Socket> ClientTask<S> {
             Ok(Read::Data) if self.idle.enabled() => self.idle.last_active = Instant::now(),
             Ok(Read::Data | Read::Nothing) => {}
             Err(_) => return ControlFlow::Break(()),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Takes in the pushes waiting, up to [`PUSHES_PER_TURN`], whatever woke the loop: a
+    /// subscriber's messages reach it while it keeps sending commands, and a flood of messages
+    /// does not keep its commands from being read either. Only while a dedicated connection
+    /// can still push: what is left after the last one has gone is taken by the loop's push
+    /// branch, and no flood can follow it.
+    fn take_pushes(&mut self) -> ControlFlow<()> {
+        if self.session.pushes_tx.strong_count() <= 1 {
+            return ControlFlow::Continue(());
+        }
+        for _ in 0..PUSHES_PER_TURN {
+            match self.session.pushes.try_recv() {
+                Ok(push) => self.on_push(push)?,
+                Err(_) => break,
+            }
         }
         ControlFlow::Continue(())
     }
