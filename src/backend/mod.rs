@@ -231,11 +231,7 @@ impl NodeConn {
             ack,
             copy,
         };
-        match self.tx.try_send(request) {
-            Err(mpsc::error::TrySendError::Full(request)) => Err(Full(request)),
-            // Sent; or the task has ended, and the dropped ticket answers with an error.
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-        }
+        self.try_enqueue(request)
     }
 
     /// Queues a request [`send_ticketed`](Self::send_ticketed) found no room for, once there
@@ -287,8 +283,17 @@ impl NodeConn {
     /// error cannot happen while `self` exists; if it did, the request's dropped reply (a
     /// oneshot sender, a ticket) answers with an error.
     async fn enqueue(&self, request: BackendRequest) {
-        if let Err(mpsc::error::TrySendError::Full(request)) = self.tx.try_send(request) {
-            let _ = self.tx.send(request).await;
+        if let Err(full) = self.try_enqueue(request) {
+            self.send_when_room(full).await;
+        }
+    }
+
+    /// Puts a request in the connection's queue if it has room; else gives it back.
+    fn try_enqueue(&self, request: BackendRequest) -> Result<(), Full> {
+        match self.tx.try_send(request) {
+            Err(mpsc::error::TrySendError::Full(request)) => Err(Full(request)),
+            // Sent; or the task has ended, and the dropped reply answers with an error.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
         }
     }
 
