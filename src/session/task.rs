@@ -25,7 +25,7 @@ use super::state::Session;
 use super::upload::{self, Begun, Pumped, Upload};
 use crate::backend::Push;
 use crate::command::{self, Local, Plan};
-use crate::config::{ClientLimits, Policy};
+use crate::config::{ClientLimits, Config, Policy};
 use crate::net::outbox::BIG;
 use crate::net::socket::Socket;
 use crate::proxy::clients::{Buffers, ClientEntry, LastCommand, Registration, Registry};
@@ -62,12 +62,12 @@ struct ClientTask<S> {
     session: Session,
     pipe: Pipeline,
     limits: ClientLimits,
-    /// The shards and the policy requests are planned with: the proxy's, as of the last reload
-    /// the loop took in. Only a reload replaces them (a failover changes the topology inside),
-    /// so a batch of requests takes a reference count here rather than loading them from the
-    /// proxy's shared slots.
+    /// The shards and the configuration (its policy) requests are planned with: the proxy's,
+    /// as of the last reload the loop took in. Only a reload replaces them (a failover changes
+    /// the topology inside), so a batch of requests takes a reference count here rather than
+    /// loading them from the proxy's shared slots.
     topology: Arc<Topology>,
-    policy: Arc<Policy>,
+    config: Arc<Config>,
     /// Set after QUIT, a protocol error, EOF or shutdown: no more reading; write what is
     /// owed, then close.
     closing: bool,
@@ -210,12 +210,10 @@ impl<S: Socket> ClientTask<S> {
         let reloaded = proxy.reload_notice();
         let config = proxy.config();
         let limits = config.client;
-        let policy = Arc::new(config.policy.clone());
         let topology = proxy.topology();
         let mut session = Session::new(id, config.open_to_all(), registration.entry.clone());
         session.generation = topology.generation;
         let parser = RequestParser::new(config.protocol);
-        drop(config);
         let mut shutdown = proxy.shutdown_notice();
         // A session that starts after shutdown began takes no command.
         let closing = *shutdown.borrow_and_update();
@@ -227,7 +225,7 @@ impl<S: Socket> ClientTask<S> {
             pipe: Pipeline::new(),
             limits,
             topology,
-            policy,
+            config,
             closing,
             idle: IdleTimer::new(limits.idle_timeout),
             notices: Notices {
@@ -355,9 +353,8 @@ impl<S: Socket> ClientTask<S> {
         if !self.notices.take_reload() {
             return;
         }
-        let config = self.proxy.config();
+        self.config = self.proxy.config();
         self.topology = self.proxy.topology();
-        self.policy = Arc::new(config.policy.clone());
         let generation = self.topology.generation;
         if generation != self.session.generation {
             // Shard positions and nodes changed under it: what it holds on them (and a
@@ -373,7 +370,7 @@ impl<S: Socket> ClientTask<S> {
             self.session.touched.clear();
             self.kept_upload = None;
         }
-        self.limits = config.client;
+        self.limits = self.config.client;
         self.idle.set(self.limits.idle_timeout);
     }
 
@@ -435,7 +432,8 @@ impl<S: Socket> ClientTask<S> {
             return;
         }
         let topology = self.topology.clone();
-        let policy = self.policy.clone();
+        let config = self.config.clone();
+        let policy = &config.policy;
         let mut last: Option<LastCommand> = None;
         // Requests read together share one start time (one clock read per batch).
         let since = std::time::Instant::now();
@@ -443,7 +441,7 @@ impl<S: Socket> ClientTask<S> {
             match self.parser.next(&mut self.conn.inbuf) {
                 Ok(Some(req)) => {
                     let (plan, flags, cmd) =
-                        command::plan_and_flags(&req, &topology.router, &policy);
+                        command::plan_and_flags(&req, &topology.router, policy);
                     let planned = Planned {
                         plan,
                         flags,
@@ -478,7 +476,7 @@ impl<S: Socket> ClientTask<S> {
             }
         }
         if self.pipe.is_empty() && self.can_dispatch() {
-            self.begin_upload(&topology, &policy, since).await;
+            self.begin_upload(&topology, policy, since).await;
         }
         self.conn.parsed();
         if last.is_some() {
