@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_near_idle, encode, node_has_part, node_qbuf, rss_mib, wait_for, Raw, Redis, Shardis,
+    assert_near_idle, encode, info_field, node_has_part, node_qbuf, rss_mib, wait_for, Raw, Redis,
+    Shardis,
 };
 
 /// The value uploaded, and how much of it the client sends before it stops for a while.
@@ -188,9 +189,7 @@ fn a_big_request_is_checked_like_any_other() {
     assert_eq!(stats.call(&[b"AUTH", b"app", b"app-pw"]), b"+OK\r\n");
     let set_stats = |stats: &mut Raw| {
         let info = String::from_utf8_lossy(&stats.call(&[b"INFO", b"commandstats"])).into_owned();
-        let line = info.lines().find(|l| l.starts_with("cmdstat_set:"));
-        line.unwrap_or_else(|| panic!("no cmdstat_set in {info}"))
-            .to_string()
+        info_field(&info, "cmdstat_set").unwrap_or_else(|| panic!("no cmdstat_set in {info}"))
     };
     let before = set_stats(&mut stats);
     client.send(&set_head("app:bad", LEN));
