@@ -161,8 +161,9 @@ impl Session {
         }
     }
 
-    /// Refreshes what CLIENT LIST shows for this session; `last` is the last request.
-    pub fn report(&self, last: Option<LastCommand>, mut io: Buffers) {
+    /// Refreshes what CLIENT LIST shows for this session; `last` is the last request, read at
+    /// `at` (its idle time counts from there, as Redis counts from the last read).
+    pub fn report(&self, last: Option<LastCommand>, at: std::time::Instant, mut io: Buffers) {
         let (sub, psub, ssub) = self.subs.counts();
         io.multi_mem = self.tx.as_ref().map_or(0, Transaction::queued_bytes);
         let user = self.user.as_ref().map_or("default", |u| u.name.as_str());
@@ -180,7 +181,7 @@ impl Session {
             s.multi = self.tx.as_ref().map_or(-1, |t| i64::from(t.len()));
             if let Some(last) = last {
                 s.cmd = Some(last);
-                s.last_active = std::time::Instant::now();
+                s.last_active = at;
             }
         });
     }

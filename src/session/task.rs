@@ -480,7 +480,7 @@ impl<S: Socket> ClientTask<S> {
         }
         self.conn.parsed();
         if last.is_some() {
-            self.session.report(last, self.buffers());
+            self.session.report(last, since, self.buffers());
         }
     }
 
@@ -515,7 +515,7 @@ impl<S: Socket> ClientTask<S> {
         else {
             return;
         };
-        self.session.report(Some(last), self.buffers());
+        self.session.report(Some(last), since, self.buffers());
         self.owe(Slot::Ticket(upload.number()), counted);
         self.pipe.barrier = Barrier::Draining { held: None };
         let head = self.parser.hand_over(&mut self.conn.inbuf);
@@ -583,7 +583,8 @@ impl<S: Socket> ClientTask<S> {
             planned.plan,
             Plan::Local(Local::ClientList | Local::ClientInfo)
         ) {
-            self.session.report(Some(this.clone()), self.buffers());
+            self.session
+                .report(Some(this.clone()), planned.since, self.buffers());
         }
         if !runs_alone(&planned.plan, &self.session) {
             return false;
