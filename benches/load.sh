@@ -37,6 +37,8 @@
 #                        "1 2": nutcracker's single thread, and two)
 #   LOAD_TIMEOUT         seconds one redis-benchmark run may take (default 600)
 #   SHARDIS_BIN          shardis binary to use; skips the cargo build
+#   SHARDIS_BASE_BIN     a second shardis binary (an earlier build, say), measured as
+#                        shipped beside the first in every round, as `shardis-base`
 #   SKIP_SHARDIS=1       leave shardis out (to develop this script)
 #   KEEP_TMP=1           keep the temp dir with configs, logs and raw results
 #
@@ -115,13 +117,18 @@ if ((!skip_shardis)); then
     fi
     [[ -x "$shardis_bin" ]] || die "shardis binary '$shardis_bin' is not executable"
 fi
+base_bin=""
+if ((!skip_shardis)) && [[ -n "${SHARDIS_BASE_BIN:-}" ]]; then
+    base_bin=$SHARDIS_BASE_BIN
+    [[ -x "$base_bin" ]] || die "shardis binary '$base_bin' (SHARDIS_BASE_BIN) is not executable"
+fi
 
 # ----------------------------------------------------------------- backends
 
 worker_settings=(${LOAD_SHARDIS_WORKERS-1 2})
-read -ra ports <<<"$(free_ports $((6 + ${#worker_settings[@]})))"
+read -ra ports <<<"$(free_ports $((7 + ${#worker_settings[@]})))"
 port_a=${ports[0]} port_b=${ports[1]} port_c=${ports[2]}
-port_nut=${ports[3]} port_nut_stats=${ports[4]} port_shardis=${ports[5]}
+port_nut=${ports[3]} port_nut_stats=${ports[4]} port_shardis=${ports[5]} port_base=${ports[6]}
 backend_ports=("$port_a" "$port_b" "$port_c")
 
 for port in "${backend_ports[@]}"; do
@@ -164,10 +171,10 @@ wait_pong nutcracker "$port_nut" "$nut_pid" "$tmp/nutcracker.log"
 
 shardis_pid=""
 declare -A shardis_w_pid=() shardis_w_port=()
-# start_shardis NAME PORT [WORKERS]: a shardis on the three backends, as shipped but for the
-# pool and, when given, `workers`; sets started_pid.
+# start_shardis NAME PORT [WORKERS [BINARY]]: a shardis on the three backends, as shipped but
+# for the pool and, when given, `workers`; sets started_pid.
 start_shardis() {
-    local name=$1 port=$2 workers=${3:-}
+    local name=$1 port=$2 workers=${3:-} bin=${4:-$shardis_bin}
     {
         echo "listen = \"127.0.0.1:$port\""
         [[ -n "$workers" ]] && echo "workers = $workers"
@@ -187,18 +194,23 @@ start_shardis() {
         done
     } >"$tmp/$name.toml"
     # Quiet logging unless the caller asks for more: logging is not what we measure.
-    RUST_LOG=${RUST_LOG:-warn} "$shardis_bin" --config "$tmp/$name.toml" \
+    RUST_LOG=${RUST_LOG:-warn} "$bin" --config "$tmp/$name.toml" \
         >"$tmp/$name.log" 2>&1 &
     started_pid=$!
     pids+=("$started_pid")
     wait_pong "$name" "$port" "$started_pid" "$tmp/$name.log"
 }
+base_pid=""
 if ((!skip_shardis)); then
     start_shardis shardis "$port_shardis"
     shardis_pid=$started_pid
+    if [[ -n "$base_bin" ]]; then
+        start_shardis shardis-base "$port_base" "" "$base_bin"
+        base_pid=$started_pid
+    fi
     for i in "${!worker_settings[@]}"; do
         w=${worker_settings[i]}
-        shardis_w_port[$w]=${ports[6 + i]}
+        shardis_w_port[$w]=${ports[7 + i]}
         start_shardis "shardis-w$w" "${shardis_w_port[$w]}" "$w"
         shardis_w_pid[$w]=$started_pid
     done
@@ -228,6 +240,11 @@ declare -A port_of=([direct]=$port_a [nutcracker]=$port_nut [shardis]=$port_shar
 declare -A pid_of=([direct]="" [nutcracker]=$nut_pid [shardis]=$shardis_pid)
 if ((!skip_shardis)); then
     targets+=(shardis)
+    if [[ -n "$base_bin" ]]; then
+        targets+=(shardis-base)
+        port_of[shardis-base]=$port_base
+        pid_of[shardis-base]=$base_pid
+    fi
     for w in "${worker_settings[@]}"; do
         targets+=("shardis-w$w")
         port_of[shardis-w$w]=${shardis_w_port[$w]}
@@ -246,6 +263,7 @@ else
 fi
 echo "shardis: ${shardis_bin:-(skipped)} ($built_from); shardis: as shipped, workers not set;" \
     "shardis-wN: workers = N"
+[[ -n "$base_bin" ]] && echo "shardis-base: $base_bin (SHARDIS_BASE_BIN), as shipped"
 echo "redis-benchmark -r 100000 -t set,get; -c $clients -P 1: -n $n_plain;" \
     "-c $clients -P 16: -n $n_pipeline; -c 1 -P 1: -n $n_single; $rounds round(s)"
 echo
@@ -338,8 +356,9 @@ def num(v, fmt):
     return format(v, fmt) if v is not None else "-"
 
 LOADS = {"c50p1": "-c 50 -P 1", "c50p16": "-c 50 -P 16", "c1p1": "-c 1 -P 1"}
-targets = [t for t in ("direct", "nutcracker", "shardis") if any(k[2] == t for k in rps)]
-targets += sorted({k[2] for k in rps if k[2].startswith("shardis-")},
+targets = [t for t in ("direct", "nutcracker", "shardis", "shardis-base")
+           if any(k[2] == t for k in rps)]
+targets += sorted({k[2] for k in rps if k[2].startswith("shardis-w")},
                   key=lambda t: int(t.removeprefix("shardis-w")))
 head = ("load", "test", "target", "r/s", "x nutcracker", "x direct", "p50 ms",
         "p50 x nutcracker", "cpu", "user", "cpu x nutcracker", "cpu x w1")
@@ -373,7 +392,8 @@ print("cpu = proxy CPU seconds (user+system) per 100k requests, for the SET+GET 
 print("      so both rows of a load show the same value; lower is better. cpu x w1: against")
 print("      shardis-w1 on the same load. user = the part of cpu spent in user space (the")
 print("      rest is the kernel's: system calls and the loopback TCP work they cause).")
-print("shardis = the configuration as shipped; shardis-wN = the same with workers = N.")
+print("shardis = the configuration as shipped; shardis-wN = the same with workers = N;")
+print("shardis-base = SHARDIS_BASE_BIN's build as shipped, when given.")
 print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
 PY
 
