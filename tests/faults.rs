@@ -297,6 +297,30 @@ fn a_silent_node_is_reported_as_timed_out() {
     assert!(reply.contains("timed out"), "{reply}");
 }
 
+/// One client, one request at a time, after a quiet spell: its session writes the request to
+/// the node itself (see `backend::conn::write_side`), and the connection's timer, stopped
+/// while nothing was in flight, must be started for it, or a node that stops answering then
+/// would leave the client waiting for good.
+#[test]
+fn a_request_after_a_quiet_spell_times_out_when_the_node_stops_answering() {
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], FAST);
+    let _log = proxy.log_on_panic();
+    let mut raw = Raw::connect(proxy.port());
+    for _ in 0..3 {
+        assert_eq!(raw.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    }
+    // Several of the connection's 125 ms ticks with nothing in flight.
+    std::thread::sleep(Duration::from_millis(800));
+    let paused = node.proc.pause();
+    let started = Instant::now();
+    let reply = String::from_utf8(raw.call(&[b"GET", b"k"])).unwrap();
+    let took = started.elapsed();
+    drop(paused);
+    assert!(reply.contains("timed out"), "{reply}");
+    assert!(took < Duration::from_secs(3), "the request took {took:?}");
+}
+
 /// A wrong `[backend] password`: the error names the setup commands the client's own protocol
 /// uses: AUTH alone for a RESP2 client, AUTH and HELLO 3 for a RESP3 one.
 #[test]

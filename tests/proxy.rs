@@ -83,6 +83,34 @@ fn multi_key_commands_split_and_merge() {
     assert_eq!(n, 0);
 }
 
+/// A split command's parts and a plain command after it take two ways to a node's connection
+/// (its queue, and the lane the session writes to itself): the second must not overtake the
+/// first, or a GET pipelined after an MSET reads the value from before it.
+#[test]
+fn a_pipelined_read_sees_the_split_write_before_it() {
+    let c = Cluster::start("");
+    let mut conn = c.proxy.conn();
+    for round in 0..4 {
+        let mut pipe = redis::pipe();
+        for i in 0..500 {
+            let (a, b) = (format!("po:a:{i}"), format!("po:b:{i}"));
+            let v = round * 1000 + i;
+            pipe.cmd("MSET").arg(&a).arg(v).arg(&b).arg(v);
+            pipe.cmd("GET").arg(&a).cmd("GET").arg(&b);
+        }
+        let replies: Vec<Value> = pipe.query(&mut conn).unwrap();
+        for (i, r) in replies.chunks(3).enumerate() {
+            let v = (round * 1000 + i).to_string().into_bytes();
+            let want = [
+                Value::Okay,
+                Value::BulkString(v.clone()),
+                Value::BulkString(v),
+            ];
+            assert_eq!(r, &want[..], "round {round}, MSET {i} then GET both keys");
+        }
+    }
+}
+
 #[test]
 fn keys_that_must_live_together_need_one_shard() {
     let c = Cluster::start("");

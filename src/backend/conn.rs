@@ -28,9 +28,14 @@ use super::{
     BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, ReplyTo, Wait, RECEIVING_BIG,
 };
 use crate::config::BackendSettings;
-use crate::net::outbox::{self, Outbox};
+use crate::net::outbox;
 use crate::net::socket::{Reader, Socket, Watermark};
 use crate::resp::{encode, reply, Proto, ReplyFramer};
+
+mod write_side;
+
+pub(super) use write_side::WriteSide;
+use write_side::{WriteState, WRITE_AHEAD};
 
 /// A node connection: plain TCP, or the socket of a TLS bridge.
 enum Connected {
@@ -83,11 +88,6 @@ const STREAM_ROOM: usize = 1 << 20;
 /// Requests taken off the queue per batch before writing.
 const BATCH: usize = 256;
 
-/// No more requests are taken off the queue while this much waits to be written: a node
-/// that reads slowly leaves them in the queue, whose senders then wait (a big request passed
-/// on as it arrives, see `session::upload`, so holds this, a batch and its queue at most).
-const WRITE_AHEAD: usize = 1 << 20;
-
 /// A protocol's shared connections to a node: `connections` per worker, each group spawned on
 /// its worker, numbered across the groups. A mirror shard has one group, on worker 0.
 pub(super) fn spawn_groups(settings: &NodeSettings, proto: Proto) -> Vec<Vec<NodeConn>> {
@@ -137,7 +137,15 @@ fn spawn_at(
     let (tx, rx) = mpsc::channel(queue);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
     let dedicated_is_some = dedicated.is_some();
+    let side = Arc::new(WriteSide::new(
+        !dedicated_is_some && settings.mirror.is_none(),
+        settings.gate.clone(),
+        settings.stats.clone(),
+        settings.label.clone(),
+        settings.backend.timeout,
+    ));
     let task = ConnTask {
+        side: side.clone(),
         settings: settings.clone(),
         proto,
         rx,
@@ -151,7 +159,7 @@ fn spawn_at(
         Some(worker) => drop(crate::net::workers::spawn_on(worker, task.run())),
         None => drop(tokio::spawn(task.run())),
     }
-    NodeConn { tx, state }
+    NodeConn { tx, state, side }
 }
 
 /// What a dedicated connection does with frames that answer no request.
@@ -172,6 +180,8 @@ pub enum Push {
 }
 
 struct ConnTask {
+    /// The write buffer and the waiters, which sessions add plain requests to themselves.
+    side: Arc<WriteSide>,
     settings: NodeSettings,
     proto: Proto,
     rx: mpsc::Receiver<BackendRequest>,
@@ -404,38 +414,44 @@ impl ConnTask {
     }
 
     /// Runs one connection until it fails (`Some(reason)`) or the proxy drops the node (`None`).
-    async fn serve(&mut self, stream: impl Socket) -> Option<String> {
-        let mut pending: VecDeque<Waiter> = VecDeque::new();
+    async fn serve<S: Socket + Sync>(&mut self, stream: S) -> Option<String> {
+        // The socket is shared with the sessions that write to it (see `write_side`).
+        let stream = Arc::new(stream);
+        let side = self.side.clone();
         // Write replies waiting for the WAIT after their batch.
         let mut held: VecDeque<Held> = VecDeque::new();
-        let mut wbuf = Outbox::default();
         let mut rbuf = BytesMut::new();
         let mut reader = Reader::default();
         // Give back what a big value made the read buffer grow to.
         let mut rmark = Watermark::default();
         let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
-        if let Some(auth) = self.settings.backend.auth_args() {
-            encode::command(wbuf.buf(), auth.into_iter());
-            pending.push_back(Waiter::Handshake {
-                deadline: Instant::now() + self.settings.backend.timeout,
-            });
-        }
-        if self.proto == Proto::Resp3 {
-            encode::command(wbuf.buf(), [&b"HELLO"[..], b"3"].into_iter());
-            pending.push_back(Waiter::Handshake {
-                deadline: Instant::now() + self.settings.backend.timeout,
-            });
-        }
-        // Requests this connection parked while its node was unreachable go first, so each
-        // client's requests keep their order.
-        if let Some(parking) = &self.settings.parking {
-            let parked = parking.take_for(&self.settings.addr, self.proto, self.index);
-            let now = Instant::now();
-            let mut ack = 0;
-            for req in parked {
-                ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
+        {
+            let mut l = side.lock();
+            if let Some(auth) = self.settings.backend.auth_args() {
+                encode::command(l.wbuf.buf(), auth.into_iter());
+                l.pending.push_back(Waiter::Handshake {
+                    deadline: Instant::now() + self.settings.backend.timeout,
+                });
             }
-            self.close_batch(ack, &mut wbuf, &mut pending);
+            if self.proto == Proto::Resp3 {
+                encode::command(l.wbuf.buf(), [&b"HELLO"[..], b"3"].into_iter());
+                l.pending.push_back(Waiter::Handshake {
+                    deadline: Instant::now() + self.settings.backend.timeout,
+                });
+            }
+            // Requests this connection parked while its node was unreachable go first, so each
+            // client's requests keep their order.
+            if let Some(parking) = &self.settings.parking {
+                let parked = parking.take_for(&self.settings.addr, self.proto, self.index);
+                let now = Instant::now();
+                let mut ack = 0;
+                for req in parked {
+                    ack = ack.max(self.enqueue(req, now, &mut l));
+                }
+                self.close_batch(ack, &mut l);
+            }
+            // From here on sessions may add requests of their own.
+            l.out = Some(stream.clone());
         }
         let timeout = self.settings.backend.timeout;
         let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(5)));
@@ -443,8 +459,6 @@ impl ConnTask {
         let mut open = true;
         let mut receiving_big = false;
         let mut streaming: Option<Streaming> = None;
-        // The last batch was one request: requests come one at a time (see below).
-        let mut alone = false;
         // Runs out once the connection has had nothing to do for `keep`.
         let mut unused = self.keep.map(|keep| Box::pin(tokio::time::sleep(keep)));
         // The last piece written is part of a request whose end has not come (an upload's
@@ -452,21 +466,38 @@ impl ConnTask {
         let mut partial = false;
         // A batch of requests taken off the queue.
         let mut intake: Vec<BackendRequest> = Vec::with_capacity(BATCH);
+        // Replies came since the last tick: the timer keeps running, so that requests the
+        // sessions add meanwhile are timed without waking the task for each.
+        let mut busy = false;
 
         let broken: Broken = loop {
-            if !wbuf.is_empty() {
-                if let Err(e) = wbuf.write_to(&stream) {
-                    break Broken::Lost(e.to_string());
+            let (idle, ticking, writing, room) = {
+                let mut l = side.lock();
+                if !l.wbuf.is_empty() {
+                    if let Err(e) = l.flush() {
+                        break Broken::Lost(e.to_string());
+                    }
                 }
-            }
-            // A dedicated connection whose session is gone closes at once: Redis then drops
-            // what the session left behind (a BLPOP still blocked would otherwise take the
-            // next pushed element for no one).
-            let idle =
-                pending.is_empty() && wbuf.is_empty() && held.is_empty() && streaming.is_none();
-            if !open && (idle || self.abandoned(&pending, &held)) {
-                return None;
-            }
+                // A dedicated connection whose session is gone closes at once: Redis then
+                // drops what the session left behind (a BLPOP still blocked would otherwise
+                // take the next pushed element for no one).
+                let idle = l.pending.is_empty()
+                    && l.wbuf.is_empty()
+                    && held.is_empty()
+                    && streaming.is_none();
+                if !open && (idle || self.abandoned(&l.pending, &held)) {
+                    l.close();
+                    return None;
+                }
+                let ticking = !l.pending.is_empty() || streaming.is_some() || busy;
+                l.ticking = ticking;
+                (
+                    idle,
+                    ticking,
+                    !l.wbuf.is_empty(),
+                    l.wbuf.len() < WRITE_AHEAD,
+                )
+            };
             if let (Some(unused), Some(keep)) = (unused.as_mut(), self.keep) {
                 if !idle {
                     unused.as_mut().reset(Instant::now() + keep);
@@ -478,26 +509,33 @@ impl ConnTask {
                     if let Err(e) = ready {
                         break Broken::Lost(e.to_string());
                     }
-                    match reader.try_read(&stream, &mut rbuf) {
+                    match reader.try_read(&*stream, &mut rbuf) {
                         Ok(0) => break Broken::Lost("closed by the node".into()),
                         Ok(_) => {
-                            let delivered = self.deliver(
-                                &mut rbuf,
-                                &mut framer,
-                                &mut pending,
-                                &mut held,
-                                &mut streaming,
-                            );
-                            if let Err(e) = delivered {
-                                break Broken::Lost(e);
-                            }
+                            busy = true;
+                            // A big value on its way. Passed on as it arrives (`streamable`): room
+                            // for a good read at a time. Gathered: room for all of it at once,
+                            // rather than a copy of what came so far each time the buffer doubles.
+                            let (mut wants, streamable) = {
+                                let mut l = side.lock();
+                                let delivered = self.deliver(
+                                    &mut rbuf,
+                                    &mut framer,
+                                    &mut l.pending,
+                                    &mut held,
+                                    &mut streaming,
+                                );
+                                if let Err(e) = delivered {
+                                    break Broken::Lost(e);
+                                }
+                                let wants = framer.wants();
+                                let streamable = wants > 0
+                                    && (streaming.is_some() || self.streamable(&rbuf, &l.pending));
+                                (wants, streamable)
+                            };
                             rmark.check(&mut rbuf);
-                            // A big value on its way. Passed on as it arrives: room for a
-                            // good read at a time. Gathered: room for all of it at once, rather
-                            // than a copy of what came so far each time the buffer doubles.
-                            let mut wants = framer.wants();
                             if wants > 0 {
-                                wants = match streaming.is_some() || self.streamable(&rbuf, &pending) {
+                                wants = match streamable {
                                     true => wants.min(STREAM_ROOM),
                                     false => wants.min(ROOM_MAX),
                                 };
@@ -522,53 +560,57 @@ impl ConnTask {
                         Err(e) => break Broken::Lost(e.to_string()),
                     }
                 }
-                ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if !wbuf.is_empty() => {
+                ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if writing => {
                     if let Err(e) = ready {
                         break Broken::Lost(e.to_string());
                     }
                 }
                 // Taken off the queue many at a time: the queue's room is given back once per
                 // batch, where taking them one by one gave it back, under a lock, each time.
-                got = self.rx.recv_many(&mut intake, BATCH), if open && wbuf.len() < WRITE_AHEAD => {
+                got = self.rx.recv_many(&mut intake, BATCH), if open && room => {
                     if got == 0 {
                         // Every handle is gone.
                         open = false;
                         continue;
                     }
                     let now = Instant::now();
+                    // Onto the write side at once, before anything a session adds after them.
+                    let mut ack = self.take_in(&mut intake, now, &mut partial);
                     // Let the other sessions that are ready run first, so their requests join
                     // this write: one system call for many clients, as twemproxy's event loop
                     // batches. Not while requests come one at a time (one client, without
                     // pipelining): there the wait gathers nothing and costs a look at the
-                    // event loop per request. A batch of more than one, read without it, turns
-                    // it back on.
-                    if !alone {
+                    // event loop per request. A write of more than one turns it back on.
+                    if !side.lock().alone {
                         tokio::task::yield_now().await;
-                        if !self.rx.is_empty() && intake.len() < BATCH {
+                        if !self.rx.is_empty() {
                             // Not empty: this takes what is there without waiting.
-                            let room = BATCH - intake.len();
-                            self.rx.recv_many(&mut intake, room).await;
+                            self.rx.recv_many(&mut intake, BATCH).await;
+                            ack = ack.max(self.take_in(&mut intake, now, &mut partial));
                         }
                     }
-                    alone = intake.len() == 1;
-                    let mut ack = 0;
-                    if let Some(last) = intake.last() {
-                        partial = last.reply.is_none() && self.keep.is_some();
+                    // One WAIT after the batch, for the writes of it that need acknowledging.
+                    self.close_batch(ack, &mut side.lock());
+                }
+                // Sessions added requests to the write side: written at the top of the loop, after
+                // the other sessions that are ready have added theirs (as above).
+                () = std::future::poll_fn(|cx| side.poll_woken(cx)) => {
+                    if !side.lock().alone {
+                        tokio::task::yield_now().await;
                     }
-                    for req in intake.drain(..) {
-                        ack = ack.max(self.enqueue(req, now, &mut wbuf, &mut pending));
-                    }
-                    self.close_batch(ack, &mut wbuf, &mut pending);
                 }
                 // Kept for a session's next upload, which has not come: closed, and no longer
                 // counted under `max_dedicated`. The session sees it down and opens another.
                 () = async { unused.as_mut().expect("enabled only with a timer").await }, if unused.is_some() && idle && !partial => {
                     self.set_state(NodeState::Down);
+                    side.lock().close();
                     return None;
                 }
-                _ = tick.tick(), if !pending.is_empty() || streaming.is_some() => {
+                _ = tick.tick(), if ticking => {
+                    busy = false;
+                    let mut l = side.lock();
                     // Replies come in order, so the front waiter is the one overdue first.
-                    let deadline = match pending.front_mut() {
+                    let deadline = match l.pending.front_mut() {
                         _ if streaming.is_some() => streaming.as_ref().and_then(|s| s.deadline),
                         Some(Waiter::Client { deadline, .. }) => *deadline,
                         Some(Waiter::Handshake { deadline }) => Some(*deadline),
@@ -587,6 +629,7 @@ impl ConnTask {
                 }
             }
         };
+        let pending = side.lock().close();
         if self.dedicated.is_some() {
             // Seen as down before its waiters hear of the failure, so the session does not
             // reuse it for its next request.
@@ -650,15 +693,15 @@ impl ConnTask {
     /// Ends a batch that has writes needing `ack` replica acknowledgements with one WAIT: it
     /// covers every write of the batch (and before), as Redis counts acknowledgements up to
     /// this connection's last write.
-    fn close_batch(&self, ack: u8, wbuf: &mut Outbox, pending: &mut VecDeque<Waiter>) {
+    fn close_batch(&self, ack: u8, side: &mut WriteState) {
         if ack == 0 {
             return;
         }
         let ms = self.settings.ack_timeout.as_millis().max(1).to_string();
         let want = ack.to_string();
         let args = [&b"WAIT"[..], want.as_bytes(), ms.as_bytes()];
-        encode::command(wbuf.buf(), args.into_iter());
-        pending.push_back(Waiter::Ack {
+        encode::command(side.wbuf.buf(), args.into_iter());
+        side.pending.push_back(Waiter::Ack {
             deadline: None,
             want: ack,
         });
@@ -674,17 +717,26 @@ impl ConnTask {
             })
     }
 
+    /// Adds the requests taken off the queue to the write side; returns the replica acknowledgements
+    /// the most demanding of them needs. `partial`: see `serve`.
+    fn take_in(&self, intake: &mut Vec<BackendRequest>, now: Instant, partial: &mut bool) -> u8 {
+        if let Some(last) = intake.last() {
+            *partial = last.reply.is_none() && self.keep.is_some();
+        }
+        let mut side = self.side.lock();
+        let mut ack = 0;
+        for req in intake.drain(..) {
+            ack = ack.max(self.enqueue(req, now, &mut side));
+        }
+        ack
+    }
+
     /// Adds a request to the batch; returns the replica acknowledgements it needs.
-    fn enqueue(
-        &self,
-        req: BackendRequest,
-        now: Instant,
-        wbuf: &mut Outbox,
-        pending: &mut VecDeque<Waiter>,
-    ) -> u8 {
+    fn enqueue(&self, req: BackendRequest, now: Instant, side: &mut WriteState) -> u8 {
         let Some(reply) = req.reply else {
             // Nothing waits for a reply (a subscriber's SUBSCRIBE: its events are pushes).
-            wbuf.put(&req.bytes);
+            side.wbuf.put(&req.bytes);
+            side.added();
             return 0;
         };
         // A client that already went away needs no answer; skipping its request is safe
@@ -704,7 +756,8 @@ impl ConnTask {
             }));
             return 0;
         };
-        wbuf.put(&req.bytes);
+        side.wbuf.put(&req.bytes);
+        side.added();
         let deadline = match req.wait {
             Wait::Default => Some(now + self.settings.backend.timeout),
             Wait::For(d) => Some(now + d),
@@ -715,7 +768,7 @@ impl ConnTask {
             (Some(_), Copy::Resync(target, keys)) => Tap::Resync(target, keys),
             _ => Tap::None,
         };
-        pending.push_back(Waiter::Client {
+        side.pending.push_back(Waiter::Client {
             reply,
             deadline,
             skip: req.skip,

@@ -56,6 +56,12 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Which session the ticket is from: the same for all of a session's tickets, and
+    /// different from every other session's while it lasts.
+    pub(crate) fn session(&self) -> usize {
+        Arc::as_ptr(&self.inbox) as usize
+    }
+
     fn send(mut self, reply: Reply) {
         self.answered = true;
         self.inbox.put(self.number, Arrival::Reply(reply));

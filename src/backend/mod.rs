@@ -179,6 +179,7 @@ pub const RECEIVING_BIG: u8 = 0x80;
 pub struct NodeConn {
     tx: mpsc::Sender<BackendRequest>,
     state: Arc<AtomicU8>,
+    side: Arc<conn::WriteSide>,
 }
 
 /// A request a node connection's queue had no room for (see [`NodeConn::send_ticketed`]).
@@ -213,8 +214,9 @@ impl NodeConn {
     }
 
     /// [`send_acked`](Self::send_acked) for a plain request, answered through its session's
-    /// inbox under `ticket` rather than on a channel of its own. Queued at once when the queue
-    /// has room, as it nearly always has, with no future made for it; else given back, for
+    /// inbox under `ticket` rather than on a channel of its own. Added to the connection's
+    /// write side when it takes it (see `conn::write_side`), else queued at once when the queue has room, as it
+    /// nearly always has, with no future made for it; else given back, for
     /// [`send_when_room`](Self::send_when_room).
     pub fn send_ticketed(
         &self,
@@ -223,6 +225,17 @@ impl NodeConn {
         write: Option<u8>,
     ) -> Result<(), Full> {
         let (ack, copy) = write_copy(write);
+        // Only when nothing sent before waits in the queue, which the request would overtake.
+        let (bytes, ticket) = match ack {
+            0 => {
+                let empty = self.tx.capacity() == self.tx.max_capacity();
+                match self.side.offer(bytes, ticket, empty) {
+                    Ok(()) => return Ok(()),
+                    Err(back) => back,
+                }
+            }
+            _ => (bytes, ticket),
+        };
         let request = BackendRequest {
             bytes,
             reply: Some(ReplyTo::Inbox(ticket)),
