@@ -717,8 +717,8 @@ impl ConnTask {
             })
     }
 
-    /// Adds the requests taken off the queue to the write side; returns the replica acknowledgements
-    /// the most demanding of them needs. `partial`: see `serve`.
+    /// Adds the requests taken off the queue to the write side; returns the replica
+    /// acknowledgements the most demanding of them needs. `partial`: see `serve`.
     fn take_in(&self, intake: &mut Vec<BackendRequest>, now: Instant, partial: &mut bool) -> u8 {
         if let Some(last) = intake.last() {
             *partial = last.reply.is_none() && self.keep.is_some();

@@ -58,7 +58,7 @@ pub struct Ticket {
 impl Ticket {
     /// Which session the ticket is from: the same for all of a session's tickets, and
     /// different from every other session's while it lasts.
-    pub(crate) fn session(&self) -> usize {
+    pub(super) fn session(&self) -> usize {
         Arc::as_ptr(&self.inbox) as usize
     }
 

@@ -215,8 +215,8 @@ impl NodeConn {
 
     /// [`send_acked`](Self::send_acked) for a plain request, answered through its session's
     /// inbox under `ticket` rather than on a channel of its own. Added to the connection's
-    /// write side when it takes it (see `conn::write_side`), else queued at once when the queue has room, as it
-    /// nearly always has, with no future made for it; else given back, for
+    /// write side when it takes it (see `conn::write_side`), else queued at once when the queue
+    /// has room, as it nearly always has, with no future made for it; else given back, for
     /// [`send_when_room`](Self::send_when_room).
     pub fn send_ticketed(
         &self,

@@ -3,17 +3,17 @@
 //!
 //! A request handed to the connection's task through its channel costs a send, a wake-up of
 //! the task, and a turn of the task's loop to take it off the channel and copy it into the
-//! write buffer. A [`WriteSide`] is that write buffer and the FIFO of waiters, behind a lock the
-//! session and the task each take in turn on their one thread: the session copies its request
-//! in and queues its waiter itself. When requests come one at a time (one client, no
-//! pipelining) and nothing is in flight, it also writes the request to the node at once; the
-//! task then runs once per request, for the reply, instead of twice. When many come together,
-//! the first one wakes the task, which lets the other sessions add theirs before it writes
-//! them all in one system call, as it did with the requests it took off its channel.
+//! write buffer. A [`WriteSide`] is that write buffer and the FIFO of waiters, behind a lock
+//! the session and the task each take in turn on their one thread: the session copies its
+//! request in and queues its waiter itself. When one client sends one request at a time and
+//! nothing else is in flight, it also writes the request to the node at once; the task then
+//! runs once per request, for the reply, instead of twice. When many come together, the first
+//! one wakes the task, which lets the other sessions add theirs before it writes them all in
+//! one system call, as it did with the requests it took off its channel.
 //!
 //! A session's requests to one node keep their order: the write side takes a request only
-//! while the connection's channel is empty (see [`WriteSide::offer`]), and the task adds what it takes
-//! off the channel to it at once, so nothing the session sent before through the
+//! while the connection's channel is empty (see [`WriteSide::offer`]), and the task adds what
+//! it takes off the channel to it at once, so nothing the session sent before through the
 //! channel is overtaken.
 
 use std::collections::VecDeque;
@@ -32,10 +32,10 @@ use crate::backend::{BackendError, Gate, NodeStats, ReplyTo, Ticket};
 use crate::net::outbox::Outbox;
 use crate::net::socket::Socket;
 
-/// Nothing more is added, from the sessions or the channel, while this much waits to be written:
-/// a node that reads slowly leaves the requests in the channel, whose senders then wait (a big
-/// request passed on as it arrives, see `session::upload`, so holds this, a batch and its
-/// queue at most).
+/// Nothing more is added, by the sessions or from the channel, while this much waits to be
+/// written: a node that reads slowly leaves the requests in the channel, whose senders then
+/// wait (a big request passed on as it arrives, see `session::upload`, so holds this, a batch
+/// and its queue at most).
 pub(super) const WRITE_AHEAD: usize = 1 << 20;
 
 /// A connection's socket, as the sessions write to it.
