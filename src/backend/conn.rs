@@ -749,11 +749,7 @@ impl ConnTask {
             _ => self.settings.gate.admit(),
         };
         let Some(gate) = admitted else {
-            self.settings.stats.count(true);
-            reply.send(Err(BackendError::Unavailable {
-                node: self.settings.label.clone(),
-                reason: "it is no longer the shard's primary".into(),
-            }));
+            self.side.refuse(reply);
             return 0;
         };
         side.wbuf.put(&req.bytes);

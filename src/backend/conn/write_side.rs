@@ -133,11 +133,7 @@ impl WriteSide {
         let reply = ReplyTo::Inbox(ticket);
         let Some(gate) = self.gate.admit() else {
             drop(w);
-            self.stats.count(true);
-            reply.send(Err(BackendError::Unavailable {
-                node: self.label.clone(),
-                reason: "it is no longer the shard's primary".into(),
-            }));
+            self.refuse(reply);
             return Ok(());
         };
         // One client's requests, one at a time: nothing else in flight, the last write carried
@@ -168,6 +164,15 @@ impl WriteSide {
             self.wake();
         }
         Ok(())
+    }
+
+    /// Answers a request the node's closed gate keeps from being written (see [`Gate`]).
+    pub(super) fn refuse(&self, reply: ReplyTo) {
+        self.stats.count(true);
+        reply.send(Err(BackendError::Unavailable {
+            node: self.label.clone(),
+            reason: "it is no longer the shard's primary".into(),
+        }));
     }
 
     fn wake(&self) {
