@@ -15,7 +15,7 @@
 # median latency (p50), and each proxy's CPU time per 100k requests, read from
 # /proc/PID/stat around its runs.
 #
-# Usage: benches/load.sh [--quick] [--blocking] [--big]
+# Usage: benches/load.sh [--quick] [--blocking] [--big] [--profile]
 #   --quick              small request counts and one round (smoke test)
 #   --blocking           also measure GET/SET latency through shardis while 50
 #                        other clients sit in BLPOP (2 s timeout, re-issued),
@@ -26,6 +26,12 @@
 #                        as the socket gives it, after them and 10 s later; and the
 #                        slowest of 100 small GETs that another client sends to the
 #                        same node during one more big GET
+#   --profile            also, per proxy and load, one more run with the proxy's stacks
+#                        sampled (perf record -e cpu-clock -g; installs Debian's
+#                        linux-perf if perf is missing): where its CPU time goes, in user
+#                        space, switching away (preempted, or sleeping), waking the readers
+#                        of what it writes, and the rest of the kernel (benches/stacks.py);
+#                        the samples are kept with KEEP_TMP=1, for perf report
 # Environment:
 #   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
@@ -57,11 +63,13 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/local/sbin:/usr/sbin"
 quick=0
 blocking=0
 big=0
+profile=0
 for arg in "$@"; do
     case $arg in
         --quick) quick=1 ;;
         --blocking) blocking=1 ;;
         --big) big=1 ;;
+        --profile) profile=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
             exit 0
@@ -102,6 +110,10 @@ bench_start load
 # ------------------------------------------------------------ dependencies
 
 need redis-server redis-cli redis-benchmark nutcracker python3 timeout
+if ((profile)); then
+    bash scripts/install-deps.sh perf
+    command -v perf >/dev/null 2>&1 || die "'perf' not found"
+fi
 clk_tck=$(getconf CLK_TCK)
 
 shardis_bin=""
@@ -396,6 +408,54 @@ print("shardis = the configuration as shipped; shardis-wN = the same with worker
 print("shardis-base = SHARDIS_BASE_BIN's build as shipped, when given.")
 print("direct = one Redis node alone, for reference; the proxies spread keys over three.")
 PY
+
+# ------------------------------------------------------------------ profiles
+
+if ((profile)); then
+    echo
+    echo "Where each proxy's CPU time goes: one more run of each load, the proxy's stacks sampled"
+    echo "(perf record -e cpu-clock -F 1999 -g -p PID), sorted by benches/stacks.py. cpu = CPU"
+    echo "seconds per 100k requests as sampled (perf slows the proxy a little); then the share, in"
+    echo "percent, spent in user space, switched away while it had work (preempted: mostly by the"
+    echo "process its last write woke), switched away to wait (sleeping), waking the readers of what"
+    echo "it wrote (or its own threads), and in the rest of the kernel (system calls, loopback TCP);"
+    echo "top = its three busiest user-space functions, in percent of all its samples."
+    : >"$tmp/stacks.csv"
+    for load in "${loads[@]}"; do
+        n=${requests_for[$load]}
+        for target in "${targets[@]}"; do
+            [[ $target == direct ]] && continue
+            data="$tmp/perf-$load-$target.data"
+            perf record -q -e cpu-clock -F 1999 -g -p "${pid_of[$target]}" -o "$data" \
+                >/dev/null 2>"$data.log" &
+            perf_pid=$!
+            pids+=("$perf_pid")
+            # Sampling starts once perf has attached; until the load starts there is nothing
+            # to sample (cpu-clock counts only while the proxy runs).
+            sleep 0.5
+            timeout "$bench_timeout" redis-benchmark -h 127.0.0.1 -p "${port_of[$target]}" \
+                -c "${clients_for[$load]}" -r 100000 -n "$n" -t set,get \
+                -P "${pipeline_for[$load]}" -q >/dev/null 2>&1 ||
+                die "redis-benchmark against $target ($load, sampled) failed"
+            # perf record writes its samples out when interrupted, and exits non-zero then.
+            kill -INT "$perf_pid"
+            wait "$perf_pid" || true
+            perf script -i "$data" -F period,ip,sym,dso 2>>"$data.log" |
+                python3 benches/stacks.py "$load" "$target" $((n * 2)) >>"$tmp/stacks.csv" ||
+                die "no samples of $target ($load); see $data.log"
+        done
+    done
+    python3 - "$tmp/stacks.csv" <<'PY'
+import csv, sys
+LOADS = {"c50p1": "-c 50 -P 1", "c50p16": "-c 50 -P 16", "c1p1": "-c 1 -P 1"}
+head = ("load", "target", "cpu", "user", "preempted", "sleeping", "waking", "kernel", "top")
+rows = [(LOADS[r[0]], r[1], *r[3:]) for r in csv.reader(open(sys.argv[1]))]
+widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head) - 1)]
+for r in [head, tuple("-" * w for w in widths) + ("---",)] + rows:
+    print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+          + "  " + r[-1])
+PY
+fi
 
 # ------------------------------------------------ latency beside blocked pops
 

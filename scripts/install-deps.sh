@@ -11,6 +11,11 @@
 #   metrics` on a scrape, and the client-library test installs redis-py from
 #   PyPI into a virtualenv)
 #
+# and, when named as arguments, commands only some scripts need:
+#
+#   perf (Debian package linux-perf; benches/load.sh --profile samples the
+#   proxies' stacks with it)
+#
 # and check that a Rust toolchain (cargo) is available. Safe to run again:
 # when every command is already present it does not touch apt at all.
 #
@@ -39,6 +44,18 @@ declare -A package_of=(
     [iptables]=iptables
     [promtool]=prometheus
 )
+
+# Commands installed only when asked for by name.
+declare -A optional_package_of=(
+    [perf]=linux-perf
+)
+for cmd in "$@"; do
+    if [[ -z "${optional_package_of[$cmd]:-}" ]]; then
+        echo "install-deps: no optional command '$cmd' (there are: ${!optional_package_of[*]})" >&2
+        exit 2
+    fi
+    package_of[$cmd]=${optional_package_of[$cmd]}
+done
 
 # Collect the packages behind the missing commands, each once.
 missing=()
