@@ -31,7 +31,9 @@
 #                        linux-perf if perf is missing): where its CPU time goes, in user
 #                        space, switching away (preempted, or sleeping), waking the readers
 #                        of what it writes, and the rest of the kernel (benches/stacks.py);
-#                        the samples are kept with KEEP_TMP=1, for perf report
+#                        the samples are kept with KEEP_TMP=1, for perf report. The kernel's
+#                        part is sampled as root, or with kernel.perf_event_paranoid at 1
+#                        or less
 # Environment:
 #   LOAD_N               requests per test at -P 1   (default 200000; quick 20000)
 #   LOAD_N_PIPELINE      requests per test at -P 16  (default 1000000; quick 100000)
