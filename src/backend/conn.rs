@@ -134,6 +134,23 @@ fn spawn_at(
     queue: usize,
     keep: Option<Duration>,
 ) -> NodeConn {
+    let (task, conn) = task(settings, proto, dedicated, index, queue, keep);
+    match worker {
+        Some(worker) => drop(crate::net::workers::spawn_on(worker, task.run())),
+        None => drop(tokio::spawn(task.run())),
+    }
+    conn
+}
+
+/// A connection task, not yet running, and the handle requests reach it through.
+fn task(
+    settings: &NodeSettings,
+    proto: Proto,
+    dedicated: Option<Dedicated>,
+    index: usize,
+    queue: usize,
+    keep: Option<Duration>,
+) -> (ConnTask, NodeConn) {
     let (tx, rx) = mpsc::channel(queue);
     let state = Arc::new(AtomicU8::new(NodeState::Connecting as u8));
     let dedicated_is_some = dedicated.is_some();
@@ -155,11 +172,7 @@ fn spawn_at(
         counted: dedicated_is_some,
         keep,
     };
-    match worker {
-        Some(worker) => drop(crate::net::workers::spawn_on(worker, task.run())),
-        None => drop(tokio::spawn(task.run())),
-    }
-    NodeConn { tx, state, side }
+    (task, NodeConn { tx, state, side })
 }
 
 /// What a dedicated connection does with frames that answer no request.
@@ -265,6 +278,12 @@ enum Waiter {
 impl Drop for ConnTask {
     fn drop(&mut self) {
         self.uncount();
+        // A task that ends without closing its write side (it panicked, and its runtime
+        // dropped it) leaves the sessions no socket to add requests to: they go to the
+        // channel, which ended with the task. The waiters it held are dropped, which answers
+        // each as the end of the connection task.
+        let pending = self.side.lock().close();
+        drop(pending);
     }
 }
 
@@ -999,3 +1018,6 @@ impl ConnTask {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
