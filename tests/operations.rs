@@ -96,12 +96,18 @@ fn metrics_during_load_count_exactly_the_requests_sent() {
     assert!(scrapes > 0);
 
     let (_, body) = http_get(mport, "/metrics");
+    let counted: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("shardis_command"))
+        .filter(|l| !l.contains("_bucket"))
+        .collect();
     for cmd in ["set", "get"] {
         let labels = format!("cmd=\"{cmd}\"");
         assert_eq!(
             sample(&body, "shardis_commands_total", &labels),
             Some(N as f64),
-            "{cmd}"
+            "{cmd}; the commands counted:\n{}",
+            counted.join("\n")
         );
         assert_eq!(
             sample(&body, "shardis_command_errors_total", &labels),

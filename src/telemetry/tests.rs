@@ -43,3 +43,62 @@ fn latency_buckets_hold_within_an_eighth() {
     // Past the last bucket, everything lands in it.
     assert_eq!(super::bucket(u64::MAX), super::BUCKETS - 1);
 }
+
+/// Every latency recorded is in its histogram, even when workers record while a scrape reads
+/// the histograms on another thread.
+#[test]
+fn latencies_recorded_during_scrapes_are_all_counted() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::command::CommandId;
+
+    const THREADS: usize = 3;
+    const EACH: usize = 100_000;
+    let telemetry = Arc::new(super::Telemetry::default());
+    let get = CommandId::from_index(0);
+    let done = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let (telemetry, done) = (telemetry.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !done.load(Ordering::Relaxed) {
+                telemetry.sample(0);
+                telemetry.render(|| {});
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    let workers: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let telemetry = telemetry.clone();
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let took = Duration::from_micros(((n * 7 + i) % 3000) as u64);
+                    telemetry.record(get, took, None, false);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(scraper.join().unwrap() > 0);
+
+    let text = telemetry.render(|| {});
+    let series = format!(
+        "shardis_command_duration_seconds_count{{cmd=\"{}\"}} ",
+        get.name()
+    );
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, (THREADS * EACH) as u64);
+}
