@@ -14,7 +14,10 @@
 //! A session's requests to one node keep their order: the write side takes a request only
 //! while the connection's channel is empty (see [`WriteSide::offer`]), and the task adds what
 //! it takes off the channel to it at once, so nothing the session sent before through the
-//! channel is overtaken.
+//! channel is overtaken. That needs the session and the connection's task on one thread, as
+//! each worker's single-threaded runtime has them: the channel frees its room when the task
+//! takes requests off it, before the task adds them here, and a session on another thread
+//! could add its next request in between.
 
 use std::collections::VecDeque;
 use std::io;
