@@ -57,7 +57,7 @@ fn latencies_recorded_during_scrapes_are_all_counted() {
     const THREADS: usize = 3;
     const EACH: usize = 100_000;
     let telemetry = Arc::new(super::Telemetry::default());
-    let get = CommandId::from_index(0);
+    let cmd = CommandId::from_index(0);
     let done = Arc::new(AtomicBool::new(false));
     let scraper = {
         let (telemetry, done) = (telemetry.clone(), done.clone());
@@ -77,7 +77,7 @@ fn latencies_recorded_during_scrapes_are_all_counted() {
             std::thread::spawn(move || {
                 for n in 0..EACH {
                     let took = Duration::from_micros(((n * 7 + i) % 3000) as u64);
-                    telemetry.record(get, took, None, false);
+                    telemetry.record(cmd, took, None, false);
                 }
             })
         })
@@ -91,7 +91,7 @@ fn latencies_recorded_during_scrapes_are_all_counted() {
     let text = telemetry.render(|| {});
     let series = format!(
         "shardis_command_duration_seconds_count{{cmd=\"{}\"}} ",
-        get.name()
+        cmd.name()
     );
     let count: u64 = text
         .lines()
@@ -101,4 +101,37 @@ fn latencies_recorded_during_scrapes_are_all_counted() {
         .parse()
         .unwrap();
     assert_eq!(count, (THREADS * EACH) as u64);
+}
+
+/// A latency counts in the buckets whose bound it does not pass (`le`), and in the sum.
+#[test]
+fn a_latency_counts_up_to_its_bound() {
+    use std::time::Duration;
+
+    use crate::command::CommandId;
+
+    let telemetry = super::Telemetry::default();
+    let cmd = CommandId::from_index(0);
+    for usec in [50, 100, 101, 3_000_000] {
+        telemetry.record(cmd, Duration::from_micros(usec), None, false);
+    }
+    let text = telemetry.render(|| {});
+    let series = |suffix: &str, le: Option<&str>| {
+        let labels = match le {
+            Some(le) => format!("cmd=\"{}\",le=\"{le}\"", cmd.name()),
+            None => format!("cmd=\"{}\"", cmd.name()),
+        };
+        let line = format!("shardis_command_duration_seconds{suffix}{{{labels}}} ");
+        let value = text.lines().find_map(|l| l.strip_prefix(line.as_str()));
+        value
+            .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(series("_bucket", Some("0.0001")), "2");
+    assert_eq!(series("_bucket", Some("0.00025")), "3");
+    assert_eq!(series("_bucket", Some("2.5")), "3");
+    assert_eq!(series("_bucket", Some("+Inf")), "4");
+    assert_eq!(series("_count", None), "4");
+    assert_eq!(series("_sum", None), "3.000251");
+    assert!(text.contains("# TYPE shardis_command_duration_seconds histogram\n"));
 }
