@@ -84,8 +84,9 @@ fn multi_key_commands_split_and_merge() {
 }
 
 /// A split command's parts and a plain command after it take two ways to a node's connection
-/// (its queue, and the lane the session writes to itself): the second must not overtake the
-/// first, or a GET pipelined after an MSET reads the value from before it.
+/// (its queue, and the write side the session adds to itself, `backend::conn::write_side`):
+/// the second must not overtake the first, or a GET pipelined after an MSET reads the value
+/// from before it.
 #[test]
 fn a_pipelined_read_sees_the_split_write_before_it() {
     let c = Cluster::start("");
