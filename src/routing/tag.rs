@@ -18,8 +18,8 @@ impl HashTag {
 
     /// Where the first tag of `key` closes, when it has a non-empty one.
     pub fn closed_at(&self, key: &[u8]) -> Option<usize> {
-        let start = key.iter().position(|&b| b == self.open)?;
-        let len = key[start + 1..].iter().position(|&b| b == self.close)?;
+        let start = memchr::memchr(self.open, key)?;
+        let len = memchr::memchr(self.close, &key[start + 1..])?;
         (len > 0).then_some(start + 1 + len)
     }
 
@@ -28,11 +28,11 @@ impl HashTag {
     /// Cluster's and twemproxy's rule.
     #[inline]
     pub fn hashed_part<'k>(&self, key: &'k [u8]) -> &'k [u8] {
-        let Some(start) = key.iter().position(|&b| b == self.open) else {
+        let Some(start) = memchr::memchr(self.open, key) else {
             return key;
         };
         let rest = &key[start + 1..];
-        match rest.iter().position(|&b| b == self.close) {
+        match memchr::memchr(self.close, rest) {
             Some(end) if end > 0 => &rest[..end],
             _ => key,
         }
