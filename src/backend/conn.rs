@@ -25,7 +25,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::mirror::{self, Mirror, Target};
 use super::stream::Feed;
 use super::{
-    BackendError, BackendRequest, Copy, NodeConn, NodeState, Parking, ReplyTo, Wait, RECEIVING_BIG,
+    BackendError, BackendRequest, Copy, Deliveries, NodeConn, NodeState, Parking, ReplyTo, Wait,
+    RECEIVING_BIG,
 };
 use crate::config::BackendSettings;
 use crate::net::outbox;
@@ -441,6 +442,7 @@ impl ConnTask {
         let mut held: VecDeque<Held> = VecDeque::new();
         let mut rbuf = BytesMut::new();
         let mut reader = Reader::default();
+        let mut deliveries = Deliveries::default();
         // Give back what a big value made the read buffer grow to.
         let mut rmark = Watermark::default();
         let mut framer = ReplyFramer::new(reply::DEFAULT_MAX_DEPTH);
@@ -543,6 +545,7 @@ impl ConnTask {
                                     &mut l.pending,
                                     &mut held,
                                     &mut streaming,
+                                    &mut deliveries,
                                 );
                                 if let Err(e) = delivered {
                                     break Broken::Lost(e);
@@ -896,11 +899,14 @@ impl ConnTask {
         pending: &mut VecDeque<Waiter>,
         held: &mut VecDeque<Held>,
         streaming: &mut Option<Streaming>,
+        deliveries: &mut Deliveries,
     ) -> Result<(), String> {
         if !Self::pass_on(rbuf, framer, streaming)? {
             return Ok(());
         }
-        self.deliver_whole(rbuf, framer, pending, held)?;
+        let whole = self.deliver_whole(rbuf, framer, pending, held, deliveries);
+        deliveries.flush();
+        whole?;
         if rbuf.len() < outbox::BIG || !self.streamable(rbuf, pending) {
             return Ok(());
         }
@@ -918,13 +924,15 @@ impl ConnTask {
         Ok(())
     }
 
-    /// Hands every complete reply in `rbuf` to its waiter.
+    /// Hands every complete reply in `rbuf` to its waiter, through `deliveries` (which the
+    /// caller flushes).
     fn deliver_whole(
         &self,
         rbuf: &mut BytesMut,
         framer: &mut ReplyFramer,
         pending: &mut VecDeque<Waiter>,
         held: &mut VecDeque<Held>,
+        deliveries: &mut Deliveries,
     ) -> Result<(), String> {
         while let Some(len) = framer.frame_len(rbuf).map_err(|e| e.to_string())? {
             let frame = rbuf.split_to(len).freeze();
@@ -955,7 +963,7 @@ impl ConnTask {
                     {
                         self.settings.stats.count(reply::is_error(&frame));
                         if gate != self.settings.gate.closes() {
-                            reply.send(Err(self.deposed()));
+                            deliveries.send(reply, Err(self.deposed()));
                             continue;
                         }
                         match (&self.settings.mirror, tap) {
@@ -968,9 +976,7 @@ impl ConnTask {
                                     gate,
                                 });
                             }
-                            (None, _) => {
-                                reply.send(Ok(frame));
-                            }
+                            (None, _) => deliveries.send(reply, Ok(frame)),
                         }
                     }
                 }
@@ -991,7 +997,7 @@ impl ConnTask {
                                 applied: h.frame,
                             }),
                         };
-                        h.reply.send(result);
+                        deliveries.send(h.reply, result);
                     }
                     if got.is_none() {
                         tracing::warn!(

@@ -131,6 +131,51 @@ impl ReplyTo {
     }
 }
 
+/// Whole replies on their way to their sessions' inboxes, as a node connection reads them. A
+/// run of replies to one session (its pipeline's, read from the node together) is put in with
+/// one turn of the inbox's lock and one wake-up, rather than one each. What is gathered goes
+/// in at [`Deliveries::flush`], which the connection calls once it has handed out what it read.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// The inbox the gathered replies go to.
+    to: Option<Arc<Inbox>>,
+    replies: Vec<(u64, Arrival)>,
+}
+
+impl Deliveries {
+    /// Answers `reply_to` with `reply`: at once on a channel, at the next flush in an inbox.
+    pub fn send(&mut self, reply_to: ReplyTo, reply: Reply) {
+        let mut ticket = match reply_to {
+            ReplyTo::Inbox(ticket) => ticket,
+            channel => return channel.send(reply),
+        };
+        ticket.answered = true;
+        if !self
+            .to
+            .as_ref()
+            .is_some_and(|to| Arc::ptr_eq(to, &ticket.inbox))
+        {
+            self.flush();
+            self.to = Some(ticket.inbox.clone());
+        }
+        self.replies.push((ticket.number, Arrival::Reply(reply)));
+    }
+
+    /// Puts what was gathered in its inbox, and wakes its session.
+    pub fn flush(&mut self) {
+        if let Some(inbox) = self.to.take() {
+            inbox.lock().append(&mut self.replies);
+            inbox.waker.wake();
+        }
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The session's side of its inbox: gives tickets out, and takes replies in by ticket.
 #[derive(Debug)]
 pub struct Arrivals {
@@ -265,6 +310,43 @@ mod tests {
         };
         assert!(e.to_string().contains("the connection task ended"), "{e}");
         assert!(arrivals.got.is_empty());
+    }
+
+    #[test]
+    fn gathered_replies_go_in_when_the_session_changes_or_at_the_flush() {
+        let (mut a, mut b) = (Arrivals::default(), Arrivals::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        let (a1, ta1) = a.issue();
+        let (a2, ta2) = a.issue();
+        let (a3, ta3) = a.issue();
+        let (b1, tb1) = b.issue();
+        let mut out = Deliveries::default();
+        out.send(ReplyTo::Inbox(ta1), ok("a1"));
+        out.send(ReplyTo::Inbox(ta2), ok("a2"));
+        assert!(
+            a.poll_take(a1, &mut cx).is_pending(),
+            "gathered, not yet in"
+        );
+        // A reply to another session puts the first one's run in.
+        out.send(ReplyTo::Inbox(tb1), ok("b1"));
+        assert_eq!(whole(a.poll_take(a1, &mut cx)), Some(ok("a1")));
+        assert_eq!(whole(a.poll_take(a2, &mut cx)), Some(ok("a2")));
+        assert!(b.poll_take(b1, &mut cx).is_pending());
+        // A channel is answered at once, and leaves the run gathered.
+        let (tx, mut rx) = oneshot::channel();
+        out.send(ReplyTo::Channel(tx), ok("c"));
+        assert_eq!(rx.try_recv().ok(), Some(ok("c")));
+        assert!(b.poll_take(b1, &mut cx).is_pending());
+        out.send(ReplyTo::Inbox(ta3), ok("a3"));
+        assert_eq!(whole(b.poll_take(b1, &mut cx)), Some(ok("b1")));
+        assert!(a.poll_take(a3, &mut cx).is_pending());
+        out.flush();
+        assert_eq!(whole(a.poll_take(a3, &mut cx)), Some(ok("a3")));
+        // The tickets were answered once: nothing more (no error for a dropped ticket) came.
+        for arrivals in [&mut a, &mut b] {
+            arrivals.collect();
+            assert!(arrivals.got.is_empty() && arrivals.scratch.is_empty());
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conn::{Dedicated, NodeSettings, Push};
-pub use inbox::{ended as inbox_ended, Arrival, Arrivals, ReplyTo, Ticket};
+pub use inbox::{ended as inbox_ended, Arrival, Arrivals, Deliveries, ReplyTo, Ticket};
 pub use mirror::{Mirror, Target};
 pub use parking::{Parked, Parking};
 pub use stream::{Stream, Taken};
