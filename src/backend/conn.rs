@@ -250,13 +250,35 @@ enum Broken {
     Lost(String),
 }
 
+/// When a request's reply is overdue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Past this instant.
+    At(Instant),
+    /// `backend.timeout` after it is first written, which sets [`Due::At`] (see
+    /// [`WriteState::flush`]): one read of the clock for each write to the node, rather than
+    /// one for each request a session adds.
+    AfterWrite,
+    /// Never: a command that may block as long as it likes (BLPOP with timeout 0).
+    Never,
+}
+
+impl Due {
+    /// The instant, once there is one.
+    fn at(self) -> Option<Instant> {
+        match self {
+            Due::At(at) => Some(at),
+            Due::AfterWrite | Due::Never => None,
+        }
+    }
+}
+
 /// Who is waiting for the next reply on the connection.
 enum Waiter {
     Client {
         reply: ReplyTo,
-        /// Past this instant without a reply the connection is declared broken; `None` for a
-        /// command that may block as long as it likes (BLPOP with timeout 0).
-        deadline: Option<Instant>,
+        /// When, without a reply, the connection is declared broken.
+        due: Due,
         /// Replies to discard before the one delivered (`MULTI`, `QUEUED`... of a batch).
         skip: u32,
         /// Replicas that must acknowledge it before the reply is delivered.
@@ -634,7 +656,8 @@ impl ConnTask {
                     // Replies come in order, so the front waiter is the one overdue first.
                     let deadline = match l.pending.front_mut() {
                         _ if streaming.is_some() => streaming.as_ref().and_then(|s| s.deadline),
-                        Some(Waiter::Client { deadline, .. }) => *deadline,
+                        // Not written yet, when `AfterWrite`: the next write times it.
+                        Some(Waiter::Client { due, .. }) => due.at(),
                         Some(Waiter::Handshake { deadline }) => Some(*deadline),
                         // A WAIT's time starts when it is the oldest request: WAITs run one
                         // after another, and a WAIT after a BLPOP starts when BLPOP returns.
@@ -776,10 +799,10 @@ impl ConnTask {
         };
         side.wbuf.put(&req.bytes);
         side.added();
-        let deadline = match req.wait {
-            Wait::Default => Some(now + self.settings.backend.timeout),
-            Wait::For(d) => Some(now + d),
-            Wait::Forever => None,
+        let due = match req.wait {
+            Wait::Default => Due::At(now + self.settings.backend.timeout),
+            Wait::For(d) => Due::At(now + d),
+            Wait::Forever => Due::Never,
         };
         let tap = match (&self.settings.mirror, req.copy) {
             (Some(_), Copy::Write) => Tap::Write(req.bytes, req.skip),
@@ -788,7 +811,7 @@ impl ConnTask {
         };
         side.pending.push_back(Waiter::Client {
             reply,
-            deadline,
+            due,
             skip: req.skip,
             ack: req.ack,
             tap,
@@ -910,13 +933,15 @@ impl ConnTask {
         if rbuf.len() < outbox::BIG || !self.streamable(rbuf, pending) {
             return Ok(());
         }
-        if let Some(Waiter::Client {
-            reply, deadline, ..
-        }) = pending.pop_front()
-        {
+        if let Some(Waiter::Client { reply, due, .. }) = pending.pop_front() {
             self.settings.stats.count(false);
             match reply.into_stream() {
-                Ok(feed) => *streaming = Some(Streaming { feed, deadline }),
+                Ok(feed) => {
+                    *streaming = Some(Streaming {
+                        feed,
+                        deadline: due.at(),
+                    })
+                }
                 Err(_) => unreachable!("a streamable reply goes to an inbox"),
             }
             Self::pass_on(rbuf, framer, streaming)?;

@@ -80,3 +80,58 @@ fn a_task_that_ends_unclosed_answers_its_requests_and_takes_no_more() {
         assert!(ended.contains("the connection task ended"), "{ended}");
     });
 }
+
+/// A request a session adds is timed from its first write, which reads the clock once for all
+/// it carries; a request the task added meanwhile keeps its own time (here: none, as a BLPOP
+/// with timeout 0 has).
+#[test]
+fn the_sessions_requests_are_timed_at_their_first_write() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_task, conn) = task(&settings(), Proto::Resp2, None, 0, 4, None);
+        conn.side.lock().out = Some(Arc::new(Stuck));
+        let mut arrivals = Arrivals::default();
+        for _ in 0..2 {
+            let (_, ticket) = arrivals.issue();
+            assert!(conn
+                .send_ticketed(Bytes::from_static(PING), ticket, None)
+                .is_ok());
+        }
+        let (blocking, _rx) = tokio::sync::oneshot::channel();
+        let mut l = conn.side.lock();
+        l.pending.push_back(Waiter::Client {
+            reply: ReplyTo::Channel(blocking),
+            due: Due::Never,
+            skip: 0,
+            ack: 0,
+            tap: Tap::None,
+            gate: 0,
+        });
+        let dues = |l: &WriteState| -> Vec<Due> {
+            l.pending
+                .iter()
+                .map(|w| match w {
+                    Waiter::Client { due, .. } => *due,
+                    _ => panic!("only requests were added"),
+                })
+                .collect()
+        };
+        assert_eq!(
+            dues(&l),
+            [Due::AfterWrite, Due::AfterWrite, Due::Never],
+            "not timed before they are written"
+        );
+        let before = Instant::now();
+        l.flush().unwrap();
+        let after = Instant::now();
+        let timeout = BackendSettings::default().timeout;
+        let dues = dues(&l);
+        assert_eq!(dues[0], dues[1], "one time for the write");
+        let at = dues[0].at().expect("timed once written");
+        assert!(before + timeout <= at && at <= after + timeout);
+        assert_eq!(dues[2], Due::Never);
+    });
+}

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
-use super::{Tap, Waiter};
+use super::{Due, Tap, Waiter};
 use crate::backend::{BackendError, Gate, NodeStats, ReplyTo, Ticket};
 use crate::net::outbox::Outbox;
 use crate::net::socket::Socket;
@@ -64,7 +64,6 @@ pub(in crate::backend) struct WriteSide {
     gate: Arc<Gate>,
     stats: Arc<NodeStats>,
     label: Arc<str>,
-    timeout: Duration,
 }
 
 pub(super) struct WriteState {
@@ -75,6 +74,10 @@ pub(super) struct WriteState {
     pub(super) pending: VecDeque<Waiter>,
     /// Requests added since the last write.
     unwritten: usize,
+    /// Waiters the sessions added since the last write, which it times ([`Due::AfterWrite`]).
+    untimed: usize,
+    /// `backend.timeout`, which they are timed by.
+    timeout: Duration,
     /// The last write carried one request: requests come one at a time.
     pub(super) alone: bool,
     /// The session that added the last request ([`Ticket::session`]); 0 when the task did.
@@ -98,6 +101,8 @@ impl WriteSide {
                 wbuf: Outbox::default(),
                 pending: VecDeque::new(),
                 unwritten: 0,
+                untimed: 0,
+                timeout,
                 alone: false,
                 last: 0,
                 ticking: false,
@@ -107,7 +112,6 @@ impl WriteSide {
             gate,
             stats,
             label,
-            timeout,
         }
     }
 
@@ -149,13 +153,14 @@ impl WriteSide {
         w.wbuf.put(&bytes);
         w.pending.push_back(Waiter::Client {
             reply,
-            deadline: Some(Instant::now() + self.timeout),
+            due: Due::AfterWrite,
             skip: 0,
             ack: 0,
             tap: Tap::None,
             gate,
         });
         w.unwritten += 1;
+        w.untimed += 1;
         let wake = match one_at_a_time {
             // A failed write is left to the task: it writes again, fails, and fails what is
             // in flight.
@@ -204,6 +209,23 @@ impl WriteState {
             self.alone = self.unwritten == 1;
             self.unwritten = 0;
         }
+        if self.untimed > 0 {
+            // The sessions' waiters are among the newest, since the last write.
+            let at = Due::At(Instant::now() + self.timeout);
+            for waiter in self.pending.iter_mut().rev() {
+                if let Waiter::Client {
+                    due: due @ Due::AfterWrite,
+                    ..
+                } = waiter
+                {
+                    *due = at;
+                    self.untimed -= 1;
+                    if self.untimed == 0 {
+                        break;
+                    }
+                }
+            }
+        }
         out.write_out(&mut self.wbuf)
     }
 
@@ -219,6 +241,7 @@ impl WriteState {
         self.out = None;
         self.wbuf = Outbox::default();
         self.unwritten = 0;
+        self.untimed = 0;
         self.ticking = false;
         std::mem::take(&mut self.pending)
     }
