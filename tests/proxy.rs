@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Cluster, Raw, Redis, Shardis};
 use redis::{Commands, Value};
 
@@ -81,6 +83,38 @@ fn multi_key_commands_split_and_merge() {
     assert_eq!(n, 30);
     let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     assert_eq!(n, 0);
+}
+
+/// A pipeline's replies go to the client as they come, in order: replies ready while others
+/// are on their way are held for a turn or two of the proxy's event loop at most, never until
+/// the rest are in. Here a SET's reply is out while a script on another shard still runs.
+#[test]
+fn a_pipelined_reply_is_not_held_behind_a_slow_one_on_another_shard() {
+    let c = Cluster::start("");
+    let on = |node: usize, prefix: &str| {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| c.holder_after_set(k) == node)
+            .unwrap()
+    };
+    let (fast, slow) = (on(0, "hold:fast:"), on(1, "hold:slow:"));
+    // Keeps its node busy for 1.2 s (the backend timeout is 2 s).
+    let script = b"local function now() local t = redis.call('TIME') \
+        return t[1] * 1000000 + t[2] end \
+        local s = now() while now() - s < 1200000 do end return 1";
+    let mut raw = Raw::connect(c.proxy.port());
+    let mut pipeline = common::encode(&[b"SET", fast.as_bytes(), b"v"]);
+    pipeline.extend(common::encode(&[b"EVAL", script, b"1", slow.as_bytes()]));
+    let sent = Instant::now();
+    raw.send(&pipeline);
+    assert_eq!(raw.reply(), b"+OK\r\n");
+    let first = sent.elapsed();
+    assert_eq!(raw.reply(), b":1\r\n");
+    let second = sent.elapsed();
+    assert!(
+        second >= Duration::from_millis(1200) && first < Duration::from_millis(600),
+        "the SET's reply came after {first:?}, the script's after {second:?}"
+    );
 }
 
 /// A split command's parts and a plain command after it take two ways to a node's connection
