@@ -137,8 +137,9 @@ impl ReplyTo {
 /// in at [`Deliveries::flush`], which the connection calls once it has handed out what it read.
 #[derive(Debug, Default)]
 pub struct Deliveries {
-    /// The inbox the gathered replies go to.
-    to: Option<Arc<Inbox>>,
+    /// The run's first ticket, answered: the inbox the gathered replies go to is its own (kept
+    /// this way, the run takes no reference count of its own on it).
+    first: Option<Ticket>,
     replies: Vec<(u64, Arrival)>,
 }
 
@@ -150,22 +151,24 @@ impl Deliveries {
             channel => return channel.send(reply),
         };
         ticket.answered = true;
-        if !self
-            .to
+        let same = self
+            .first
             .as_ref()
-            .is_some_and(|to| Arc::ptr_eq(to, &ticket.inbox))
-        {
+            .is_some_and(|first| Arc::ptr_eq(&first.inbox, &ticket.inbox));
+        if !same {
             self.flush();
-            self.to = Some(ticket.inbox.clone());
         }
         self.replies.push((ticket.number, Arrival::Reply(reply)));
+        if !same {
+            self.first = Some(ticket);
+        }
     }
 
     /// Puts what was gathered in its inbox, and wakes its session.
     pub fn flush(&mut self) {
-        if let Some(inbox) = self.to.take() {
-            inbox.lock().append(&mut self.replies);
-            inbox.waker.wake();
+        if let Some(first) = self.first.take() {
+            first.inbox.lock().append(&mut self.replies);
+            first.inbox.waker.wake();
         }
     }
 }
