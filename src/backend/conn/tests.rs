@@ -32,6 +32,22 @@ fn settings() -> NodeSettings {
 
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
+/// A single-threaded runtime, as each worker runs.
+fn worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A connection's task, made but not run, and its handle; its write side has a socket that
+/// takes nothing.
+fn stuck() -> (ConnTask, NodeConn) {
+    let (task, conn) = task(&settings(), Proto::Resp2, None, 0, 4, None);
+    conn.side.lock().out = Some(Arc::new(Stuck));
+    (task, conn)
+}
+
 /// Ticket `number`'s answer, if it has one yet.
 fn answer(arrivals: &mut Arrivals, number: u64) -> Option<String> {
     let mut cx = Context::from_waker(Waker::noop());
@@ -48,13 +64,8 @@ fn answer(arrivals: &mut Arrivals, number: u64) -> Option<String> {
 /// nobody would write those requests or read their replies.
 #[test]
 fn a_task_that_ends_unclosed_answers_its_requests_and_takes_no_more() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (task, conn) = task(&settings(), Proto::Resp2, None, 0, 4, None);
-        conn.side.lock().out = Some(Arc::new(Stuck));
+    worker().block_on(async {
+        let (task, conn) = stuck();
         let mut arrivals = Arrivals::default();
 
         let (first, ticket) = arrivals.issue();
@@ -86,13 +97,8 @@ fn a_task_that_ends_unclosed_answers_its_requests_and_takes_no_more() {
 /// with timeout 0 has).
 #[test]
 fn the_sessions_requests_are_timed_at_their_first_write() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (_task, conn) = task(&settings(), Proto::Resp2, None, 0, 4, None);
-        conn.side.lock().out = Some(Arc::new(Stuck));
+    worker().block_on(async {
+        let (_task, conn) = stuck();
         let mut arrivals = Arrivals::default();
         for _ in 0..2 {
             let (_, ticket) = arrivals.issue();
