@@ -3,10 +3,11 @@
 //! A request forwarded to one shard, the common case by far, is answered through its session's
 //! [`Inbox`]: one per session, made once, where a oneshot channel would be allocated, polled and
 //! freed for every request. The node connection puts the reply in under the number (ticket) the
-//! session gave the request, and wakes the session; the wake is taken by the first reply, so a
-//! batch of replies read at once wakes the session once. The session takes the replies out in
-//! the order it gave the tickets, which is the order it owes them to its client. A big reply may
-//! arrive as a [`Stream`] of pieces instead (see `backend::stream`).
+//! session gave the request, and wakes the session: a run of replies to one session read
+//! together goes in at once ([`Deliveries`]), and a wake already given and not yet taken is not
+//! given again, so a batch of replies wakes the session once. The session takes the replies out
+//! in the order it gave the tickets, which is the order it owes them to its client. A big reply
+//! may arrive as a [`Stream`] of pieces instead (see `backend::stream`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
