@@ -152,17 +152,16 @@ impl Deliveries {
             channel => return channel.send(reply),
         };
         ticket.answered = true;
+        let number = ticket.number;
         let same = self
             .first
             .as_ref()
             .is_some_and(|first| Arc::ptr_eq(&first.inbox, &ticket.inbox));
         if !same {
             self.flush();
-        }
-        self.replies.push((ticket.number, Arrival::Reply(reply)));
-        if !same {
             self.first = Some(ticket);
         }
+        self.replies.push((number, Arrival::Reply(reply)));
     }
 
     /// Puts what was gathered in its inbox, and wakes its session.
