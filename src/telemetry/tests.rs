@@ -89,18 +89,17 @@ fn latencies_recorded_during_scrapes_are_all_counted() {
     assert!(scraper.join().unwrap() > 0);
 
     let text = telemetry.render(|| {});
-    let series = format!(
-        "shardis_command_duration_seconds_count{{cmd=\"{}\"}} ",
-        cmd.name()
-    );
-    let count: u64 = text
-        .lines()
+    let labels = format!("cmd=\"{}\"", cmd.name());
+    let count = value(&text, "shardis_command_duration_seconds_count", &labels);
+    assert_eq!(count, (THREADS * EACH).to_string());
+}
+
+/// The value of the series `name{labels}` in a scrape's text.
+fn value<'t>(text: &'t str, name: &str, labels: &str) -> &'t str {
+    let series = format!("{name}{{{labels}}} ");
+    text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(count, (THREADS * EACH) as u64);
 }
 
 /// A latency counts in the buckets whose bound it does not pass (`le`), and in the sum.
@@ -121,11 +120,12 @@ fn a_latency_counts_up_to_its_bound() {
             Some(le) => format!("cmd=\"{}\",le=\"{le}\"", cmd.name()),
             None => format!("cmd=\"{}\"", cmd.name()),
         };
-        let line = format!("shardis_command_duration_seconds{suffix}{{{labels}}} ");
-        let value = text.lines().find_map(|l| l.strip_prefix(line.as_str()));
-        value
-            .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
-            .to_string()
+        value(
+            &text,
+            &format!("shardis_command_duration_seconds{suffix}"),
+            &labels,
+        )
+        .to_string()
     };
     assert_eq!(series("_bucket", Some("0.0001")), "2");
     assert_eq!(series("_bucket", Some("0.00025")), "3");
