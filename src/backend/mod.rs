@@ -397,22 +397,46 @@ fn write_copy(write: Option<u8>) -> (u8, Copy) {
     }
 }
 
-/// What a node's connections counted: INFO shards and the Prometheus endpoint show it.
+/// What a node's connections counted: INFO shards and the Prometheus endpoint show it. Each
+/// worker counts its own connections' replies apart (as [`crate::telemetry::Telemetry`] does);
+/// a reader sums them.
 #[derive(Debug, Default)]
 pub struct NodeStats {
-    /// Requests answered or failed (a batch such as MULTI ... EXEC counts once).
-    pub requests: std::sync::atomic::AtomicU64,
-    /// Of those, answered with an error reply or not answered (timeout, connection lost).
-    pub errors: std::sync::atomic::AtomicU64,
+    counts: thread_local::ThreadLocal<NodeCounts>,
+}
+
+/// One thread's counts of a node's replies, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct NodeCounts {
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl NodeStats {
     pub(crate) fn count(&self, failed: bool) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.requests.fetch_add(1, Relaxed);
+        let mine = self.counts.get_or_default();
+        mine.requests.fetch_add(1, Relaxed);
         if failed {
-            self.errors.fetch_add(1, Relaxed);
+            mine.errors.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Requests answered or failed (a batch such as MULTI ... EXEC counts once).
+    pub fn requests(&self) -> u64 {
+        self.sum(|c| &c.requests)
+    }
+
+    /// Of [`NodeStats::requests`], those answered with an error reply or not answered
+    /// (timeout, connection lost).
+    pub fn errors(&self) -> u64 {
+        self.sum(|c| &c.errors)
+    }
+
+    fn sum(&self, counter: impl Fn(&NodeCounts) -> &std::sync::atomic::AtomicU64) -> u64 {
+        let load = |c| counter(c).load(std::sync::atomic::Ordering::Relaxed);
+        self.counts.iter().map(load).sum()
     }
 }
 
@@ -563,5 +587,22 @@ impl NodePool {
         } else {
             NodeState::Connecting
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each worker counts a node's replies apart; INFO and `/metrics` read their sum.
+    #[test]
+    fn a_nodes_replies_counted_on_several_threads_are_read_as_one_sum() {
+        let stats = super::NodeStats::default();
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let stats = &stats;
+                s.spawn(move || (0..50).for_each(|n| stats.count(t == 1 && n < 7)));
+            }
+        });
+        stats.count(true);
+        assert_eq!((stats.requests(), stats.errors()), (151, 8));
     }
 }

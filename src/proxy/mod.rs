@@ -21,8 +21,7 @@ pub async fn sample_rates(proxy: Arc<Proxy>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let commands = proxy.stats.commands.load(Ordering::Relaxed);
-        proxy.telemetry.sample(commands);
+        proxy.telemetry.sample();
     }
 }
 
@@ -32,7 +31,6 @@ pub struct Stats {
     pub connections: AtomicU64,
     pub connected: AtomicUsize,
     pub rejected: AtomicU64,
-    pub commands: AtomicU64,
     /// Clients waiting in a blocking command or WAIT.
     pub blocked: AtomicU64,
 }
@@ -88,7 +86,6 @@ impl Proxy {
                 connections: AtomicU64::new(0),
                 connected: AtomicUsize::new(0),
                 rejected: AtomicU64::new(0),
-                commands: AtomicU64::new(0),
                 blocked: AtomicU64::new(0),
             },
         }
@@ -112,11 +109,7 @@ impl Proxy {
     /// CONFIG RESETSTAT: the counters INFO shows from the proxy start again from zero, as a
     /// node's do (connections now open stay counted in `connected_clients`).
     pub fn reset_stats(&self) {
-        for counter in [
-            &self.stats.connections,
-            &self.stats.rejected,
-            &self.stats.commands,
-        ] {
+        for counter in [&self.stats.connections, &self.stats.rejected] {
             counter.store(0, Ordering::Relaxed);
         }
         self.telemetry.reset();

@@ -147,15 +147,15 @@ fn publish(proxy: &Proxy) {
     use metrics::{counter, gauge};
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     for (name, s) in t.all_commands() {
-        counter!(names::COMMANDS, "cmd" => name).absolute(n(&s.calls));
-        counter!(names::COMMAND_ERRORS, "cmd" => name).absolute(n(&s.failed));
+        counter!(names::COMMANDS, "cmd" => name).absolute(s.calls);
+        counter!(names::COMMAND_ERRORS, "cmd" => name).absolute(s.failed);
     }
     let stats = &proxy.stats;
     gauge!(names::CLIENTS).set(stats.connected.load(Ordering::Relaxed) as f64);
     counter!(names::CLIENT_CONNECTIONS).absolute(n(&stats.connections));
     counter!(names::CLIENTS_REJECTED).absolute(n(&stats.rejected));
-    counter!(names::NET_INPUT).absolute(n(&t.net_input));
-    counter!(names::NET_OUTPUT).absolute(n(&t.net_output));
+    counter!(names::NET_INPUT).absolute(t.net_input());
+    counter!(names::NET_OUTPUT).absolute(t.net_output());
     counter!(names::RELOADS, "result" => "ok").absolute(n(&t.reloads_ok));
     counter!(names::RELOADS, "result" => "error").absolute(n(&t.reloads_failed));
     let topology = proxy.topology();
@@ -187,8 +187,8 @@ fn publish(proxy: &Proxy) {
                 Label::new("node", node.addr.clone()),
             ];
             let s = node.pool.stats();
-            counter!(names::BACKEND_REQUESTS, by_node.iter()).absolute(n(&s.requests));
-            counter!(names::BACKEND_ERRORS, by_node.iter()).absolute(n(&s.errors));
+            counter!(names::BACKEND_REQUESTS, by_node.iter()).absolute(s.requests());
+            counter!(names::BACKEND_ERRORS, by_node.iter()).absolute(s.errors());
             gauge!(names::BACKEND_CONNECTIONS, by_node.iter()).set(node.pool.open() as f64);
             gauge!(names::NODE_UP, by_node.iter()).set(if node.health.is_up() { 1.0 } else { 0.0 });
             gauge!(names::NODE_PRIMARY, by_node.iter()).set(if j == 0 { 1.0 } else { 0.0 });

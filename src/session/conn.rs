@@ -2,7 +2,6 @@
 //! to be written.
 
 use std::io;
-use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
@@ -55,7 +54,7 @@ impl<S: Socket> ClientConn<S> {
             return Ok(());
         }
         let n = self.out.write_to(&self.stream)?;
-        telemetry.net_output.fetch_add(n as u64, Ordering::Relaxed);
+        telemetry.count_output(n);
         Ok(())
     }
 
@@ -65,7 +64,7 @@ impl<S: Socket> ClientConn<S> {
         match self.reader.try_read(&self.stream, &mut self.inbuf) {
             Ok(0) => Ok(Read::Closed),
             Ok(n) => {
-                telemetry.net_input.fetch_add(n as u64, Ordering::Relaxed);
+                telemetry.count_input(n);
                 Ok(Read::Data)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Nothing),

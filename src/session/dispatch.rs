@@ -4,7 +4,6 @@
 //! its kind of [`Plan`]. Each returns the [`Slot`] its reply will fill.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
@@ -49,7 +48,7 @@ pub(super) async fn dispatch(
     if session.auth_failures > 0 {
         tokio::time::sleep_until(session.auth_penalty_until).await;
     }
-    proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
+    proxy.telemetry.count_processed();
     if let Err(refused) = admit(session, &req, &plan, cmd, flags) {
         return refused;
     }

@@ -27,7 +27,6 @@
 //!   subscribers and sessions holding a dedicated connection; mirror shards (the copy to the
 //!   replicas needs the whole request); a payload that has all arrived.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,7 +164,7 @@ pub(super) fn begin(
         }
         _ => node.pool.upload(proto, session.dedicated()).ok()?,
     };
-    proxy.stats.commands.fetch_add(1, Ordering::Relaxed);
+    proxy.telemetry.count_processed();
     session.touch(topology.shards.len(), shard);
     let (number, ticket) = session.arrivals.issue();
     let planned = Planned {

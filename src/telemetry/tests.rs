@@ -64,7 +64,7 @@ fn latencies_recorded_during_scrapes_are_all_counted() {
         std::thread::spawn(move || {
             let mut scrapes = 0;
             while !done.load(Ordering::Relaxed) {
-                telemetry.sample(0);
+                telemetry.sample();
                 telemetry.render(|| {});
                 scrapes += 1;
             }
@@ -134,4 +134,57 @@ fn a_latency_counts_up_to_its_bound() {
     assert_eq!(series("_count", None), "4");
     assert_eq!(series("_sum", None), "3.000251");
     assert!(text.contains("# TYPE shardis_command_duration_seconds histogram\n"));
+}
+
+/// Each thread counts apart: what several threads counted is read as one sum, in every figure
+/// a request adds to, and CONFIG RESETSTAT clears every thread's counts, not the caller's.
+#[test]
+fn what_each_thread_counted_is_read_as_one_sum_and_reset_as_one() {
+    use std::time::Duration;
+
+    use crate::command::CommandId;
+
+    let telemetry = super::Telemetry::default();
+    let cmd = CommandId::from_index(0);
+    let count = |failed: bool| {
+        telemetry.count_processed();
+        telemetry.count_input(10);
+        telemetry.count_output(3);
+        let error = failed.then_some(&b"-ERR no\r\n"[..]);
+        telemetry.record(cmd, Duration::from_micros(40), error, false);
+    };
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            s.spawn(move || (0..100).for_each(|n| count(t == 0 && n < 5)));
+        }
+    });
+    count(false);
+
+    let figures = telemetry.figures(cmd);
+    assert_eq!(
+        (figures.calls, figures.failed, figures.usec),
+        (301, 5, 301 * 40)
+    );
+    assert_eq!(telemetry.processed(), 301);
+    assert_eq!((telemetry.net_input(), telemetry.net_output()), (3010, 903));
+    assert_eq!(telemetry.error_replies(), 5);
+    let top = super::bucket_top(super::bucket(40));
+    assert_eq!(telemetry.percentiles(cmd, [50.0]), Some([top]));
+    let labels = format!("cmd=\"{}\"", cmd.name());
+    let text = telemetry.render(|| {});
+    assert_eq!(
+        value(&text, "shardis_command_duration_seconds_count", &labels),
+        "301"
+    );
+    assert_eq!(telemetry.all_commands().count(), 1);
+
+    telemetry.reset();
+    let figures = telemetry.figures(cmd);
+    assert_eq!((figures.calls, figures.failed, figures.usec), (0, 0, 0));
+    assert_eq!(
+        telemetry.processed() + telemetry.net_input() + telemetry.net_output(),
+        0
+    );
+    assert_eq!(telemetry.percentiles(cmd, [50.0]), None);
+    assert_eq!(telemetry.all_commands().count(), 0);
 }

@@ -219,10 +219,10 @@ fn own_lines(
         "stats" => {
             let rates = t.rates();
             kv(text, "total_connections_received", n(&stats.connections));
-            kv(text, "total_commands_processed", n(&stats.commands));
+            kv(text, "total_commands_processed", t.processed());
             kv(text, "instantaneous_ops_per_sec", rates.ops_per_sec);
-            kv(text, "total_net_input_bytes", n(&t.net_input));
-            kv(text, "total_net_output_bytes", n(&t.net_output));
+            kv(text, "total_net_input_bytes", t.net_input());
+            kv(text, "total_net_output_bytes", t.net_output());
             kv(
                 text,
                 "instantaneous_input_kbps",
@@ -250,13 +250,13 @@ fn own_lines(
         // Redis's format; `usec` runs from reading the command to its reply being ready.
         "commandstats" => {
             for (name, s) in t.commands() {
-                let (calls, rejected) = (n(&s.calls), n(&s.rejected));
+                let (calls, rejected) = (s.calls, s.rejected);
                 let ran = calls.saturating_sub(rejected);
-                let usec = n(&s.usec);
+                let usec = s.usec;
                 let value = format!(
                     "calls={ran},usec={usec},usec_per_call={:.2},rejected_calls={rejected},failed_calls={}",
                     usec as f64 / ran.max(1) as f64,
-                    n(&s.failed).saturating_sub(rejected),
+                    s.failed.saturating_sub(rejected),
                 );
                 kv(text, &format!("cmdstat_{name}"), value);
             }
@@ -268,7 +268,7 @@ fn own_lines(
         }
         "latencystats" => {
             for (name, s) in t.commands() {
-                if let Some([p50, p99, p999]) = s.percentiles([50.0, 99.0, 99.9]) {
+                if let Some([p50, p99, p999]) = t.percentiles(s.cmd, [50.0, 99.0, 99.9]) {
                     kv(
                         text,
                         &format!("latency_percentiles_usec_{name}"),
@@ -316,8 +316,8 @@ fn shards(text: &mut String, proxy: &Proxy, topology: &Topology) {
                 } else {
                     "no"
                 },
-                n.requests.load(Ordering::Relaxed),
-                n.errors.load(Ordering::Relaxed),
+                n.requests(),
+                n.errors(),
                 node.pool.open(),
                 node.pool.dedicated_open(),
             );
