@@ -402,10 +402,10 @@ fn write_copy(write: Option<u8>) -> (u8, Copy) {
 /// a reader sums them.
 #[derive(Debug, Default)]
 pub struct NodeStats {
-    counts: thread_local::ThreadLocal<NodeCounts>,
+    counts: crate::net::workers::PerWorker<NodeCounts>,
 }
 
-/// One thread's counts of a node's replies, on a cache line of its own.
+/// One worker's counts of a node's replies, on a cache line of its own.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct NodeCounts {
@@ -416,7 +416,7 @@ struct NodeCounts {
 impl NodeStats {
     pub(crate) fn count(&self, failed: bool) {
         use std::sync::atomic::Ordering::Relaxed;
-        let mine = self.counts.get_or_default();
+        let mine = self.counts.mine();
         mine.requests.fetch_add(1, Relaxed);
         if failed {
             mine.errors.fetch_add(1, Relaxed);
@@ -436,7 +436,7 @@ impl NodeStats {
 
     fn sum(&self, counter: impl Fn(&NodeCounts) -> &std::sync::atomic::AtomicU64) -> u64 {
         let load = |c| counter(c).load(std::sync::atomic::Ordering::Relaxed);
-        self.counts.iter().map(load).sum()
+        self.counts.all().map(load).sum()
     }
 }
 
@@ -594,12 +594,15 @@ impl NodePool {
 mod tests {
     /// Each worker counts a node's replies apart; INFO and `/metrics` read their sum.
     #[test]
-    fn a_nodes_replies_counted_on_several_threads_are_read_as_one_sum() {
+    fn a_nodes_replies_counted_by_several_workers_are_read_as_one_sum() {
         let stats = super::NodeStats::default();
         std::thread::scope(|s| {
             for t in 0..3 {
                 let stats = &stats;
-                s.spawn(move || (0..50).for_each(|n| stats.count(t == 1 && n < 7)));
+                s.spawn(move || {
+                    crate::net::workers::count_as(t + 1);
+                    (0..50).for_each(|n| stats.count(t == 1 && n < 7))
+                });
             }
         });
         stats.count(true);

@@ -77,6 +77,57 @@ impl Drop for Assigned {
     }
 }
 
+/// One `T` per worker, made on the worker's first use, for what every request adds to (its
+/// command's counts, its node's): shared, every worker would write to the same cache lines as
+/// it serves requests. A reader goes over all of them ([`PerWorker::all`]).
+///
+/// `T` should be aligned to a cache line or more (`#[repr(align(128))]`), so that no two
+/// workers' values share one. Threads that are not workers use worker 0's; past
+/// [`PerWorker::SLOTS`] workers, two share one (counters stay right, as atomics).
+pub struct PerWorker<T> {
+    slots: Box<[OnceLock<Box<T>>; PER_WORKER_SLOTS]>,
+}
+
+const PER_WORKER_SLOTS: usize = 64;
+
+impl<T: Default> PerWorker<T> {
+    pub const SLOTS: usize = PER_WORKER_SLOTS;
+
+    /// The calling worker's.
+    pub fn mine(&self) -> &T {
+        self.slots[index() % PER_WORKER_SLOTS].get_or_init(Default::default)
+    }
+
+    /// Every worker's made so far.
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.get().map(|b| &**b))
+    }
+}
+
+impl<T: Default> Default for PerWorker<T> {
+    fn default() -> Self {
+        PerWorker {
+            slots: Box::new(std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PerWorker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = self.slots.iter().filter(|s| s.get().is_some()).count();
+        write!(f, "PerWorker({made} made)")
+    }
+}
+
+/// Makes the calling thread count as worker `index` for [`PerWorker`], in tests of what uses
+/// it (the workers themselves start only once per process).
+#[cfg(test)]
+pub(crate) fn count_as(index: usize) {
+    INDEX.with(|c| c.set(index));
+}
+
 /// The workers other than the calling thread's; stopped and joined on drop.
 pub struct Threads {
     stop: Vec<tokio::sync::oneshot::Sender<()>>,

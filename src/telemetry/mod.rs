@@ -3,7 +3,7 @@
 //!
 //! The figures live in the proxy's own atomics (per command here, per node in the backend, per
 //! shard in the topology), which INFO reads directly. What every request adds to (its command's
-//! figures, the bytes read and written) is counted per thread and summed when read (see
+//! figures, the bytes read and written) is counted per worker and summed when read (see
 //! [`Telemetry`]), so workers never write to the same cache line as they serve requests. A
 //! scrape copies the same atomics into a `metrics` recorder (counters set to their absolute
 //! value, gauges set) and renders it, so INFO and `/metrics` show one set of numbers. Latency
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use crate::command::CommandId;
+use crate::net::workers::PerWorker;
 
 /// Every metric the proxy exports, in one place. Each name's doc comment is also its HELP
 /// text on `/metrics` (see [`names::ALL`]).
@@ -269,12 +270,12 @@ const MAX_ERROR_CODES: usize = 128;
 
 /// The proxy's counters.
 ///
-/// What a request adds to is counted in its thread's own [`Counts`], summed when read. Shared,
+/// What a request adds to is counted in its worker's own [`Counts`], summed when read. Shared,
 /// every worker serving requests would write to the same cache lines: recording one request's
 /// figures took 14 ns on one thread, and 119 ns each on two threads recording the same command
-/// at once; counted per thread, 16 ns and 14 ns (`cargo bench --bench counters`).
+/// at once (`cargo bench --bench counters`).
 pub struct Telemetry {
-    counts: thread_local::ThreadLocal<Counts>,
+    counts: PerWorker<Counts>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// Error replies by their code (`ERR`, `WRONGTYPE`, ...), for INFO errorstats.
@@ -282,8 +283,8 @@ pub struct Telemetry {
     rates: std::sync::Mutex<RateSampler>,
 }
 
-/// What one thread counted. Aligned so that two threads' counts never share a cache line
-/// (the per-command figures are allocated by the thread that counts them).
+/// What one worker counted. Aligned so that two workers' counts never share a cache line (the
+/// per-command figures are allocated by the worker that counts them).
 #[repr(align(128))]
 struct Counts {
     commands: Box<[CommandStats]>,
@@ -323,7 +324,7 @@ pub struct Figures {
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
-            counts: thread_local::ThreadLocal::new(),
+            counts: PerWorker::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             errors: dashmap::DashMap::new(),
@@ -359,9 +360,9 @@ impl Telemetry {
             .record(elapsed);
     }
 
-    /// This thread's counts.
+    /// This worker's counts.
     fn mine(&self) -> &Counts {
-        self.counts.get_or_default()
+        self.counts.mine()
     }
 
     /// Counts a command carried out.
@@ -386,7 +387,7 @@ impl Telemetry {
     /// A counter of [`Counts`], summed over the threads.
     fn sum(&self, counter: impl Fn(&Counts) -> &AtomicU64) -> u64 {
         self.counts
-            .iter()
+            .all()
             .map(|c| counter(c).load(Ordering::Relaxed))
             .sum()
     }
@@ -444,7 +445,7 @@ impl Telemetry {
     /// rates start again from zero. `/metrics` shows the counters start over, as after a
     /// restart.
     pub fn reset(&self) {
-        for counts in self.counts.iter() {
+        for counts in self.counts.all() {
             for stats in counts.commands.iter() {
                 for counter in [&stats.calls, &stats.failed, &stats.rejected, &stats.usec] {
                     counter.store(0, Ordering::Relaxed);
@@ -475,7 +476,7 @@ impl Telemetry {
     /// Every error reply given.
     pub fn error_replies(&self) -> u64 {
         self.counts
-            .iter()
+            .all()
             .flat_map(|c| c.commands.iter())
             .map(|s| s.failed.load(Ordering::Relaxed))
             .sum()
@@ -538,7 +539,7 @@ impl Telemetry {
             rejected: 0,
             usec: 0,
         };
-        for counts in self.counts.iter() {
+        for counts in self.counts.all() {
             let s = &counts.commands[cmd.index()];
             sum.calls += s.calls.load(Ordering::Relaxed);
             sum.failed += s.failed.load(Ordering::Relaxed);
@@ -556,8 +557,8 @@ impl Telemetry {
         wanted: [f64; N],
     ) -> Option<[f64; N]> {
         let mut counts = vec![0u64; BUCKETS];
-        for thread in self.counts.iter() {
-            let Some(buckets) = thread.commands[cmd.index()].buckets.get() else {
+        for worker in self.counts.all() {
+            let Some(buckets) = worker.commands[cmd.index()].buckets.get() else {
                 continue;
             };
             for (sum, b) in counts.iter_mut().zip(buckets.iter()) {
@@ -581,7 +582,7 @@ impl Telemetry {
         let mut latencies = (0..CommandId::count())
             .filter_map(|i| {
                 let mut sum = None::<LatencySum>;
-                for counts in self.counts.iter() {
+                for counts in self.counts.all() {
                     if let Some(l) = counts.commands[i].latencies.get() {
                         sum.get_or_insert_with(Default::default).add(l);
                     }

@@ -136,10 +136,10 @@ fn a_latency_counts_up_to_its_bound() {
     assert!(text.contains("# TYPE shardis_command_duration_seconds histogram\n"));
 }
 
-/// Each thread counts apart: what several threads counted is read as one sum, in every figure
-/// a request adds to, and CONFIG RESETSTAT clears every thread's counts, not the caller's.
+/// Each worker counts apart: what several counted is read as one sum, in every figure a
+/// request adds to, and CONFIG RESETSTAT clears every worker's counts, not the caller's.
 #[test]
-fn what_each_thread_counted_is_read_as_one_sum_and_reset_as_one() {
+fn what_each_worker_counted_is_read_as_one_sum_and_reset_as_one() {
     use std::time::Duration;
 
     use crate::command::CommandId;
@@ -155,7 +155,10 @@ fn what_each_thread_counted_is_read_as_one_sum_and_reset_as_one() {
     };
     std::thread::scope(|s| {
         for t in 0..3 {
-            s.spawn(move || (0..100).for_each(|n| count(t == 0 && n < 5)));
+            s.spawn(move || {
+                crate::net::workers::count_as(t + 1);
+                (0..100).for_each(|n| count(t == 0 && n < 5))
+            });
         }
     });
     count(false);
