@@ -13,7 +13,7 @@ use crate::command::{self, Merge, Part};
 use crate::lock;
 use crate::proxy::Proxy;
 use crate::resp::{encode, Request};
-use crate::topology::{failed, Node, NodeCall, Topology};
+use crate::topology::{failed, NodeCall, NodeNow, Topology};
 
 /// FLUSHDB / FLUSHALL as the script that keeps shardis' own keys.
 pub(super) fn flush_script(req: &Request) -> Bytes {
@@ -166,17 +166,24 @@ pub(super) async fn forward(
     if writes {
         session.touch(topology.shards.len(), shard);
     }
-    match pick(topology, session, shard, readonly) {
+    let (proto, lane) = (session.proto, session.lane);
+    // The node is held without a reference count unless the request must wait for room.
+    let (number, node, full) = match pick(topology, session, shard, readonly) {
         (Ok(node), ack) => {
             let (number, ticket) = session.arrivals.issue();
-            let conn = node.pool.conn(session.proto, session.lane);
-            if let Err(full) = conn.send_ticketed(request_bytes(req), ticket, ack) {
-                conn.send_when_room(full).await;
+            let sent = node
+                .pool
+                .conn(proto, lane)
+                .send_ticketed(request_bytes(req), ticket, ack);
+            match sent {
+                Ok(()) => return Slot::Ticket(number),
+                Err(full) => (number, Arc::clone(&node), full),
             }
-            Slot::Ticket(number)
         }
-        (Err(e), _) => Slot::failed(e),
-    }
+        (Err(e), _) => return Slot::failed(e),
+    };
+    node.pool.conn(proto, lane).send_when_room(full).await;
+    Slot::Ticket(number)
 }
 
 /// How many lanes a client looks at, from the first, for a connection that is not in the
@@ -192,13 +199,12 @@ pub(super) async fn send(
     request: Bytes,
     readonly: bool,
 ) -> oneshot::Receiver<Reply> {
-    match pick(topology, session, shard, readonly) {
-        (Ok(node), ack) => {
-            let conn = node.pool.conn(session.proto, session.lane);
-            conn.send_acked(request, 0, Wait::Default, ack).await
-        }
-        (Err(e), _) => failed(e),
-    }
+    let (node, ack) = match pick(topology, session, shard, readonly) {
+        (Ok(node), ack) => (Arc::clone(&node), ack),
+        (Err(e), _) => return failed(e),
+    };
+    let conn = node.pool.conn(session.proto, session.lane);
+    conn.send_acked(request, 0, Wait::Default, ack).await
 }
 
 /// The node a request to `shard` goes to, on its connection for `session.lane`; and the
@@ -209,11 +215,11 @@ fn pick(
     session: &mut Session,
     shard: usize,
     readonly: bool,
-) -> (Result<Arc<Node>, BackendError>, Option<u8>) {
+) -> (Result<NodeNow, BackendError>, Option<u8>) {
     let shard = &topology.shards[shard];
     let node = match readonly {
         true => shard.read_node(session.id),
-        false => shard.up_primary(),
+        false => shard.primary_now(),
     };
     // With nothing in flight, the client takes the node's first connection that is not in the
     // middle of a big reply. Its requests so join the other clients' on one connection, and

@@ -190,6 +190,28 @@ pub struct View {
     pub replicas: Vec<Arc<Node>>,
 }
 
+/// A node of a shard's view as loaded now, held without a reference count of its own: for a
+/// request queued on one of the node's connections before its task waits for anything (a
+/// reference count per request is a write every worker makes to the same node; the view is
+/// held as `arc_swap` holds a loaded value, in the loading thread's own slot). `Arc::clone`
+/// of it keeps the node for longer.
+pub struct NodeNow {
+    view: arc_swap::Guard<Arc<View>>,
+    /// 0: the primary; `i + 1`: replica `i`.
+    at: usize,
+}
+
+impl std::ops::Deref for NodeNow {
+    type Target = Arc<Node>;
+
+    fn deref(&self) -> &Arc<Node> {
+        match self.at {
+            0 => &self.view.primary,
+            i => &self.view.replicas[i - 1],
+        }
+    }
+}
+
 impl View {
     /// The shard's nodes: the primary first, then the replicas.
     pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
@@ -428,12 +450,17 @@ impl Shard {
     /// The connection a client's writes (and its reads, by default) use: the current primary's.
     /// Fails at once when the health checks hold the primary down.
     pub fn writer(&self, proto: Proto, client_id: u64) -> Result<NodeConn, BackendError> {
-        Ok(self.up_primary()?.pool.conn(proto, client_id).clone())
+        Ok(self.primary_now()?.pool.conn(proto, client_id).clone())
     }
 
     /// The current primary, unless the health checks hold it down: the node
     /// [`writer`](Self::writer) takes a connection of.
     pub fn up_primary(&self) -> Result<Arc<Node>, BackendError> {
+        self.primary_now().map(|node| Arc::clone(&node))
+    }
+
+    /// [`Shard::up_primary`], borrowed from the view as loaded now (see [`NodeNow`]).
+    pub fn primary_now(&self) -> Result<NodeNow, BackendError> {
         self.check_confirmed()?;
         let view = self.view.load();
         if !view.primary.health.is_up() {
@@ -443,33 +470,43 @@ impl Shard {
                 None => format!("primary {addr} is down"),
             }));
         }
-        Ok(view.primary.clone())
+        Ok(NodeNow { view, at: 0 })
     }
 
     /// The node a client's read-only commands go to, by `read_from`; the client's lane picks
     /// among readable replicas. A client keeps the same replica while the set of readable
     /// replicas stays the same, so its reads do not go back in time by hopping between replicas.
-    pub fn read_node(&self, client_id: u64) -> Result<Arc<Node>, BackendError> {
+    pub fn read_node(&self, client_id: u64) -> Result<NodeNow, BackendError> {
         if self.config.read_from == ReadFrom::Primary {
-            return self.up_primary();
+            return self.primary_now();
         }
         self.check_confirmed()?;
         let view = self.view.load();
-        let readable: Vec<&Arc<Node>> = view
-            .replicas
-            .iter()
-            .filter(|n| n.health.is_readable())
-            .collect();
-        if readable.is_empty() {
-            return match self.config.read_from {
-                ReadFrom::Replica => Err(self.unavailable(format!(
-                    "no replica is readable (up, following {} and within the lag limit)",
-                    view.primary.addr
-                ))),
-                _ => self.up_primary(),
-            };
+        let readable = || {
+            let replicas = view.replicas.iter().enumerate();
+            replicas
+                .filter(|(_, n)| n.health.is_readable())
+                .map(|(i, _)| i)
+        };
+        // Counted, then picked (without a list made per request). Should a replica's health
+        // change between the two looks and the pick miss, the first readable one.
+        let count = readable().count() as u64;
+        let picked = match count {
+            0 => None,
+            n => readable()
+                .nth((client_id % n) as usize)
+                .or_else(|| readable().next()),
+        };
+        if let Some(i) = picked {
+            return Ok(NodeNow { view, at: i + 1 });
         }
-        Ok(readable[(client_id % readable.len() as u64) as usize].clone())
+        match self.config.read_from {
+            ReadFrom::Replica => Err(self.unavailable(format!(
+                "no replica is readable (up, following {} and within the lag limit)",
+                view.primary.addr
+            ))),
+            _ => self.primary_now(),
+        }
     }
 
     /// A connection for one session alone on the current primary.
