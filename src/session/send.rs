@@ -166,23 +166,21 @@ pub(super) async fn forward(
     if writes {
         session.touch(topology.shards.len(), shard);
     }
-    let (proto, lane) = (session.proto, session.lane);
     // The node is held without a reference count unless the request must wait for room.
     let (number, node, full) = match pick(topology, session, shard, readonly) {
         (Ok(node), ack) => {
             let (number, ticket) = session.arrivals.issue();
-            let sent = node
-                .pool
-                .conn(proto, lane)
-                .send_ticketed(request_bytes(req), ticket, ack);
-            match sent {
+            // On the lane `pick` left the session on: it may have moved it.
+            let conn = node.pool.conn(session.proto, session.lane);
+            match conn.send_ticketed(request_bytes(req), ticket, ack) {
                 Ok(()) => return Slot::Ticket(number),
                 Err(full) => (number, Arc::clone(&node), full),
             }
         }
         (Err(e), _) => return Slot::failed(e),
     };
-    node.pool.conn(proto, lane).send_when_room(full).await;
+    let conn = node.pool.conn(session.proto, session.lane);
+    conn.send_when_room(full).await;
     Slot::Ticket(number)
 }
 
