@@ -47,6 +47,12 @@
 #   SHARDIS_BIN          shardis binary to use; skips the cargo build
 #   SHARDIS_BASE_BIN     a second shardis binary (an earlier build, say), measured as
 #                        shipped beside the first in every round, as `shardis-base`
+#   LOAD_SESSIONS=own    start each server (the redis-servers, nutcracker, every
+#                        shardis) in a session of its own (setsid), as separate
+#                        services would run; where the kernel groups CPU time by
+#                        session (kernel.sched_autogroup_enabled), it then shares the
+#                        cores between them rather than between their threads. By
+#                        default all run in this script's session
 #   SKIP_SHARDIS=1       leave shardis out (to develop this script)
 #   KEEP_TMP=1           keep the temp dir with configs, logs and raw results
 #
@@ -95,6 +101,14 @@ else
     rounds=${LOAD_ROUNDS:-3}
 fi
 clients=${LOAD_CLIENTS:-50}
+# What each server is started with: nothing, or setsid (LOAD_SESSIONS=own). Started in the
+# background by a script, a server is not a process group leader, so setsid runs it in place
+# and $! is still its pid.
+case ${LOAD_SESSIONS:-shared} in
+    shared) server_prefix=() ;;
+    own) server_prefix=(setsid) ;;
+    *) die "LOAD_SESSIONS is 'shared' or 'own', not '$LOAD_SESSIONS'" ;;
+esac
 bench_timeout=${LOAD_TIMEOUT:-600}
 skip_shardis=${SKIP_SHARDIS:-0}
 [[ "$skip_shardis" == 0 || -z "$skip_shardis" ]] && skip_shardis=0 || skip_shardis=1
@@ -147,7 +161,7 @@ backend_ports=("$port_a" "$port_b" "$port_c")
 
 for port in "${backend_ports[@]}"; do
     mkdir -p "$tmp/redis-$port"
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    "${server_prefix[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize no --dir "$tmp/redis-$port" --logfile "$tmp/redis-$port.log" \
         >/dev/null 2>&1 &
     pids+=("$!")
@@ -175,7 +189,7 @@ YAML
 nutcracker --test-conf --conf-file="$tmp/nutcracker.yml" >"$tmp/nutcracker-test.log" 2>&1 ||
     { cat "$tmp/nutcracker-test.log" >&2; die "nutcracker rejected its config"; }
 # Stats go to a free loopback port instead of the default 0.0.0.0:22222.
-nutcracker --conf-file="$tmp/nutcracker.yml" --output="$tmp/nutcracker.log" \
+"${server_prefix[@]}" nutcracker --conf-file="$tmp/nutcracker.yml" --output="$tmp/nutcracker.log" \
     --stats-addr=127.0.0.1 --stats-port="$port_nut_stats" >/dev/null 2>&1 &
 nut_pid=$!
 pids+=("$nut_pid")
@@ -208,7 +222,7 @@ start_shardis() {
         done
     } >"$tmp/$name.toml"
     # Quiet logging unless the caller asks for more: logging is not what we measure.
-    RUST_LOG=${RUST_LOG:-warn} "$bin" --config "$tmp/$name.toml" \
+    RUST_LOG=${RUST_LOG:-warn} "${server_prefix[@]}" "$bin" --config "$tmp/$name.toml" \
         >"$tmp/$name.log" 2>&1 &
     started_pid=$!
     pids+=("$started_pid")
@@ -268,7 +282,7 @@ fi
 
 echo
 echo "machine: $(nproc) CPUs; $(redis-server --version | awk '{print $1, $2, $3}');" \
-    "$(nutcracker --version 2>&1 | head -n 1)"
+    "$(nutcracker --version 2>&1 | head -n 1); servers' sessions: ${LOAD_SESSIONS:-shared}"
 # The checkout's commit says what was measured only when the binary was built from it here.
 if [[ -n "${SHARDIS_BIN:-}" ]]; then
     built_from="given by SHARDIS_BIN"
