@@ -51,8 +51,8 @@
 #                        shardis) in a session of its own (setsid), as separate
 #                        services would run; where the kernel groups CPU time by
 #                        session (kernel.sched_autogroup_enabled), it then shares the
-#                        cores between them rather than between their threads. By
-#                        default all run in this script's session
+#                        cores between them rather than between their threads.
+#                        LOAD_SESSIONS=shared, the default: all in this script's session
 #   SKIP_SHARDIS=1       leave shardis out (to develop this script)
 #   KEEP_TMP=1           keep the temp dir with configs, logs and raw results
 #
