@@ -24,7 +24,7 @@ fn record_on(threads: usize, each: u64) -> Duration {
     let rt = runtime();
     let telemetry = Arc::new(Telemetry::default());
     let start = Arc::new(Barrier::new(threads));
-    let get = CommandId::from_index(0);
+    let get = CommandId::of(shardis::command::lookup(b"get").expect("GET is in the table"));
     let tasks: Vec<_> = (0..threads)
         .map(|w| {
             let (telemetry, start) = (telemetry.clone(), start.clone());

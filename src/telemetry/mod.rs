@@ -272,8 +272,8 @@ const MAX_ERROR_CODES: usize = 128;
 ///
 /// What a request adds to is counted in its worker's own [`Counts`], summed when read. Shared,
 /// every worker serving requests would write to the same cache lines: recording one request's
-/// figures took 17.9 ns on one worker and 166.5 ns on each of two recording the same command at
-/// once; counted per worker, 21.3 and 22.3 ns (`cargo bench --bench counters`).
+/// figures took 18.9 ns on one worker and 172.6 ns on each of two recording the same command at
+/// once; counted per worker, 19.5 and 20.2 ns (`cargo bench --bench counters`).
 pub struct Telemetry {
     counts: PerWorker<Counts>,
     pub reloads_ok: AtomicU64,
