@@ -425,18 +425,13 @@ impl NodeStats {
 
     /// Requests answered or failed (a batch such as MULTI ... EXEC counts once).
     pub fn requests(&self) -> u64 {
-        self.sum(|c| &c.requests)
+        self.counts.sum(|c| &c.requests)
     }
 
     /// Of [`NodeStats::requests`], those answered with an error reply or not answered
     /// (timeout, connection lost).
     pub fn errors(&self) -> u64 {
-        self.sum(|c| &c.errors)
-    }
-
-    fn sum(&self, counter: impl Fn(&NodeCounts) -> &std::sync::atomic::AtomicU64) -> u64 {
-        let load = |c| counter(c).load(std::sync::atomic::Ordering::Relaxed);
-        self.counts.all().map(load).sum()
+        self.counts.sum(|c| &c.errors)
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -83,16 +83,15 @@ impl Drop for Assigned {
 ///
 /// `T` should be aligned to a cache line or more (`#[repr(align(128))]`), so that no two
 /// workers' values share one. Threads that are not workers use worker 0's; past
-/// [`PerWorker::SLOTS`] workers, two share one (counters stay right, as atomics).
+/// [`PER_WORKER_SLOTS`] workers, two share one (counters stay right, as atomics).
 pub struct PerWorker<T> {
     slots: Box<[OnceLock<Box<T>>; PER_WORKER_SLOTS]>,
 }
 
-const PER_WORKER_SLOTS: usize = 64;
+/// The workers [`PerWorker`] keeps a value apart for.
+pub const PER_WORKER_SLOTS: usize = 64;
 
 impl<T: Default> PerWorker<T> {
-    pub const SLOTS: usize = PER_WORKER_SLOTS;
-
     /// The calling worker's.
     pub fn mine(&self) -> &T {
         self.slots[index() % PER_WORKER_SLOTS].get_or_init(Default::default)
@@ -103,6 +102,11 @@ impl<T: Default> PerWorker<T> {
         self.slots
             .iter()
             .filter_map(|slot| slot.get().map(|b| &**b))
+    }
+
+    /// One counter of every worker's value, summed.
+    pub fn sum(&self, counter: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.all().map(|v| counter(v).load(Ordering::Relaxed)).sum()
     }
 }
 

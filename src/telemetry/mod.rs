@@ -337,7 +337,7 @@ impl Telemetry {
     /// Counts one answered command: its latency, and its reply if that is an error (`rejected`:
     /// refused before it ran).
     pub fn record(&self, cmd: CommandId, elapsed: Duration, error: Option<&[u8]>, rejected: bool) {
-        let stats = &self.mine().commands[cmd.index()];
+        let stats = &self.counts.mine().commands[cmd.index()];
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let usec = elapsed.as_micros() as u64;
         if let Some(reply) = error {
@@ -360,51 +360,40 @@ impl Telemetry {
             .record(elapsed);
     }
 
-    /// This worker's counts.
-    fn mine(&self) -> &Counts {
-        self.counts.mine()
-    }
-
     /// Counts a command carried out.
     pub fn count_processed(&self) {
-        self.mine().processed.fetch_add(1, Ordering::Relaxed);
+        self.counts.mine().processed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts bytes read from a client.
     pub fn count_input(&self, bytes: usize) {
-        self.mine()
+        self.counts
+            .mine()
             .net_input
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Counts bytes written to a client.
     pub fn count_output(&self, bytes: usize) {
-        self.mine()
+        self.counts
+            .mine()
             .net_output
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// A counter of [`Counts`], summed over the workers.
-    fn sum(&self, counter: impl Fn(&Counts) -> &AtomicU64) -> u64 {
-        self.counts
-            .all()
-            .map(|c| counter(c).load(Ordering::Relaxed))
-            .sum()
-    }
-
     /// Commands carried out.
     pub fn processed(&self) -> u64 {
-        self.sum(|c| &c.processed)
+        self.counts.sum(|c| &c.processed)
     }
 
     /// Bytes read from clients.
     pub fn net_input(&self) -> u64 {
-        self.sum(|c| &c.net_input)
+        self.counts.sum(|c| &c.net_input)
     }
 
     /// Bytes written to clients.
     pub fn net_output(&self) -> u64 {
-        self.sum(|c| &c.net_output)
+        self.counts.sum(|c| &c.net_output)
     }
 
     /// Counts an error reply by its code: the first word, `-ERR ...` or RESP3's `!<len>`. No
