@@ -219,6 +219,56 @@ fn commandstats_are_shaped_as_redis_7() {
 }
 
 #[test]
+fn total_commands_processed_counts_what_redis_counts() {
+    // The same requests to a plain redis-server and to shardis, both with a password: Redis
+    // counts a command that ran, a failed AUTH or a nested MULTI among them, and not one refused
+    // before it ran (not authenticated, unknown, wrong arity).
+    let plain = Redis::start_with(&["--requirepass", "pw"]);
+    let node = Redis::start();
+    let proxy = Shardis::in_front_of(&[&node], "password = \"pw\"");
+    let processed = |port: u16| {
+        let mut c = Raw::connect(port);
+        assert_eq!(c.call(&[b"AUTH", b"pw"]), b"+OK\r\n");
+        let reply = c.call(&[b"INFO", b"stats"]);
+        number(&String::from_utf8_lossy(&reply), "total_commands_processed")
+    };
+    let counted = |port: u16| {
+        let before = processed(port);
+        let mut c = Raw::connect(port);
+        for args in [
+            &[&b"GET"[..], b"k"][..],
+            &[b"NOSUCHCOMMAND"],
+            &[b"AUTH", b"wrong"],
+            &[b"AUTH", b"pw"],
+            &[b"NOSUCHCOMMAND"],
+            &[b"GET"],
+            &[b"SET", b"k", b"v"],
+            &[b"GET", b"k"],
+            // A transaction's commands count when EXEC runs them; not when it aborts or is
+            // discarded.
+            &[b"MULTI"],
+            &[b"SET", b"k", b"w"],
+            &[b"GET", b"k"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"NOSUCHCOMMAND"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"SET", b"k", b"x"],
+            &[b"MULTI"],
+            &[b"DISCARD"],
+        ] {
+            c.call(args);
+        }
+        // Less the AUTH and INFO that read `before`, which are counted after it.
+        processed(port) - before - 2
+    };
+    let theirs = counted(plain.port());
+    assert_eq!(theirs, 13, "Redis counted {theirs}");
+    assert_eq!(counted(proxy.port()), theirs);
+}
+
+#[test]
 fn blocked_clients_counts_a_client_waiting_in_a_pop() {
     let cluster = Cluster::start("");
     let port = cluster.proxy.port();

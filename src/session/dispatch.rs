@@ -48,12 +48,17 @@ pub(super) async fn dispatch(
     if session.auth_failures > 0 {
         tokio::time::sleep_until(session.auth_penalty_until).await;
     }
-    proxy.telemetry.count_processed();
+    // Counted in `total_commands_processed` as Redis counts: a command that runs, not one
+    // refused before it (not authenticated, not permitted, unknown, wrong arity, refused by
+    // the proxy), and a queued one when EXEC runs it.
     if let Err(refused) = admit(session, &req, &plan, cmd, flags) {
         return refused;
     }
     if session.tx.is_some() && !matches!(plan, Plan::Local(Local::Quit | Local::Reset)) {
         return in_transaction(proxy, topology, session, req, plan).await;
+    }
+    if !matches!(plan, Plan::Error(_)) {
+        proxy.telemetry.count_processed(1);
     }
     let writes = flags & WRITE != 0;
     let call = Call {
@@ -356,9 +361,13 @@ async fn in_transaction(
             let tx = session.tx.take().expect("in a transaction");
             // EXEC ends the watch whatever happens, as on Redis.
             let pinned = session.pinned.take();
+            proxy.telemetry.count_processed(1);
             if tx.dirty {
                 return Slot::error(EXECABORT);
             }
+            // The queued commands run now (unless a WATCHed key changed: they are counted
+            // then too, where Redis does not count them).
+            proxy.telemetry.count_processed(u64::from(tx.len()));
             let shard = tx.shard.or(watched).unwrap_or_else(|| topology.any_shard());
             let conn = match pinned {
                 Some(p) => p.conn,
@@ -373,14 +382,20 @@ async fn in_transaction(
             return Slot::Waiting(conn.send_acked(batch, skip, Wait::Default, ack).await);
         }
         Plan::Transaction(TxCommand::Discard) => {
+            proxy.telemetry.count_processed(1);
             session.tx = None;
             session.pinned = None;
             Bytes::from_static(encode::OK)
         }
+        // Not queued: they run, and fail, as on Redis.
         Plan::Transaction(TxCommand::Multi) => {
+            proxy.telemetry.count_processed(1);
             encode::error_bytes("ERR MULTI calls can not be nested")
         }
-        Plan::Watch(_) => encode::error_bytes("ERR WATCH inside MULTI is not allowed"),
+        Plan::Watch(_) => {
+            proxy.telemetry.count_processed(1);
+            encode::error_bytes("ERR WATCH inside MULTI is not allowed")
+        }
         // Blocking commands do not block inside a transaction.
         Plan::Forward(shard) | Plan::Blocking { shard, .. } => {
             tx.queue(&request_bytes(&req), Some(shard), watched, max_queued)

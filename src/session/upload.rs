@@ -164,7 +164,7 @@ pub(super) fn begin(
         }
         _ => node.pool.upload(proto, session.dedicated()).ok()?,
     };
-    proxy.telemetry.count_processed();
+    proxy.telemetry.count_processed(1);
     session.touch(topology.shards.len(), shard);
     let (number, ticket) = session.arrivals.issue();
     let planned = Planned {

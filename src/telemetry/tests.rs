@@ -147,7 +147,7 @@ fn what_each_worker_counted_is_read_as_one_sum_and_reset_as_one() {
     let telemetry = super::Telemetry::default();
     let cmd = CommandId::from_index(0);
     let count = |failed: bool| {
-        telemetry.count_processed();
+        telemetry.count_processed(1);
         telemetry.count_input(10);
         telemetry.count_output(3);
         let error = failed.then_some(&b"-ERR no\r\n"[..]);
