@@ -260,7 +260,8 @@ fn total_commands_processed_counts_what_redis_counts() {
         ] {
             c.call(args);
         }
-        // Less the AUTH and INFO that read `before`, which are counted after it.
+        // Less the readings' AUTH and INFO: two either way (Redis counts an INFO once it has
+        // answered, shardis when it sends it to the nodes, so the figure it shows counts it).
         processed(port) - before - 2
     };
     let theirs = counted(plain.port());
