@@ -86,7 +86,7 @@ run() {
         bench "${proxy_port[$1]}" 25 $((n / 2)) &
         bg+=($!)
         bench "${proxy_port[$2]}" 25 $((n / 2))
-        wait "${bg[@]}"
+        wait "${bg[@]}" || die "a redis-benchmark on port $1 failed"
     fi
     for name in $(printf '%s\n' "$@" | sort -u); do after=$((after + $(cpu_ticks "${proxy_pid[$name]}"))); done
     echo $((after - before))
