@@ -57,7 +57,9 @@ pub(super) async fn dispatch(
     if session.tx.is_some() && !matches!(plan, Plan::Local(Local::Quit | Local::Reset)) {
         return in_transaction(proxy, topology, session, req, plan).await;
     }
-    if !matches!(plan, Plan::Error(_)) {
+    // INFO counts itself once its own figures are taken (see `broadcast`), so that, as on
+    // Redis, the reading it shows does not count it.
+    if !matches!(plan, Plan::Error(_) | Plan::Broadcast(Merge::Info)) {
         proxy.telemetry.count_processed(1);
     }
     let writes = flags & WRITE != 0;
@@ -218,6 +220,7 @@ impl<'a> Call<'a> {
             // The fleet's figures, with the keyspace counted without shardis' own keys.
             Merge::Info => {
                 let info = info::Request::new(proxy, topology, req);
+                proxy.telemetry.count_processed(1);
                 (script(lock::scripts::INFO_FLEET), Extra::Info(info))
             }
             Merge::ConfigGet => (request_bytes(req), Extra::Config(config_overrides(proxy))),
