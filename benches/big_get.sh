@@ -39,9 +39,7 @@ bench_start big-get
 read -ra ports <<<"$(free_ports 3)"
 node=${ports[0]}
 
-redis-server --port "$node" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
-pids+=($!)
-wait_pong redis-server "$node" $! "$tmp/redis.log"
+redis_node redis-server "$node" "$tmp/redis.log"
 proxy_pids=()
 for i in 0 1; do
     printf 'listen = "127.0.0.1:%s"\nworkers = 1\n[[shards]]\nname = "a"\nprimary = "127.0.0.1:%s"\n' \

@@ -82,6 +82,17 @@ wait_pong() {
     die "$name did not answer PING on port $port within 10 s"
 }
 
+# redis_node NAME PORT LOG [ARG...]: starts a throwaway redis-server on 127.0.0.1:PORT (no
+# RDB, no AOF) with any further arguments, its output in LOG; adds it to `pids` and waits for
+# its PONG (NAME is what a failure calls it).
+redis_node() {
+    local name=$1 port=$2 log=$3
+    shift 3
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no "$@" >"$log" 2>&1 &
+    pids+=($!)
+    wait_pong "$name" "$port" $! "$log"
+}
+
 # cpu_ticks PID: utime + stime of the whole process (all threads), in clock
 # ticks: fields 14 and 15 of /proc/PID/stat. Field 2, the command name, is in
 # parentheses and may hold spaces, so count fields after the last ')'.

@@ -45,16 +45,10 @@ for replicas in 0 1; do
     run="$tmp/r$replicas"
     mkdir -p "$run/p" "$run/r"
     read -r p r proxy <<<"$(free_ports 3)"
-    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$run/p" \
-        >"$run/p.log" 2>&1 &
-    pids+=($!)
-    wait_pong redis-server "$p" "$!" "$run/p.log"
+    redis_node redis-server "$p" "$run/p.log" --dir "$run/p"
     replica_line=""
     if [[ $replicas == 1 ]]; then
-        redis-server --port "$r" --bind 127.0.0.1 --save '' --appendonly no --dir "$run/r" \
-            --replicaof 127.0.0.1 "$p" >"$run/r.log" 2>&1 &
-        pids+=($!)
-        wait_pong "redis-server (replica)" "$r" "$!" "$run/r.log"
+        redis_node "redis-server (replica)" "$r" "$run/r.log" --dir "$run/r" --replicaof 127.0.0.1 "$p"
         replica_line="replicas = [\"127.0.0.1:$r\"]"
     fi
     cat >"$run/shardis.toml" <<EOF

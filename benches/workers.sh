@@ -41,9 +41,7 @@ bench_start workers
 read -ra ports <<<"$(free_ports 7)"
 nodes=("${ports[@]:0:3}")
 for p in "${nodes[@]}"; do
-    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis-$p.log" 2>&1 &
-    pids+=($!)
-    wait_pong redis-server "$p" $! "$tmp/redis-$p.log"
+    redis_node redis-server "$p" "$tmp/redis-$p.log"
 done
 
 # proxy NAME PORT WORKERS: starts a proxy in front of the three nodes; its pid goes in
